@@ -1,0 +1,24 @@
+//! Schema migrations, in order. A shipped migration is never edited; each declares its own
+//! identifiers and never imports entities, so old migrations keep their meaning.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_users;
+mod m20261122_000002_create_tokens;
+mod m20261122_000003_create_usage_records;
+mod m20261122_000004_create_meta;
+
+/// Applies the migrations of this crate.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_users::Migration),
+            Box::new(m20261122_000002_create_tokens::Migration),
+            Box::new(m20261122_000003_create_usage_records::Migration),
+            Box::new(m20261122_000004_create_meta::Migration),
+        ]
+    }
+}

@@ -1,0 +1,443 @@
+//! The configuration tree (`Settings`), its layered loading and its validation.
+//!
+//! Architecture Invariant: depends only on `types`. Nothing here reads a database or the network.
+
+mod check;
+mod load;
+mod secret;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::types::{Locality, ProviderKind};
+
+pub use check::{Problem, check};
+pub use load::{LoadError, load, resolve_env_ref};
+pub use secret::Secret;
+
+/// The whole configuration of a node.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// HTTP listener.
+    pub server: ServerSettings,
+    /// The durable store.
+    pub database: DatabaseSettings,
+    /// Shared volatile state; absent URL means in-process.
+    pub redis: RedisSettings,
+    /// Timeouts and caps for upstream calls.
+    pub upstream: UpstreamSettings,
+    /// The usage writer.
+    pub usage: UsageSettings,
+    /// The catalog cache.
+    pub catalog: CatalogSettings,
+    /// Logs.
+    pub log: LogSettings,
+    /// First-start behaviour.
+    pub bootstrap: BootstrapSettings,
+    /// Global providers.
+    pub providers: Vec<ProviderConfig>,
+    /// Global rotations.
+    pub rotations: Vec<RotationConfig>,
+    /// Global autoselects.
+    pub autoselects: Vec<AutoselectConfig>,
+    /// Seeds for the price table.
+    pub prices: Vec<PriceConfig>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// actix workers; 0 means one per core.
+    pub workers: usize,
+    /// Seconds a graceful shutdown waits for in-flight requests and streams.
+    pub shutdown_timeout_secs: u64,
+    /// This node's name in usage records and metrics; empty means `host:port`.
+    pub node_id: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            max_body_bytes: 10 * 1024 * 1024,
+            workers: 0,
+            shutdown_timeout_secs: 30,
+            node_id: String::new(),
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://…`, `postgres://…` or `mysql://…`.
+    pub url: Secret,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: Secret::new("sqlite://switchyard.db?mode=rwc"), max_connections: 10 }
+    }
+}
+
+/// `[redis]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://…`; absent means the in-process implementation.
+    pub url: Option<Secret>,
+    /// Prefix of every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Pool size.
+    pub pool_size: usize,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self { url: None, key_prefix: "sy:".into(), pool_size: 16 }
+    }
+}
+
+/// `[upstream]`: how long to wait for upstreams, and how much to accept from them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// TCP (and TLS) connect.
+    pub connect_timeout_ms: u64,
+    /// From sending the request to the response headers.
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence between two body chunks.
+    pub idle_timeout_ms: u64,
+    /// Whole request, streams included; a provider's `timeout` overrides it.
+    pub total_timeout_ms: u64,
+    /// A `: keepalive` SSE comment is sent to the client after this much upstream silence.
+    pub keepalive_interval_ms: u64,
+    /// Largest non-streaming response body accepted.
+    pub max_response_bytes: usize,
+    /// Longest SSE line accepted from an upstream.
+    pub max_sse_line_bytes: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            total_timeout_ms: 600_000,
+            keepalive_interval_ms: 15_000,
+            max_response_bytes: 32 * 1024 * 1024,
+            max_sse_line_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[usage]`: the asynchronous usage writer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSettings {
+    /// Records per insert.
+    pub batch_size: usize,
+    /// Longest a record waits before its batch is written.
+    pub flush_interval_ms: u64,
+    /// Records held in memory while the database is slow or down; when full, new requests get 503.
+    pub queue_capacity: usize,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        Self { batch_size: 500, flush_interval_ms: 200, queue_capacity: 50_000 }
+    }
+}
+
+/// `[catalog]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSettings {
+    /// How often a node checks the stored catalog version, in case an invalidation was missed.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self { poll_interval_ms: 1_000 }
+    }
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// `[bootstrap]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapSettings {
+    /// Name of the first user.
+    pub admin_username: String,
+    /// A known value for the first admin token (`sy-…`), for automated deployments.
+    pub admin_token: Option<Secret>,
+}
+
+impl Default for BootstrapSettings {
+    fn default() -> Self {
+        Self { admin_username: "admin".into(), admin_token: None }
+    }
+}
+
+/// `[[providers]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `[a-z0-9][a-z0-9_-]{0,62}`.
+    pub id: String,
+    /// Wire dialect.
+    #[serde(rename = "type")]
+    pub kind: ProviderKind,
+    /// Base URL, e.g. `http://127.0.0.1:11434/v1`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `$ENV_VAR` reference to the key.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Context size of models that state none.
+    #[serde(default)]
+    pub default_context_size: Option<u64>,
+    /// Seconds an entry cools down after an error.
+    #[serde(default = "default_cooldown")]
+    pub default_error_cooldown: u64,
+    /// Seconds for the whole request; overrides `upstream.total_timeout_ms`.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// In-flight requests this provider accepts.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// `local` or `cloud`.
+    #[serde(default)]
+    pub locality: Locality,
+    /// Per-model prices per 1M tokens.
+    #[serde(default)]
+    pub cost: BTreeMap<String, CostConfig>,
+    /// The models it serves.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+fn default_cooldown() -> u64 {
+    60
+}
+
+/// One model of a provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The provider's own model name.
+    pub name: String,
+    /// Context window in tokens.
+    #[serde(default)]
+    pub context_size: Option<u64>,
+    /// Largest prompt accepted, in tokens.
+    #[serde(default)]
+    pub max_request_tokens: Option<u64>,
+    /// Free-form capability tags (`vision`, `tools`, …).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// USD per 1M tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostConfig {
+    /// Input tokens.
+    pub input_per_million: f64,
+    /// Output tokens.
+    pub output_per_million: f64,
+    /// Cached input tokens.
+    #[serde(default)]
+    pub cached_input_per_million: Option<f64>,
+}
+
+/// `[[rotations]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    /// Route name (`rotation/<name>`).
+    pub name: String,
+    /// `weighted`, `priority`, `least_busy` or `burst`.
+    pub strategy: String,
+    /// Candidates.
+    #[serde(default)]
+    pub entries: Vec<RotationEntryConfig>,
+    /// Only private targets.
+    #[serde(default)]
+    pub privacy: bool,
+    /// Capability tags.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Default prompt cap.
+    #[serde(default)]
+    pub default_max_request_tokens: Option<u64>,
+    /// Attempts before giving up.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Burst: `edge_burst` or `cloud_burst`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Burst: in-flight requests on the primary before bursting.
+    #[serde(default)]
+    pub max_queue: Option<u64>,
+    /// Burst: moving-average latency before bursting.
+    #[serde(default)]
+    pub latency_threshold_ms: Option<u64>,
+    /// Burst: cloud spend per day.
+    #[serde(default)]
+    pub daily_cloud_budget_usd: Option<f64>,
+    /// Burst: extra words that make a request sensitive.
+    #[serde(default)]
+    pub sensitive_keywords: Vec<String>,
+    /// Burst: primary entries.
+    #[serde(default)]
+    pub primary: Vec<RotationEntryConfig>,
+    /// Burst: secondary entries.
+    #[serde(default)]
+    pub secondary: Vec<RotationEntryConfig>,
+}
+
+/// One candidate of a rotation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationEntryConfig {
+    /// A provider id.
+    pub provider_id: String,
+    /// One of that provider's models.
+    pub model: String,
+    /// Relative weight (> 0).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Seconds of cooldown after an error.
+    #[serde(default)]
+    pub error_cooldown: Option<u64>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// `[[autoselects]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoselectConfig {
+    /// Route name (`autoselect/<name>`).
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// `rules`, `embedding` or `llm`.
+    #[serde(default = "default_selection")]
+    pub selection: String,
+    /// Route used when nothing else fits.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Look for secrets and personal data.
+    #[serde(default)]
+    pub classify_privacy: bool,
+    /// Classify the task.
+    #[serde(default)]
+    pub classify_semantic: bool,
+    /// `llm` selection: the route that picks.
+    #[serde(default)]
+    pub selection_model: Option<String>,
+    /// `embedding` selection: the route that embeds.
+    #[serde(default)]
+    pub embedding_route: Option<String>,
+    /// Capability tags.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Extra words that make a request private.
+    #[serde(default)]
+    pub privacy_keywords: Vec<String>,
+    /// Candidates.
+    #[serde(default)]
+    pub available_models: Vec<AutoselectCandidateConfig>,
+}
+
+fn default_selection() -> String {
+    "rules".into()
+}
+
+/// One candidate of an autoselect.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoselectCandidateConfig {
+    /// A route name.
+    pub route: String,
+    /// What it is good at.
+    #[serde(default)]
+    pub description: String,
+    /// May receive private requests.
+    #[serde(default)]
+    pub privacy: bool,
+    /// Example prompts.
+    #[serde(default)]
+    pub examples: Vec<String>,
+}
+
+/// `[[prices]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Model name.
+    pub model: String,
+    /// Restrict to one provider.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// USD per 1M input tokens.
+    pub input_per_million: f64,
+    /// USD per 1M output tokens.
+    pub output_per_million: f64,
+    /// USD per 1M cached input tokens.
+    #[serde(default)]
+    pub cached_input_per_million: Option<f64>,
+    /// Other names of the same model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+impl Settings {
+    /// A configuration for tests: loopback, port 0, one worker, nothing else.
+    pub fn test_default() -> Self {
+        let mut s = Self::default();
+        s.server.port = 0;
+        s.server.workers = 1;
+        s.server.shutdown_timeout_secs = 5;
+        s.database.url = Secret::new("sqlite::memory:");
+        s.database.max_connections = 1;
+        s.usage.flush_interval_ms = 20;
+        s.catalog.poll_interval_ms = 200;
+        s
+    }
+}

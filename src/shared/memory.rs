@@ -1,0 +1,183 @@
+//! The in-process shared state of an embedded node. Same semantics as the Redis one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::shared::{SharedError, SharedState, WindowOutcome};
+use crate::types::now_ms;
+
+#[derive(Default)]
+struct Maps {
+    windows: HashMap<String, (u64, u64, i64)>,
+    slots: HashMap<String, HashMap<String, i64>>,
+    cooldowns: HashMap<String, i64>,
+    kv: HashMap<String, (Vec<u8>, i64)>,
+}
+
+/// Shared state held in this process.
+pub struct MemoryShared {
+    maps: Mutex<Maps>,
+    version_tx: watch::Sender<i64>,
+}
+
+impl MemoryShared {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self { maps: Mutex::new(Maps::default()), version_tx: watch::Sender::new(0) }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Maps) -> T) -> Result<T, SharedError> {
+        let mut guard = self.maps.lock().map_err(|_| SharedError("in-process state lock poisoned".into()))?;
+        Ok(f(&mut guard))
+    }
+
+    fn sweep(&self) {
+        let now = now_ms();
+        let _ = self.with(|m| {
+            m.windows.retain(|_, (_, _, expires)| *expires > now);
+            for s in m.slots.values_mut() {
+                s.retain(|_, until| *until > now);
+            }
+            m.slots.retain(|_, s| !s.is_empty());
+            m.cooldowns.retain(|_, until| *until > now);
+            m.kv.retain(|_, (_, until)| *until > now);
+        });
+    }
+}
+
+impl Default for MemoryShared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl SharedState for MemoryShared {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn window_add(&self, key: &str, window_ms: u64, amount: u64, limit: Option<u64>) -> Result<WindowOutcome, SharedError> {
+        let window = window_ms.max(1);
+        let now = u64::try_from(now_ms()).unwrap_or(0);
+        let idx = now / window;
+        let reset_ms = (idx + 1) * window - now;
+        self.with(|m| {
+            let entry = m.windows.entry(key.to_owned()).or_insert((idx, 0, 0));
+            if entry.0 != idx {
+                *entry = (idx, 0, 0);
+            }
+            if limit.is_some_and(|l| entry.1.saturating_add(amount) > l) {
+                return WindowOutcome { allowed: false, count: entry.1, reset_ms };
+            }
+            entry.1 = entry.1.saturating_add(amount);
+            entry.2 = ms(now.saturating_add(window.saturating_mul(2)));
+            WindowOutcome { allowed: true, count: entry.1, reset_ms }
+        })
+    }
+
+    async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError> {
+        let now = now_ms();
+        self.with(|m| {
+            let set = m.slots.entry(key.to_owned()).or_default();
+            set.retain(|_, until| *until > now);
+            let held = set.contains_key(holder);
+            if !held && u64::try_from(set.len()).unwrap_or(u64::MAX) >= limit {
+                return false;
+            }
+            set.insert(holder.to_owned(), now.saturating_add(ms(lease_ms)));
+            true
+        })
+    }
+
+    async fn slot_release(&self, key: &str, holder: &str) -> Result<(), SharedError> {
+        self.with(|m| {
+            if let Some(set) = m.slots.get_mut(key) {
+                set.remove(holder);
+            }
+        })
+    }
+
+    async fn slot_count(&self, key: &str) -> Result<u64, SharedError> {
+        let now = now_ms();
+        self.with(|m| {
+            m.slots.get_mut(key).map_or(0, |set| {
+                set.retain(|_, until| *until > now);
+                u64::try_from(set.len()).unwrap_or(u64::MAX)
+            })
+        })
+    }
+
+    async fn cooldown_extend(&self, key: &str, until_ms: i64) -> Result<i64, SharedError> {
+        let now = now_ms();
+        self.with(|m| {
+            let cur = m.cooldowns.get(key).copied().filter(|d| *d > now).unwrap_or(0);
+            let new = cur.max(until_ms);
+            if new > now {
+                m.cooldowns.insert(key.to_owned(), new);
+            }
+            new
+        })
+    }
+
+    async fn cooldown_until(&self, key: &str) -> Result<Option<i64>, SharedError> {
+        let now = now_ms();
+        self.with(|m| m.cooldowns.get(key).copied().filter(|d| *d > now))
+    }
+
+    async fn kv_set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), SharedError> {
+        let until = now_ms().saturating_add(ms(ttl_ms));
+        self.with(|m| {
+            m.kv.insert(key.to_owned(), (value.to_vec(), until));
+        })
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, SharedError> {
+        let now = now_ms();
+        self.with(|m| m.kv.get(key).filter(|(_, until)| *until > now).map(|(v, _)| v.clone()))
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<bool, SharedError> {
+        let now = now_ms();
+        self.with(|m| m.kv.remove(key).is_some_and(|(_, until)| until > now))
+    }
+
+    async fn publish_catalog_version(&self, version: i64) -> Result<(), SharedError> {
+        self.version_tx.send_if_modified(|v| {
+            if version > *v {
+                *v = version;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+
+    fn catalog_versions(&self) -> watch::Receiver<i64> {
+        self.version_tx.subscribe()
+    }
+
+    async fn run(&self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => self.sweep(),
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), SharedError> {
+        Ok(())
+    }
+}

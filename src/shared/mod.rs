@@ -1,0 +1,96 @@
+//! Shared volatile state: one async trait, with an in-process implementation (embedded mode)
+//! and a Redis implementation (cluster mode) that pass one contract test suite.
+//!
+//! What it holds: fixed-window counters, concurrency slots with leases, cooldown deadlines
+//! (only ever extended), key/value with TTL, and "catalog version changed" announcements.
+//! Announcements are lossy by design: subscribers also poll the stored version, so a missed
+//! message costs at most one poll interval.
+//!
+//! Architecture Invariant: the only module that names `redis`. All key names are built in
+//! `keys.rs`; every multi-step update is one Lua script.
+
+mod keys;
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use self::memory::MemoryShared;
+pub use self::redis::RedisShared;
+
+/// A shared-state operation failed (Redis unreachable, timed out, or answered nonsense).
+#[derive(Debug, thiserror::Error)]
+#[error("shared state unavailable: {0}")]
+pub struct SharedError(pub String);
+
+/// The result of adding to a windowed counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowOutcome {
+    /// Whether the amount was admitted (and counted).
+    pub allowed: bool,
+    /// The count in the current window after the call.
+    pub count: u64,
+    /// Milliseconds until the window resets.
+    pub reset_ms: u64,
+}
+
+/// The shared state of a cluster (or of one embedded node).
+#[async_trait]
+pub trait SharedState: Send + Sync + 'static {
+    /// `"memory"` or `"redis"`.
+    fn kind(&self) -> &'static str;
+
+    /// Adds `amount` to the fixed window of `window_ms` that contains now, unless that would
+    /// take the count over `limit`; a refused amount is not counted. `limit = None` always adds.
+    async fn window_add(&self, key: &str, window_ms: u64, amount: u64, limit: Option<u64>) -> Result<WindowOutcome, SharedError>;
+
+    /// Takes one of `limit` slots for `holder` for `lease_ms` (renewing it if held already).
+    /// Expired leases free their slot, so a crashed node cannot leak slots.
+    async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError>;
+
+    /// Frees `holder`'s slot.
+    async fn slot_release(&self, key: &str, holder: &str) -> Result<(), SharedError>;
+
+    /// Slots currently held.
+    async fn slot_count(&self, key: &str) -> Result<u64, SharedError>;
+
+    /// Sets the cooldown deadline (ms since the epoch) to `max(current, until_ms)` and returns it.
+    async fn cooldown_extend(&self, key: &str, until_ms: i64) -> Result<i64, SharedError>;
+
+    /// The deadline in force, or `None` when there is none or it has passed.
+    async fn cooldown_until(&self, key: &str) -> Result<Option<i64>, SharedError>;
+
+    /// Stores a value for `ttl_ms`.
+    async fn kv_set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), SharedError>;
+
+    /// The value, unless absent or expired.
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, SharedError>;
+
+    /// Removes a value; returns whether it existed.
+    async fn kv_delete(&self, key: &str) -> Result<bool, SharedError>;
+
+    /// Announces that the catalog is now at `version` (to every node, this one included).
+    async fn publish_catalog_version(&self, version: i64) -> Result<(), SharedError>;
+
+    /// The newest catalog version announced to this node.
+    fn catalog_versions(&self) -> watch::Receiver<i64>;
+
+    /// Runs background upkeep (Redis: the subscription, reconnecting with backoff; memory:
+    /// expiry sweeps) until `cancel` fires.
+    async fn run(&self, cancel: CancellationToken);
+
+    /// A round trip, for `/ready`.
+    async fn ping(&self) -> Result<(), SharedError>;
+}
+
+/// Builds the shared state the settings ask for.
+pub async fn connect(url: Option<&str>, key_prefix: &str, pool_size: usize) -> Result<Arc<dyn SharedState>, SharedError> {
+    match url {
+        None => Ok(Arc::new(MemoryShared::new())),
+        Some(url) => Ok(Arc::new(RedisShared::connect(url, key_prefix, pool_size).await?)),
+    }
+}

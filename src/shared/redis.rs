@@ -1,0 +1,225 @@
+//! Shared state in Redis (deadpool-redis pool, one subscription connection).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use futures_util::StreamExt as _;
+use redis::{AsyncCommands, Script};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::shared::keys::Keys;
+use crate::shared::{SharedError, SharedState, WindowOutcome};
+use crate::types::now_ms;
+
+/// Every Redis call gives up after this long, so a hung Redis cannot hang a request.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Scripts {
+    window: Script,
+    slot_acquire: Script,
+    slot_count: Script,
+    cooldown_extend: Script,
+    publish_version: Script,
+}
+
+/// Shared state in Redis.
+pub struct RedisShared {
+    client: redis::Client,
+    pool: Pool,
+    keys: Keys,
+    scripts: Arc<Scripts>,
+    version_tx: watch::Sender<i64>,
+}
+
+fn err(e: impl std::fmt::Display) -> SharedError {
+    SharedError(e.to_string())
+}
+
+impl RedisShared {
+    /// Connects and checks the server answers.
+    pub async fn connect(url: &str, key_prefix: &str, pool_size: usize) -> Result<Self, SharedError> {
+        let client = redis::Client::open(url).map_err(|e| SharedError(format!("invalid redis url: {:?}", e.kind())))?;
+        let mut cfg = deadpool_redis::Config::from_url(url);
+        let mut pool_cfg = PoolConfig::new(pool_size.max(1));
+        pool_cfg.timeouts = Timeouts { wait: Some(OP_TIMEOUT), create: Some(OP_TIMEOUT), recycle: Some(OP_TIMEOUT) };
+        cfg.pool = Some(pool_cfg);
+        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(err)?;
+        let me = Self {
+            client,
+            pool,
+            keys: Keys::new(key_prefix),
+            scripts: Arc::new(Scripts {
+                window: Script::new(include_str!("lua/window.lua")),
+                slot_acquire: Script::new(include_str!("lua/slot_acquire.lua")),
+                slot_count: Script::new(include_str!("lua/slot_count.lua")),
+                cooldown_extend: Script::new(include_str!("lua/cooldown_extend.lua")),
+                publish_version: Script::new(include_str!("lua/publish_version.lua")),
+            }),
+            version_tx: watch::Sender::new(0),
+        };
+        me.ping().await?;
+        Ok(me)
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, SharedError> {
+        self.pool.get().await.map_err(err)
+    }
+
+    async fn timed<T>(&self, fut: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, SharedError> {
+        match tokio::time::timeout(OP_TIMEOUT, fut).await {
+            Ok(r) => r.map_err(err),
+            Err(_) => Err(SharedError("redis did not answer in time".into())),
+        }
+    }
+
+    async fn subscribe_once(&self, cancel: &CancellationToken) -> Result<(), SharedError> {
+        let mut pubsub = self.timed(self.client.get_async_pubsub()).await?;
+        self.timed(pubsub.subscribe(self.keys.catalog_channel())).await?;
+        // Catch up on anything announced while we were not subscribed.
+        let mut conn = self.conn().await?;
+        let stored: Option<i64> = self.timed(conn.get(self.keys.catalog_version())).await?;
+        drop(conn);
+        if let Some(v) = stored {
+            self.bump(v);
+        }
+        tracing::info!("Subscribed to catalog announcements.");
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                msg = messages.next() => match msg {
+                    Some(m) => {
+                        if let Ok(v) = m.get_payload::<i64>() {
+                            self.bump(v);
+                        }
+                    }
+                    None => return Err(SharedError("subscription closed".into())),
+                },
+            }
+        }
+    }
+
+    fn bump(&self, version: i64) {
+        self.version_tx.send_if_modified(|v| {
+            if version > *v {
+                *v = version;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+fn limit_arg(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl SharedState for RedisShared {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn window_add(&self, key: &str, window_ms: u64, amount: u64, limit: Option<u64>) -> Result<WindowOutcome, SharedError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.window.key(self.keys.window(key));
+        inv.arg(window_ms.max(1)).arg(amount).arg(limit_arg(limit));
+        let (allowed, count, reset): (i64, u64, u64) = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(WindowOutcome { allowed: allowed == 1, count, reset_ms: reset })
+    }
+
+    async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.slot_acquire.key(self.keys.slots(key));
+        inv.arg(holder).arg(limit).arg(lease_ms.max(1));
+        let got: i64 = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(got == 1)
+    }
+
+    async fn slot_release(&self, key: &str, holder: &str) -> Result<(), SharedError> {
+        let mut conn = self.conn().await?;
+        let _: i64 = self.timed(conn.zrem(self.keys.slots(key), holder)).await?;
+        Ok(())
+    }
+
+    async fn slot_count(&self, key: &str) -> Result<u64, SharedError> {
+        let mut conn = self.conn().await?;
+        let inv = self.scripts.slot_count.key(self.keys.slots(key));
+        self.timed(inv.invoke_async(&mut conn)).await
+    }
+
+    async fn cooldown_extend(&self, key: &str, until_ms: i64) -> Result<i64, SharedError> {
+        let now = now_ms();
+        let mut conn = self.conn().await?;
+        if until_ms <= now {
+            let cur: Option<i64> = self.timed(conn.get(self.keys.cooldown(key))).await?;
+            return Ok(cur.unwrap_or(0).max(until_ms));
+        }
+        let mut inv = self.scripts.cooldown_extend.key(self.keys.cooldown(key));
+        inv.arg(until_ms);
+        self.timed(inv.invoke_async(&mut conn)).await
+    }
+
+    async fn cooldown_until(&self, key: &str) -> Result<Option<i64>, SharedError> {
+        let mut conn = self.conn().await?;
+        let cur: Option<i64> = self.timed(conn.get(self.keys.cooldown(key))).await?;
+        let now = now_ms();
+        Ok(cur.filter(|d| *d > now))
+    }
+
+    async fn kv_set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), SharedError> {
+        let mut conn = self.conn().await?;
+        let _: () = self.timed(conn.pset_ex(self.keys.kv(key), value, ttl_ms.max(1))).await?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, SharedError> {
+        let mut conn = self.conn().await?;
+        self.timed(conn.get(self.keys.kv(key))).await
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<bool, SharedError> {
+        let mut conn = self.conn().await?;
+        let n: i64 = self.timed(conn.del(self.keys.kv(key))).await?;
+        Ok(n > 0)
+    }
+
+    async fn publish_catalog_version(&self, version: i64) -> Result<(), SharedError> {
+        // This node learns at once, whatever happens to the message.
+        self.bump(version);
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.publish_version.key(self.keys.catalog_version());
+        inv.arg(version).arg(self.keys.catalog_channel());
+        let _: i64 = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    fn catalog_versions(&self) -> watch::Receiver<i64> {
+        self.version_tx.subscribe()
+    }
+
+    async fn run(&self, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(500);
+        while !cancel.is_cancelled() {
+            match self.subscribe_once(&cancel).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "Catalog subscription lost; reconnecting."),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn ping(&self) -> Result<(), SharedError> {
+        let mut conn = self.conn().await?;
+        let pong: String = self.timed(redis::cmd("PING").query_async(&mut conn)).await?;
+        if pong == "PONG" { Ok(()) } else { Err(SharedError(format!("unexpected PING answer {pong}"))) }
+    }
+}

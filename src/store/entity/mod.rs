@@ -1,0 +1,6 @@
+//! sea-orm entities, one file per table. Only `store` may use them.
+
+pub mod meta;
+pub mod tokens;
+pub mod usage_records;
+pub mod users;

@@ -1,0 +1,52 @@
+//! All SQL: connecting, migrating, and one file per aggregate. Functions take
+//! `&impl ConnectionTrait` so callers may pass a transaction, and return plain row types.
+//!
+//! Architecture Invariant: the only module (with `migration/`) that names `sea_orm`.
+
+mod db;
+pub mod entity;
+mod meta;
+mod tokens;
+mod usage;
+mod users;
+
+pub use db::{Backend, Store};
+pub use meta::{bump_catalog_version, catalog_version};
+pub use tokens::{NewToken, TokenRow, create_token, find_token_by_hash, list_active_tokens, list_tokens, revoke_token, touch_tokens};
+pub use usage::{UsageRow, count_usage, find_usage, insert_usage_batch, list_usage};
+pub use users::{NewUser, UserRow, count_users, create_user, find_user, find_user_by_id, list_users, set_user_status};
+
+pub use sea_orm::ConnectionTrait as Conn;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key already holds this value.
+    #[error("already exists")]
+    Conflict,
+    /// No such row.
+    #[error("not found")]
+    NotFound,
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+impl StoreError {
+    fn from_db(e: sea_orm::DbErr) -> Self {
+        match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Self::Conflict,
+            _ => Self::Db(e),
+        }
+    }
+}
+
+/// Converts a row count or id stored as `i64` into `u64`, clamping negatives to 0.
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Converts a count into the `i64` the store keeps, saturating.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,134 @@
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+
+use crate::store::StoreError;
+use crate::store::entity::usage_records;
+
+/// One usage record.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct UsageRow {
+    /// UUIDv7 of the request; the idempotency key.
+    pub request_id: String,
+    /// When the request arrived, ms since the epoch.
+    pub created_at: i64,
+    /// The node that served it.
+    pub node: String,
+    /// Owner of the token.
+    pub user_id: Option<i64>,
+    /// The token.
+    pub token_id: Option<i64>,
+    /// The route as requested (`provider/x/m`, `rotation/r`, …).
+    pub route: String,
+    /// The provider that served it.
+    pub provider: Option<String>,
+    /// The upstream model.
+    pub model: Option<String>,
+    /// HTTP status sent to the client (499: client went away).
+    pub status: i32,
+    /// `ok`, `upstream_error`, `timeout`, `client_disconnected`, `partial`, `rejected`, …
+    pub outcome: String,
+    /// Streaming request.
+    pub stream: bool,
+    /// Input tokens.
+    pub prompt_tokens: i64,
+    /// Output tokens.
+    pub completion_tokens: i64,
+    /// Cached input tokens.
+    pub cached_tokens: i64,
+    /// Counts were estimated by the gateway, not reported by the upstream.
+    pub estimated: bool,
+    /// Cost in USD.
+    pub cost_usd: f64,
+    /// Total latency.
+    pub latency_ms: i64,
+    /// Time to first byte of the answer.
+    pub ttft_ms: Option<i64>,
+    /// Served from cache.
+    pub cache_hit: bool,
+}
+
+impl From<usage_records::Model> for UsageRow {
+    fn from(m: usage_records::Model) -> Self {
+        Self {
+            request_id: m.request_id,
+            created_at: m.created_at,
+            node: m.node,
+            user_id: m.user_id,
+            token_id: m.token_id,
+            route: m.route,
+            provider: m.provider,
+            model: m.model,
+            status: m.status,
+            outcome: m.outcome,
+            stream: m.stream,
+            prompt_tokens: m.prompt_tokens,
+            completion_tokens: m.completion_tokens,
+            cached_tokens: m.cached_tokens,
+            estimated: m.estimated,
+            cost_usd: m.cost_usd,
+            latency_ms: m.latency_ms,
+            ttft_ms: m.ttft_ms,
+            cache_hit: m.cache_hit,
+        }
+    }
+}
+
+fn active(r: &UsageRow) -> usage_records::ActiveModel {
+    usage_records::ActiveModel {
+        request_id: Set(r.request_id.clone()),
+        created_at: Set(r.created_at),
+        node: Set(r.node.clone()),
+        user_id: Set(r.user_id),
+        token_id: Set(r.token_id),
+        route: Set(r.route.chars().take(512).collect()),
+        provider: Set(r.provider.clone()),
+        model: Set(r.model.as_ref().map(|m| m.chars().take(256).collect())),
+        status: Set(r.status),
+        outcome: Set(r.outcome.clone()),
+        stream: Set(r.stream),
+        prompt_tokens: Set(r.prompt_tokens),
+        completion_tokens: Set(r.completion_tokens),
+        cached_tokens: Set(r.cached_tokens),
+        estimated: Set(r.estimated),
+        cost_usd: Set(r.cost_usd),
+        latency_ms: Set(r.latency_ms),
+        ttft_ms: Set(r.ttft_ms),
+        cache_hit: Set(r.cache_hit),
+    }
+}
+
+/// Inserts records; a request id that is already stored is skipped, so replays are harmless.
+/// Returns how many rows were new.
+pub async fn insert_usage_batch(db: &impl ConnectionTrait, rows: &[UsageRow]) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let conflict = OnConflict::column(usage_records::Column::RequestId)
+        .do_nothing_on([usage_records::Column::RequestId])
+        .to_owned();
+    let n = usage_records::Entity::insert_many(rows.iter().map(active))
+        .on_conflict(conflict)
+        .exec_without_returning(db)
+        .await?;
+    Ok(n)
+}
+
+/// The record of one request.
+pub async fn find_usage(db: &impl ConnectionTrait, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
+    Ok(usage_records::Entity::find_by_id(request_id.to_owned()).one(db).await?.map(UsageRow::from))
+}
+
+/// The newest records, optionally of one user.
+pub async fn list_usage(db: &impl ConnectionTrait, user_id: Option<i64>, limit: u64) -> Result<Vec<UsageRow>, StoreError> {
+    let mut q = usage_records::Entity::find();
+    if let Some(u) = user_id {
+        q = q.filter(usage_records::Column::UserId.eq(u));
+    }
+    let rows = q.order_by_desc(usage_records::Column::CreatedAt).limit(limit).all(db).await?;
+    Ok(rows.into_iter().map(UsageRow::from).collect())
+}
+
+/// How many records exist.
+pub async fn count_usage(db: &impl ConnectionTrait) -> Result<u64, StoreError> {
+    Ok(usage_records::Entity::find().count(db).await?)
+}

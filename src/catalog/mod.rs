@@ -1,0 +1,256 @@
+//! The in-memory catalog every request reads: providers and their models, route names, users
+//! and token hashes. It is swapped whole on reload; the hot path only takes a read lock to clone
+//! an `Arc`, and never waits on SQL except for a token it has never seen (then one indexed
+//! lookup by hash, remembered either way).
+//!
+//! Reloads happen when shared state announces a newer catalog version, and on a timer that
+//! compares the stored version, so a lost announcement costs at most one poll interval.
+//!
+//! Architecture Invariant: reads the store and shared state; never writes either.
+
+mod resolve;
+mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CostConfig, Secret, Settings, resolve_env_ref};
+use crate::shared::SharedState;
+use crate::store::{self, Store, StoreError};
+use crate::types::{Locality, ProviderKind, Role};
+
+pub use resolve::Target;
+pub use tokens::{AuthError, TokenEntry, hex, token_hash};
+
+/// One provider, ready to be called.
+#[derive(Debug)]
+pub struct Provider {
+    /// Id.
+    pub id: String,
+    /// Dialect.
+    pub kind: ProviderKind,
+    /// Base URL without a trailing slash.
+    pub endpoint: Option<String>,
+    /// The resolved key.
+    pub api_key: Option<Secret>,
+    /// Local or cloud.
+    pub locality: Locality,
+    /// Whole-request timeout override.
+    pub timeout: Option<Duration>,
+    /// Models by name, in configuration order.
+    pub models: Vec<ModelInfo>,
+}
+
+impl Provider {
+    /// The model with this name.
+    pub fn model(&self, name: &str) -> Option<&ModelInfo> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+/// One model of a provider.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// The provider's model name.
+    pub name: String,
+    /// Context window in tokens.
+    pub context_size: Option<u64>,
+    /// Largest prompt in tokens.
+    pub max_request_tokens: Option<u64>,
+    /// Prices per 1M tokens.
+    pub cost: Option<CostConfig>,
+}
+
+/// A user as the catalog knows it.
+#[derive(Clone, Debug)]
+pub struct UserEntry {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+    /// Active (not disabled).
+    pub active: bool,
+}
+
+/// One immutable view of the catalog.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The stored version this view was built from.
+    pub version: i64,
+    providers: Arc<HashMap<String, Arc<Provider>>>,
+    provider_order: Arc<Vec<String>>,
+    rotations: Arc<Vec<String>>,
+    autoselects: Arc<Vec<String>>,
+    users: HashMap<String, Arc<UserEntry>>,
+    users_by_id: HashMap<i64, Arc<UserEntry>>,
+    tokens: HashMap<[u8; 32], Arc<TokenEntry>>,
+}
+
+/// The catalog of one node.
+pub struct Catalog {
+    snapshot: RwLock<Arc<Snapshot>>,
+    store: Store,
+    shared: Arc<dyn SharedState>,
+    poll: Duration,
+    /// Tokens found in the database since the last reload.
+    late: Mutex<HashMap<[u8; 32], Arc<TokenEntry>>>,
+    /// Hashes known not to exist, with the time until which that is trusted.
+    misses: Mutex<HashMap<[u8; 32], i64>>,
+}
+
+/// Why the catalog could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A provider key reference does not resolve.
+    #[error("providers[{0}].api_key: {1}")]
+    Key(usize, String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Catalog {
+    /// Builds the catalog from the configuration and the store.
+    pub async fn load(settings: &Settings, store: Store, shared: Arc<dyn SharedState>) -> Result<Self, CatalogError> {
+        let mut providers = HashMap::new();
+        let mut order = Vec::new();
+        for (i, p) in settings.providers.iter().enumerate() {
+            let api_key = match &p.api_key {
+                Some(r) => Some(Secret::new(resolve_env_ref(r.expose()).map_err(|m| CatalogError::Key(i, m))?)),
+                None => None,
+            };
+            let models = p
+                .models
+                .iter()
+                .map(|m| ModelInfo {
+                    name: m.name.clone(),
+                    context_size: m.context_size.or(p.default_context_size),
+                    max_request_tokens: m.max_request_tokens,
+                    cost: p.cost.get(&m.name).cloned().or_else(|| price_for(settings, &p.id, &m.name)),
+                })
+                .collect();
+            let provider = Provider {
+                id: p.id.clone(),
+                kind: p.kind,
+                endpoint: p.endpoint.as_ref().map(|e| e.trim_end_matches('/').to_owned()),
+                api_key,
+                locality: p.locality,
+                timeout: p.timeout.map(Duration::from_secs),
+                models,
+            };
+            order.push(p.id.clone());
+            providers.insert(p.id.clone(), Arc::new(provider));
+        }
+        let base = Snapshot {
+            providers: Arc::new(providers),
+            provider_order: Arc::new(order),
+            rotations: Arc::new(settings.rotations.iter().map(|r| r.name.clone()).collect()),
+            autoselects: Arc::new(settings.autoselects.iter().map(|a| a.name.clone()).collect()),
+            ..Snapshot::default()
+        };
+        let catalog = Self {
+            snapshot: RwLock::new(Arc::new(base)),
+            store,
+            shared,
+            poll: Duration::from_millis(settings.catalog.poll_interval_ms.max(10)),
+            late: Mutex::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
+        };
+        catalog.reload().await?;
+        Ok(catalog)
+    }
+
+    /// The current view.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Rebuilds users and tokens from the store.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let db = self.store.conn();
+        let version = store::catalog_version(db).await?;
+        let users = store::list_users(db).await?;
+        let tokens = store::list_active_tokens(db).await?;
+        let old = self.snapshot();
+        let mut by_id = HashMap::with_capacity(users.len());
+        let mut by_name = HashMap::with_capacity(users.len());
+        for u in users {
+            let e = Arc::new(UserEntry { id: u.id, active: u.is_active(), role: u.role, username: u.username });
+            by_name.insert(e.username.clone(), Arc::clone(&e));
+            by_id.insert(e.id, e);
+        }
+        let mut token_map = HashMap::with_capacity(tokens.len());
+        for t in tokens {
+            if let Some(entry) = TokenEntry::from_row(&t, &by_id) {
+                token_map.insert(entry.hash, Arc::new(entry));
+            }
+        }
+        let snap = Snapshot {
+            version,
+            providers: Arc::clone(&old.providers),
+            provider_order: Arc::clone(&old.provider_order),
+            rotations: Arc::clone(&old.rotations),
+            autoselects: Arc::clone(&old.autoselects),
+            users: by_name,
+            users_by_id: by_id,
+            tokens: token_map,
+        };
+        match self.snapshot.write() {
+            Ok(mut g) => *g = Arc::new(snap),
+            Err(p) => *p.into_inner() = Arc::new(snap),
+        }
+        if let Ok(mut late) = self.late.lock() {
+            late.clear();
+        }
+        if let Ok(mut misses) = self.misses.lock() {
+            misses.clear();
+        }
+        tracing::debug!(version, "Catalog reloaded.");
+        Ok(())
+    }
+
+    /// Keeps the catalog current until `cancel` fires.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut announced = self.shared.catalog_versions();
+        let mut listening = true;
+        let mut tick = tokio::time::interval(self.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stale = tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = announced.changed(), if listening => match changed {
+                    Ok(()) => *announced.borrow_and_update() > self.snapshot().version,
+                    Err(_) => { listening = false; false }
+                },
+                _ = tick.tick() => match store::catalog_version(self.store.conn()).await {
+                    Ok(v) => v != self.snapshot().version,
+                    Err(e) => { tracing::warn!(error = %e, "Cannot read the catalog version."); false }
+                },
+            };
+            if stale {
+                if let Err(e) = self.reload().await {
+                    tracing::warn!(error = %e, "Catalog reload failed; serving the previous one.");
+                }
+            }
+        }
+    }
+}
+
+fn price_for(settings: &Settings, provider: &str, model: &str) -> Option<CostConfig> {
+    let matches = |p: &&crate::config::PriceConfig| p.model == model || p.aliases.iter().any(|a| a == model);
+    let specific = settings.prices.iter().filter(matches).find(|p| p.provider.as_deref() == Some(provider));
+    let generic = settings.prices.iter().filter(matches).find(|p| p.provider.is_none());
+    specific.or(generic).map(|p| CostConfig {
+        input_per_million: p.input_per_million,
+        output_per_million: p.output_per_million,
+        cached_input_per_million: p.cached_input_per_million,
+    })
+}

@@ -1,0 +1,201 @@
+//! Token authentication against the catalog: SHA-256 lookup, constant-time comparison,
+//! revocation, disabled owners and expiry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::catalog::{Catalog, UserEntry};
+use crate::store::{self, TokenRow};
+use crate::types::{Role, is_well_formed_token, now_ms};
+
+/// How long a hash that is in no table is remembered as unknown.
+const MISS_TTL_MS: i64 = 5_000;
+/// At most this many unknown hashes are remembered.
+const MISS_CAP: usize = 10_000;
+
+/// An authenticated token and its owner.
+#[derive(Clone, Debug)]
+pub struct TokenEntry {
+    /// Token id.
+    pub id: i64,
+    /// SHA-256 of the token.
+    pub hash: [u8; 32],
+    /// Owner id.
+    pub user_id: i64,
+    /// Owner name.
+    pub username: String,
+    /// Owner role.
+    pub role: Role,
+    /// Owner is active.
+    pub owner_active: bool,
+    /// Allowed route globs.
+    pub routes: Option<Vec<String>>,
+    /// Expiry, ms since the epoch.
+    pub expires_at: Option<i64>,
+    /// Revoked.
+    pub revoked: bool,
+    /// Requests per minute.
+    pub rpm: Option<i64>,
+    /// Tokens per minute.
+    pub tpm: Option<i64>,
+    /// Quota in USD.
+    pub quota_usd: Option<f64>,
+}
+
+impl TokenEntry {
+    pub(crate) fn from_row(t: &TokenRow, users: &HashMap<i64, Arc<UserEntry>>) -> Option<Self> {
+        let owner = users.get(&t.user_id)?;
+        let hash = unhex32(&t.token_hash)?;
+        Some(Self {
+            id: t.id,
+            hash,
+            user_id: t.user_id,
+            username: owner.username.clone(),
+            role: owner.role,
+            owner_active: owner.active,
+            routes: t.routes.clone(),
+            expires_at: t.expires_at,
+            revoked: t.revoked,
+            rpm: t.rpm,
+            tpm: t.tpm,
+            quota_usd: t.quota_usd,
+        })
+    }
+
+    /// Whether this token may use `route` (a canonical route name).
+    pub fn may_use(&self, route: &str) -> bool {
+        self.routes.as_ref().is_none_or(|globs| globs.iter().any(|g| crate::types::glob_match(g, route)))
+    }
+
+    /// Whether this token may act in `username`'s namespace.
+    pub fn may_act_for(&self, username: &str) -> bool {
+        self.role == Role::Admin || self.username == username
+    }
+}
+
+/// Why a token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// Missing, unknown, revoked, or its owner is disabled.
+    Invalid,
+    /// Past its expiry.
+    Expired,
+    /// The store is unreachable and the token is not cached.
+    Unavailable,
+}
+
+/// SHA-256 of a raw token.
+pub fn token_hash(raw: &str) -> [u8; 32] {
+    Sha256::digest(raw.as_bytes()).into()
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nib = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nib(b[2 * i])? << 4) | nib(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+fn check(entry: &TokenEntry, hash: &[u8; 32]) -> Result<(), AuthError> {
+    if !bool::from(entry.hash.ct_eq(hash)) || entry.revoked || !entry.owner_active {
+        return Err(AuthError::Invalid);
+    }
+    if entry.expires_at.is_some_and(|e| e <= now_ms()) {
+        return Err(AuthError::Expired);
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// Authenticates a raw bearer token.
+    pub async fn authenticate(&self, raw: &str) -> Result<Arc<TokenEntry>, AuthError> {
+        if !is_well_formed_token(raw) {
+            return Err(AuthError::Invalid);
+        }
+        let hash = token_hash(raw);
+        let snap = self.snapshot();
+        if let Some(e) = snap.tokens.get(&hash) {
+            check(e, &hash)?;
+            return Ok(Arc::clone(e));
+        }
+        if let Some(e) = self.late.lock().ok().and_then(|l| l.get(&hash).cloned()) {
+            check(&e, &hash)?;
+            return Ok(e);
+        }
+        let now = now_ms();
+        if self.misses.lock().ok().and_then(|m| m.get(&hash).copied()).is_some_and(|until| until > now) {
+            return Err(AuthError::Invalid);
+        }
+        // Not seen since the last reload: one indexed lookup by hash (the raw token never reaches SQL).
+        let db = self.store.conn();
+        let row = store::find_token_by_hash(db, &hex(&hash)).await.map_err(|_| AuthError::Unavailable)?;
+        let entry = match row {
+            Some(t) if !t.revoked => {
+                let owner = store::find_user_by_id(db, t.user_id).await.map_err(|_| AuthError::Unavailable)?;
+                owner.and_then(|u| {
+                    let ue = Arc::new(UserEntry { id: u.id, active: u.is_active(), role: u.role, username: u.username });
+                    TokenEntry::from_row(&t, &HashMap::from([(u.id, ue)]))
+                })
+            }
+            _ => None,
+        };
+        match entry {
+            Some(e) => {
+                let e = Arc::new(e);
+                if let Ok(mut late) = self.late.lock() {
+                    late.insert(hash, Arc::clone(&e));
+                }
+                check(&e, &hash)?;
+                Ok(e)
+            }
+            None => {
+                if let Ok(mut m) = self.misses.lock() {
+                    if m.len() >= MISS_CAP {
+                        m.retain(|_, until| *until > now);
+                        if m.len() >= MISS_CAP {
+                            m.clear();
+                        }
+                    }
+                    m.insert(hash, now + MISS_TTL_MS);
+                }
+                Err(AuthError::Invalid)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let h = token_hash("sy-abc");
+        assert_eq!(unhex32(&hex(&h)), Some(h));
+        assert_eq!(unhex32("zz"), None);
+    }
+}

@@ -98,19 +98,30 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), param: None, retry_after: None }
+        Self {
+            code,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
     }
 
     /// 400 naming the offending field.
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { param: Some(param.into()), ..Self::new(Code::InvalidRequest, message) }
+        Self {
+            param: Some(param.into()),
+            ..Self::new(Code::InvalidRequest, message)
+        }
     }
 
     /// 400 `missing_required_parameter`.
     pub fn missing(param: &str) -> Self {
         Self {
             param: Some(param.to_owned()),
-            ..Self::new(Code::MissingParameter, format!("Missing required parameter: '{param}'."))
+            ..Self::new(
+                Code::MissingParameter,
+                format!("Missing required parameter: '{param}'."),
+            )
         }
     }
 
@@ -125,12 +136,18 @@ impl ApiError {
 
     /// 500 with a generic message; the caller logs the cause.
     pub fn internal() -> Self {
-        Self::new(Code::Internal, "The gateway had an internal error. Retry the request.")
+        Self::new(
+            Code::Internal,
+            "The gateway had an internal error. Retry the request.",
+        )
     }
 
     /// 503 for an unavailable dependency of the gateway itself.
     pub fn unavailable() -> Self {
-        Self::new(Code::ServiceUnavailable, "The gateway is temporarily unable to serve requests. Retry shortly.")
+        Self::new(
+            Code::ServiceUnavailable,
+            "The gateway is temporarily unable to serve requests. Retry shortly.",
+        )
     }
 
     /// Adds a `Retry-After` figure.
@@ -153,8 +170,14 @@ impl ApiError {
             error: Inner<'a>,
         }
         let (_, ty, code) = self.code.row();
-        let outer =
-            Outer { error: Inner { message: &self.message, r#type: ty, code, param: self.param.as_deref() } };
+        let outer = Outer {
+            error: Inner {
+                message: &self.message,
+                r#type: ty,
+                code,
+                param: self.param.as_deref(),
+            },
+        };
         serde_json::to_string(&outer).unwrap_or_else(|_| {
             String::from(r#"{"error":{"message":"internal error","type":"server_error","code":"internal_error","param":null}}"#)
         })
@@ -177,7 +200,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
-        res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        res.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ));
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }

@@ -1,8 +1,14 @@
+pub mod accounting;
+pub mod catalog;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod error;
+pub mod ops;
+pub mod proxy;
+pub mod server;
 pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub mod types;
 pub mod upstream;
-pub mod catalog;

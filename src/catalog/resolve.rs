@@ -26,9 +26,15 @@ impl Snapshot {
             return Err(ApiError::model_not_found(requested));
         }
         match RouteRef::parse(requested) {
-            RouteRef::Provider { provider, model } => self.resolve_direct(&provider, &model).map_err(|_| ApiError::model_not_found(requested)),
-            RouteRef::Rotation(name) if self.rotations.contains(&name) => Err(not_served(requested, "rotation")),
-            RouteRef::Autoselect(name) if self.autoselects.contains(&name) => Err(not_served(requested, "autoselect")),
+            RouteRef::Provider { provider, model } => self
+                .resolve_direct(&provider, &model)
+                .map_err(|_| ApiError::model_not_found(requested)),
+            RouteRef::Rotation(name) if self.rotations.contains(&name) => {
+                Err(not_served(requested, "rotation"))
+            }
+            RouteRef::Autoselect(name) if self.autoselects.contains(&name) => {
+                Err(not_served(requested, "autoselect"))
+            }
             RouteRef::Bare(name) => self.resolve_bare(&name),
             _ => Err(ApiError::model_not_found(requested)),
         }
@@ -41,16 +47,26 @@ impl Snapshot {
         if self.autoselects.iter().any(|a| a == name) {
             return Err(not_served(name, "autoselect"));
         }
-        let candidates: Vec<&Arc<Provider>> =
-            self.provider_order.iter().filter_map(|id| self.providers.get(id)).filter(|p| p.model(name).is_some()).collect();
+        let candidates: Vec<&Arc<Provider>> = self
+            .provider_order
+            .iter()
+            .filter_map(|id| self.providers.get(id))
+            .filter(|p| p.model(name).is_some())
+            .collect();
         match candidates.as_slice() {
             [] => Err(ApiError::model_not_found(name)),
             [one] => self.resolve_direct(&one.id, name),
             many => {
-                let names: Vec<String> = many.iter().map(|p| format!("provider/{}/{name}", p.id)).collect();
+                let names: Vec<String> = many
+                    .iter()
+                    .map(|p| format!("provider/{}/{name}", p.id))
+                    .collect();
                 Err(ApiError::invalid(
                     "model",
-                    format!("The model `{name}` is ambiguous; name one of: {}.", names.join(", ")),
+                    format!(
+                        "The model `{name}` is ambiguous; name one of: {}.",
+                        names.join(", ")
+                    ),
                 ))
             }
         }
@@ -59,10 +75,14 @@ impl Snapshot {
     /// Resolves a provider's own model (`/api/{provider_id}/…` and `provider/<id>/<model>`).
     pub fn resolve_direct(&self, provider_id: &str, model: &str) -> Result<Target, ApiError> {
         let Some(provider) = self.providers.get(provider_id) else {
-            return Err(ApiError::model_not_found(&format!("provider/{provider_id}/{model}")));
+            return Err(ApiError::model_not_found(&format!(
+                "provider/{provider_id}/{model}"
+            )));
         };
         let Some(info) = provider.model(model) else {
-            return Err(ApiError::model_not_found(&format!("provider/{provider_id}/{model}")));
+            return Err(ApiError::model_not_found(&format!(
+                "provider/{provider_id}/{model}"
+            )));
         };
         Ok(Target {
             provider: Arc::clone(provider),
@@ -105,6 +125,8 @@ fn not_served(route: &str, kind: &str) -> ApiError {
     let shown: String = route.chars().take(128).collect();
     ApiError::new(
         Code::ModelNotFound,
-        format!("The route `{shown}` is a configured {kind}, but {kind} routing is not available in this version of Switchyard."),
+        format!(
+            "The route `{shown}` is a configured {kind}, but {kind} routing is not available in this version of Switchyard."
+        ),
     )
 }

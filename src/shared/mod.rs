@@ -46,11 +46,23 @@ pub trait SharedState: Send + Sync + 'static {
 
     /// Adds `amount` to the fixed window of `window_ms` that contains now, unless that would
     /// take the count over `limit`; a refused amount is not counted. `limit = None` always adds.
-    async fn window_add(&self, key: &str, window_ms: u64, amount: u64, limit: Option<u64>) -> Result<WindowOutcome, SharedError>;
+    async fn window_add(
+        &self,
+        key: &str,
+        window_ms: u64,
+        amount: u64,
+        limit: Option<u64>,
+    ) -> Result<WindowOutcome, SharedError>;
 
     /// Takes one of `limit` slots for `holder` for `lease_ms` (renewing it if held already).
     /// Expired leases free their slot, so a crashed node cannot leak slots.
-    async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError>;
+    async fn slot_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u64,
+        lease_ms: u64,
+    ) -> Result<bool, SharedError>;
 
     /// Frees `holder`'s slot.
     async fn slot_release(&self, key: &str, holder: &str) -> Result<(), SharedError>;
@@ -88,9 +100,15 @@ pub trait SharedState: Send + Sync + 'static {
 }
 
 /// Builds the shared state the settings ask for.
-pub async fn connect(url: Option<&str>, key_prefix: &str, pool_size: usize) -> Result<Arc<dyn SharedState>, SharedError> {
+pub async fn connect(
+    url: Option<&str>,
+    key_prefix: &str,
+    pool_size: usize,
+) -> Result<Arc<dyn SharedState>, SharedError> {
     match url {
         None => Ok(Arc::new(MemoryShared::new())),
-        Some(url) => Ok(Arc::new(RedisShared::connect(url, key_prefix, pool_size).await?)),
+        Some(url) => Ok(Arc::new(
+            RedisShared::connect(url, key_prefix, pool_size).await?,
+        )),
     }
 }

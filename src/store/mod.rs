@@ -12,9 +12,15 @@ mod users;
 
 pub use db::{Backend, Store};
 pub use meta::{bump_catalog_version, catalog_version};
-pub use tokens::{NewToken, TokenRow, create_token, find_token_by_hash, list_active_tokens, list_tokens, revoke_token, touch_tokens};
+pub use tokens::{
+    NewToken, TokenRow, create_token, find_token_by_hash, list_active_tokens, list_tokens,
+    revoke_token, touch_tokens,
+};
 pub use usage::{UsageRow, count_usage, find_usage, insert_usage_batch, list_usage};
-pub use users::{NewUser, UserRow, count_users, create_user, find_user, find_user_by_id, list_users, set_user_status};
+pub use users::{
+    NewUser, UserRow, count_users, create_user, find_user, find_user_by_id, list_users,
+    set_user_status,
+};
 
 pub use sea_orm::ConnectionTrait as Conn;
 
@@ -39,11 +45,6 @@ impl StoreError {
             _ => Self::Db(e),
         }
     }
-}
-
-/// Converts a row count or id stored as `i64` into `u64`, clamping negatives to 0.
-pub(crate) fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 /// Converts a count into the `i64` the store keeps, saturating.

@@ -1,5 +1,8 @@
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
 
 use crate::store::StoreError;
 use crate::store::entity::usage_records;
@@ -99,7 +102,10 @@ fn active(r: &UsageRow) -> usage_records::ActiveModel {
 
 /// Inserts records; a request id that is already stored is skipped, so replays are harmless.
 /// Returns how many rows were new.
-pub async fn insert_usage_batch(db: &impl ConnectionTrait, rows: &[UsageRow]) -> Result<u64, StoreError> {
+pub async fn insert_usage_batch(
+    db: &impl ConnectionTrait,
+    rows: &[UsageRow],
+) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -114,17 +120,31 @@ pub async fn insert_usage_batch(db: &impl ConnectionTrait, rows: &[UsageRow]) ->
 }
 
 /// The record of one request.
-pub async fn find_usage(db: &impl ConnectionTrait, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
-    Ok(usage_records::Entity::find_by_id(request_id.to_owned()).one(db).await?.map(UsageRow::from))
+pub async fn find_usage(
+    db: &impl ConnectionTrait,
+    request_id: &str,
+) -> Result<Option<UsageRow>, StoreError> {
+    Ok(usage_records::Entity::find_by_id(request_id.to_owned())
+        .one(db)
+        .await?
+        .map(UsageRow::from))
 }
 
 /// The newest records, optionally of one user.
-pub async fn list_usage(db: &impl ConnectionTrait, user_id: Option<i64>, limit: u64) -> Result<Vec<UsageRow>, StoreError> {
+pub async fn list_usage(
+    db: &impl ConnectionTrait,
+    user_id: Option<i64>,
+    limit: u64,
+) -> Result<Vec<UsageRow>, StoreError> {
     let mut q = usage_records::Entity::find();
     if let Some(u) = user_id {
         q = q.filter(usage_records::Column::UserId.eq(u));
     }
-    let rows = q.order_by_desc(usage_records::Column::CreatedAt).limit(limit).all(db).await?;
+    let rows = q
+        .order_by_desc(usage_records::Column::CreatedAt)
+        .limit(limit)
+        .all(db)
+        .await?;
     Ok(rows.into_iter().map(UsageRow::from).collect())
 }
 

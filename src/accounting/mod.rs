@@ -1,0 +1,258 @@
+//! Accounting: exactly one usage record per proxied request, written asynchronously in batches,
+//! idempotently by request id, and flushed on shutdown.
+//!
+//! A `UsageGuard` is opened when a request has been authenticated; it is finished with the
+//! outcome, or, if it is dropped first (the client went away, a panic unwound), it records
+//! itself as `client_disconnected` (status 499) with what it had seen so far.
+//!
+//! Architecture Invariant: uses store (writes), catalog types and telemetry; never the proxy.
+
+mod writer;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::catalog::ModelInfo;
+use crate::config::CostConfig;
+use crate::store::UsageRow;
+use crate::telemetry::Metrics;
+use crate::types::{RequestId, Usage, now_ms};
+
+pub use writer::run_writer;
+
+/// The producer side of the usage pipeline.
+#[derive(Clone)]
+pub struct Accounting {
+    tx: mpsc::Sender<UsageRow>,
+    node: Arc<str>,
+    metrics: Arc<Metrics>,
+    headroom: usize,
+}
+
+/// The consumer side, handed to `run_writer`.
+pub struct UsageQueue(pub(crate) mpsc::Receiver<UsageRow>);
+
+impl Accounting {
+    /// A pipeline holding up to `capacity` records in memory.
+    pub fn new(capacity: usize, node: &str, metrics: Arc<Metrics>) -> (Self, UsageQueue) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let headroom = (capacity / 100).clamp(1, 1000);
+        (
+            Self {
+                tx,
+                node: Arc::from(node),
+                metrics,
+                headroom,
+            },
+            UsageQueue(rx),
+        )
+    }
+
+    /// Whether a new request may start: when the queue is nearly full (the database is down
+    /// for long), billable requests are refused rather than served unrecorded.
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > self.headroom
+    }
+
+    /// Opens the record of one request.
+    pub fn open(&self, start: UsageStart) -> UsageGuard {
+        self.metrics.in_flight.inc();
+        UsageGuard {
+            accounting: self.clone(),
+            started: Instant::now(),
+            first_byte_ms: None,
+            row: Some(UsageRow {
+                request_id: start.request_id.to_string(),
+                created_at: now_ms(),
+                node: self.node.to_string(),
+                user_id: Some(start.user_id),
+                token_id: Some(start.token_id),
+                route: start.route,
+                provider: None,
+                model: None,
+                status: 499,
+                outcome: "client_disconnected".into(),
+                stream: start.stream,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cached_tokens: 0,
+                estimated: true,
+                cost_usd: 0.0,
+                latency_ms: 0,
+                ttft_ms: None,
+                cache_hit: false,
+            }),
+            cost: None,
+            progress: Progress::default(),
+        }
+    }
+
+    fn submit(&self, row: UsageRow) {
+        self.metrics.in_flight.dec();
+        let provider = row.provider.clone().unwrap_or_default();
+        let model = row.model.clone().unwrap_or_default();
+        self.metrics
+            .requests
+            .with_label_values(&[&row.route, &provider, &row.status.to_string()])
+            .inc();
+        let secs = f64::from(u32::try_from(row.latency_ms).unwrap_or(u32::MAX)) / 1000.0;
+        self.metrics
+            .latency
+            .with_label_values(&[&row.route])
+            .observe(secs);
+        for (kind, n) in [
+            ("prompt", row.prompt_tokens),
+            ("completion", row.completion_tokens),
+            ("cached", row.cached_tokens),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .tokens
+                    .with_label_values(&[&provider, &model, kind])
+                    .inc_by(u64::try_from(n).unwrap_or(0));
+            }
+        }
+        match self.tx.try_send(row) {
+            Ok(()) => self.metrics.usage_queue.inc(),
+            Err(e) => {
+                let row = match e {
+                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+                };
+                self.metrics
+                    .usage_records
+                    .with_label_values(&["dropped"])
+                    .inc();
+                tracing::error!(request_id = %row.request_id, "Usage queue full or closed; a usage record was lost.");
+            }
+        }
+    }
+}
+
+/// What is known when a request is accepted.
+pub struct UsageStart {
+    /// The request id.
+    pub request_id: RequestId,
+    /// Token owner.
+    pub user_id: i64,
+    /// Token.
+    pub token_id: i64,
+    /// The route as requested.
+    pub route: String,
+    /// Streaming.
+    pub stream: bool,
+}
+
+/// Token counts seen so far on a request, for the record written if it ends early.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    /// Usage reported by the upstream, if any.
+    pub reported: Option<Usage>,
+    /// Estimated prompt tokens.
+    pub estimated_prompt: u64,
+    /// Output units relayed (stream chunks with text, or characters / 4).
+    pub relayed_output: u64,
+}
+
+impl Progress {
+    /// The usage to bill and whether it is estimated.
+    pub fn usage(&self) -> (Usage, bool) {
+        match self.reported {
+            Some(u) => (u, false),
+            None => (
+                Usage {
+                    prompt_tokens: self.estimated_prompt,
+                    completion_tokens: self.relayed_output,
+                    cached_tokens: 0,
+                },
+                true,
+            ),
+        }
+    }
+}
+
+/// The open usage record of one request; see the module docs.
+pub struct UsageGuard {
+    accounting: Accounting,
+    started: Instant,
+    first_byte_ms: Option<i64>,
+    row: Option<UsageRow>,
+    cost: Option<CostConfig>,
+    /// Token counts seen so far.
+    pub progress: Progress,
+}
+
+impl UsageGuard {
+    /// Records the chosen target.
+    pub fn set_target(&mut self, provider: &str, model: &ModelInfo) {
+        if let Some(r) = &mut self.row {
+            r.provider = Some(provider.to_owned());
+            r.model = Some(model.name.clone());
+        }
+        self.cost = model.cost.clone();
+    }
+
+    /// Marks the first byte of the answer (once).
+    pub fn mark_first_byte(&mut self) {
+        if self.first_byte_ms.is_none() {
+            self.first_byte_ms = Some(elapsed_ms(self.started));
+        }
+    }
+
+    /// Milliseconds since the request was accepted.
+    pub fn elapsed_ms(&self) -> i64 {
+        elapsed_ms(self.started)
+    }
+
+    /// Writes the record with the final status and outcome.
+    pub fn finish(mut self, status: u16, outcome: &str) {
+        self.write(i32::from(status), outcome);
+    }
+
+    fn write(&mut self, status: i32, outcome: &str) {
+        let Some(mut row) = self.row.take() else {
+            return;
+        };
+        let (usage, estimated) = self.progress.usage();
+        row.status = status;
+        row.outcome = outcome.to_owned();
+        row.prompt_tokens = crate::store::to_i64(usage.prompt_tokens);
+        row.completion_tokens = crate::store::to_i64(usage.completion_tokens);
+        row.cached_tokens = crate::store::to_i64(usage.cached_tokens);
+        row.estimated = estimated;
+        row.cost_usd = self.cost.as_ref().map_or(0.0, |c| cost_of(c, usage));
+        row.latency_ms = elapsed_ms(self.started);
+        row.ttft_ms = self.first_byte_ms;
+        self.accounting.submit(row);
+    }
+}
+
+impl Drop for UsageGuard {
+    fn drop(&mut self) {
+        if self.row.is_some() {
+            self.write(499, "client_disconnected");
+        }
+    }
+}
+
+fn elapsed_ms(since: Instant) -> i64 {
+    i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// USD for `usage` at `price` (per 1M tokens; cached input at its own price when set).
+pub fn cost_of(price: &CostConfig, usage: Usage) -> f64 {
+    let per = |n: u64, p: f64| p * (n as f64) / 1_000_000.0;
+    let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    let cached_price = price
+        .cached_input_per_million
+        .unwrap_or(price.input_per_million);
+    per(usage.prompt_tokens - cached, price.input_per_million)
+        + per(cached, cached_price)
+        + per(usage.completion_tokens, price.output_per_million)
+}
+
+/// Estimates tokens of text the gateway did not get a count for (about four characters each).
+pub fn estimate_tokens(chars: usize) -> u64 {
+    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
+}

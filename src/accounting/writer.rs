@@ -1,0 +1,109 @@
+//! The background writer: drains the usage queue into the store in batches.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::accounting::UsageQueue;
+use crate::store::{self, Store, UsageRow};
+use crate::telemetry::Metrics;
+
+/// Writes batches until `cancel` fires, then drains what is queued and writes it, retrying for
+/// at most `drain_deadline`.
+pub async fn run_writer(
+    queue: UsageQueue,
+    store: Store,
+    metrics: Arc<Metrics>,
+    batch_size: usize,
+    flush_interval: Duration,
+    drain_deadline: Duration,
+    cancel: CancellationToken,
+) {
+    let mut rx = queue.0;
+    let mut batch: Vec<UsageRow> = Vec::with_capacity(batch_size);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let deadline = tokio::time::sleep(flush_interval);
+        tokio::pin!(deadline);
+        let mut cancelled = false;
+        while batch.len() < batch_size {
+            tokio::select! {
+                () = cancel.cancelled() => { cancelled = true; break; }
+                () = &mut deadline => break,
+                got = rx.recv() => match got {
+                    Some(r) => batch.push(r),
+                    None => { cancelled = true; break; }
+                },
+            }
+        }
+        if cancelled {
+            break;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match write(&store, &batch, &metrics).await {
+            Ok(()) => {
+                batch.clear();
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pending = batch.len(), "Usage batch not written; retrying.");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // Drain: no new records can arrive once the receiver is closed.
+    rx.close();
+    while let Some(r) = rx.recv().await {
+        batch.push(r);
+    }
+    let until = tokio::time::Instant::now() + drain_deadline;
+    while !batch.is_empty() {
+        let n = batch.len().min(batch_size.max(1));
+        match write(&store, &batch[..n], &metrics).await {
+            Ok(()) => {
+                batch.drain(..n);
+            }
+            Err(e) => {
+                if tokio::time::Instant::now() >= until {
+                    tracing::error!(error = %e, lost = batch.len(), "Shutdown deadline passed; usage records not written.");
+                    metrics
+                        .usage_records
+                        .with_label_values(&["dropped"])
+                        .inc_by(u64::try_from(batch.len()).unwrap_or(0));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    tracing::info!("Usage writer drained.");
+}
+
+async fn write(
+    store: &Store,
+    batch: &[UsageRow],
+    metrics: &Metrics,
+) -> Result<(), store::StoreError> {
+    store::insert_usage_batch(store.conn(), batch).await?;
+    let n = u64::try_from(batch.len()).unwrap_or(0);
+    metrics
+        .usage_records
+        .with_label_values(&["written"])
+        .inc_by(n);
+    metrics.usage_queue.sub(i64::try_from(n).unwrap_or(0));
+    let tokens: BTreeSet<i64> = batch.iter().filter_map(|r| r.token_id).collect();
+    let tokens: Vec<i64> = tokens.into_iter().collect();
+    let at = batch.iter().map(|r| r.created_at).max().unwrap_or(0);
+    if let Err(e) = store::touch_tokens(store.conn(), &tokens, at).await {
+        tracing::warn!(error = %e, "Could not record token last-use times.");
+    }
+    Ok(())
+}

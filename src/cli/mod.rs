@@ -1,0 +1,405 @@
+//! The command line: `serve`, `migrate`, `config check`, `user …`, `token …`, each with text or
+//! `--json` output.
+//!
+//! Architecture Invariant: the only module (with `main`) that prints.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI's output is its interface"
+)]
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{self, Settings};
+use crate::control::{Control, ControlError, NewTokenRequest};
+use crate::server::Application;
+use crate::shared;
+use crate::store::Store;
+use crate::types::Role;
+
+/// Switchyard: a clustered, multi-tenant LLM gateway.
+#[derive(Parser, Debug)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    /// Configuration file (also `SWITCHYARD_CONFIG`).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node.
+    Serve,
+    /// Apply database migrations.
+    Migrate,
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate the configuration and print every problem.
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user.
+    Create {
+        /// Username.
+        name: String,
+        /// `admin` or `user`.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Tier name.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Read a password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Disable a user: all of their tokens stop working.
+    Disable {
+        /// Username.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token and print it once.
+    Create(TokenCreate),
+    /// List a user's tokens.
+    List {
+        /// Owner.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// Token id.
+        id: i64,
+    },
+}
+
+#[derive(Args, Debug)]
+struct TokenCreate {
+    /// Owner.
+    #[arg(long)]
+    user: String,
+    /// Label.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Allowed route globs, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    routes: Option<Vec<String>>,
+    /// Expiry (RFC 3339).
+    #[arg(long)]
+    expires: Option<String>,
+    /// Quota in USD (0 allows nothing).
+    #[arg(long)]
+    quota_usd: Option<f64>,
+    /// Requests per minute.
+    #[arg(long)]
+    rpm: Option<i64>,
+    /// Tokens per minute.
+    #[arg(long)]
+    tpm: Option<i64>,
+}
+
+/// Parses arguments and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match &cli.command {
+        Command::Config(ConfigCommand::Check) => config_check(&cli),
+        Command::Serve => actix_web::rt::System::new().block_on(serve(&cli)),
+        _ => rt.block_on(admin(&cli)),
+    }
+}
+
+fn fail(cli: &Cli, message: &str) -> ExitCode {
+    if cli.json {
+        println!("{}", json!({"error": message}));
+    } else {
+        eprintln!("error: {message}");
+    }
+    ExitCode::FAILURE
+}
+
+fn load(cli: &Cli) -> Result<Settings, String> {
+    config::load(cli.config.as_deref()).map_err(|e| e.to_string())
+}
+
+fn config_check(cli: &Cli) -> ExitCode {
+    let problems = match config::load(cli.config.as_deref()) {
+        Ok(s) => config::check(&s),
+        Err(config::LoadError::Invalid(p)) => vec![p],
+        Err(e) => return fail(cli, &e.to_string()),
+    };
+    if cli.json {
+        println!(
+            "{}",
+            json!({"ok": problems.is_empty(), "problems": problems})
+        );
+    } else if problems.is_empty() {
+        println!("Configuration is valid.");
+    } else {
+        println!("{} problem(s):", problems.len());
+        for p in &problems {
+            println!("  {p}");
+        }
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn serve(cli: &Cli) -> ExitCode {
+    let settings = match load(cli) {
+        Ok(s) => s,
+        Err(e) => return fail(cli, &e),
+    };
+    crate::telemetry::init_logging(&settings.log);
+    let app = match Application::build(settings.clone()).await {
+        Ok(a) => a,
+        Err(e) => return fail(cli, &e.to_string()),
+    };
+    if let Some(b) = &app.bootstrap {
+        if cli.json {
+            println!("{}", json!({"bootstrap": b, "port": app.port()}));
+        } else {
+            println!("First start: created admin user `{}`.", b.username);
+            println!("  one-time password: {}", b.password);
+            match &b.token {
+                Some(t) => println!("  admin token:       {t}"),
+                None => {
+                    println!("  admin token:       the value of SWITCHYARD__BOOTSTRAP__ADMIN_TOKEN")
+                }
+            }
+            println!("These are shown once. Store them now.");
+        }
+    }
+    println!(
+        "Switchyard listening on http://{}:{}",
+        settings.server.host,
+        app.port()
+    );
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(cli, &e.to_string()),
+    }
+}
+
+async fn admin(cli: &Cli) -> ExitCode {
+    let settings = match load(cli) {
+        Ok(s) => s,
+        Err(e) => return fail(cli, &e),
+    };
+    let store = match Store::connect(
+        settings.database.url.expose(),
+        settings.database.max_connections,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return fail(cli, &format!("cannot open the database: {e}")),
+    };
+    if let Err(e) = store.migrate().await {
+        return fail(cli, &format!("cannot migrate the database: {e}"));
+    }
+    if matches!(cli.command, Command::Migrate) {
+        if cli.json {
+            println!("{}", json!({"migrated": true}));
+        } else {
+            println!("Database is up to date.");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let shared = match &settings.redis.url {
+        // Announce changes to running nodes when they share a Redis; otherwise they poll.
+        Some(url) => match shared::connect(Some(url.expose()), &settings.redis.key_prefix, 1).await
+        {
+            Ok(s) => s,
+            Err(e) => return fail(cli, &format!("cannot reach redis: {e}")),
+        },
+        None => Arc::new(shared::MemoryShared::new()),
+    };
+    let control = Control::new(store, shared);
+    let out = match &cli.command {
+        Command::User(c) => user(cli, &control, c).await,
+        Command::Token(c) => token(cli, &control, c).await,
+        _ => Ok(String::new()),
+    };
+    match out {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(cli, &e.to_string()),
+    }
+}
+
+async fn user(cli: &Cli, control: &Control, c: &UserCommand) -> Result<String, ControlError> {
+    match c {
+        UserCommand::Create {
+            name,
+            role,
+            tier,
+            password_stdin,
+        } => {
+            let role = Role::parse(role).ok_or_else(|| {
+                ControlError::Invalid(format!("unknown role `{role}`: use admin or user"))
+            })?;
+            let password = if *password_stdin {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map_err(|e| ControlError::Invalid(format!("cannot read the password: {e}")))?;
+                Some(s.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            let u = control
+                .create_user(name, role, tier.as_deref(), password.as_deref())
+                .await?;
+            Ok(if cli.json {
+                json!({"user": u}).to_string()
+            } else {
+                format!(
+                    "Created user `{}` (id {}, {}).",
+                    u.username,
+                    u.id,
+                    u.role.as_str()
+                )
+            })
+        }
+        UserCommand::List => {
+            let users = control.list_users().await?;
+            if cli.json {
+                return Ok(json!({"users": users}).to_string());
+            }
+            let mut s = format!(
+                "{:<6} {:<24} {:<6} {:<10} {}",
+                "ID", "USERNAME", "ROLE", "STATUS", "TIER"
+            );
+            for u in users {
+                s.push_str(&format!(
+                    "\n{:<6} {:<24} {:<6} {:<10} {}",
+                    u.id,
+                    u.username,
+                    u.role.as_str(),
+                    u.status,
+                    u.tier.unwrap_or_default()
+                ));
+            }
+            Ok(s)
+        }
+        UserCommand::Disable { name } => {
+            let u = control.disable_user(name).await?;
+            Ok(if cli.json {
+                json!({"user": u}).to_string()
+            } else {
+                format!("Disabled user `{}`.", u.username)
+            })
+        }
+    }
+}
+
+async fn token(cli: &Cli, control: &Control, c: &TokenCommand) -> Result<String, ControlError> {
+    match c {
+        TokenCommand::Create(t) => {
+            let expires_at = match &t.expires {
+                Some(s) => Some(
+                    chrono::DateTime::parse_from_rfc3339(s)
+                        .map_err(|e| {
+                            ControlError::Invalid(format!(
+                                "--expires must be RFC 3339 (e.g. 2027-01-01T00:00:00Z): {e}"
+                            ))
+                        })?
+                        .timestamp_millis(),
+                ),
+                None => None,
+            };
+            let req = NewTokenRequest {
+                name: t.name.clone(),
+                routes: t.routes.clone(),
+                expires_at,
+                quota_usd: t.quota_usd,
+                rpm: t.rpm,
+                tpm: t.tpm,
+                ..NewTokenRequest::for_user(&t.user)
+            };
+            let (raw, row) = control.create_token(req).await?;
+            Ok(if cli.json {
+                json!({"token": raw, "id": row.id}).to_string()
+            } else {
+                format!(
+                    "Created token {} for `{}`. It is shown once:\n{raw}",
+                    row.id, t.user
+                )
+            })
+        }
+        TokenCommand::List { user } => {
+            let tokens = control.list_tokens(user).await?;
+            if cli.json {
+                return Ok(json!({"tokens": tokens}).to_string());
+            }
+            let mut s = format!(
+                "{:<6} {:<16} {:<12} {:<8} {}",
+                "ID", "NAME", "PREFIX", "REVOKED", "EXPIRES"
+            );
+            for t in tokens {
+                let exp = t
+                    .expires_at
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_else(|| "never".into());
+                s.push_str(&format!(
+                    "\n{:<6} {:<16} {:<12} {:<8} {exp}",
+                    t.id, t.name, t.display_prefix, t.revoked
+                ));
+            }
+            Ok(s)
+        }
+        TokenCommand::Revoke { id } => {
+            let t = control.revoke_token(*id).await?;
+            Ok(if cli.json {
+                json!({"revoked": t.id}).to_string()
+            } else {
+                format!("Revoked token {}.", t.id)
+            })
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Write-side business rules for users and tokens, and first-start bootstrap. Every change that
+//! nodes must see bumps the stored catalog version and announces it through shared state.
+//!
+//! Architecture Invariant: used by the CLI, the admin API and the dashboard; never by the proxy.
+
+mod tokens;
+mod users;
+
+use std::sync::Arc;
+
+use crate::shared::SharedState;
+use crate::store::{self, Store, StoreError};
+
+pub use tokens::{NewTokenRequest, mint_token};
+pub use users::{Bootstrap, hash_password};
+
+/// Why a control operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The input is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such object.
+    #[error("{0}")]
+    NotFound(String),
+    /// The object exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// The control plane's services.
+#[derive(Clone)]
+pub struct Control {
+    store: Store,
+    shared: Arc<dyn SharedState>,
+}
+
+impl Control {
+    /// Control over `store`, announcing through `shared`.
+    pub fn new(store: Store, shared: Arc<dyn SharedState>) -> Self {
+        Self { store, shared }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Bumps and announces the catalog version. An announcement that fails is only logged:
+    /// every node also polls the stored version.
+    async fn changed(&self) -> Result<(), ControlError> {
+        let v = store::bump_catalog_version(self.store.conn()).await?;
+        if let Err(e) = self.shared.publish_catalog_version(v).await {
+            tracing::warn!(error = %e, "Catalog change stored but not announced; nodes will see it on their next poll.");
+        }
+        Ok(())
+    }
+}
+
+/// Random bytes from the operating system.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], ControlError> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf)
+        .map_err(|e| ControlError::Invalid(format!("no randomness available: {e}")))?;
+    Ok(buf)
+}

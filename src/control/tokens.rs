@@ -1,0 +1,141 @@
+use crate::catalog::{hex, token_hash};
+use crate::control::{Control, ControlError, random_bytes};
+use crate::store::{self, NewToken, StoreError, TokenRow};
+use crate::types::{is_well_formed_token, now_ms};
+
+/// A token to create.
+#[derive(Clone, Debug)]
+pub struct NewTokenRequest {
+    /// Owner.
+    pub username: String,
+    /// Label.
+    pub name: String,
+    /// Allowed route globs.
+    pub routes: Option<Vec<String>>,
+    /// Expiry, ms since the epoch.
+    pub expires_at: Option<i64>,
+    /// Quota in USD (0 allows nothing).
+    pub quota_usd: Option<f64>,
+    /// Requests per minute.
+    pub rpm: Option<i64>,
+    /// Tokens per minute.
+    pub tpm: Option<i64>,
+    /// A known value instead of a random one (bootstrap only).
+    pub raw: Option<String>,
+}
+
+impl NewTokenRequest {
+    /// A token for `username` with no restrictions.
+    pub fn for_user(username: &str) -> Self {
+        Self {
+            username: username.to_owned(),
+            name: "default".into(),
+            routes: None,
+            expires_at: None,
+            quota_usd: None,
+            rpm: None,
+            tpm: None,
+            raw: None,
+        }
+    }
+}
+
+/// A new random token: `sy-` and 32 random bytes in hex.
+pub fn mint_token() -> Result<String, ControlError> {
+    Ok(format!("sy-{}", hex(&random_bytes::<32>()?)))
+}
+
+impl Control {
+    /// Creates a token and returns it once, with its row. Only its SHA-256 is stored.
+    pub async fn create_token(
+        &self,
+        req: NewTokenRequest,
+    ) -> Result<(String, TokenRow), ControlError> {
+        let db = self.store.conn();
+        let Some(owner) = store::find_user(db, &req.username).await? else {
+            return Err(ControlError::NotFound(format!(
+                "no user `{}`",
+                req.username
+            )));
+        };
+        if req.name.is_empty()
+            || req.name.chars().count() > 128
+            || req.name.chars().any(char::is_control)
+        {
+            return Err(ControlError::Invalid(
+                "token names need 1–128 printable characters".into(),
+            ));
+        }
+        if req.quota_usd.is_some_and(|q| q.is_nan() || q < 0.0) {
+            return Err(ControlError::Invalid("the quota must be 0 or more".into()));
+        }
+        if req.rpm.is_some_and(|v| v < 0) || req.tpm.is_some_and(|v| v < 0) {
+            return Err(ControlError::Invalid(
+                "rpm and tpm must be 0 or more".into(),
+            ));
+        }
+        if let Some(routes) = &req.routes {
+            if routes.is_empty()
+                || routes
+                    .iter()
+                    .any(|r| r.is_empty() || r.len() > 512 || r.chars().any(char::is_control))
+            {
+                return Err(ControlError::Invalid(
+                    "routes must be non-empty globs such as `provider/local/*`".into(),
+                ));
+            }
+        }
+        let raw = match req.raw {
+            Some(r) if is_well_formed_token(&r) => r,
+            Some(_) => {
+                return Err(ControlError::Invalid(
+                    "a token must be `sy-` and at least 43 URL-safe characters".into(),
+                ));
+            }
+            None => mint_token()?,
+        };
+        let row = store::create_token(
+            db,
+            NewToken {
+                user_id: owner.id,
+                name: req.name,
+                token_hash: hex(&token_hash(&raw)),
+                display_prefix: raw.chars().take(10).collect(),
+                routes: req.routes,
+                quota_usd: req.quota_usd,
+                rpm: req.rpm,
+                tpm: req.tpm,
+                expires_at: req.expires_at,
+                created_at: now_ms(),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ControlError::Conflict("that token exists already".into()),
+            other => ControlError::Store(other),
+        })?;
+        self.changed().await?;
+        Ok((raw, row))
+    }
+
+    /// The tokens of a user.
+    pub async fn list_tokens(&self, username: &str) -> Result<Vec<TokenRow>, ControlError> {
+        let db = self.store.conn();
+        let Some(owner) = store::find_user(db, username).await? else {
+            return Err(ControlError::NotFound(format!("no user `{username}`")));
+        };
+        Ok(store::list_tokens(db, owner.id).await?)
+    }
+
+    /// Revokes a token on every node.
+    pub async fn revoke_token(&self, id: i64) -> Result<TokenRow, ControlError> {
+        let row = store::revoke_token(self.store.conn(), id)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ControlError::NotFound(format!("no token {id}")),
+                other => ControlError::Store(other),
+            })?;
+        self.changed().await?;
+        Ok(row)
+    }
+}

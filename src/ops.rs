@@ -1,0 +1,56 @@
+//! Operations endpoints: `/health` (liveness), `/ready` (database and shared state reachable),
+//! `/metrics` (Prometheus text format).
+//!
+//! Architecture Invariant: reads infrastructure only (store, shared, telemetry).
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::shared::SharedState;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// State of the ops endpoints.
+#[derive(Clone)]
+pub struct OpsState {
+    /// The store.
+    pub store: Store,
+    /// Shared state.
+    pub shared: Arc<dyn SharedState>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Registers the ops routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn ready(state: web::Data<OpsState>) -> HttpResponse {
+    let db = state.store.ping().await;
+    let shared = state.shared.ping().await;
+    let body = json!({
+        "database": if db.is_ok() { "ok" } else { "unreachable" },
+        "shared_state": if shared.is_ok() { "ok" } else { "unreachable" },
+        "shared_state_kind": state.shared.kind(),
+    });
+    if db.is_ok() && shared.is_ok() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(state: web::Data<OpsState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,187 @@
+//! Thin handlers: extract, call the pipeline, render.
+
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use crate::error::{ApiError, Code};
+use crate::proxy::pipeline::{self, Scope};
+use crate::proxy::{Caller, ProxyState, UpstreamClient};
+use crate::types::{Operation, RequestId, is_valid_username};
+
+type Reply = Result<HttpResponse, ApiError>;
+
+fn request_id(req: &HttpRequest) -> RequestId {
+    req.extensions()
+        .get::<RequestId>()
+        .copied()
+        .unwrap_or_default()
+}
+
+async fn run(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<ProxyState>,
+    client: web::Data<UpstreamClient>,
+    caller: Caller,
+    op: Operation,
+    scope: Scope,
+) -> Reply {
+    let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
+    pipeline::run(
+        &state,
+        &client.0,
+        request_id(&req),
+        &caller,
+        op,
+        scope,
+        &raw,
+    )
+    .await
+}
+
+/// `POST /v1/chat/completions` and `/api/user/chat/completions`.
+pub async fn chat(
+    req: HttpRequest,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    run(req, body, s, c, caller, Operation::Chat, Scope::Owner).await
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    req: HttpRequest,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    run(
+        req,
+        body,
+        s,
+        c,
+        caller,
+        Operation::Completions,
+        Scope::Owner,
+    )
+    .await
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    req: HttpRequest,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    run(req, body, s, c, caller, Operation::Embeddings, Scope::Owner).await
+}
+
+/// Checks that `caller` may act in `username`'s namespace.
+fn namespace(state: &ProxyState, caller: &Caller, username: &str) -> Result<Scope, ApiError> {
+    if !caller.0.may_act_for(username) {
+        return Err(ApiError::new(
+            Code::PermissionDenied,
+            "This token may not act in that user's namespace.",
+        ));
+    }
+    if !is_valid_username(username) || state.catalog.snapshot().user(username).is_none() {
+        return Err(ApiError::new(Code::NotFound, "No such user."));
+    }
+    Ok(Scope::User)
+}
+
+/// `POST /api/u/{username}/chat/completions`.
+pub async fn user_chat(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    let scope = namespace(&s, &caller, &path)?;
+    run(req, body, s, c, caller, Operation::Chat, scope).await
+}
+
+/// `POST /api/u/{username}/completions`.
+pub async fn user_completions(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    let scope = namespace(&s, &caller, &path)?;
+    run(req, body, s, c, caller, Operation::Completions, scope).await
+}
+
+/// `POST /api/u/{username}/embeddings`.
+pub async fn user_embeddings(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    let scope = namespace(&s, &caller, &path)?;
+    run(req, body, s, c, caller, Operation::Embeddings, scope).await
+}
+
+/// `POST /api/{provider_id}/chat/completions`: one provider directly.
+pub async fn provider_chat(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    let provider = path.into_inner();
+    if !s.catalog.snapshot().has_provider(&provider) {
+        return Err(ApiError::new(Code::NotFound, "No such provider."));
+    }
+    run(
+        req,
+        body,
+        s,
+        c,
+        caller,
+        Operation::Chat,
+        Scope::Provider(provider),
+    )
+    .await
+}
+
+fn model_list(state: &ProxyState, caller: &Caller) -> HttpResponse {
+    let data: Vec<_> = state
+        .catalog
+        .snapshot()
+        .routes()
+        .into_iter()
+        .filter(|(route, _)| caller.0.may_use(route))
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models`, `/api/v1/models`, `/api/user/models`.
+pub async fn models(s: web::Data<ProxyState>, caller: Caller) -> Reply {
+    Ok(model_list(&s, &caller))
+}
+
+/// `GET /api/u/{username}/models`.
+pub async fn user_models(
+    path: web::Path<String>,
+    s: web::Data<ProxyState>,
+    caller: Caller,
+) -> Reply {
+    namespace(&s, &caller, &path)?;
+    Ok(model_list(&s, &caller))
+}

@@ -1,0 +1,77 @@
+//! The data plane: OpenAI-compatible routes, authentication, validation, resolution, dispatch
+//! to upstreams, the streaming relay and its usage tap.
+//!
+//! Architecture Invariant: never imports `control`, `admin` or `dashboard`; talks to the
+//! control plane only through the catalog (reads) and accounting (usage records).
+
+mod body;
+mod caller;
+mod handlers;
+mod pipeline;
+mod relay;
+mod validate;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+use crate::accounting::Accounting;
+use crate::catalog::Catalog;
+use crate::config::UpstreamSettings;
+use crate::telemetry::Metrics;
+
+pub use caller::Caller;
+
+/// State of the data plane, shared by every worker.
+#[derive(Clone)]
+pub struct ProxyState {
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// Usage records.
+    pub accounting: Accounting,
+    /// Timeouts and caps.
+    pub upstream: Arc<UpstreamSettings>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The per-worker upstream client (awc is `!Send`, so each worker builds its own).
+pub struct UpstreamClient(pub awc::Client);
+
+/// Registers the data-plane routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/chat/completions", web::post().to(handlers::chat))
+        .route("/v1/completions", web::post().to(handlers::completions))
+        .route("/v1/embeddings", web::post().to(handlers::embeddings))
+        .route("/v1/models", web::get().to(handlers::models))
+        .route("/api/v1/models", web::get().to(handlers::models))
+        .route("/api/user/chat/completions", web::post().to(handlers::chat))
+        .route(
+            "/api/user/completions",
+            web::post().to(handlers::completions),
+        )
+        .route("/api/user/embeddings", web::post().to(handlers::embeddings))
+        .route("/api/user/models", web::get().to(handlers::models))
+        .route(
+            "/api/u/{username}/chat/completions",
+            web::post().to(handlers::user_chat),
+        )
+        .route(
+            "/api/u/{username}/completions",
+            web::post().to(handlers::user_completions),
+        )
+        .route(
+            "/api/u/{username}/embeddings",
+            web::post().to(handlers::user_embeddings),
+        )
+        .route(
+            "/api/u/{username}/models",
+            web::get().to(handlers::user_models),
+        )
+        .route(
+            "/api/{provider_id}/chat/completions",
+            web::post().to(handlers::provider_chat),
+        );
+}

@@ -1,0 +1,459 @@
+//! One proxied request from parsed body to response: validate, resolve, authorise, check the
+//! context window, open the usage record, dispatch, and relay.
+
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::accounting::{UsageGuard, UsageStart, estimate_tokens};
+use crate::catalog::Target;
+use crate::error::{ApiError, Code};
+use crate::proxy::{Caller, ProxyState, body, relay, validate};
+use crate::types::{Operation, ProviderKind, RequestId};
+use crate::upstream::client::{self, Outgoing};
+use crate::upstream::mock::{self, MockReply};
+use crate::upstream::usage::summarize_body;
+use crate::upstream::{FailureKind, UpstreamFailure, safe_upstream_message};
+
+/// Whose names a request is resolved among.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    /// The token owner's namespace.
+    Owner,
+    /// `/api/u/{username}`: that user's namespace (already authorised); user-scoped routes resolve here.
+    User,
+    /// `/api/{provider_id}`: one provider's own model names.
+    Provider(String),
+}
+
+/// Runs one request.
+pub async fn run(
+    state: &ProxyState,
+    client: &awc::Client,
+    id: RequestId,
+    caller: &Caller,
+    op: Operation,
+    scope: Scope,
+    raw: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let mut body = body::parse_object(raw)?;
+    let checked = validate::check(op, &body)?;
+    let snapshot = state.catalog.snapshot();
+    let target = match &scope {
+        Scope::Provider(p) => snapshot.resolve_direct(p, &checked.model)?,
+        Scope::Owner | Scope::User => snapshot.resolve(&checked.model)?,
+    };
+    if !caller.0.may_use(&target.route) {
+        return Err(ApiError::new(
+            Code::PermissionDenied,
+            format!("This token may not use the route `{}`.", target.route),
+        ));
+    }
+    check_window(&target, checked.prompt_tokens, checked.max_tokens)?;
+    if !state.accounting.has_room() {
+        tracing::error!("Usage queue is full; refusing billable requests until it drains.");
+        return Err(ApiError::unavailable().with_retry_after(5));
+    }
+
+    // Forward the body with only `model` rewritten (and usage requested for streams).
+    body.insert("model".into(), Value::String(target.model.name.clone()));
+    let inject_usage = checked.stream && !checked.client_wants_usage;
+    if inject_usage {
+        match body.get_mut("stream_options") {
+            Some(Value::Object(o)) => {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+            _ => {
+                body.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+        }
+    }
+
+    let mut guard = state.accounting.open(UsageStart {
+        request_id: id,
+        user_id: caller.0.user_id,
+        token_id: caller.0.id,
+        route: checked.model.clone(),
+        stream: checked.stream,
+    });
+    guard.set_target(&target.provider.id, &target.model);
+    guard.progress.estimated_prompt = checked.prompt_tokens;
+
+    let request_id = id.to_string();
+    let result = match target.provider.kind {
+        ProviderKind::Mock => Ok(dispatch_mock(
+            op,
+            &Value::Object(body),
+            &target,
+            &request_id,
+            checked.stream,
+            checked.client_wants_usage,
+            guard,
+        )),
+        ProviderKind::Openai => {
+            let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
+            dispatch_openai(
+                state,
+                client,
+                op,
+                &target,
+                &request_id,
+                Bytes::from(bytes),
+                checked.stream,
+                inject_usage,
+                guard,
+            )
+            .await
+        }
+        other => {
+            guard.finish(502, "unsupported_provider");
+            Err(ApiError::new(
+                Code::UpstreamError,
+                format!(
+                    "Provider type `{}` is not supported by this version.",
+                    other.as_str()
+                ),
+            ))
+        }
+    };
+    result.map(|mut res| {
+        add_route_headers(&mut res, &target);
+        res
+    })
+}
+
+fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result<(), ApiError> {
+    if let Some(limit) = target.model.max_request_tokens {
+        if prompt > limit {
+            return Err(ApiError::invalid(
+                "messages",
+                format!(
+                    "The request has about {prompt} prompt tokens; this route accepts at most {limit}."
+                ),
+            ));
+        }
+    }
+    if let Some(ctx) = target.model.context_size {
+        if prompt > ctx {
+            return Err(ApiError::invalid(
+                "messages",
+                format!(
+                    "The request has about {prompt} prompt tokens; the model's context is {ctx}."
+                ),
+            ));
+        }
+        if let Some(max) = max_tokens {
+            if max > ctx {
+                return Err(ApiError::invalid(
+                    "max_tokens",
+                    format!("max_tokens is {max}; the model's context is {ctx}."),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn add_route_headers(res: &mut HttpResponse, target: &Target) {
+    let h = res.headers_mut();
+    let pairs = [
+        ("x-switchyard-route", target.route.as_str()),
+        ("x-switchyard-provider", target.provider.id.as_str()),
+        ("x-switchyard-model", target.model.name.as_str()),
+        ("x-switchyard-reason", target.reason),
+    ];
+    for (k, v) in pairs {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(v) {
+            h.insert(actix_web::http::header::HeaderName::from_static(k), v);
+        }
+    }
+}
+
+fn dispatch_mock(
+    op: Operation,
+    body: &Value,
+    target: &Target,
+    request_id: &str,
+    stream: bool,
+    client_wants_usage: bool,
+    mut guard: UsageGuard,
+) -> HttpResponse {
+    let reply = mock::answer(op, body, &target.model.name, request_id, stream, true);
+    guard.mark_first_byte();
+    match reply {
+        MockReply::Json(b) => {
+            if let Ok(s) = summarize_body(&b, op == Operation::Embeddings) {
+                guard.progress.reported = s.usage;
+            }
+            guard.finish(200, "ok");
+            HttpResponse::Ok().content_type("application/json").body(b)
+        }
+        MockReply::Stream(events) => {
+            let mut out = Vec::with_capacity(events.len());
+            for ev in events {
+                let data = ev.strip_prefix(b"data: ").unwrap_or(&ev);
+                if let Ok(s) = crate::upstream::usage::summarize_chunk(data.trim_ascii_end()) {
+                    if s.usage.is_some() {
+                        guard.progress.reported = s.usage;
+                        if !client_wants_usage && s.empty_choices {
+                            continue;
+                        }
+                    }
+                }
+                out.push(Ok::<Bytes, std::convert::Infallible>(ev));
+            }
+            guard.finish(200, "ok");
+            sse_response().streaming(futures_util::stream::iter(out))
+        }
+    }
+}
+
+/// The head of a streaming response.
+pub fn sse_response() -> actix_web::HttpResponseBuilder {
+    let mut b = HttpResponse::Ok();
+    b.insert_header((CONTENT_TYPE, "text/event-stream"))
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+    b
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename the list"
+)]
+async fn dispatch_openai(
+    state: &ProxyState,
+    client: &awc::Client,
+    op: Operation,
+    target: &Target,
+    request_id: &str,
+    body: Bytes,
+    stream: bool,
+    strip_usage: bool,
+    mut guard: UsageGuard,
+) -> Result<HttpResponse, ApiError> {
+    let up = &state.upstream;
+    let Some(endpoint) = target.provider.endpoint.as_deref() else {
+        guard.finish(502, "misconfigured");
+        return Err(ApiError::new(
+            Code::UpstreamError,
+            "The provider has no endpoint.",
+        ));
+    };
+    let url = format!("{endpoint}{}", op.path());
+    let total = target
+        .provider
+        .timeout
+        .unwrap_or(Duration::from_millis(up.total_timeout_ms));
+    let deadline = tokio::time::Instant::now() + total;
+    let first_byte = Duration::from_millis(up.first_byte_timeout_ms).min(total);
+    let out = Outgoing {
+        url: &url,
+        api_key: target.provider.api_key.as_ref().map(|k| k.expose()),
+        body,
+        request_id,
+        stream,
+    };
+    let started = std::time::Instant::now();
+    let provider = target.provider.id.as_str();
+    let mut resp = match client::send(client, out, first_byte).await {
+        Ok(r) => r,
+        Err(f) => return Err(fail(state, provider, f, guard)),
+    };
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let text = read_limited(
+            &mut resp,
+            64 * 1024,
+            Duration::from_millis(up.idle_timeout_ms),
+            deadline,
+        )
+        .await
+        .unwrap_or_default();
+        let detail = safe_upstream_message(&text);
+        let mut f = UpstreamFailure::new(
+            FailureKind::Status(status),
+            detail.unwrap_or_else(|| "no usable error message".into()),
+        );
+        f.retry_after = retry_after;
+        return Err(fail(state, provider, f, guard));
+    }
+    let is_sse = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| {
+            c.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+    if stream {
+        if !is_sse {
+            let f = UpstreamFailure::new(
+                FailureKind::Protocol,
+                "the upstream did not answer with an event stream",
+            );
+            return Err(fail(state, provider, f, guard));
+        }
+        guard.mark_first_byte();
+        let relay = relay::Relay::new(
+            resp,
+            guard,
+            relay::Limits {
+                idle: Duration::from_millis(up.idle_timeout_ms),
+                keepalive: Duration::from_millis(up.keepalive_interval_ms),
+                deadline,
+                max_line: up.max_sse_line_bytes,
+                strip_usage_only_chunk: strip_usage,
+            },
+            state.metrics.clone(),
+            provider.to_owned(),
+            started,
+        );
+        return Ok(sse_response().streaming(relay.into_stream()));
+    }
+    let body = match read_limited(
+        &mut resp,
+        up.max_response_bytes,
+        Duration::from_millis(up.idle_timeout_ms),
+        deadline,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(f) => return Err(fail(state, provider, f, guard)),
+    };
+    guard.mark_first_byte();
+    match summarize_body(&body, op == Operation::Embeddings) {
+        Ok(s) => {
+            guard.progress.reported = s.usage;
+            if s.usage.is_none() {
+                guard.progress.relayed_output =
+                    estimate_tokens(usize::try_from(s.output_chars).unwrap_or(usize::MAX));
+            }
+            state
+                .metrics
+                .upstream_latency
+                .with_label_values(&[provider])
+                .observe(started.elapsed().as_secs_f64());
+            guard.finish(200, "ok");
+            Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body))
+        }
+        Err(why) => Err(fail(
+            state,
+            provider,
+            UpstreamFailure::new(FailureKind::Protocol, why),
+            guard,
+        )),
+    }
+}
+
+/// Reads an upstream body with a size cap, an idle timeout between chunks and an overall deadline.
+async fn read_limited(
+    resp: &mut client::Response,
+    cap: usize,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, UpstreamFailure> {
+    let mut buf = actix_web::web::BytesMut::new();
+    loop {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, resp.next()).await {
+            Err(_) => {
+                return Err(UpstreamFailure::new(
+                    FailureKind::Timeout,
+                    "the upstream stalled while sending its answer",
+                ));
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => {
+                return Err(UpstreamFailure::new(
+                    FailureKind::Protocol,
+                    "the upstream connection broke while sending its answer",
+                ));
+            }
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > cap {
+                    return Err(UpstreamFailure::new(
+                        FailureKind::Protocol,
+                        "the upstream answer was larger than the gateway accepts",
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// Records a failed attempt and turns it into the client's error.
+fn fail(state: &ProxyState, provider: &str, f: UpstreamFailure, guard: UsageGuard) -> ApiError {
+    state
+        .metrics
+        .upstream_errors
+        .with_label_values(&[provider, f.kind.label()])
+        .inc();
+    tracing::warn!(provider, kind = f.kind.label(), detail = %f.message, "Upstream attempt failed.");
+    let err = failure_to_error(provider, &f);
+    let outcome = match f.kind {
+        FailureKind::Timeout => "upstream_timeout",
+        _ if f.is_client_fault() => "rejected",
+        _ => "upstream_error",
+    };
+    guard.finish(err.code.status(), outcome);
+    err
+}
+
+/// The client's error for an upstream failure: generic, naming the provider id, never its URL.
+pub fn failure_to_error(provider: &str, f: &UpstreamFailure) -> ApiError {
+    match f.kind {
+        FailureKind::Timeout => ApiError::new(
+            Code::UpstreamTimeout,
+            format!("The upstream `{provider}` did not answer in time."),
+        ),
+        FailureKind::Connect => ApiError::new(
+            Code::UpstreamError,
+            format!("The gateway could not reach the upstream `{provider}`."),
+        ),
+        FailureKind::Protocol => ApiError::new(
+            Code::UpstreamError,
+            format!(
+                "The upstream `{provider}` sent an invalid response: {}.",
+                f.message
+            ),
+        ),
+        FailureKind::Status(429) => ApiError::new(
+            Code::RateLimitExceeded,
+            format!("The upstream `{provider}` is rate limiting requests."),
+        )
+        .with_retry_after(f.retry_after.unwrap_or(1)),
+        FailureKind::Status(s @ (401 | 403)) => ApiError::new(
+            Code::UpstreamError,
+            format!("The upstream `{provider}` refused the gateway's credentials (HTTP {s})."),
+        ),
+        FailureKind::Status(s) if f.is_client_fault() => ApiError::new(
+            Code::InvalidRequest,
+            format!(
+                "The upstream `{provider}` rejected the request (HTTP {s}): {}",
+                f.message
+            ),
+        ),
+        FailureKind::Status(s) => ApiError::new(
+            Code::UpstreamError,
+            format!(
+                "The upstream `{provider}` failed with HTTP {s}: {}",
+                f.message
+            ),
+        ),
+    }
+}

@@ -1,0 +1,186 @@
+//! The streaming relay: forwards each upstream SSE event as soon as it is complete, byte for
+//! byte, reads usage from it on the way, sends `: keepalive` comments during long silences, and
+//! ends a broken stream with one OpenAI-shaped error event (never a silent cut, never `[DONE]`).
+//! If the client goes away, the stream is dropped and so is the usage guard, which records the
+//! request as `client_disconnected` with the tokens relayed so far.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+
+use crate::accounting::UsageGuard;
+use crate::error::{ApiError, Code};
+use crate::telemetry::Metrics;
+use crate::upstream::client::Response;
+use crate::upstream::sse::{SseFramer, encode_data};
+use crate::upstream::usage::summarize_chunk;
+
+/// Time and size limits of one relay.
+pub struct Limits {
+    /// Longest upstream silence.
+    pub idle: Duration,
+    /// Silence after which a keepalive comment is sent to the client.
+    pub keepalive: Duration,
+    /// End of the whole request.
+    pub deadline: tokio::time::Instant,
+    /// Longest SSE line.
+    pub max_line: usize,
+    /// Drop the usage-only chunk the gateway asked for on the client's behalf.
+    pub strip_usage_only_chunk: bool,
+}
+
+/// One relay in progress.
+pub struct Relay {
+    upstream: Response,
+    framer: SseFramer,
+    guard: Option<UsageGuard>,
+    out: VecDeque<Bytes>,
+    limits: Limits,
+    last_upstream: tokio::time::Instant,
+    last_sent: tokio::time::Instant,
+    done: bool,
+    metrics: Arc<Metrics>,
+    provider: String,
+    started: Instant,
+}
+
+impl Relay {
+    /// A relay of `upstream` into the client response.
+    pub fn new(
+        upstream: Response,
+        guard: UsageGuard,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        provider: String,
+        started: Instant,
+    ) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            upstream,
+            framer: SseFramer::new(limits.max_line),
+            guard: Some(guard),
+            out: VecDeque::new(),
+            limits,
+            last_upstream: now,
+            last_sent: now,
+            done: false,
+            metrics,
+            provider,
+            started,
+        }
+    }
+
+    /// The body stream for actix.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
+        futures_util::stream::unfold(self, |mut st| async move {
+            loop {
+                if let Some(b) = st.out.pop_front() {
+                    st.last_sent = tokio::time::Instant::now();
+                    return Some((Ok(b), st));
+                }
+                if st.done {
+                    return None;
+                }
+                st.step().await;
+            }
+        })
+    }
+
+    async fn step(&mut self) {
+        let idle_at = (self.last_upstream + self.limits.idle).min(self.limits.deadline);
+        let keepalive_at = self.last_sent + self.limits.keepalive;
+        tokio::select! {
+            biased;
+            item = self.upstream.next() => match item {
+                Some(Ok(chunk)) => {
+                    self.last_upstream = tokio::time::Instant::now();
+                    self.on_chunk(&chunk);
+                }
+                Some(Err(_)) => self.end_with_error(Code::UpstreamError, "The upstream connection broke mid-stream.", "partial"),
+                None => self.end_with_error(Code::UpstreamError, "The upstream ended the stream before it was complete.", "partial"),
+            },
+            () = tokio::time::sleep_until(idle_at) => {
+                let msg = if idle_at == self.limits.deadline { "The request exceeded its time limit." } else { "The upstream stopped sending mid-stream." };
+                self.end_with_error(Code::UpstreamTimeout, msg, "upstream_timeout");
+            }
+            () = tokio::time::sleep_until(keepalive_at) => {
+                self.out.push_back(Bytes::from_static(b": keepalive\n\n"));
+            }
+        }
+    }
+
+    fn on_chunk(&mut self, chunk: &[u8]) {
+        let events = match self.framer.push(chunk) {
+            Ok(e) => e,
+            Err(_) => {
+                self.end_with_error(
+                    Code::UpstreamError,
+                    "The upstream sent an oversized event.",
+                    "invalid_response",
+                );
+                return;
+            }
+        };
+        for ev in events {
+            let Some(data) = &ev.data else {
+                self.out.push_back(ev.raw);
+                continue;
+            };
+            if data.as_slice().trim_ascii() == b"[DONE]" {
+                self.out.push_back(ev.raw);
+                self.finish(200, "ok");
+                return;
+            }
+            match summarize_chunk(data) {
+                Err(()) => {
+                    self.end_with_error(
+                        Code::UpstreamError,
+                        "The upstream sent an invalid event.",
+                        "invalid_response",
+                    );
+                    return;
+                }
+                Ok(s) => {
+                    if let Some(g) = &mut self.guard {
+                        if let Some(u) = s.usage {
+                            g.progress.reported = Some(u);
+                        }
+                        if s.has_output {
+                            g.progress.relayed_output += 1;
+                        }
+                    }
+                    if !(self.limits.strip_usage_only_chunk && s.empty_choices && s.usage.is_some())
+                    {
+                        self.out.push_back(ev.raw);
+                    }
+                }
+            }
+        }
+    }
+
+    fn end_with_error(&mut self, code: Code, message: &str, outcome: &str) {
+        let body = ApiError::new(code, message).body();
+        self.out.push_back(encode_data(&body));
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[&self.provider, "mid_stream"])
+            .inc();
+        tracing::warn!(provider = %self.provider, outcome, "Stream ended early.");
+        self.finish(200, outcome);
+    }
+
+    fn finish(&mut self, status: u16, outcome: &str) {
+        self.done = true;
+        if let Some(g) = self.guard.take() {
+            self.metrics
+                .upstream_latency
+                .with_label_values(&[&self.provider])
+                .observe(self.started.elapsed().as_secs_f64());
+            g.finish(status, outcome);
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Validation of OpenAI-dialect request bodies, before anything is sent upstream. Errors name the
+//! offending field in `param`, as OpenAI does. Unknown fields are forwarded (OpenAI-compatible
+//! servers such as vLLM and Ollama define their own sampling fields), but fields that could
+//! change where a request goes are refused, at the top level and one level down.
+
+use serde_json::{Map, Value};
+
+use crate::accounting::estimate_tokens;
+use crate::error::ApiError;
+use crate::types::Operation;
+
+/// Fields that name a destination or credentials; never accepted from a client.
+const DESTINATION_FIELDS: &[&str] = &[
+    "api_base",
+    "base_url",
+    "api_key",
+    "api_version",
+    "provider_id",
+    "custom_llm_provider",
+    "endpoint",
+    "extra_headers",
+    "deployment_id",
+    "organization",
+];
+
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// What the pipeline needs from a valid body.
+#[derive(Debug)]
+pub struct Checked {
+    /// The requested route name.
+    pub model: String,
+    /// Streaming requested.
+    pub stream: bool,
+    /// The client asked for `stream_options.include_usage` itself.
+    pub client_wants_usage: bool,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u64,
+    /// `max_tokens` / `max_completion_tokens`, if given.
+    pub max_tokens: Option<u64>,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong(param: &str, expected: &str, got: &Value) -> ApiError {
+    ApiError::invalid(
+        param,
+        format!(
+            "Invalid type for '{param}': expected {expected}, but got {} instead.",
+            type_name(got)
+        ),
+    )
+}
+
+fn out_of_range(param: &str, what: &str) -> ApiError {
+    ApiError::invalid(param, format!("Invalid value for '{param}': {what}."))
+}
+
+fn number(body: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<(), ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if (lo..=hi).contains(&x) => Ok(()),
+            _ => Err(out_of_range(key, &format!("must be between {lo} and {hi}"))),
+        },
+        Some(v) => Err(wrong(key, "a number", v)),
+    }
+}
+
+fn integer(
+    body: &Map<String, Value>,
+    key: &str,
+    lo: u64,
+    hi: u64,
+) -> Result<Option<u64>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
+            _ if n.is_i64() || n.is_u64() => Err(out_of_range(
+                key,
+                &format!("must be an integer from {lo} to {hi}"),
+            )),
+            _ => Err(wrong(key, "an integer", &Value::Number(n.clone()))),
+        },
+        Some(v) => Err(wrong(key, "an integer", v)),
+    }
+}
+
+fn boolean(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(wrong(key, "a boolean", v)),
+    }
+}
+
+fn string(body: &Map<String, Value>, key: &str) -> Result<(), ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null | Value::String(_)) => Ok(()),
+        Some(v) => Err(wrong(key, "a string", v)),
+    }
+}
+
+fn destinations(body: &Map<String, Value>) -> Result<(), ApiError> {
+    for (k, v) in body {
+        if DESTINATION_FIELDS.contains(&k.as_str()) {
+            return Err(ApiError::invalid(
+                k.as_str(),
+                format!("The field '{k}' is not accepted: the gateway chooses the upstream."),
+            ));
+        }
+        if let Value::Object(inner) = v {
+            if let Some(bad) = inner
+                .keys()
+                .find(|ik| DESTINATION_FIELDS.contains(&ik.as_str()))
+            {
+                let param = format!("{k}.{bad}");
+                return Err(ApiError::invalid(
+                    param.as_str(),
+                    format!(
+                        "The field '{param}' is not accepted: the gateway chooses the upstream."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn text_chars(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p.get("text").map_or(0, text_chars))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Validates a body for `op` and returns what the pipeline needs.
+pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiError> {
+    let model = match body.get("model") {
+        None | Some(Value::Null) => return Err(ApiError::missing("model")),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(ApiError::invalid("model", "The model must not be empty."));
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => return Err(wrong("model", "a string", v)),
+    };
+    destinations(body)?;
+    string(body, "user")?;
+    let mut chars = 0usize;
+    match op {
+        Operation::Chat => {
+            let messages = match body.get("messages") {
+                None | Some(Value::Null) => return Err(ApiError::missing("messages")),
+                Some(Value::Array(m)) => m,
+                Some(v) => return Err(wrong("messages", "an array", v)),
+            };
+            if messages.is_empty() {
+                return Err(ApiError::invalid(
+                    "messages",
+                    "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+                ));
+            }
+            for (i, m) in messages.iter().enumerate() {
+                let at = format!("messages[{i}]");
+                let Value::Object(m) = m else {
+                    return Err(wrong(&at, "an object", m));
+                };
+                match m.get("role") {
+                    None => return Err(ApiError::missing(&format!("{at}.role"))),
+                    Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
+                    Some(Value::String(r)) => {
+                        let shown: String = r.chars().take(32).collect();
+                        return Err(ApiError::invalid(
+                            format!("{at}.role"),
+                            format!(
+                                "Invalid value for '{at}.role': `{shown}` is not a supported role."
+                            ),
+                        ));
+                    }
+                    Some(v) => return Err(wrong(&format!("{at}.role"), "a string", v)),
+                }
+                match m.get("content") {
+                    None | Some(Value::Null | Value::String(_)) => {}
+                    Some(Value::Array(parts)) => {
+                        for (j, p) in parts.iter().enumerate() {
+                            let pat = format!("{at}.content[{j}]");
+                            match p {
+                                Value::Object(o) if o.get("type").is_some_and(Value::is_string) => {
+                                }
+                                Value::Object(_) => {
+                                    return Err(ApiError::missing(&format!("{pat}.type")));
+                                }
+                                other => return Err(wrong(&pat, "an object", other)),
+                            }
+                        }
+                    }
+                    Some(v) => {
+                        return Err(wrong(&format!("{at}.content"), "a string or an array", v));
+                    }
+                }
+                chars += m.get("content").map_or(0, text_chars) + 16;
+            }
+            if let Some(tools) = body.get("tools") {
+                let Value::Array(tools) = tools else {
+                    return Err(wrong("tools", "an array", tools));
+                };
+                for (i, t) in tools.iter().enumerate() {
+                    let at = format!("tools[{i}]");
+                    let Value::Object(t) = t else {
+                        return Err(wrong(&at, "an object", t));
+                    };
+                    if t.get("type").and_then(Value::as_str) != Some("function") {
+                        return Err(ApiError::invalid(
+                            format!("{at}.type"),
+                            format!("Invalid value for '{at}.type': expected `function`."),
+                        ));
+                    }
+                    match t.get("function") {
+                        Some(Value::Object(f)) => match f.get("name") {
+                            Some(Value::String(n)) if !n.is_empty() && n.len() <= 64 => {}
+                            Some(Value::String(_)) => {
+                                return Err(out_of_range(
+                                    &format!("{at}.function.name"),
+                                    "must be 1–64 characters",
+                                ));
+                            }
+                            None => return Err(ApiError::missing(&format!("{at}.function.name"))),
+                            Some(v) => {
+                                return Err(wrong(&format!("{at}.function.name"), "a string", v));
+                            }
+                        },
+                        None => return Err(ApiError::missing(&format!("{at}.function"))),
+                        Some(v) => return Err(wrong(&format!("{at}.function"), "an object", v)),
+                    }
+                    chars += serde_json::to_string(t).map_or(0, |s| s.len());
+                }
+            }
+            integer(body, "n", 1, 128)?;
+            number(body, "presence_penalty", -2.0, 2.0)?;
+            number(body, "frequency_penalty", -2.0, 2.0)?;
+            boolean(body, "logprobs")?;
+            integer(body, "top_logprobs", 0, 20)?;
+            boolean(body, "parallel_tool_calls")?;
+        }
+        Operation::Completions => {
+            match body.get("prompt") {
+                None | Some(Value::Null) => return Err(ApiError::missing("prompt")),
+                Some(Value::String(s)) => chars += s.chars().count(),
+                Some(Value::Array(items)) => {
+                    for (i, it) in items.iter().enumerate() {
+                        match it {
+                            Value::String(s) => chars += s.chars().count(),
+                            Value::Number(_) => chars += 4,
+                            Value::Array(a) if a.iter().all(Value::is_number) => {
+                                chars += a.len() * 4
+                            }
+                            other => {
+                                return Err(wrong(
+                                    &format!("prompt[{i}]"),
+                                    "a string, token or token array",
+                                    other,
+                                ));
+                            }
+                        }
+                    }
+                }
+                Some(v) => return Err(wrong("prompt", "a string or an array", v)),
+            }
+            integer(body, "n", 1, 128)?;
+            integer(body, "best_of", 1, 20)?;
+            number(body, "presence_penalty", -2.0, 2.0)?;
+            number(body, "frequency_penalty", -2.0, 2.0)?;
+            string(body, "suffix")?;
+        }
+        Operation::Embeddings => {
+            match body.get("input") {
+                None | Some(Value::Null) => return Err(ApiError::missing("input")),
+                Some(Value::String(s)) => chars += s.chars().count(),
+                Some(Value::Array(items)) if items.is_empty() => {
+                    return Err(ApiError::invalid("input", "Invalid 'input': empty array."));
+                }
+                Some(Value::Array(items)) => {
+                    for (i, it) in items.iter().enumerate() {
+                        match it {
+                            Value::String(s) => chars += s.chars().count(),
+                            Value::Number(_) => chars += 4,
+                            Value::Array(a) if a.iter().all(Value::is_number) => {
+                                chars += a.len() * 4
+                            }
+                            other => {
+                                return Err(wrong(
+                                    &format!("input[{i}]"),
+                                    "a string, token or token array",
+                                    other,
+                                ));
+                            }
+                        }
+                    }
+                }
+                Some(v) => return Err(wrong("input", "a string or an array", v)),
+            }
+            match body.get("encoding_format") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(f)) if f == "float" || f == "base64" => {}
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        "encoding_format",
+                        "Invalid value for 'encoding_format': use `float` or `base64`.",
+                    ));
+                }
+            }
+            integer(body, "dimensions", 1, 65_536)?;
+        }
+    }
+    let (stream, client_wants_usage, max_tokens) = if op == Operation::Embeddings {
+        (false, false, None)
+    } else {
+        number(body, "temperature", 0.0, 2.0)?;
+        number(body, "top_p", 0.0, 1.0)?;
+        integer(body, "seed", 0, u64::MAX)?;
+        match body.get("stop") {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => {}
+            Some(Value::Array(_)) => return Err(out_of_range("stop", "use at most 4 strings")),
+            Some(v) => return Err(wrong("stop", "a string or an array of strings", v)),
+        }
+        let stream = boolean(body, "stream")?.unwrap_or(false);
+        let wants = match body.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => match o.get("include_usage") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => return Err(wrong("stream_options.include_usage", "a boolean", v)),
+            },
+            Some(v) => return Err(wrong("stream_options", "an object", v)),
+        };
+        let max = integer(body, "max_tokens", 1, u64::from(u32::MAX))?;
+        let max_c = integer(body, "max_completion_tokens", 1, u64::from(u32::MAX))?;
+        (stream, wants, max_c.or(max))
+    };
+    Ok(Checked {
+        model,
+        stream,
+        client_wants_usage,
+        prompt_tokens: estimate_tokens(chars).max(1),
+        max_tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(s: &str) -> Map<String, Value> {
+        match serde_json::from_str(s).unwrap() {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn params_name_the_field() {
+        let cases = [
+            (r#"{"messages":[]}"#, "model", "missing_required_parameter"),
+            (r#"{"model":"m"}"#, "messages", "missing_required_parameter"),
+            (
+                r#"{"model":"m","messages":"hi"}"#,
+                "messages",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":1}]}"#,
+                "messages[0].content",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
+                "max_tokens",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"10"}"#,
+                "max_tokens",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1e20}"#,
+                "max_tokens",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+                "temperature",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1000}"#,
+                "n",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                "stream",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"api_base":"http://x"}"#,
+                "api_base",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"extra_body":{"base_url":"x"}}"#,
+                "extra_body.base_url",
+                "invalid_request",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{}}]}"#,
+                "tools[0].function.name",
+                "missing_required_parameter",
+            ),
+        ];
+        for (body, param, code) in cases {
+            let e = check(Operation::Chat, &obj(body)).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{body}");
+            assert_eq!(e.code.row().2, code, "{body}");
+        }
+        let ok = check(Operation::Chat, &obj(r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"stream":true,"top_k":5}"#)).unwrap();
+        assert!(ok.stream && !ok.client_wants_usage);
+        assert!(check(Operation::Embeddings, &obj(r#"{"model":"m"}"#)).is_err());
+        assert!(
+            check(
+                Operation::Completions,
+                &obj(r#"{"model":"m","prompt":["a",[1,2]]}"#)
+            )
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! The composition root: builds every component from `Settings`, starts background tasks under
+//! one cancellation token, installs the middleware (request id, panic net, error-shape net), and
+//! drains in-flight requests, streams and usage records on shutdown.
+
+use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{Server, ServerHandle, Service as _, ServiceResponse};
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::{App, HttpMessage as _, HttpResponse, HttpServer, ResponseError as _, web};
+use futures_util::FutureExt as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accounting::{self, Accounting};
+use crate::catalog::Catalog;
+use crate::config::Settings;
+use crate::control::{Bootstrap, Control};
+use crate::error::{ApiError, Code};
+use crate::ops::{self, OpsState};
+use crate::proxy::{self, ProxyState, UpstreamClient};
+use crate::shared;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use crate::types::RequestId;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration has problems.
+    #[error("invalid configuration:\n{0}")]
+    Config(String),
+    /// A dependency failed.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> StartError {
+    StartError::Other(e.to_string())
+}
+
+/// A built node, listening but not yet serving.
+pub struct Application {
+    server: Server,
+    port: u16,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    store: Store,
+    /// What the first start created, to print once.
+    pub bootstrap: Option<Bootstrap>,
+}
+
+impl Application {
+    /// Builds a node from settings (checked here too: a node never starts on a bad configuration).
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let problems = crate::config::check(&settings);
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            return Err(StartError::Config(lines.join("\n")));
+        }
+        let metrics = Arc::new(Metrics::new().map_err(other)?);
+        let store = Store::connect(
+            settings.database.url.expose(),
+            settings.database.max_connections,
+        )
+        .await
+        .map_err(|e| StartError::Other(format!("cannot open the database: {e}")))?;
+        store
+            .migrate()
+            .await
+            .map_err(|e| StartError::Other(format!("cannot migrate the database: {e}")))?;
+        let shared = shared::connect(
+            settings.redis.url.as_ref().map(|u| u.expose()),
+            &settings.redis.key_prefix,
+            settings.redis.pool_size,
+        )
+        .await
+        .map_err(|e| StartError::Other(format!("cannot reach redis: {e}")))?;
+        let control = Control::new(store.clone(), Arc::clone(&shared));
+        let bootstrap = control
+            .bootstrap(&settings)
+            .await
+            .map_err(|e| StartError::Other(format!("bootstrap failed: {e}")))?;
+        let catalog = Arc::new(
+            Catalog::load(&settings, store.clone(), Arc::clone(&shared))
+                .await
+                .map_err(other)?,
+        );
+
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .map_err(|e| {
+                StartError::Other(format!(
+                    "cannot listen on {}:{}: {e}",
+                    settings.server.host, settings.server.port
+                ))
+            })?;
+        let port = listener.local_addr().map_err(other)?.port();
+        let node = if settings.server.node_id.is_empty() {
+            format!("{}:{port}", settings.server.host)
+        } else {
+            settings.server.node_id.clone()
+        };
+
+        let (accounting, queue) =
+            Accounting::new(settings.usage.queue_capacity, &node, Arc::clone(&metrics));
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(accounting::run_writer(
+            queue,
+            store.clone(),
+            Arc::clone(&metrics),
+            settings.usage.batch_size,
+            Duration::from_millis(settings.usage.flush_interval_ms),
+            Duration::from_secs(10),
+            cancel.child_token(),
+        ));
+        {
+            let catalog = Arc::clone(&catalog);
+            let token = cancel.child_token();
+            tasks.spawn(async move { catalog.run(token).await });
+        }
+        {
+            let shared = Arc::clone(&shared);
+            let token = cancel.child_token();
+            tasks.spawn(async move { shared.run(token).await });
+        }
+
+        let proxy_state = web::Data::new(ProxyState {
+            catalog,
+            accounting,
+            upstream: Arc::new(settings.upstream.clone()),
+            max_body_bytes: settings.server.max_body_bytes,
+            metrics: Arc::clone(&metrics),
+        });
+        let ops_state = web::Data::new(OpsState {
+            store: store.clone(),
+            shared,
+            metrics,
+        });
+        let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
+        let workers = if settings.server.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            settings.server.workers
+        };
+
+        let server =
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(UpstreamClient(
+                        crate::upstream::client::build_client(connect_timeout),
+                    )))
+                    .app_data(proxy_state.clone())
+                    .app_data(ops_state.clone())
+                    .app_data(web::PathConfig::default().error_handler(|_, _| {
+                        ApiError::new(Code::NotFound, "No such path.").into()
+                    }))
+                    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                        ApiError::new(Code::InvalidRequest, e.to_string()).into()
+                    }))
+                    .wrap_fn(|req, srv| {
+                        let id = RequestId::new();
+                        req.extensions_mut().insert(id);
+                        let fut = srv.call(req);
+                        async move {
+                            // A panic cannot take the worker down: it becomes a 500 in the OpenAI shape
+                            // (rendered by actix from the error, since the request is gone by then).
+                            let res: ServiceResponse<BoxBody> =
+                                match AssertUnwindSafe(fut).catch_unwind().await {
+                                    Ok(Ok(res)) => res.map_into_boxed_body(),
+                                    Ok(Err(e)) => return Err(e),
+                                    Err(_) => {
+                                        tracing::error!(request_id = %id, "A handler panicked.");
+                                        return Err(ApiError::internal().into());
+                                    }
+                                };
+                            let mut res = json_errors(res);
+                            if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+                                res.headers_mut()
+                                    .insert(HeaderName::from_static("x-request-id"), v);
+                            }
+                            Ok(res)
+                        }
+                    })
+                    .configure(ops::configure)
+                    .configure(proxy::configure)
+                    .default_service(web::to(|| async {
+                        ApiError::new(Code::NotFound, "No such path.").error_response()
+                    }))
+            })
+            .workers(workers)
+            .shutdown_timeout(settings.server.shutdown_timeout_secs)
+            .listen(listener)
+            .map_err(other)?
+            .run();
+        tracing::info!(
+            port,
+            workers,
+            shared = settings.redis.url.is_some(),
+            "Switchyard node listening."
+        );
+        Ok(Self {
+            server,
+            port,
+            cancel,
+            tasks,
+            store,
+            bootstrap,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (gracefully with `stop(true)`).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until a stop signal (SIGTERM or SIGINT drain gracefully), then stops background
+    /// tasks and writes every queued usage record.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        tracing::info!("HTTP server stopped; flushing usage.");
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.store.close().await;
+        result
+    }
+}
+
+/// The error-shape net: any error response that is not JSON (actix's own 404/405/400 texts,
+/// payload errors) is rewritten into the OpenAI shape with the same status.
+fn json_errors(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    if status.as_u16() < 400 {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let code = match status.as_u16() {
+        401 => Code::InvalidToken,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        405 => Code::MethodNotAllowed,
+        413 => Code::RequestTooLarge,
+        429 => Code::RateLimitExceeded,
+        502 => Code::UpstreamError,
+        503 => Code::ServiceUnavailable,
+        504 => Code::UpstreamTimeout,
+        s if s < 500 => Code::InvalidRequest,
+        _ => Code::Internal,
+    };
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let err = ApiError::new(code, format!("{reason}."));
+    let mut new = HttpResponse::build(status);
+    new.insert_header((CONTENT_TYPE, "application/json"));
+    res.into_response(new.body(err.body()).map_into_boxed_body())
+}

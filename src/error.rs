@@ -98,56 +98,36 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            param: None,
-            retry_after: None,
-        }
+        Self { code, message: message.into(), param: None, retry_after: None }
     }
 
     /// 400 naming the offending field.
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            param: Some(param.into()),
-            ..Self::new(Code::InvalidRequest, message)
-        }
+        Self { param: Some(param.into()), ..Self::new(Code::InvalidRequest, message) }
     }
 
     /// 400 `missing_required_parameter`.
     pub fn missing(param: &str) -> Self {
         Self {
             param: Some(param.to_owned()),
-            ..Self::new(
-                Code::MissingParameter,
-                format!("Missing required parameter: '{param}'."),
-            )
+            ..Self::new(Code::MissingParameter, format!("Missing required parameter: '{param}'."))
         }
     }
 
     /// 404 with one answer for "unknown" and "not yours", so it is no existence oracle.
     pub fn model_not_found(model: &str) -> Self {
         let shown: String = model.chars().take(128).collect();
-        Self::new(
-            Code::ModelNotFound,
-            format!("The model `{shown}` does not exist or you do not have access to it."),
-        )
+        Self::new(Code::ModelNotFound, format!("The model `{shown}` does not exist or you do not have access to it."))
     }
 
     /// 500 with a generic message; the caller logs the cause.
     pub fn internal() -> Self {
-        Self::new(
-            Code::Internal,
-            "The gateway had an internal error. Retry the request.",
-        )
+        Self::new(Code::Internal, "The gateway had an internal error. Retry the request.")
     }
 
     /// 503 for an unavailable dependency of the gateway itself.
     pub fn unavailable() -> Self {
-        Self::new(
-            Code::ServiceUnavailable,
-            "The gateway is temporarily unable to serve requests. Retry shortly.",
-        )
+        Self::new(Code::ServiceUnavailable, "The gateway is temporarily unable to serve requests. Retry shortly.")
     }
 
     /// Adds a `Retry-After` figure.
@@ -170,16 +150,11 @@ impl ApiError {
             error: Inner<'a>,
         }
         let (_, ty, code) = self.code.row();
-        let outer = Outer {
-            error: Inner {
-                message: &self.message,
-                r#type: ty,
-                code,
-                param: self.param.as_deref(),
-            },
-        };
+        let outer = Outer { error: Inner { message: &self.message, r#type: ty, code, param: self.param.as_deref() } };
         serde_json::to_string(&outer).unwrap_or_else(|_| {
-            String::from(r#"{"error":{"message":"internal error","type":"server_error","code":"internal_error","param":null}}"#)
+            String::from(
+                r#"{"error":{"message":"internal error","type":"server_error","code":"internal_error","param":null}}"#,
+            )
         })
     }
 }
@@ -200,10 +175,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
-        res.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ));
+        res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }

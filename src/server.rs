@@ -62,16 +62,10 @@ impl Application {
             return Err(StartError::Config(lines.join("\n")));
         }
         let metrics = Arc::new(Metrics::new().map_err(other)?);
-        let store = Store::connect(
-            settings.database.url.expose(),
-            settings.database.max_connections,
-        )
-        .await
-        .map_err(|e| StartError::Other(format!("cannot open the database: {e}")))?;
-        store
-            .migrate()
+        let store = Store::connect(settings.database.url.expose(), settings.database.max_connections)
             .await
-            .map_err(|e| StartError::Other(format!("cannot migrate the database: {e}")))?;
+            .map_err(|e| StartError::Other(format!("cannot open the database: {e}")))?;
+        store.migrate().await.map_err(|e| StartError::Other(format!("cannot migrate the database: {e}")))?;
         let shared = shared::connect(
             settings.redis.url.as_ref().map(|u| u.expose()),
             &settings.redis.key_prefix,
@@ -80,23 +74,13 @@ impl Application {
         .await
         .map_err(|e| StartError::Other(format!("cannot reach redis: {e}")))?;
         let control = Control::new(store.clone(), Arc::clone(&shared));
-        let bootstrap = control
-            .bootstrap(&settings)
-            .await
-            .map_err(|e| StartError::Other(format!("bootstrap failed: {e}")))?;
-        let catalog = Arc::new(
-            Catalog::load(&settings, store.clone(), Arc::clone(&shared))
-                .await
-                .map_err(other)?,
-        );
+        let bootstrap =
+            control.bootstrap(&settings).await.map_err(|e| StartError::Other(format!("bootstrap failed: {e}")))?;
+        let catalog = Arc::new(Catalog::load(&settings, store.clone(), Arc::clone(&shared)).await.map_err(other)?);
 
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .map_err(|e| {
-                StartError::Other(format!(
-                    "cannot listen on {}:{}: {e}",
-                    settings.server.host, settings.server.port
-                ))
-            })?;
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port)).map_err(|e| {
+            StartError::Other(format!("cannot listen on {}:{}: {e}", settings.server.host, settings.server.port))
+        })?;
         let port = listener.local_addr().map_err(other)?.port();
         let node = if settings.server.node_id.is_empty() {
             format!("{}:{port}", settings.server.host)
@@ -104,8 +88,7 @@ impl Application {
             settings.server.node_id.clone()
         };
 
-        let (accounting, queue) =
-            Accounting::new(settings.usage.queue_capacity, &node, Arc::clone(&metrics));
+        let (accounting, queue) = Accounting::new(settings.usage.queue_capacity, &node, Arc::clone(&metrics));
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(accounting::run_writer(
@@ -134,12 +117,9 @@ impl Application {
             upstream: Arc::new(settings.upstream.clone()),
             max_body_bytes: settings.server.max_body_bytes,
             metrics: Arc::clone(&metrics),
+            shared: Arc::clone(&shared),
         });
-        let ops_state = web::Data::new(OpsState {
-            store: store.clone(),
-            shared,
-            metrics,
-        });
+        let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
         let workers = if settings.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -147,69 +127,52 @@ impl Application {
             settings.server.workers
         };
 
-        let server =
-            HttpServer::new(move || {
-                App::new()
-                    .app_data(web::Data::new(UpstreamClient(
-                        crate::upstream::client::build_client(connect_timeout),
-                    )))
-                    .app_data(proxy_state.clone())
-                    .app_data(ops_state.clone())
-                    .app_data(web::PathConfig::default().error_handler(|_, _| {
-                        ApiError::new(Code::NotFound, "No such path.").into()
-                    }))
-                    .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                        ApiError::new(Code::InvalidRequest, e.to_string()).into()
-                    }))
-                    .wrap_fn(|req, srv| {
-                        let id = RequestId::new();
-                        req.extensions_mut().insert(id);
-                        let fut = srv.call(req);
-                        async move {
-                            // A panic cannot take the worker down: it becomes a 500 in the OpenAI shape
-                            // (rendered by actix from the error, since the request is gone by then).
-                            let res: ServiceResponse<BoxBody> =
-                                match AssertUnwindSafe(fut).catch_unwind().await {
-                                    Ok(Ok(res)) => res.map_into_boxed_body(),
-                                    Ok(Err(e)) => return Err(e),
-                                    Err(_) => {
-                                        tracing::error!(request_id = %id, "A handler panicked.");
-                                        return Err(ApiError::internal().into());
-                                    }
-                                };
-                            let mut res = json_errors(res);
-                            if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
-                                res.headers_mut()
-                                    .insert(HeaderName::from_static("x-request-id"), v);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(UpstreamClient(crate::upstream::client::build_client(connect_timeout))))
+                .app_data(proxy_state.clone())
+                .app_data(ops_state.clone())
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|_, _| ApiError::new(Code::NotFound, "No such path.").into()),
+                )
+                .app_data(
+                    web::QueryConfig::default()
+                        .error_handler(|e, _| ApiError::new(Code::InvalidRequest, e.to_string()).into()),
+                )
+                .wrap_fn(|req, srv| {
+                    let id = RequestId::new();
+                    req.extensions_mut().insert(id);
+                    let fut = srv.call(req);
+                    async move {
+                        // A panic cannot take the worker down: it becomes a 500 in the OpenAI shape
+                        // (rendered by actix from the error, since the request is gone by then).
+                        let res: ServiceResponse<BoxBody> = match AssertUnwindSafe(fut).catch_unwind().await {
+                            Ok(Ok(res)) => res.map_into_boxed_body(),
+                            Ok(Err(e)) => return Err(e),
+                            Err(_) => {
+                                tracing::error!(request_id = %id, "A handler panicked.");
+                                return Err(ApiError::internal().into());
                             }
-                            Ok(res)
+                        };
+                        let mut res = json_errors(res);
+                        if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+                            res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
                         }
-                    })
-                    .configure(ops::configure)
-                    .configure(proxy::configure)
-                    .default_service(web::to(|| async {
-                        ApiError::new(Code::NotFound, "No such path.").error_response()
-                    }))
-            })
-            .workers(workers)
-            .shutdown_timeout(settings.server.shutdown_timeout_secs)
-            .listen(listener)
-            .map_err(other)?
-            .run();
-        tracing::info!(
-            port,
-            workers,
-            shared = settings.redis.url.is_some(),
-            "Switchyard node listening."
-        );
-        Ok(Self {
-            server,
-            port,
-            cancel,
-            tasks,
-            store,
-            bootstrap,
+                        Ok(res)
+                    }
+                })
+                .configure(ops::configure)
+                .configure(proxy::configure)
+                .default_service(web::to(|| async { ApiError::new(Code::NotFound, "No such path.").error_response() }))
         })
+        .workers(workers)
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .listen(listener)
+        .map_err(other)?
+        .run();
+        tracing::info!(port, workers, shared = settings.redis.url.is_some(), "Switchyard node listening.");
+        Ok(Self { server, port, cancel, tasks, store, bootstrap })
     }
 
     /// The bound port.

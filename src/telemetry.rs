@@ -3,9 +3,7 @@
 //!
 //! Architecture Invariant: depends on `config` and `types` only.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -14,21 +12,12 @@ use crate::config::LogSettings;
 
 /// Installs the global log subscriber (once per process; later calls are ignored).
 pub fn init_logging(settings: &LogSettings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if settings.format == "json" {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
+        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
     } else {
-        registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .try_init()
+        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
     };
     drop(result);
 }
@@ -54,64 +43,39 @@ pub struct Metrics {
     pub usage_records: IntCounterVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
 impl Metrics {
     /// A fresh registry with every collector registered.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "switchyard_requests_total",
-                "Proxied requests by route, provider and status.",
-            ),
+            Opts::new("switchyard_requests_total", "Proxied requests by route, provider and status."),
             &["route", "provider", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_request_duration_seconds",
-                "Time from request to last byte, by route.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("switchyard_request_duration_seconds", "Time from request to last byte, by route.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         let upstream_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_upstream_duration_seconds",
-                "Upstream time to last byte, by provider.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("switchyard_upstream_duration_seconds", "Upstream time to last byte, by provider.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["provider"],
         )?;
         let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "switchyard_upstream_errors_total",
-                "Failed upstream attempts by provider and kind.",
-            ),
+            Opts::new("switchyard_upstream_errors_total", "Failed upstream attempts by provider and kind."),
             &["provider", "kind"],
         )?;
         let tokens = IntCounterVec::new(
-            Opts::new(
-                "switchyard_tokens_total",
-                "Tokens by provider, model and kind.",
-            ),
+            Opts::new("switchyard_tokens_total", "Tokens by provider, model and kind."),
             &["provider", "model", "kind"],
         )?;
-        let in_flight = IntGauge::new(
-            "switchyard_requests_in_flight",
-            "Requests in flight on this node.",
-        )?;
-        let usage_queue = IntGauge::new(
-            "switchyard_usage_queue_depth",
-            "Usage records waiting to be written.",
-        )?;
+        let in_flight = IntGauge::new("switchyard_requests_in_flight", "Requests in flight on this node.")?;
+        let usage_queue = IntGauge::new("switchyard_usage_queue_depth", "Usage records waiting to be written.")?;
         let usage_records = IntCounterVec::new(
-            Opts::new(
-                "switchyard_usage_records_total",
-                "Usage records by fate (written, dropped).",
-            ),
+            Opts::new("switchyard_usage_records_total", "Usage records by fate (written, dropped)."),
             &["fate"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -138,10 +102,7 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .is_err()
-        {
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

@@ -7,8 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Words that `/api/{provider_id}/…` routes use and therefore cannot be provider ids.
-pub const RESERVED_PROVIDER_IDS: &[&str] =
-    &["rotations", "autoselect", "user", "u", "v1", "me", "broker"];
+pub const RESERVED_PROVIDER_IDS: &[&str] = &["rotations", "autoselect", "user", "u", "v1", "me", "broker"];
 
 /// A request id: UUIDv7, generated at the edge, forwarded upstream and stored on the usage row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,10 +164,7 @@ pub enum RouteRef {
 impl RouteRef {
     /// Splits a `model` string into its kind and parts. Never fails: unknown shapes are bare names.
     pub fn parse(s: &str) -> Self {
-        let two = |rest: &str| {
-            rest.split_once('/')
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        };
+        let two = |rest: &str| rest.split_once('/').map(|(a, b)| (a.to_owned(), b.to_owned()));
         if let Some(rest) = s.strip_prefix("provider/") {
             if let Some((provider, model)) = two(rest) {
                 return Self::Provider { provider, model };
@@ -206,8 +202,7 @@ fn is_name(s: &str, extra: &[u8]) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(c))
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(c))
 }
 
 /// Matches `name` against a glob where `*` is any run of characters and `?` one character.
@@ -242,10 +237,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// Whether `s` has the shape of a Switchyard token: `sy-` and at least 43 URL-safe characters.
 pub fn is_well_formed_token(s: &str) -> bool {
     s.strip_prefix("sy-").is_some_and(|rest| {
-        (43..=128).contains(&rest.len())
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        (43..=128).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     })
 }
 
@@ -262,36 +254,17 @@ mod tests {
     fn route_refs_parse() {
         assert_eq!(
             RouteRef::parse("provider/local/qwen/2.5"),
-            RouteRef::Provider {
-                provider: "local".into(),
-                model: "qwen/2.5".into()
-            }
+            RouteRef::Provider { provider: "local".into(), model: "qwen/2.5".into() }
         );
-        assert_eq!(
-            RouteRef::parse("rotation/coding"),
-            RouteRef::Rotation("coding".into())
-        );
-        assert_eq!(
-            RouteRef::parse("provider/x"),
-            RouteRef::Bare("provider/x".into())
-        );
+        assert_eq!(RouteRef::parse("rotation/coding"), RouteRef::Rotation("coding".into()));
+        assert_eq!(RouteRef::parse("provider/x"), RouteRef::Bare("provider/x".into()));
         assert_eq!(RouteRef::parse("gpt-4"), RouteRef::Bare("gpt-4".into()));
     }
 
     #[test]
     fn names() {
         assert!(is_valid_username("alice.b-1_"));
-        for bad in [
-            "",
-            "..",
-            "Alice",
-            ".a",
-            "a/b",
-            "a%2e",
-            "ａlice",
-            "a b",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "..", "Alice", ".a", "a/b", "a%2e", "ａlice", "a b", &"a".repeat(64)] {
             assert!(!is_valid_username(bad), "{bad}");
         }
         assert!(is_valid_provider_id("local-gpu"));

@@ -11,26 +11,11 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Tokens::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(Tokens::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(Tokens::Id).big_integer().not_null().auto_increment().primary_key())
                     .col(ColumnDef::new(Tokens::UserId).big_integer().not_null())
                     .col(ColumnDef::new(Tokens::Name).string_len(128).not_null())
-                    .col(
-                        ColumnDef::new(Tokens::TokenHash)
-                            .string_len(64)
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Tokens::DisplayPrefix)
-                            .string_len(16)
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Tokens::TokenHash).string_len(64).not_null().unique_key())
+                    .col(ColumnDef::new(Tokens::DisplayPrefix).string_len(16).not_null())
                     .col(ColumnDef::new(Tokens::Routes).text().null())
                     .col(ColumnDef::new(Tokens::QuotaUsd).double().null())
                     .col(ColumnDef::new(Tokens::Rpm).big_integer().null())
@@ -50,20 +35,12 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("idx_tokens_user")
-                    .table(Tokens::Table)
-                    .col(Tokens::UserId)
-                    .to_owned(),
-            )
+            .create_index(Index::create().name("idx_tokens_user").table(Tokens::Table).col(Tokens::UserId).to_owned())
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Tokens::Table).to_owned())
-            .await
+        manager.drop_table(Table::drop().table(Tokens::Table).to_owned()).await
     }
 }
 

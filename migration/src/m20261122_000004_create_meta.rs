@@ -11,12 +11,7 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Meta::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(Meta::Name)
-                            .string_len(64)
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(Meta::Name).string_len(64).not_null().primary_key())
                     .col(ColumnDef::new(Meta::Value).big_integer().not_null())
                     .to_owned(),
             )
@@ -29,9 +24,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Meta::Table).to_owned())
-            .await
+        manager.drop_table(Table::drop().table(Meta::Table).to_owned()).await
     }
 }
 

@@ -39,15 +39,7 @@ impl Accounting {
     pub fn new(capacity: usize, node: &str, metrics: Arc<Metrics>) -> (Self, UsageQueue) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let headroom = (capacity / 100).clamp(1, 1000);
-        (
-            Self {
-                tx,
-                node: Arc::from(node),
-                metrics,
-                headroom,
-            },
-            UsageQueue(rx),
-        )
+        (Self { tx, node: Arc::from(node), metrics, headroom }, UsageQueue(rx))
     }
 
     /// Whether a new request may start: when the queue is nearly full (the database is down
@@ -93,25 +85,14 @@ impl Accounting {
         self.metrics.in_flight.dec();
         let provider = row.provider.clone().unwrap_or_default();
         let model = row.model.clone().unwrap_or_default();
-        self.metrics
-            .requests
-            .with_label_values(&[&row.route, &provider, &row.status.to_string()])
-            .inc();
+        self.metrics.requests.with_label_values(&[&row.route, &provider, &row.status.to_string()]).inc();
         let secs = f64::from(u32::try_from(row.latency_ms).unwrap_or(u32::MAX)) / 1000.0;
-        self.metrics
-            .latency
-            .with_label_values(&[&row.route])
-            .observe(secs);
-        for (kind, n) in [
-            ("prompt", row.prompt_tokens),
-            ("completion", row.completion_tokens),
-            ("cached", row.cached_tokens),
-        ] {
+        self.metrics.latency.with_label_values(&[&row.route]).observe(secs);
+        for (kind, n) in
+            [("prompt", row.prompt_tokens), ("completion", row.completion_tokens), ("cached", row.cached_tokens)]
+        {
             if n > 0 {
-                self.metrics
-                    .tokens
-                    .with_label_values(&[&provider, &model, kind])
-                    .inc_by(u64::try_from(n).unwrap_or(0));
+                self.metrics.tokens.with_label_values(&[&provider, &model, kind]).inc_by(u64::try_from(n).unwrap_or(0));
             }
         }
         match self.tx.try_send(row) {
@@ -120,10 +101,7 @@ impl Accounting {
                 let row = match e {
                     mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
                 };
-                self.metrics
-                    .usage_records
-                    .with_label_values(&["dropped"])
-                    .inc();
+                self.metrics.usage_records.with_label_values(&["dropped"]).inc();
                 tracing::error!(request_id = %row.request_id, "Usage queue full or closed; a usage record was lost.");
             }
         }
@@ -244,9 +222,7 @@ fn elapsed_ms(since: Instant) -> i64 {
 pub fn cost_of(price: &CostConfig, usage: Usage) -> f64 {
     let per = |n: u64, p: f64| p * (n as f64) / 1_000_000.0;
     let cached = usage.cached_tokens.min(usage.prompt_tokens);
-    let cached_price = price
-        .cached_input_per_million
-        .unwrap_or(price.input_per_million);
+    let cached_price = price.cached_input_per_million.unwrap_or(price.input_per_million);
     per(usage.prompt_tokens - cached, price.input_per_million)
         + per(cached, cached_price)
         + per(usage.completion_tokens, price.output_per_million)

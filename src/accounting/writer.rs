@@ -87,17 +87,10 @@ pub async fn run_writer(
     tracing::info!("Usage writer drained.");
 }
 
-async fn write(
-    store: &Store,
-    batch: &[UsageRow],
-    metrics: &Metrics,
-) -> Result<(), store::StoreError> {
+async fn write(store: &Store, batch: &[UsageRow], metrics: &Metrics) -> Result<(), store::StoreError> {
     store::insert_usage_batch(store.conn(), batch).await?;
     let n = u64::try_from(batch.len()).unwrap_or(0);
-    metrics
-        .usage_records
-        .with_label_values(&["written"])
-        .inc_by(n);
+    metrics.usage_records.with_label_values(&["written"]).inc_by(n);
     metrics.usage_queue.sub(i64::try_from(n).unwrap_or(0));
     let tokens: BTreeSet<i64> = batch.iter().filter_map(|r| r.token_id).collect();
     let tokens: Vec<i64> = tokens.into_iter().collect();

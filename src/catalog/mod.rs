@@ -40,6 +40,8 @@ pub struct Provider {
     pub locality: Locality,
     /// Whole-request timeout override.
     pub timeout: Option<Duration>,
+    /// In-flight requests it accepts, cluster-wide.
+    pub max_concurrency: Option<u32>,
     /// Models by name, in configuration order.
     pub models: Vec<ModelInfo>,
 }
@@ -116,18 +118,12 @@ pub enum CatalogError {
 
 impl Catalog {
     /// Builds the catalog from the configuration and the store.
-    pub async fn load(
-        settings: &Settings,
-        store: Store,
-        shared: Arc<dyn SharedState>,
-    ) -> Result<Self, CatalogError> {
+    pub async fn load(settings: &Settings, store: Store, shared: Arc<dyn SharedState>) -> Result<Self, CatalogError> {
         let mut providers = HashMap::new();
         let mut order = Vec::new();
         for (i, p) in settings.providers.iter().enumerate() {
             let api_key = match &p.api_key {
-                Some(r) => Some(Secret::new(
-                    resolve_env_ref(r.expose()).map_err(|m| CatalogError::Key(i, m))?,
-                )),
+                Some(r) => Some(Secret::new(resolve_env_ref(r.expose()).map_err(|m| CatalogError::Key(i, m))?)),
                 None => None,
             };
             let models = p
@@ -137,23 +133,17 @@ impl Catalog {
                     name: m.name.clone(),
                     context_size: m.context_size.or(p.default_context_size),
                     max_request_tokens: m.max_request_tokens,
-                    cost: p
-                        .cost
-                        .get(&m.name)
-                        .cloned()
-                        .or_else(|| price_for(settings, &p.id, &m.name)),
+                    cost: p.cost.get(&m.name).cloned().or_else(|| price_for(settings, &p.id, &m.name)),
                 })
                 .collect();
             let provider = Provider {
                 id: p.id.clone(),
                 kind: p.kind,
-                endpoint: p
-                    .endpoint
-                    .as_ref()
-                    .map(|e| e.trim_end_matches('/').to_owned()),
+                endpoint: p.endpoint.as_ref().map(|e| e.trim_end_matches('/').to_owned()),
                 api_key,
                 locality: p.locality,
                 timeout: p.timeout.map(Duration::from_secs),
+                max_concurrency: p.max_concurrency,
                 models,
             };
             order.push(p.id.clone());
@@ -163,13 +153,7 @@ impl Catalog {
             providers: Arc::new(providers),
             provider_order: Arc::new(order),
             rotations: Arc::new(settings.rotations.iter().map(|r| r.name.clone()).collect()),
-            autoselects: Arc::new(
-                settings
-                    .autoselects
-                    .iter()
-                    .map(|a| a.name.clone())
-                    .collect(),
-            ),
+            autoselects: Arc::new(settings.autoselects.iter().map(|a| a.name.clone()).collect()),
             ..Snapshot::default()
         };
         let catalog = Self {
@@ -202,12 +186,7 @@ impl Catalog {
         let mut by_id = HashMap::with_capacity(users.len());
         let mut by_name = HashMap::with_capacity(users.len());
         for u in users {
-            let e = Arc::new(UserEntry {
-                id: u.id,
-                active: u.is_active(),
-                role: u.role,
-                username: u.username,
-            });
+            let e = Arc::new(UserEntry { id: u.id, active: u.is_active(), role: u.role, username: u.username });
             by_name.insert(e.username.clone(), Arc::clone(&e));
             by_id.insert(e.id, e);
         }
@@ -269,18 +248,9 @@ impl Catalog {
 }
 
 fn price_for(settings: &Settings, provider: &str, model: &str) -> Option<CostConfig> {
-    let matches =
-        |p: &&crate::config::PriceConfig| p.model == model || p.aliases.iter().any(|a| a == model);
-    let specific = settings
-        .prices
-        .iter()
-        .filter(matches)
-        .find(|p| p.provider.as_deref() == Some(provider));
-    let generic = settings
-        .prices
-        .iter()
-        .filter(matches)
-        .find(|p| p.provider.is_none());
+    let matches = |p: &&crate::config::PriceConfig| p.model == model || p.aliases.iter().any(|a| a == model);
+    let specific = settings.prices.iter().filter(matches).find(|p| p.provider.as_deref() == Some(provider));
+    let generic = settings.prices.iter().filter(matches).find(|p| p.provider.is_none());
     specific.or(generic).map(|p| CostConfig {
         input_per_million: p.input_per_million,
         output_per_million: p.output_per_million,

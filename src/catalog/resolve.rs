@@ -26,15 +26,11 @@ impl Snapshot {
             return Err(ApiError::model_not_found(requested));
         }
         match RouteRef::parse(requested) {
-            RouteRef::Provider { provider, model } => self
-                .resolve_direct(&provider, &model)
-                .map_err(|_| ApiError::model_not_found(requested)),
-            RouteRef::Rotation(name) if self.rotations.contains(&name) => {
-                Err(not_served(requested, "rotation"))
+            RouteRef::Provider { provider, model } => {
+                self.resolve_direct(&provider, &model).map_err(|_| ApiError::model_not_found(requested))
             }
-            RouteRef::Autoselect(name) if self.autoselects.contains(&name) => {
-                Err(not_served(requested, "autoselect"))
-            }
+            RouteRef::Rotation(name) if self.rotations.contains(&name) => Err(not_served(requested, "rotation")),
+            RouteRef::Autoselect(name) if self.autoselects.contains(&name) => Err(not_served(requested, "autoselect")),
             RouteRef::Bare(name) => self.resolve_bare(&name),
             _ => Err(ApiError::model_not_found(requested)),
         }
@@ -57,16 +53,10 @@ impl Snapshot {
             [] => Err(ApiError::model_not_found(name)),
             [one] => self.resolve_direct(&one.id, name),
             many => {
-                let names: Vec<String> = many
-                    .iter()
-                    .map(|p| format!("provider/{}/{name}", p.id))
-                    .collect();
+                let names: Vec<String> = many.iter().map(|p| format!("provider/{}/{name}", p.id)).collect();
                 Err(ApiError::invalid(
                     "model",
-                    format!(
-                        "The model `{name}` is ambiguous; name one of: {}.",
-                        names.join(", ")
-                    ),
+                    format!("The model `{name}` is ambiguous; name one of: {}.", names.join(", ")),
                 ))
             }
         }
@@ -75,14 +65,10 @@ impl Snapshot {
     /// Resolves a provider's own model (`/api/{provider_id}/…` and `provider/<id>/<model>`).
     pub fn resolve_direct(&self, provider_id: &str, model: &str) -> Result<Target, ApiError> {
         let Some(provider) = self.providers.get(provider_id) else {
-            return Err(ApiError::model_not_found(&format!(
-                "provider/{provider_id}/{model}"
-            )));
+            return Err(ApiError::model_not_found(&format!("provider/{provider_id}/{model}")));
         };
         let Some(info) = provider.model(model) else {
-            return Err(ApiError::model_not_found(&format!(
-                "provider/{provider_id}/{model}"
-            )));
+            return Err(ApiError::model_not_found(&format!("provider/{provider_id}/{model}")));
         };
         Ok(Target {
             provider: Arc::clone(provider),

@@ -67,9 +67,7 @@ impl TokenEntry {
 
     /// Whether this token may use `route` (a canonical route name).
     pub fn may_use(&self, route: &str) -> bool {
-        self.routes
-            .as_ref()
-            .is_none_or(|globs| globs.iter().any(|g| crate::types::glob_match(g, route)))
+        self.routes.as_ref().is_none_or(|globs| globs.iter().any(|g| crate::types::glob_match(g, route)))
     }
 
     /// Whether this token may act in `username`'s namespace.
@@ -149,32 +147,18 @@ impl Catalog {
             return Ok(e);
         }
         let now = now_ms();
-        if self
-            .misses
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&hash).copied())
-            .is_some_and(|until| until > now)
-        {
+        if self.misses.lock().ok().and_then(|m| m.get(&hash).copied()).is_some_and(|until| until > now) {
             return Err(AuthError::Invalid);
         }
         // Not seen since the last reload: one indexed lookup by hash (the raw token never reaches SQL).
         let db = self.store.conn();
-        let row = store::find_token_by_hash(db, &hex(&hash))
-            .await
-            .map_err(|_| AuthError::Unavailable)?;
+        let row = store::find_token_by_hash(db, &hex(&hash)).await.map_err(|_| AuthError::Unavailable)?;
         let entry = match row {
             Some(t) if !t.revoked => {
-                let owner = store::find_user_by_id(db, t.user_id)
-                    .await
-                    .map_err(|_| AuthError::Unavailable)?;
+                let owner = store::find_user_by_id(db, t.user_id).await.map_err(|_| AuthError::Unavailable)?;
                 owner.and_then(|u| {
-                    let ue = Arc::new(UserEntry {
-                        id: u.id,
-                        active: u.is_active(),
-                        role: u.role,
-                        username: u.username,
-                    });
+                    let ue =
+                        Arc::new(UserEntry { id: u.id, active: u.is_active(), role: u.role, username: u.username });
                     TokenEntry::from_row(&t, &HashMap::from([(u.id, ue)]))
                 })
             }

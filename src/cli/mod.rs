@@ -2,11 +2,7 @@
 //! `--json` output.
 //!
 //! Architecture Invariant: the only module (with `main`) that prints.
-#![expect(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "the CLI's output is its interface"
-)]
+#![expect(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's output is its interface")]
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -130,10 +126,7 @@ struct TokenCreate {
 /// Parses arguments and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -167,10 +160,7 @@ fn config_check(cli: &Cli) -> ExitCode {
         Err(e) => return fail(cli, &e.to_string()),
     };
     if cli.json {
-        println!(
-            "{}",
-            json!({"ok": problems.is_empty(), "problems": problems})
-        );
+        println!("{}", json!({"ok": problems.is_empty(), "problems": problems}));
     } else if problems.is_empty() {
         println!("Configuration is valid.");
     } else {
@@ -179,11 +169,7 @@ fn config_check(cli: &Cli) -> ExitCode {
             println!("  {p}");
         }
     }
-    if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 async fn serve(cli: &Cli) -> ExitCode {
@@ -211,11 +197,7 @@ async fn serve(cli: &Cli) -> ExitCode {
             println!("These are shown once. Store them now.");
         }
     }
-    println!(
-        "Switchyard listening on http://{}:{}",
-        settings.server.host,
-        app.port()
-    );
+    println!("Switchyard listening on http://{}:{}", settings.server.host, app.port());
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(cli, &e.to_string()),
@@ -227,12 +209,7 @@ async fn admin(cli: &Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(cli, &e),
     };
-    let store = match Store::connect(
-        settings.database.url.expose(),
-        settings.database.max_connections,
-    )
-    .await
-    {
+    let store = match Store::connect(settings.database.url.expose(), settings.database.max_connections).await {
         Ok(s) => s,
         Err(e) => return fail(cli, &format!("cannot open the database: {e}")),
     };
@@ -249,8 +226,7 @@ async fn admin(cli: &Cli) -> ExitCode {
     }
     let shared = match &settings.redis.url {
         // Announce changes to running nodes when they share a Redis; otherwise they poll.
-        Some(url) => match shared::connect(Some(url.expose()), &settings.redis.key_prefix, 1).await
-        {
+        Some(url) => match shared::connect(Some(url.expose()), &settings.redis.key_prefix, 1).await {
             Ok(s) => s,
             Err(e) => return fail(cli, &format!("cannot reach redis: {e}")),
         },
@@ -273,15 +249,9 @@ async fn admin(cli: &Cli) -> ExitCode {
 
 async fn user(cli: &Cli, control: &Control, c: &UserCommand) -> Result<String, ControlError> {
     match c {
-        UserCommand::Create {
-            name,
-            role,
-            tier,
-            password_stdin,
-        } => {
-            let role = Role::parse(role).ok_or_else(|| {
-                ControlError::Invalid(format!("unknown role `{role}`: use admin or user"))
-            })?;
+        UserCommand::Create { name, role, tier, password_stdin } => {
+            let role = Role::parse(role)
+                .ok_or_else(|| ControlError::Invalid(format!("unknown role `{role}`: use admin or user")))?;
             let password = if *password_stdin {
                 let mut s = String::new();
                 std::io::stdin()
@@ -291,18 +261,11 @@ async fn user(cli: &Cli, control: &Control, c: &UserCommand) -> Result<String, C
             } else {
                 None
             };
-            let u = control
-                .create_user(name, role, tier.as_deref(), password.as_deref())
-                .await?;
+            let u = control.create_user(name, role, tier.as_deref(), password.as_deref()).await?;
             Ok(if cli.json {
                 json!({"user": u}).to_string()
             } else {
-                format!(
-                    "Created user `{}` (id {}, {}).",
-                    u.username,
-                    u.id,
-                    u.role.as_str()
-                )
+                format!("Created user `{}` (id {}, {}).", u.username, u.id, u.role.as_str())
             })
         }
         UserCommand::List => {
@@ -310,10 +273,7 @@ async fn user(cli: &Cli, control: &Control, c: &UserCommand) -> Result<String, C
             if cli.json {
                 return Ok(json!({"users": users}).to_string());
             }
-            let mut s = format!(
-                "{:<6} {:<24} {:<6} {:<10} {}",
-                "ID", "USERNAME", "ROLE", "STATUS", "TIER"
-            );
+            let mut s = format!("{:<6} {:<24} {:<6} {:<10} {}", "ID", "USERNAME", "ROLE", "STATUS", "TIER");
             for u in users {
                 s.push_str(&format!(
                     "\n{:<6} {:<24} {:<6} {:<10} {}",
@@ -328,11 +288,7 @@ async fn user(cli: &Cli, control: &Control, c: &UserCommand) -> Result<String, C
         }
         UserCommand::Disable { name } => {
             let u = control.disable_user(name).await?;
-            Ok(if cli.json {
-                json!({"user": u}).to_string()
-            } else {
-                format!("Disabled user `{}`.", u.username)
-            })
+            Ok(if cli.json { json!({"user": u}).to_string() } else { format!("Disabled user `{}`.", u.username) })
         }
     }
 }
@@ -365,10 +321,7 @@ async fn token(cli: &Cli, control: &Control, c: &TokenCommand) -> Result<String,
             Ok(if cli.json {
                 json!({"token": raw, "id": row.id}).to_string()
             } else {
-                format!(
-                    "Created token {} for `{}`. It is shown once:\n{raw}",
-                    row.id, t.user
-                )
+                format!("Created token {} for `{}`. It is shown once:\n{raw}", row.id, t.user)
             })
         }
         TokenCommand::List { user } => {
@@ -376,30 +329,20 @@ async fn token(cli: &Cli, control: &Control, c: &TokenCommand) -> Result<String,
             if cli.json {
                 return Ok(json!({"tokens": tokens}).to_string());
             }
-            let mut s = format!(
-                "{:<6} {:<16} {:<12} {:<8} {}",
-                "ID", "NAME", "PREFIX", "REVOKED", "EXPIRES"
-            );
+            let mut s = format!("{:<6} {:<16} {:<12} {:<8} {}", "ID", "NAME", "PREFIX", "REVOKED", "EXPIRES");
             for t in tokens {
                 let exp = t
                     .expires_at
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map(|d| d.to_rfc3339())
                     .unwrap_or_else(|| "never".into());
-                s.push_str(&format!(
-                    "\n{:<6} {:<16} {:<12} {:<8} {exp}",
-                    t.id, t.name, t.display_prefix, t.revoked
-                ));
+                s.push_str(&format!("\n{:<6} {:<16} {:<12} {:<8} {exp}", t.id, t.name, t.display_prefix, t.revoked));
             }
             Ok(s)
         }
         TokenCommand::Revoke { id } => {
             let t = control.revoke_token(*id).await?;
-            Ok(if cli.json {
-                json!({"revoked": t.id}).to_string()
-            } else {
-                format!("Revoked token {}.", t.id)
-            })
+            Ok(if cli.json { json!({"revoked": t.id}).to_string() } else { format!("Revoked token {}.", t.id) })
         }
     }
 }

@@ -20,20 +20,13 @@ pub struct Problem {
 impl Problem {
     /// A problem at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { path: path.into(), message: message.into() }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -43,16 +36,10 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     let mut p = |path: String, msg: String| out.push(Problem::new(path, msg));
 
     if s.server.host.parse::<std::net::IpAddr>().is_err() && s.server.host != "localhost" {
-        p(
-            "server.host".into(),
-            format!("`{}` is not an IP address", s.server.host),
-        );
+        p("server.host".into(), format!("`{}` is not an IP address", s.server.host));
     }
     if s.server.max_body_bytes == 0 {
-        p(
-            "server.max_body_bytes".into(),
-            "must be greater than 0".into(),
-        );
+        p("server.max_body_bytes".into(), "must be greater than 0".into());
     }
     let db = s.database.url.expose();
     if !(db.starts_with("sqlite:")
@@ -60,23 +47,14 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         || db.starts_with("postgresql://")
         || db.starts_with("mysql://"))
     {
-        p(
-            "database.url".into(),
-            "must start with sqlite:, postgres:// or mysql://".into(),
-        );
+        p("database.url".into(), "must start with sqlite:, postgres:// or mysql://".into());
     }
     if s.database.max_connections == 0 {
-        p(
-            "database.max_connections".into(),
-            "must be greater than 0".into(),
-        );
+        p("database.max_connections".into(), "must be greater than 0".into());
     }
     if let Some(url) = &s.redis.url {
         if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
-            p(
-                "redis.url".into(),
-                "must start with redis:// or rediss://".into(),
-            );
+            p("redis.url".into(), "must start with redis:// or rediss://".into());
         }
     }
     for (name, v) in [
@@ -91,27 +69,18 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         }
     }
     if s.usage.batch_size == 0 || s.usage.queue_capacity < s.usage.batch_size {
-        p(
-            "usage".into(),
-            "batch_size must be > 0 and queue_capacity ≥ batch_size".into(),
-        );
+        p("usage".into(), "batch_size must be > 0 and queue_capacity ≥ batch_size".into());
     }
     if !matches!(s.log.format.as_str(), "text" | "json") {
         p("log.format".into(), "must be `text` or `json`".into());
     }
     if let Some(t) = &s.bootstrap.admin_token {
         if !crate::types::is_well_formed_token(t.expose()) {
-            p(
-                "bootstrap.admin_token".into(),
-                "must be `sy-` followed by at least 43 URL-safe characters".into(),
-            );
+            p("bootstrap.admin_token".into(), "must be `sy-` followed by at least 43 URL-safe characters".into());
         }
     }
     if !crate::types::is_valid_username(&s.bootstrap.admin_username) {
-        p(
-            "bootstrap.admin_username".into(),
-            "is not a valid username".into(),
-        );
+        p("bootstrap.admin_username".into(), "is not a valid username".into());
     }
 
     // Providers: ids, endpoints, keys, models.
@@ -121,26 +90,14 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         if !is_valid_provider_id(&pr.id) {
             p(
                 format!("{at}.id"),
-                format!(
-                    "`{}` must match [a-z0-9][a-z0-9_-]{{0,62}} and not be a reserved word",
-                    pr.id
-                ),
+                format!("`{}` must match [a-z0-9][a-z0-9_-]{{0,62}} and not be a reserved word", pr.id),
             );
         }
         if models.contains_key(pr.id.as_str()) {
-            p(
-                format!("{at}.id"),
-                format!("duplicate provider id `{}`", pr.id),
-            );
+            p(format!("{at}.id"), format!("duplicate provider id `{}`", pr.id));
         }
         if !pr.kind.is_served() {
-            p(
-                format!("{at}.type"),
-                format!(
-                    "provider type `{}` is not supported by this version",
-                    pr.kind.as_str()
-                ),
-            );
+            p(format!("{at}.type"), format!("provider type `{}` is not supported by this version", pr.kind.as_str()));
         }
         match (&pr.endpoint, pr.kind) {
             (None, ProviderKind::Mock) => {}
@@ -156,6 +113,9 @@ pub fn check(s: &Settings) -> Vec<Problem> {
                 p(format!("{at}.api_key"), m);
             }
         }
+        if pr.max_concurrency == Some(0) {
+            p(format!("{at}.max_concurrency"), "must be greater than 0".into());
+        }
         if pr.timeout == Some(0) {
             p(format!("{at}.timeout"), "must be greater than 0".into());
         }
@@ -165,44 +125,26 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         let mut names = HashSet::new();
         for (j, m) in pr.models.iter().enumerate() {
             if m.name.is_empty() || m.name.len() > 256 || m.name.chars().any(char::is_control) {
-                p(
-                    format!("{at}.models[{j}].name"),
-                    "must be 1–256 printable characters".into(),
-                );
+                p(format!("{at}.models[{j}].name"), "must be 1–256 printable characters".into());
             }
             if !names.insert(m.name.as_str()) {
-                p(
-                    format!("{at}.models[{j}].name"),
-                    format!("duplicate model `{}`", m.name),
-                );
+                p(format!("{at}.models[{j}].name"), format!("duplicate model `{}`", m.name));
             }
-            if let (Some(ctx), Some(max)) = (
-                m.context_size.or(pr.default_context_size),
-                m.max_request_tokens,
-            ) {
+            if let (Some(ctx), Some(max)) = (m.context_size.or(pr.default_context_size), m.max_request_tokens) {
                 if max > ctx {
-                    p(
-                        format!("{at}.models[{j}].max_request_tokens"),
-                        "is larger than the context size".into(),
-                    );
+                    p(format!("{at}.models[{j}].max_request_tokens"), "is larger than the context size".into());
                 }
             }
         }
         for (model, cost) in &pr.cost {
             if !names.contains(model.as_str()) {
-                p(
-                    format!("{at}.cost.{model}"),
-                    "names a model the provider does not list".into(),
-                );
+                p(format!("{at}.cost.{model}"), "names a model the provider does not list".into());
             }
             if cost.input_per_million < 0.0
                 || cost.output_per_million < 0.0
                 || cost.cached_input_per_million.is_some_and(|c| c < 0.0)
             {
-                p(
-                    format!("{at}.cost.{model}"),
-                    "prices must not be negative".into(),
-                );
+                p(format!("{at}.cost.{model}"), "prices must not be negative".into());
             }
         }
         models.insert(&pr.id, names);
@@ -211,10 +153,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     let entry_problems = |at: &str, e: &RotationEntryConfig, out: &mut Vec<Problem>| match models
         .get(e.provider_id.as_str())
     {
-        None => out.push(Problem::new(
-            format!("{at}.provider_id"),
-            format!("unknown provider `{}`", e.provider_id),
-        )),
+        None => out.push(Problem::new(format!("{at}.provider_id"), format!("unknown provider `{}`", e.provider_id))),
         Some(ms) => {
             if !ms.contains(e.model.as_str()) {
                 out.push(Problem::new(
@@ -223,10 +162,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
                 ));
             }
             if e.weight.is_nan() || e.weight <= 0.0 {
-                out.push(Problem::new(
-                    format!("{at}.weight"),
-                    "must be greater than 0",
-                ));
+                out.push(Problem::new(format!("{at}.weight"), "must be greater than 0"));
             }
         }
     };
@@ -236,16 +172,10 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     for (i, r) in s.rotations.iter().enumerate() {
         let at = format!("rotations[{i}]");
         if !is_valid_provider_id(&r.name) {
-            out.push(Problem::new(
-                format!("{at}.name"),
-                format!("`{}` must match [a-z0-9][a-z0-9_-]{{0,62}}", r.name),
-            ));
+            out.push(Problem::new(format!("{at}.name"), format!("`{}` must match [a-z0-9][a-z0-9_-]{{0,62}}", r.name)));
         }
         if !rotation_names.insert(r.name.as_str()) {
-            out.push(Problem::new(
-                format!("{at}.name"),
-                format!("duplicate rotation `{}`", r.name),
-            ));
+            out.push(Problem::new(format!("{at}.name"), format!("duplicate rotation `{}`", r.name)));
         }
         match r.strategy.as_str() {
             "weighted" | "priority" | "least_busy" => {
@@ -255,10 +185,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
             }
             "burst" => {
                 if !matches!(r.mode.as_deref(), Some("edge_burst" | "cloud_burst")) {
-                    out.push(Problem::new(
-                        format!("{at}.mode"),
-                        "must be `edge_burst` or `cloud_burst`",
-                    ));
+                    out.push(Problem::new(format!("{at}.mode"), "must be `edge_burst` or `cloud_burst`"));
                 }
                 if r.primary.is_empty() {
                     out.push(Problem::new(format!("{at}.primary"), "lists no entry"));
@@ -266,13 +193,8 @@ pub fn check(s: &Settings) -> Vec<Problem> {
                 if r.secondary.is_empty() {
                     out.push(Problem::new(format!("{at}.secondary"), "lists no entry"));
                 }
-                if r.daily_cloud_budget_usd
-                    .is_some_and(|b| b.is_nan() || b < 0.0)
-                {
-                    out.push(Problem::new(
-                        format!("{at}.daily_cloud_budget_usd"),
-                        "must not be negative",
-                    ));
+                if r.daily_cloud_budget_usd.is_some_and(|b| b.is_nan() || b < 0.0) {
+                    out.push(Problem::new(format!("{at}.daily_cloud_budget_usd"), "must not be negative"));
                 }
             }
             other => out.push(Problem::new(
@@ -281,16 +203,9 @@ pub fn check(s: &Settings) -> Vec<Problem> {
             )),
         }
         if r.max_attempts == Some(0) {
-            out.push(Problem::new(
-                format!("{at}.max_attempts"),
-                "must be greater than 0",
-            ));
+            out.push(Problem::new(format!("{at}.max_attempts"), "must be greater than 0"));
         }
-        for (list, entries) in [
-            ("entries", &r.entries),
-            ("primary", &r.primary),
-            ("secondary", &r.secondary),
-        ] {
+        for (list, entries) in [("entries", &r.entries), ("primary", &r.primary), ("secondary", &r.secondary)] {
             for (j, e) in entries.iter().enumerate() {
                 entry_problems(&format!("{at}.{list}[{j}]"), e, &mut out);
             }
@@ -303,9 +218,9 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         auto_names.insert(a.name.as_str());
     }
     let route_exists = |route: &str| match RouteRef::parse(route) {
-        RouteRef::Provider { provider, model } => models
-            .get(provider.as_str())
-            .is_some_and(|m| m.contains(model.as_str())),
+        RouteRef::Provider { provider, model } => {
+            models.get(provider.as_str()).is_some_and(|m| m.contains(model.as_str()))
+        }
         RouteRef::Rotation(n) => rotation_names.contains(n.as_str()),
         RouteRef::Autoselect(n) => auto_names.contains(n.as_str()),
         _ => false,
@@ -314,39 +229,21 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     for (i, a) in s.autoselects.iter().enumerate() {
         let at = format!("autoselects[{i}]");
         if !is_valid_provider_id(&a.name) {
-            out.push(Problem::new(
-                format!("{at}.name"),
-                format!("`{}` must match [a-z0-9][a-z0-9_-]{{0,62}}", a.name),
-            ));
+            out.push(Problem::new(format!("{at}.name"), format!("`{}` must match [a-z0-9][a-z0-9_-]{{0,62}}", a.name)));
         }
         if !seen.insert(a.name.as_str()) {
-            out.push(Problem::new(
-                format!("{at}.name"),
-                format!("duplicate autoselect `{}`", a.name),
-            ));
+            out.push(Problem::new(format!("{at}.name"), format!("duplicate autoselect `{}`", a.name)));
         }
         match a.selection.as_str() {
             "rules" => {}
             "embedding" => {
-                if a.embedding_route
-                    .as_deref()
-                    .is_none_or(|r| !route_exists(r))
-                {
-                    out.push(Problem::new(
-                        format!("{at}.embedding_route"),
-                        "must name an existing route",
-                    ));
+                if a.embedding_route.as_deref().is_none_or(|r| !route_exists(r)) {
+                    out.push(Problem::new(format!("{at}.embedding_route"), "must name an existing route"));
                 }
             }
             "llm" => {
-                if a.selection_model
-                    .as_deref()
-                    .is_none_or(|r| !route_exists(r))
-                {
-                    out.push(Problem::new(
-                        format!("{at}.selection_model"),
-                        "must name an existing route",
-                    ));
+                if a.selection_model.as_deref().is_none_or(|r| !route_exists(r)) {
+                    out.push(Problem::new(format!("{at}.selection_model"), "must name an existing route"));
                 }
             }
             other => out.push(Problem::new(
@@ -356,17 +253,11 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         }
         if let Some(f) = &a.fallback {
             if !route_exists(f) {
-                out.push(Problem::new(
-                    format!("{at}.fallback"),
-                    format!("unknown route `{f}`"),
-                ));
+                out.push(Problem::new(format!("{at}.fallback"), format!("unknown route `{f}`")));
             }
         }
         if a.available_models.is_empty() {
-            out.push(Problem::new(
-                format!("{at}.available_models"),
-                "lists no candidate",
-            ));
+            out.push(Problem::new(format!("{at}.available_models"), "lists no candidate"));
         }
         for (j, c) in a.available_models.iter().enumerate() {
             if !route_exists(&c.route) {
@@ -386,10 +277,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
             out.push(Problem::new(format!("{at}.model"), "is empty"));
         }
         if !price_keys.insert((pr.model.as_str(), pr.provider.as_deref())) {
-            out.push(Problem::new(
-                format!("{at}.model"),
-                format!("duplicate price for `{}`", pr.model),
-            ));
+            out.push(Problem::new(format!("{at}.model"), format!("duplicate price for `{}`", pr.model)));
         }
         if pr.input_per_million < 0.0
             || pr.output_per_million < 0.0
@@ -399,10 +287,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         }
         if let Some(provider) = &pr.provider {
             if !models.contains_key(provider.as_str()) {
-                out.push(Problem::new(
-                    format!("{at}.provider"),
-                    format!("unknown provider `{provider}`"),
-                ));
+                out.push(Problem::new(format!("{at}.provider"), format!("unknown provider `{provider}`")));
             }
         }
     }

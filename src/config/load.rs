@@ -30,24 +30,15 @@ pub enum LoadError {
 pub fn load(explicit: Option<&Path>) -> Result<Settings, LoadError> {
     let env_path = std::env::var_os("SWITCHYARD_CONFIG").map(PathBuf::from);
     let named = explicit.map(Path::to_path_buf).or(env_path);
-    let mut builder =
-        Config::builder().add_source(File::new(DEFAULT_FILE, FileFormat::Toml).required(false));
+    let mut builder = Config::builder().add_source(File::new(DEFAULT_FILE, FileFormat::Toml).required(false));
     if let Some(path) = &named {
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError::File {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LoadError::File { path: path.clone(), message: e.to_string() })?;
         builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
     }
-    builder = builder.add_source(
-        Environment::with_prefix("SWITCHYARD")
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true),
-    );
-    let merged = builder
-        .build()
-        .map_err(|e| LoadError::Invalid(Problem::new("", e.to_string())))?;
+    builder = builder
+        .add_source(Environment::with_prefix("SWITCHYARD").prefix_separator("__").separator("__").try_parsing(true));
+    let merged = builder.build().map_err(|e| LoadError::Invalid(Problem::new("", e.to_string())))?;
     serde_path_to_error::deserialize::<_, Settings>(merged).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -58,16 +49,11 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings, LoadError> {
 /// Resolves a `$ENV_VAR` reference. `Err` names what is wrong without the value.
 pub fn resolve_env_ref(reference: &str) -> Result<String, String> {
     let Some(name) = reference.strip_prefix('$') else {
-        return Err(
-            "must be an environment reference such as `$OPENAI_API_KEY`, never a literal key"
-                .into(),
-        );
+        return Err("must be an environment reference such as `$OPENAI_API_KEY`, never a literal key".into());
     };
     let name = name.trim_start_matches('{').trim_end_matches('}');
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(format!(
-            "`${name}` is not a valid environment variable name"
-        ));
+        return Err(format!("`${name}` is not a valid environment variable name"));
     }
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => Ok(v),

@@ -89,10 +89,7 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self {
-            url: Secret::new("sqlite://switchyard.db?mode=rwc"),
-            max_connections: 10,
-        }
+        Self { url: Secret::new("sqlite://switchyard.db?mode=rwc"), max_connections: 10 }
     }
 }
 
@@ -110,11 +107,7 @@ pub struct RedisSettings {
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self {
-            url: None,
-            key_prefix: "sy:".into(),
-            pool_size: 16,
-        }
+        Self { url: None, key_prefix: "sy:".into(), pool_size: 16 }
     }
 }
 
@@ -166,11 +159,7 @@ pub struct UsageSettings {
 
 impl Default for UsageSettings {
     fn default() -> Self {
-        Self {
-            batch_size: 500,
-            flush_interval_ms: 200,
-            queue_capacity: 50_000,
-        }
+        Self { batch_size: 500, flush_interval_ms: 200, queue_capacity: 50_000 }
     }
 }
 
@@ -184,9 +173,7 @@ pub struct CatalogSettings {
 
 impl Default for CatalogSettings {
     fn default() -> Self {
-        Self {
-            poll_interval_ms: 1_000,
-        }
+        Self { poll_interval_ms: 1_000 }
     }
 }
 
@@ -202,10 +189,7 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: "text".into(),
-        }
+        Self { level: "info".into(), format: "text".into() }
     }
 }
 
@@ -221,10 +205,7 @@ pub struct BootstrapSettings {
 
 impl Default for BootstrapSettings {
     fn default() -> Self {
-        Self {
-            admin_username: "admin".into(),
-            admin_token: None,
-        }
+        Self { admin_username: "admin".into(), admin_token: None }
     }
 }
 

@@ -63,7 +63,6 @@ impl Control {
 /// Random bytes from the operating system.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], ControlError> {
     let mut buf = [0u8; N];
-    getrandom::fill(&mut buf)
-        .map_err(|e| ControlError::Invalid(format!("no randomness available: {e}")))?;
+    getrandom::fill(&mut buf).map_err(|e| ControlError::Invalid(format!("no randomness available: {e}")))?;
     Ok(buf)
 }

@@ -47,50 +47,31 @@ pub fn mint_token() -> Result<String, ControlError> {
 
 impl Control {
     /// Creates a token and returns it once, with its row. Only its SHA-256 is stored.
-    pub async fn create_token(
-        &self,
-        req: NewTokenRequest,
-    ) -> Result<(String, TokenRow), ControlError> {
+    pub async fn create_token(&self, req: NewTokenRequest) -> Result<(String, TokenRow), ControlError> {
         let db = self.store.conn();
         let Some(owner) = store::find_user(db, &req.username).await? else {
-            return Err(ControlError::NotFound(format!(
-                "no user `{}`",
-                req.username
-            )));
+            return Err(ControlError::NotFound(format!("no user `{}`", req.username)));
         };
-        if req.name.is_empty()
-            || req.name.chars().count() > 128
-            || req.name.chars().any(char::is_control)
-        {
-            return Err(ControlError::Invalid(
-                "token names need 1–128 printable characters".into(),
-            ));
+        if req.name.is_empty() || req.name.chars().count() > 128 || req.name.chars().any(char::is_control) {
+            return Err(ControlError::Invalid("token names need 1–128 printable characters".into()));
         }
         if req.quota_usd.is_some_and(|q| q.is_nan() || q < 0.0) {
             return Err(ControlError::Invalid("the quota must be 0 or more".into()));
         }
         if req.rpm.is_some_and(|v| v < 0) || req.tpm.is_some_and(|v| v < 0) {
-            return Err(ControlError::Invalid(
-                "rpm and tpm must be 0 or more".into(),
-            ));
+            return Err(ControlError::Invalid("rpm and tpm must be 0 or more".into()));
         }
         if let Some(routes) = &req.routes {
             if routes.is_empty()
-                || routes
-                    .iter()
-                    .any(|r| r.is_empty() || r.len() > 512 || r.chars().any(char::is_control))
+                || routes.iter().any(|r| r.is_empty() || r.len() > 512 || r.chars().any(char::is_control))
             {
-                return Err(ControlError::Invalid(
-                    "routes must be non-empty globs such as `provider/local/*`".into(),
-                ));
+                return Err(ControlError::Invalid("routes must be non-empty globs such as `provider/local/*`".into()));
             }
         }
         let raw = match req.raw {
             Some(r) if is_well_formed_token(&r) => r,
             Some(_) => {
-                return Err(ControlError::Invalid(
-                    "a token must be `sy-` and at least 43 URL-safe characters".into(),
-                ));
+                return Err(ControlError::Invalid("a token must be `sy-` and at least 43 URL-safe characters".into()));
             }
             None => mint_token()?,
         };
@@ -129,12 +110,10 @@ impl Control {
 
     /// Revokes a token on every node.
     pub async fn revoke_token(&self, id: i64) -> Result<TokenRow, ControlError> {
-        let row = store::revoke_token(self.store.conn(), id)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => ControlError::NotFound(format!("no token {id}")),
-                other => ControlError::Store(other),
-            })?;
+        let row = store::revoke_token(self.store.conn(), id).await.map_err(|e| match e {
+            StoreError::NotFound => ControlError::NotFound(format!("no token {id}")),
+            other => ControlError::Store(other),
+        })?;
         self.changed().await?;
         Ok(row)
     }

@@ -42,27 +42,15 @@ impl Control {
             )));
         }
         if password.is_some_and(|p| p.chars().count() < 8) {
-            return Err(ControlError::Invalid(
-                "passwords need at least 8 characters".into(),
-            ));
+            return Err(ControlError::Invalid("passwords need at least 8 characters".into()));
         }
         let password_hash = password.map(hash_password).transpose()?;
-        let row = store::create_user(
-            self.store.conn(),
-            NewUser {
-                username,
-                role,
-                tier,
-                password_hash,
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict => {
-                ControlError::Conflict(format!("user `{username}` exists already"))
-            }
-            other => ControlError::Store(other),
-        })?;
+        let row = store::create_user(self.store.conn(), NewUser { username, role, tier, password_hash })
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => ControlError::Conflict(format!("user `{username}` exists already")),
+                other => ControlError::Store(other),
+            })?;
         self.changed().await?;
         Ok(row)
     }
@@ -74,12 +62,10 @@ impl Control {
 
     /// Disables a user: every token of theirs stops working on every node.
     pub async fn disable_user(&self, username: &str) -> Result<UserRow, ControlError> {
-        let row = store::set_user_status(self.store.conn(), username, "disabled")
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => ControlError::NotFound(format!("no user `{username}`")),
-                other => ControlError::Store(other),
-            })?;
+        let row = store::set_user_status(self.store.conn(), username, "disabled").await.map_err(|e| match e {
+            StoreError::NotFound => ControlError::NotFound(format!("no user `{username}`")),
+            other => ControlError::Store(other),
+        })?;
         self.changed().await?;
         Ok(row)
     }
@@ -92,34 +78,19 @@ impl Control {
         }
         let username = settings.bootstrap.admin_username.clone();
         let password = hex(&random_bytes::<12>()?);
-        match self
-            .create_user(&username, Role::Admin, None, Some(&password))
-            .await
-        {
+        match self.create_user(&username, Role::Admin, None, Some(&password)).await {
             Ok(_) => {}
             // Another node bootstrapped at the same moment.
             Err(ControlError::Conflict(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
-        let configured = settings
-            .bootstrap
-            .admin_token
-            .as_ref()
-            .map(|s| s.expose().to_owned());
+        let configured = settings.bootstrap.admin_token.as_ref().map(|s| s.expose().to_owned());
         let request = NewTokenRequest {
             name: "bootstrap".into(),
             raw: configured.clone(),
             ..NewTokenRequest::for_user(&username)
         };
         let (raw, _) = self.create_token(request).await?;
-        Ok(Some(Bootstrap {
-            username,
-            password,
-            token: if configured.is_some() {
-                None
-            } else {
-                Some(raw)
-            },
-        }))
+        Ok(Some(Bootstrap { username, password, token: if configured.is_some() { None } else { Some(raw) } }))
     }
 }

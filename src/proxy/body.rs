@@ -13,55 +13,24 @@ use serde_json::{Map, Value};
 use crate::error::{ApiError, Code};
 
 /// Reads the whole body, refusing more than `limit` bytes.
-pub async fn read(
-    req: &HttpRequest,
-    mut payload: Payload,
-    limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            Code::RequestTooLarge,
-            format!("The request body is larger than {limit} bytes."),
-        )
-    };
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ctype
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+pub async fn read(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || ApiError::new(Code::RequestTooLarge, format!("The request body is larger than {limit} bytes."));
+    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime != "application/json" {
-        return Err(ApiError::new(
-            Code::InvalidRequest,
-            "The request needs `Content-Type: application/json`.",
-        ));
+        return Err(ApiError::new(Code::InvalidRequest, "The request needs `Content-Type: application/json`."));
     }
     if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
         if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Err(ApiError::new(
-                Code::InvalidRequest,
-                "Compressed request bodies are not accepted.",
-            ));
+            return Err(ApiError::new(Code::InvalidRequest, "Compressed request bodies are not accepted."));
         }
     }
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
         match len.trim().parse::<usize>() {
             Ok(n) if n > limit => return Err(too_large()),
             Ok(_) => {}
             Err(_) => {
-                return Err(ApiError::new(
-                    Code::InvalidRequest,
-                    "The Content-Length header is invalid.",
-                ));
+                return Err(ApiError::new(Code::InvalidRequest, "The Content-Length header is invalid."));
             }
         }
     }
@@ -69,10 +38,7 @@ pub async fn read(
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {
             actix_web::error::PayloadError::Overflow => too_large(),
-            _ => ApiError::new(
-                Code::InvalidRequest,
-                "The request body could not be read completely.",
-            ),
+            _ => ApiError::new(Code::InvalidRequest, "The request body could not be read completely."),
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -88,9 +54,7 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let bad = |detail: String| {
         ApiError::new(
             Code::InvalidRequest,
-            format!(
-                "We could not parse the JSON body of your request ({detail}). Send a valid JSON object."
-            ),
+            format!("We could not parse the JSON body of your request ({detail}). Send a valid JSON object."),
         )
     };
     if body.is_empty() {
@@ -131,9 +95,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("non-finite number"))
+        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("non-finite number"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -156,10 +118,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         while let Some(key) = map.next_key::<String>()? {
             let Strict(v) = map.next_value()?;
             if out.insert(key.clone(), v).is_some() {
-                return Err(de::Error::custom(format!(
-                    "duplicate key `{}`",
-                    key.chars().take(64).collect::<String>()
-                )));
+                return Err(de::Error::custom(format!("duplicate key `{}`", key.chars().take(64).collect::<String>())));
             }
         }
         Ok(Value::Object(out))
@@ -186,11 +145,7 @@ mod tests {
             br#"{"a":1 /* c */}"#,
             b"",
         ] {
-            assert!(
-                parse_object(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(parse_object(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(parse_object(deep.as_bytes()).is_err());

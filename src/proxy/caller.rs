@@ -19,16 +19,9 @@ fn credential(req: &HttpRequest) -> Option<String> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    let key = req
-        .headers()
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
+    let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
     bearer.or(key).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
@@ -51,13 +44,10 @@ impl FromRequest for Caller {
             };
             match state.catalog.authenticate(&raw).await {
                 Ok(t) => Ok(Self(t)),
-                Err(AuthError::Invalid) => Err(ApiError::new(
-                    Code::InvalidToken,
-                    "The token is invalid or has been revoked.",
-                )),
-                Err(AuthError::Expired) => {
-                    Err(ApiError::new(Code::TokenExpired, "The token has expired."))
+                Err(AuthError::Invalid) => {
+                    Err(ApiError::new(Code::InvalidToken, "The token is invalid or has been revoked."))
                 }
+                Err(AuthError::Expired) => Err(ApiError::new(Code::TokenExpired, "The token has expired.")),
                 Err(AuthError::Unavailable) => Err(ApiError::unavailable()),
             }
         })

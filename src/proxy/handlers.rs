@@ -11,10 +11,7 @@ use crate::types::{Operation, RequestId, is_valid_username};
 type Reply = Result<HttpResponse, ApiError>;
 
 fn request_id(req: &HttpRequest) -> RequestId {
-    req.extensions()
-        .get::<RequestId>()
-        .copied()
-        .unwrap_or_default()
+    req.extensions().get::<RequestId>().copied().unwrap_or_default()
 }
 
 async fn run(
@@ -27,16 +24,7 @@ async fn run(
     scope: Scope,
 ) -> Reply {
     let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
-    pipeline::run(
-        &state,
-        &client.0,
-        request_id(&req),
-        &caller,
-        op,
-        scope,
-        &raw,
-    )
-    .await
+    pipeline::run(&state, &client.0, request_id(&req), &caller, op, scope, &raw).await
 }
 
 /// `POST /v1/chat/completions` and `/api/user/chat/completions`.
@@ -58,16 +46,7 @@ pub async fn completions(
     c: web::Data<UpstreamClient>,
     caller: Caller,
 ) -> Reply {
-    run(
-        req,
-        body,
-        s,
-        c,
-        caller,
-        Operation::Completions,
-        Scope::Owner,
-    )
-    .await
+    run(req, body, s, c, caller, Operation::Completions, Scope::Owner).await
 }
 
 /// `POST /v1/embeddings`.
@@ -84,10 +63,7 @@ pub async fn embeddings(
 /// Checks that `caller` may act in `username`'s namespace.
 fn namespace(state: &ProxyState, caller: &Caller, username: &str) -> Result<Scope, ApiError> {
     if !caller.0.may_act_for(username) {
-        return Err(ApiError::new(
-            Code::PermissionDenied,
-            "This token may not act in that user's namespace.",
-        ));
+        return Err(ApiError::new(Code::PermissionDenied, "This token may not act in that user's namespace."));
     }
     if !is_valid_username(username) || state.catalog.snapshot().user(username).is_none() {
         return Err(ApiError::new(Code::NotFound, "No such user."));
@@ -147,16 +123,7 @@ pub async fn provider_chat(
     if !s.catalog.snapshot().has_provider(&provider) {
         return Err(ApiError::new(Code::NotFound, "No such provider."));
     }
-    run(
-        req,
-        body,
-        s,
-        c,
-        caller,
-        Operation::Chat,
-        Scope::Provider(provider),
-    )
-    .await
+    run(req, body, s, c, caller, Operation::Chat, Scope::Provider(provider)).await
 }
 
 fn model_list(state: &ProxyState, caller: &Caller) -> HttpResponse {
@@ -177,11 +144,7 @@ pub async fn models(s: web::Data<ProxyState>, caller: Caller) -> Reply {
 }
 
 /// `GET /api/u/{username}/models`.
-pub async fn user_models(
-    path: web::Path<String>,
-    s: web::Data<ProxyState>,
-    caller: Caller,
-) -> Reply {
+pub async fn user_models(path: web::Path<String>, s: web::Data<ProxyState>, caller: Caller) -> Reply {
     namespace(&s, &caller, &path)?;
     Ok(model_list(&s, &caller))
 }

@@ -7,7 +7,7 @@
 mod body;
 mod caller;
 mod handlers;
-mod pipeline;
+pub(crate) mod pipeline;
 mod relay;
 mod validate;
 
@@ -18,6 +18,7 @@ use actix_web::web;
 use crate::accounting::Accounting;
 use crate::catalog::Catalog;
 use crate::config::UpstreamSettings;
+use crate::shared::SharedState;
 use crate::telemetry::Metrics;
 
 pub use caller::Caller;
@@ -35,6 +36,8 @@ pub struct ProxyState {
     pub max_body_bytes: usize,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Shared state (concurrency slots).
+    pub shared: Arc<dyn SharedState>,
 }
 
 /// The per-worker upstream client (awc is `!Send`, so each worker builds its own).
@@ -48,30 +51,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/models", web::get().to(handlers::models))
         .route("/api/v1/models", web::get().to(handlers::models))
         .route("/api/user/chat/completions", web::post().to(handlers::chat))
-        .route(
-            "/api/user/completions",
-            web::post().to(handlers::completions),
-        )
+        .route("/api/user/completions", web::post().to(handlers::completions))
         .route("/api/user/embeddings", web::post().to(handlers::embeddings))
         .route("/api/user/models", web::get().to(handlers::models))
-        .route(
-            "/api/u/{username}/chat/completions",
-            web::post().to(handlers::user_chat),
-        )
-        .route(
-            "/api/u/{username}/completions",
-            web::post().to(handlers::user_completions),
-        )
-        .route(
-            "/api/u/{username}/embeddings",
-            web::post().to(handlers::user_embeddings),
-        )
-        .route(
-            "/api/u/{username}/models",
-            web::get().to(handlers::user_models),
-        )
-        .route(
-            "/api/{provider_id}/chat/completions",
-            web::post().to(handlers::provider_chat),
-        );
+        .route("/api/u/{username}/chat/completions", web::post().to(handlers::user_chat))
+        .route("/api/u/{username}/completions", web::post().to(handlers::user_completions))
+        .route("/api/u/{username}/embeddings", web::post().to(handlers::user_embeddings))
+        .route("/api/u/{username}/models", web::get().to(handlers::user_models))
+        .route("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat));
 }

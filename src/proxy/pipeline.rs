@@ -54,6 +54,9 @@ pub async fn run(
         ));
     }
     check_window(&target, checked.prompt_tokens, checked.max_tokens)?;
+    if caller.0.quota_usd.is_some_and(|q| q <= 0.0) {
+        return Err(ApiError::new(Code::InsufficientQuota, "The token's quota is spent."));
+    }
     if !state.accounting.has_room() {
         tracing::error!("Usage queue is full; refusing billable requests until it drains.");
         return Err(ApiError::unavailable().with_retry_after(5));
@@ -84,6 +87,28 @@ pub async fn run(
     guard.progress.estimated_prompt = checked.prompt_tokens;
 
     let request_id = id.to_string();
+    let slot = match target.provider.max_concurrency {
+        Some(limit) => {
+            let total = target.provider.timeout.unwrap_or(Duration::from_millis(state.upstream.total_timeout_ms));
+            match Slot::acquire(state, &target.provider.id, &request_id, limit, total).await {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => {
+                    guard.finish(503, "over_capacity");
+                    return Err(ApiError::new(
+                        Code::NoAvailableUpstream,
+                        format!("The upstream `{}` is at its concurrency limit.", target.provider.id),
+                    )
+                    .with_retry_after(1));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Shared state unavailable for a concurrency slot.");
+                    guard.finish(503, "shared_state_unavailable");
+                    return Err(ApiError::unavailable().with_retry_after(1));
+                }
+            }
+        }
+        None => None,
+    };
     let result = match target.provider.kind {
         ProviderKind::Mock => Ok(dispatch_mock(
             op,
@@ -106,6 +131,7 @@ pub async fn run(
                 checked.stream,
                 inject_usage,
                 guard,
+                slot,
             )
             .await
         }
@@ -113,10 +139,7 @@ pub async fn run(
             guard.finish(502, "unsupported_provider");
             Err(ApiError::new(
                 Code::UpstreamError,
-                format!(
-                    "Provider type `{}` is not supported by this version.",
-                    other.as_str()
-                ),
+                format!("Provider type `{}` is not supported by this version.", other.as_str()),
             ))
         }
     };
@@ -131,9 +154,7 @@ fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result
         if prompt > limit {
             return Err(ApiError::invalid(
                 "messages",
-                format!(
-                    "The request has about {prompt} prompt tokens; this route accepts at most {limit}."
-                ),
+                format!("The request has about {prompt} prompt tokens; this route accepts at most {limit}."),
             ));
         }
     }
@@ -141,9 +162,7 @@ fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result
         if prompt > ctx {
             return Err(ApiError::invalid(
                 "messages",
-                format!(
-                    "The request has about {prompt} prompt tokens; the model's context is {ctx}."
-                ),
+                format!("The request has about {prompt} prompt tokens; the model's context is {ctx}."),
             ));
         }
         if let Some(max) = max_tokens {
@@ -221,10 +240,7 @@ pub fn sse_response() -> actix_web::HttpResponseBuilder {
     b
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename the list"
-)]
+#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename the list")]
 async fn dispatch_openai(
     state: &ProxyState,
     client: &awc::Client,
@@ -235,29 +251,19 @@ async fn dispatch_openai(
     stream: bool,
     strip_usage: bool,
     mut guard: UsageGuard,
+    slot: Option<Slot>,
 ) -> Result<HttpResponse, ApiError> {
     let up = &state.upstream;
     let Some(endpoint) = target.provider.endpoint.as_deref() else {
         guard.finish(502, "misconfigured");
-        return Err(ApiError::new(
-            Code::UpstreamError,
-            "The provider has no endpoint.",
-        ));
+        return Err(ApiError::new(Code::UpstreamError, "The provider has no endpoint."));
     };
     let url = format!("{endpoint}{}", op.path());
-    let total = target
-        .provider
-        .timeout
-        .unwrap_or(Duration::from_millis(up.total_timeout_ms));
+    let total = target.provider.timeout.unwrap_or(Duration::from_millis(up.total_timeout_ms));
     let deadline = tokio::time::Instant::now() + total;
     let first_byte = Duration::from_millis(up.first_byte_timeout_ms).min(total);
-    let out = Outgoing {
-        url: &url,
-        api_key: target.provider.api_key.as_ref().map(|k| k.expose()),
-        body,
-        request_id,
-        stream,
-    };
+    let out =
+        Outgoing { url: &url, api_key: target.provider.api_key.as_ref().map(|k| k.expose()), body, request_id, stream };
     let started = std::time::Instant::now();
     let provider = target.provider.id.as_str();
     let mut resp = match client::send(client, out, first_byte).await {
@@ -266,19 +272,11 @@ async fn dispatch_openai(
     };
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let text = read_limited(
-            &mut resp,
-            64 * 1024,
-            Duration::from_millis(up.idle_timeout_ms),
-            deadline,
-        )
-        .await
-        .unwrap_or_default();
+        let retry_after =
+            resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+        let text = read_limited(&mut resp, 64 * 1024, Duration::from_millis(up.idle_timeout_ms), deadline)
+            .await
+            .unwrap_or_default();
         let detail = safe_upstream_message(&text);
         let mut f = UpstreamFailure::new(
             FailureKind::Status(status),
@@ -291,17 +289,10 @@ async fn dispatch_openai(
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| {
-            c.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
+        .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
     if stream {
         if !is_sse {
-            let f = UpstreamFailure::new(
-                FailureKind::Protocol,
-                "the upstream did not answer with an event stream",
-            );
+            let f = UpstreamFailure::new(FailureKind::Protocol, "the upstream did not answer with an event stream");
             return Err(fail(state, provider, f, guard));
         }
         guard.mark_first_byte();
@@ -318,16 +309,12 @@ async fn dispatch_openai(
             state.metrics.clone(),
             provider.to_owned(),
             started,
+            slot,
         );
         return Ok(sse_response().streaming(relay.into_stream()));
     }
-    let body = match read_limited(
-        &mut resp,
-        up.max_response_bytes,
-        Duration::from_millis(up.idle_timeout_ms),
-        deadline,
-    )
-    .await
+    let body = match read_limited(&mut resp, up.max_response_bytes, Duration::from_millis(up.idle_timeout_ms), deadline)
+        .await
     {
         Ok(b) => b,
         Err(f) => return Err(fail(state, provider, f, guard)),
@@ -337,25 +324,48 @@ async fn dispatch_openai(
         Ok(s) => {
             guard.progress.reported = s.usage;
             if s.usage.is_none() {
-                guard.progress.relayed_output =
-                    estimate_tokens(usize::try_from(s.output_chars).unwrap_or(usize::MAX));
+                guard.progress.relayed_output = estimate_tokens(usize::try_from(s.output_chars).unwrap_or(usize::MAX));
             }
-            state
-                .metrics
-                .upstream_latency
-                .with_label_values(&[provider])
-                .observe(started.elapsed().as_secs_f64());
+            state.metrics.upstream_latency.with_label_values(&[provider]).observe(started.elapsed().as_secs_f64());
             guard.finish(200, "ok");
-            Ok(HttpResponse::Ok()
-                .content_type("application/json")
-                .body(body))
+            Ok(HttpResponse::Ok().content_type("application/json").body(body))
         }
-        Err(why) => Err(fail(
-            state,
-            provider,
-            UpstreamFailure::new(FailureKind::Protocol, why),
-            guard,
-        )),
+        Err(why) => Err(fail(state, provider, UpstreamFailure::new(FailureKind::Protocol, why), guard)),
+    }
+}
+
+/// One held concurrency slot of a provider, cluster-wide; released when dropped.
+pub struct Slot {
+    shared: std::sync::Arc<dyn crate::shared::SharedState>,
+    key: String,
+    holder: String,
+}
+
+impl Slot {
+    async fn acquire(
+        state: &ProxyState,
+        provider: &str,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Option<Self>, crate::shared::SharedError> {
+        let key = format!("provider:{provider}:inflight");
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).saturating_add(5_000);
+        let got = state.shared.slot_acquire(&key, holder, u64::from(limit), lease_ms).await?;
+        Ok(got.then(|| Self { shared: std::sync::Arc::clone(&state.shared), key, holder: holder.to_owned() }))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (shared, key, holder) =
+            (std::sync::Arc::clone(&self.shared), std::mem::take(&mut self.key), std::mem::take(&mut self.holder));
+        // The lease frees the slot anyway if this release never runs.
+        actix_web::rt::spawn(async move {
+            if let Err(e) = shared.slot_release(&key, &holder).await {
+                tracing::warn!(error = %e, "Could not release a concurrency slot; its lease will.");
+            }
+        });
     }
 }
 
@@ -398,11 +408,7 @@ async fn read_limited(
 
 /// Records a failed attempt and turns it into the client's error.
 fn fail(state: &ProxyState, provider: &str, f: UpstreamFailure, guard: UsageGuard) -> ApiError {
-    state
-        .metrics
-        .upstream_errors
-        .with_label_values(&[provider, f.kind.label()])
-        .inc();
+    state.metrics.upstream_errors.with_label_values(&[provider, f.kind.label()]).inc();
     tracing::warn!(provider, kind = f.kind.label(), detail = %f.message, "Upstream attempt failed.");
     let err = failure_to_error(provider, &f);
     let outcome = match f.kind {
@@ -417,43 +423,30 @@ fn fail(state: &ProxyState, provider: &str, f: UpstreamFailure, guard: UsageGuar
 /// The client's error for an upstream failure: generic, naming the provider id, never its URL.
 pub fn failure_to_error(provider: &str, f: &UpstreamFailure) -> ApiError {
     match f.kind {
-        FailureKind::Timeout => ApiError::new(
-            Code::UpstreamTimeout,
-            format!("The upstream `{provider}` did not answer in time."),
-        ),
-        FailureKind::Connect => ApiError::new(
-            Code::UpstreamError,
-            format!("The gateway could not reach the upstream `{provider}`."),
-        ),
+        FailureKind::Timeout => {
+            ApiError::new(Code::UpstreamTimeout, format!("The upstream `{provider}` did not answer in time."))
+        }
+        FailureKind::Connect => {
+            ApiError::new(Code::UpstreamError, format!("The gateway could not reach the upstream `{provider}`."))
+        }
         FailureKind::Protocol => ApiError::new(
             Code::UpstreamError,
-            format!(
-                "The upstream `{provider}` sent an invalid response: {}.",
-                f.message
-            ),
+            format!("The upstream `{provider}` sent an invalid response: {}.", f.message),
         ),
-        FailureKind::Status(429) => ApiError::new(
-            Code::RateLimitExceeded,
-            format!("The upstream `{provider}` is rate limiting requests."),
-        )
-        .with_retry_after(f.retry_after.unwrap_or(1)),
+        FailureKind::Status(429) => {
+            ApiError::new(Code::RateLimitExceeded, format!("The upstream `{provider}` is rate limiting requests."))
+                .with_retry_after(f.retry_after.unwrap_or(1))
+        }
         FailureKind::Status(s @ (401 | 403)) => ApiError::new(
             Code::UpstreamError,
             format!("The upstream `{provider}` refused the gateway's credentials (HTTP {s})."),
         ),
         FailureKind::Status(s) if f.is_client_fault() => ApiError::new(
             Code::InvalidRequest,
-            format!(
-                "The upstream `{provider}` rejected the request (HTTP {s}): {}",
-                f.message
-            ),
+            format!("The upstream `{provider}` rejected the request (HTTP {s}): {}", f.message),
         ),
-        FailureKind::Status(s) => ApiError::new(
-            Code::UpstreamError,
-            format!(
-                "The upstream `{provider}` failed with HTTP {s}: {}",
-                f.message
-            ),
-        ),
+        FailureKind::Status(s) => {
+            ApiError::new(Code::UpstreamError, format!("The upstream `{provider}` failed with HTTP {s}: {}", f.message))
+        }
     }
 }

@@ -46,6 +46,7 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     provider: String,
     started: Instant,
+    _slot: Option<crate::proxy::pipeline::Slot>,
 }
 
 impl Relay {
@@ -57,6 +58,7 @@ impl Relay {
         metrics: Arc<Metrics>,
         provider: String,
         started: Instant,
+        slot: Option<crate::proxy::pipeline::Slot>,
     ) -> Self {
         let now = tokio::time::Instant::now();
         Self {
@@ -71,6 +73,7 @@ impl Relay {
             metrics,
             provider,
             started,
+            _slot: slot,
         }
     }
 
@@ -117,11 +120,7 @@ impl Relay {
         let events = match self.framer.push(chunk) {
             Ok(e) => e,
             Err(_) => {
-                self.end_with_error(
-                    Code::UpstreamError,
-                    "The upstream sent an oversized event.",
-                    "invalid_response",
-                );
+                self.end_with_error(Code::UpstreamError, "The upstream sent an oversized event.", "invalid_response");
                 return;
             }
         };
@@ -137,11 +136,7 @@ impl Relay {
             }
             match summarize_chunk(data) {
                 Err(()) => {
-                    self.end_with_error(
-                        Code::UpstreamError,
-                        "The upstream sent an invalid event.",
-                        "invalid_response",
-                    );
+                    self.end_with_error(Code::UpstreamError, "The upstream sent an invalid event.", "invalid_response");
                     return;
                 }
                 Ok(s) => {
@@ -153,8 +148,7 @@ impl Relay {
                             g.progress.relayed_output += 1;
                         }
                     }
-                    if !(self.limits.strip_usage_only_chunk && s.empty_choices && s.usage.is_some())
-                    {
+                    if !(self.limits.strip_usage_only_chunk && s.empty_choices && s.usage.is_some()) {
                         self.out.push_back(ev.raw);
                     }
                 }
@@ -165,10 +159,7 @@ impl Relay {
     fn end_with_error(&mut self, code: Code, message: &str, outcome: &str) {
         let body = ApiError::new(code, message).body();
         self.out.push_back(encode_data(&body));
-        self.metrics
-            .upstream_errors
-            .with_label_values(&[&self.provider, "mid_stream"])
-            .inc();
+        self.metrics.upstream_errors.with_label_values(&[&self.provider, "mid_stream"]).inc();
         tracing::warn!(provider = %self.provider, outcome, "Stream ended early.");
         self.finish(200, outcome);
     }

@@ -23,14 +23,7 @@ const DESTINATION_FIELDS: &[&str] = &[
     "organization",
 ];
 
-const ROLES: &[&str] = &[
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
 /// What the pipeline needs from a valid body.
 #[derive(Debug)]
@@ -61,10 +54,7 @@ fn type_name(v: &Value) -> &'static str {
 fn wrong(param: &str, expected: &str, got: &Value) -> ApiError {
     ApiError::invalid(
         param,
-        format!(
-            "Invalid type for '{param}': expected {expected}, but got {} instead.",
-            type_name(got)
-        ),
+        format!("Invalid type for '{param}': expected {expected}, but got {} instead.", type_name(got)),
     )
 }
 
@@ -83,20 +73,12 @@ fn number(body: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<(), 
     }
 }
 
-fn integer(
-    body: &Map<String, Value>,
-    key: &str,
-    lo: u64,
-    hi: u64,
-) -> Result<Option<u64>, ApiError> {
+fn integer(body: &Map<String, Value>, key: &str, lo: u64, hi: u64) -> Result<Option<u64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
-            _ if n.is_i64() || n.is_u64() => Err(out_of_range(
-                key,
-                &format!("must be an integer from {lo} to {hi}"),
-            )),
+            _ if n.is_i64() || n.is_u64() => Err(out_of_range(key, &format!("must be an integer from {lo} to {hi}"))),
             _ => Err(wrong(key, "an integer", &Value::Number(n.clone()))),
         },
         Some(v) => Err(wrong(key, "an integer", v)),
@@ -127,16 +109,11 @@ fn destinations(body: &Map<String, Value>) -> Result<(), ApiError> {
             ));
         }
         if let Value::Object(inner) = v {
-            if let Some(bad) = inner
-                .keys()
-                .find(|ik| DESTINATION_FIELDS.contains(&ik.as_str()))
-            {
+            if let Some(bad) = inner.keys().find(|ik| DESTINATION_FIELDS.contains(&ik.as_str())) {
                 let param = format!("{k}.{bad}");
                 return Err(ApiError::invalid(
                     param.as_str(),
-                    format!(
-                        "The field '{param}' is not accepted: the gateway chooses the upstream."
-                    ),
+                    format!("The field '{param}' is not accepted: the gateway chooses the upstream."),
                 ));
             }
         }
@@ -147,10 +124,7 @@ fn destinations(body: &Map<String, Value>) -> Result<(), ApiError> {
 fn text_chars(v: &Value) -> usize {
     match v {
         Value::String(s) => s.chars().count(),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| p.get("text").map_or(0, text_chars))
-            .sum(),
+        Value::Array(parts) => parts.iter().map(|p| p.get("text").map_or(0, text_chars)).sum(),
         _ => 0,
     }
 }
@@ -193,9 +167,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                         let shown: String = r.chars().take(32).collect();
                         return Err(ApiError::invalid(
                             format!("{at}.role"),
-                            format!(
-                                "Invalid value for '{at}.role': `{shown}` is not a supported role."
-                            ),
+                            format!("Invalid value for '{at}.role': `{shown}` is not a supported role."),
                         ));
                     }
                     Some(v) => return Err(wrong(&format!("{at}.role"), "a string", v)),
@@ -206,8 +178,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                         for (j, p) in parts.iter().enumerate() {
                             let pat = format!("{at}.content[{j}]");
                             match p {
-                                Value::Object(o) if o.get("type").is_some_and(Value::is_string) => {
-                                }
+                                Value::Object(o) if o.get("type").is_some_and(Value::is_string) => {}
                                 Value::Object(_) => {
                                     return Err(ApiError::missing(&format!("{pat}.type")));
                                 }
@@ -240,10 +211,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                         Some(Value::Object(f)) => match f.get("name") {
                             Some(Value::String(n)) if !n.is_empty() && n.len() <= 64 => {}
                             Some(Value::String(_)) => {
-                                return Err(out_of_range(
-                                    &format!("{at}.function.name"),
-                                    "must be 1–64 characters",
-                                ));
+                                return Err(out_of_range(&format!("{at}.function.name"), "must be 1–64 characters"));
                             }
                             None => return Err(ApiError::missing(&format!("{at}.function.name"))),
                             Some(v) => {
@@ -272,15 +240,9 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                         match it {
                             Value::String(s) => chars += s.chars().count(),
                             Value::Number(_) => chars += 4,
-                            Value::Array(a) if a.iter().all(Value::is_number) => {
-                                chars += a.len() * 4
-                            }
+                            Value::Array(a) if a.iter().all(Value::is_number) => chars += a.len() * 4,
                             other => {
-                                return Err(wrong(
-                                    &format!("prompt[{i}]"),
-                                    "a string, token or token array",
-                                    other,
-                                ));
+                                return Err(wrong(&format!("prompt[{i}]"), "a string, token or token array", other));
                             }
                         }
                     }
@@ -305,15 +267,9 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                         match it {
                             Value::String(s) => chars += s.chars().count(),
                             Value::Number(_) => chars += 4,
-                            Value::Array(a) if a.iter().all(Value::is_number) => {
-                                chars += a.len() * 4
-                            }
+                            Value::Array(a) if a.iter().all(Value::is_number) => chars += a.len() * 4,
                             other => {
-                                return Err(wrong(
-                                    &format!("input[{i}]"),
-                                    "a string, token or token array",
-                                    other,
-                                ));
+                                return Err(wrong(&format!("input[{i}]"), "a string, token or token array", other));
                             }
                         }
                     }
@@ -359,13 +315,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
         let max_c = integer(body, "max_completion_tokens", 1, u64::from(u32::MAX))?;
         (stream, wants, max_c.or(max))
     };
-    Ok(Checked {
-        model,
-        stream,
-        client_wants_usage,
-        prompt_tokens: estimate_tokens(chars).max(1),
-        max_tokens,
-    })
+    Ok(Checked { model, stream, client_wants_usage, prompt_tokens: estimate_tokens(chars).max(1), max_tokens })
 }
 
 #[cfg(test)]
@@ -384,16 +334,8 @@ mod tests {
         let cases = [
             (r#"{"messages":[]}"#, "model", "missing_required_parameter"),
             (r#"{"model":"m"}"#, "messages", "missing_required_parameter"),
-            (
-                r#"{"model":"m","messages":"hi"}"#,
-                "messages",
-                "invalid_request",
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":1}]}"#,
-                "messages[0].content",
-                "invalid_request",
-            ),
+            (r#"{"model":"m","messages":"hi"}"#, "messages", "invalid_request"),
+            (r#"{"model":"m","messages":[{"role":"user","content":1}]}"#, "messages[0].content", "invalid_request"),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
                 "max_tokens",
@@ -414,16 +356,8 @@ mod tests {
                 "temperature",
                 "invalid_request",
             ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1000}"#,
-                "n",
-                "invalid_request",
-            ),
-            (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
-                "stream",
-                "invalid_request",
-            ),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1000}"#, "n", "invalid_request"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "stream", "invalid_request"),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"api_base":"http://x"}"#,
                 "api_base",
@@ -445,15 +379,13 @@ mod tests {
             assert_eq!(e.param.as_deref(), Some(param), "{body}");
             assert_eq!(e.code.row().2, code, "{body}");
         }
-        let ok = check(Operation::Chat, &obj(r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"stream":true,"top_k":5}"#)).unwrap();
+        let ok = check(
+            Operation::Chat,
+            &obj(r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"stream":true,"top_k":5}"#),
+        )
+        .unwrap();
         assert!(ok.stream && !ok.client_wants_usage);
         assert!(check(Operation::Embeddings, &obj(r#"{"model":"m"}"#)).is_err());
-        assert!(
-            check(
-                Operation::Completions,
-                &obj(r#"{"model":"m","prompt":["a",[1,2]]}"#)
-            )
-            .is_ok()
-        );
+        assert!(check(Operation::Completions, &obj(r#"{"model":"m","prompt":["a",[1,2]]}"#)).is_ok());
     }
 }

@@ -10,9 +10,7 @@ pub struct Keys {
 impl Keys {
     /// Keys under `prefix` (e.g. `sy:`).
     pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_owned(),
-        }
+        Self { prefix: prefix.to_owned() }
     }
 
     /// A windowed counter.

@@ -28,17 +28,11 @@ pub struct MemoryShared {
 impl MemoryShared {
     /// An empty state.
     pub fn new() -> Self {
-        Self {
-            maps: Mutex::new(Maps::default()),
-            version_tx: watch::Sender::new(0),
-        }
+        Self { maps: Mutex::new(Maps::default()), version_tx: watch::Sender::new(0) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Maps) -> T) -> Result<T, SharedError> {
-        let mut guard = self
-            .maps
-            .lock()
-            .map_err(|_| SharedError("in-process state lock poisoned".into()))?;
+        let mut guard = self.maps.lock().map_err(|_| SharedError("in-process state lock poisoned".into()))?;
         Ok(f(&mut guard))
     }
 
@@ -89,29 +83,15 @@ impl SharedState for MemoryShared {
                 *entry = (idx, 0, 0);
             }
             if limit.is_some_and(|l| entry.1.saturating_add(amount) > l) {
-                return WindowOutcome {
-                    allowed: false,
-                    count: entry.1,
-                    reset_ms,
-                };
+                return WindowOutcome { allowed: false, count: entry.1, reset_ms };
             }
             entry.1 = entry.1.saturating_add(amount);
             entry.2 = ms(now.saturating_add(window.saturating_mul(2)));
-            WindowOutcome {
-                allowed: true,
-                count: entry.1,
-                reset_ms,
-            }
+            WindowOutcome { allowed: true, count: entry.1, reset_ms }
         })
     }
 
-    async fn slot_acquire(
-        &self,
-        key: &str,
-        holder: &str,
-        limit: u64,
-        lease_ms: u64,
-    ) -> Result<bool, SharedError> {
+    async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError> {
         let now = now_ms();
         self.with(|m| {
             let set = m.slots.entry(key.to_owned()).or_default();
@@ -146,12 +126,7 @@ impl SharedState for MemoryShared {
     async fn cooldown_extend(&self, key: &str, until_ms: i64) -> Result<i64, SharedError> {
         let now = now_ms();
         self.with(|m| {
-            let cur = m
-                .cooldowns
-                .get(key)
-                .copied()
-                .filter(|d| *d > now)
-                .unwrap_or(0);
+            let cur = m.cooldowns.get(key).copied().filter(|d| *d > now).unwrap_or(0);
             let new = cur.max(until_ms);
             if new > now {
                 m.cooldowns.insert(key.to_owned(), new);
@@ -174,11 +149,7 @@ impl SharedState for MemoryShared {
 
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, SharedError> {
         let now = now_ms();
-        self.with(|m| {
-            m.kv.get(key)
-                .filter(|(_, until)| *until > now)
-                .map(|(v, _)| v.clone())
-        })
+        self.with(|m| m.kv.get(key).filter(|(_, until)| *until > now).map(|(v, _)| v.clone()))
     }
 
     async fn kv_delete(&self, key: &str) -> Result<bool, SharedError> {

@@ -56,13 +56,7 @@ pub trait SharedState: Send + Sync + 'static {
 
     /// Takes one of `limit` slots for `holder` for `lease_ms` (renewing it if held already).
     /// Expired leases free their slot, so a crashed node cannot leak slots.
-    async fn slot_acquire(
-        &self,
-        key: &str,
-        holder: &str,
-        limit: u64,
-        lease_ms: u64,
-    ) -> Result<bool, SharedError>;
+    async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError>;
 
     /// Frees `holder`'s slot.
     async fn slot_release(&self, key: &str, holder: &str) -> Result<(), SharedError>;
@@ -107,8 +101,6 @@ pub async fn connect(
 ) -> Result<Arc<dyn SharedState>, SharedError> {
     match url {
         None => Ok(Arc::new(MemoryShared::new())),
-        Some(url) => Ok(Arc::new(
-            RedisShared::connect(url, key_prefix, pool_size).await?,
-        )),
+        Some(url) => Ok(Arc::new(RedisShared::connect(url, key_prefix, pool_size).await?)),
     }
 }

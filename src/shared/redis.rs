@@ -40,20 +40,11 @@ fn err(e: impl std::fmt::Display) -> SharedError {
 
 impl RedisShared {
     /// Connects and checks the server answers.
-    pub async fn connect(
-        url: &str,
-        key_prefix: &str,
-        pool_size: usize,
-    ) -> Result<Self, SharedError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| SharedError(format!("invalid redis url: {:?}", e.kind())))?;
+    pub async fn connect(url: &str, key_prefix: &str, pool_size: usize) -> Result<Self, SharedError> {
+        let client = redis::Client::open(url).map_err(|e| SharedError(format!("invalid redis url: {:?}", e.kind())))?;
         let mut cfg = deadpool_redis::Config::from_url(url);
         let mut pool_cfg = PoolConfig::new(pool_size.max(1));
-        pool_cfg.timeouts = Timeouts {
-            wait: Some(OP_TIMEOUT),
-            create: Some(OP_TIMEOUT),
-            recycle: Some(OP_TIMEOUT),
-        };
+        pool_cfg.timeouts = Timeouts { wait: Some(OP_TIMEOUT), create: Some(OP_TIMEOUT), recycle: Some(OP_TIMEOUT) };
         cfg.pool = Some(pool_cfg);
         let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(err)?;
         let me = Self {
@@ -77,10 +68,7 @@ impl RedisShared {
         self.pool.get().await.map_err(err)
     }
 
-    async fn timed<T>(
-        &self,
-        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, SharedError> {
+    async fn timed<T>(&self, fut: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, SharedError> {
         match tokio::time::timeout(OP_TIMEOUT, fut).await {
             Ok(r) => r.map_err(err),
             Err(_) => Err(SharedError("redis did not answer in time".into())),
@@ -89,8 +77,7 @@ impl RedisShared {
 
     async fn subscribe_once(&self, cancel: &CancellationToken) -> Result<(), SharedError> {
         let mut pubsub = self.timed(self.client.get_async_pubsub()).await?;
-        self.timed(pubsub.subscribe(self.keys.catalog_channel()))
-            .await?;
+        self.timed(pubsub.subscribe(self.keys.catalog_channel())).await?;
         // Catch up on anything announced while we were not subscribed.
         let mut conn = self.conn().await?;
         let stored: Option<i64> = self.timed(conn.get(self.keys.catalog_version())).await?;
@@ -147,22 +134,11 @@ impl SharedState for RedisShared {
         let mut conn = self.conn().await?;
         let mut inv = self.scripts.window.key(self.keys.window(key));
         inv.arg(window_ms.max(1)).arg(amount).arg(limit_arg(limit));
-        let (allowed, count, reset): (i64, u64, u64) =
-            self.timed(inv.invoke_async(&mut conn)).await?;
-        Ok(WindowOutcome {
-            allowed: allowed == 1,
-            count,
-            reset_ms: reset,
-        })
+        let (allowed, count, reset): (i64, u64, u64) = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(WindowOutcome { allowed: allowed == 1, count, reset_ms: reset })
     }
 
-    async fn slot_acquire(
-        &self,
-        key: &str,
-        holder: &str,
-        limit: u64,
-        lease_ms: u64,
-    ) -> Result<bool, SharedError> {
+    async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError> {
         let mut conn = self.conn().await?;
         let mut inv = self.scripts.slot_acquire.key(self.keys.slots(key));
         inv.arg(holder).arg(limit).arg(lease_ms.max(1));
@@ -203,9 +179,7 @@ impl SharedState for RedisShared {
 
     async fn kv_set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), SharedError> {
         let mut conn = self.conn().await?;
-        let _: () = self
-            .timed(conn.pset_ex(self.keys.kv(key), value, ttl_ms.max(1)))
-            .await?;
+        let _: () = self.timed(conn.pset_ex(self.keys.kv(key), value, ttl_ms.max(1))).await?;
         Ok(())
     }
 
@@ -224,10 +198,7 @@ impl SharedState for RedisShared {
         // This node learns at once, whatever happens to the message.
         self.bump(version);
         let mut conn = self.conn().await?;
-        let mut inv = self
-            .scripts
-            .publish_version
-            .key(self.keys.catalog_version());
+        let mut inv = self.scripts.publish_version.key(self.keys.catalog_version());
         inv.arg(version).arg(self.keys.catalog_channel());
         let _: i64 = self.timed(inv.invoke_async(&mut conn)).await?;
         Ok(())
@@ -254,13 +225,7 @@ impl SharedState for RedisShared {
 
     async fn ping(&self) -> Result<(), SharedError> {
         let mut conn = self.conn().await?;
-        let pong: String = self
-            .timed(redis::cmd("PING").query_async(&mut conn))
-            .await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(SharedError(format!("unexpected PING answer {pong}")))
-        }
+        let pong: String = self.timed(redis::cmd("PING").query_async(&mut conn)).await?;
+        if pong == "PONG" { Ok(()) } else { Err(SharedError(format!("unexpected PING answer {pong}"))) }
     }
 }

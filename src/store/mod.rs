@@ -13,14 +13,10 @@ mod users;
 pub use db::{Backend, Store};
 pub use meta::{bump_catalog_version, catalog_version};
 pub use tokens::{
-    NewToken, TokenRow, create_token, find_token_by_hash, list_active_tokens, list_tokens,
-    revoke_token, touch_tokens,
+    NewToken, TokenRow, create_token, find_token_by_hash, list_active_tokens, list_tokens, revoke_token, touch_tokens,
 };
 pub use usage::{UsageRow, count_usage, find_usage, insert_usage_batch, list_usage};
-pub use users::{
-    NewUser, UserRow, count_users, create_user, find_user, find_user_by_id, list_users,
-    set_user_status,
-};
+pub use users::{NewUser, UserRow, count_users, create_user, find_user, find_user_by_id, list_users, set_user_status};
 
 pub use sea_orm::ConnectionTrait as Conn;
 

@@ -1,7 +1,5 @@
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 
 use crate::store::StoreError;
 use crate::store::entity::tokens;
@@ -86,10 +84,7 @@ pub struct NewToken {
 /// Inserts a token.
 pub async fn create_token(db: &impl ConnectionTrait, t: NewToken) -> Result<TokenRow, StoreError> {
     let routes = match &t.routes {
-        Some(r) => Some(
-            serde_json::to_string(r)
-                .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?,
-        ),
+        Some(r) => Some(serde_json::to_string(r).map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?),
         None => None,
     };
     let model = tokens::ActiveModel {
@@ -107,30 +102,17 @@ pub async fn create_token(db: &impl ConnectionTrait, t: NewToken) -> Result<Toke
         created_at: Set(t.created_at),
         ..Default::default()
     };
-    model
-        .insert(db)
-        .await
-        .map(TokenRow::from)
-        .map_err(StoreError::from_db)
+    model.insert(db).await.map(TokenRow::from).map_err(StoreError::from_db)
 }
 
 /// The token with this hash (a parameterised lookup; the raw token never reaches SQL).
-pub async fn find_token_by_hash(
-    db: &impl ConnectionTrait,
-    hash: &str,
-) -> Result<Option<TokenRow>, StoreError> {
-    let row = tokens::Entity::find()
-        .filter(tokens::Column::TokenHash.eq(hash))
-        .one(db)
-        .await?;
+pub async fn find_token_by_hash(db: &impl ConnectionTrait, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+    let row = tokens::Entity::find().filter(tokens::Column::TokenHash.eq(hash)).one(db).await?;
     Ok(row.map(TokenRow::from))
 }
 
 /// Every token of a user, by id.
-pub async fn list_tokens(
-    db: &impl ConnectionTrait,
-    user_id: i64,
-) -> Result<Vec<TokenRow>, StoreError> {
+pub async fn list_tokens(db: &impl ConnectionTrait, user_id: i64) -> Result<Vec<TokenRow>, StoreError> {
     let rows = tokens::Entity::find()
         .filter(tokens::Column::UserId.eq(user_id))
         .order_by_asc(tokens::Column::Id)
@@ -141,10 +123,7 @@ pub async fn list_tokens(
 
 /// Every token that is not revoked, for the in-memory cache.
 pub async fn list_active_tokens(db: &impl ConnectionTrait) -> Result<Vec<TokenRow>, StoreError> {
-    let rows = tokens::Entity::find()
-        .filter(tokens::Column::Revoked.eq(false))
-        .all(db)
-        .await?;
+    let rows = tokens::Entity::find().filter(tokens::Column::Revoked.eq(false)).all(db).await?;
     Ok(rows.into_iter().map(TokenRow::from).collect())
 }
 
@@ -159,11 +138,7 @@ pub async fn revoke_token(db: &impl ConnectionTrait, id: i64) -> Result<TokenRow
 }
 
 /// Records that tokens were used at `at` (batched by the usage writer, never per request).
-pub async fn touch_tokens(
-    db: &impl ConnectionTrait,
-    ids: &[i64],
-    at: i64,
-) -> Result<(), StoreError> {
+pub async fn touch_tokens(db: &impl ConnectionTrait, ids: &[i64], at: i64) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }

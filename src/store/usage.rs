@@ -1,8 +1,5 @@
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
 use crate::store::StoreError;
 use crate::store::entity::usage_records;
@@ -102,10 +99,7 @@ fn active(r: &UsageRow) -> usage_records::ActiveModel {
 
 /// Inserts records; a request id that is already stored is skipped, so replays are harmless.
 /// Returns how many rows were new.
-pub async fn insert_usage_batch(
-    db: &impl ConnectionTrait,
-    rows: &[UsageRow],
-) -> Result<u64, StoreError> {
+pub async fn insert_usage_batch(db: &impl ConnectionTrait, rows: &[UsageRow]) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -120,14 +114,8 @@ pub async fn insert_usage_batch(
 }
 
 /// The record of one request.
-pub async fn find_usage(
-    db: &impl ConnectionTrait,
-    request_id: &str,
-) -> Result<Option<UsageRow>, StoreError> {
-    Ok(usage_records::Entity::find_by_id(request_id.to_owned())
-        .one(db)
-        .await?
-        .map(UsageRow::from))
+pub async fn find_usage(db: &impl ConnectionTrait, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
+    Ok(usage_records::Entity::find_by_id(request_id.to_owned()).one(db).await?.map(UsageRow::from))
 }
 
 /// The newest records, optionally of one user.
@@ -140,11 +128,7 @@ pub async fn list_usage(
     if let Some(u) = user_id {
         q = q.filter(usage_records::Column::UserId.eq(u));
     }
-    let rows = q
-        .order_by_desc(usage_records::Column::CreatedAt)
-        .limit(limit)
-        .all(db)
-        .await?;
+    let rows = q.order_by_desc(usage_records::Column::CreatedAt).limit(limit).all(db).await?;
     Ok(rows.into_iter().map(UsageRow::from).collect())
 }
 

@@ -1,6 +1,5 @@
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
 };
 
 use crate::store::StoreError;
@@ -74,42 +73,23 @@ pub async fn create_user(db: &impl ConnectionTrait, u: NewUser<'_>) -> Result<Us
         updated_at: Set(now),
         ..Default::default()
     };
-    model
-        .insert(db)
-        .await
-        .map(UserRow::from)
-        .map_err(StoreError::from_db)
+    model.insert(db).await.map(UserRow::from).map_err(StoreError::from_db)
 }
 
 /// The user with this name.
-pub async fn find_user(
-    db: &impl ConnectionTrait,
-    username: &str,
-) -> Result<Option<UserRow>, StoreError> {
-    let row = users::Entity::find()
-        .filter(users::Column::Username.eq(username))
-        .one(db)
-        .await?;
+pub async fn find_user(db: &impl ConnectionTrait, username: &str) -> Result<Option<UserRow>, StoreError> {
+    let row = users::Entity::find().filter(users::Column::Username.eq(username)).one(db).await?;
     Ok(row.map(UserRow::from))
 }
 
 /// The user with this id.
-pub async fn find_user_by_id(
-    db: &impl ConnectionTrait,
-    id: i64,
-) -> Result<Option<UserRow>, StoreError> {
-    Ok(users::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .map(UserRow::from))
+pub async fn find_user_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<UserRow>, StoreError> {
+    Ok(users::Entity::find_by_id(id).one(db).await?.map(UserRow::from))
 }
 
 /// Every user, by id.
 pub async fn list_users(db: &impl ConnectionTrait) -> Result<Vec<UserRow>, StoreError> {
-    let rows = users::Entity::find()
-        .order_by_asc(users::Column::Id)
-        .all(db)
-        .await?;
+    let rows = users::Entity::find().order_by_asc(users::Column::Id).all(db).await?;
     Ok(rows.into_iter().map(UserRow::from).collect())
 }
 
@@ -119,16 +99,8 @@ pub async fn count_users(db: &impl ConnectionTrait) -> Result<u64, StoreError> {
 }
 
 /// Sets `active` or `disabled`; `NotFound` when there is no such user.
-pub async fn set_user_status(
-    db: &impl ConnectionTrait,
-    username: &str,
-    status: &str,
-) -> Result<UserRow, StoreError> {
-    let Some(row) = users::Entity::find()
-        .filter(users::Column::Username.eq(username))
-        .one(db)
-        .await?
-    else {
+pub async fn set_user_status(db: &impl ConnectionTrait, username: &str, status: &str) -> Result<UserRow, StoreError> {
+    let Some(row) = users::Entity::find().filter(users::Column::Username.eq(username)).one(db).await? else {
         return Err(StoreError::NotFound);
     };
     let mut am: users::ActiveModel = row.into();

@@ -13,15 +13,8 @@ pub type Response = ClientResponse;
 
 /// Builds the client of one worker. awc's own timeout is off: every wait has its own deadline.
 pub fn build_client(connect_timeout: Duration) -> Client {
-    let connector = Connector::new()
-        .timeout(connect_timeout)
-        .conn_keep_alive(Duration::from_secs(30))
-        .limit(0);
-    Client::builder()
-        .connector(connector)
-        .disable_redirects()
-        .disable_timeout()
-        .finish()
+    let connector = Connector::new().timeout(connect_timeout).conn_keep_alive(Duration::from_secs(30)).limit(0);
+    Client::builder().connector(connector).disable_redirects().disable_timeout().finish()
 }
 
 /// One request to an OpenAI-compatible upstream.
@@ -39,35 +32,18 @@ pub struct Outgoing<'a> {
 }
 
 /// Sends the request and waits at most `first_byte` for the response head.
-pub async fn send(
-    client: &Client,
-    out: Outgoing<'_>,
-    first_byte: Duration,
-) -> Result<Response, UpstreamFailure> {
+pub async fn send(client: &Client, out: Outgoing<'_>, first_byte: Duration) -> Result<Response, UpstreamFailure> {
     let mut req = client
         .post(out.url)
         .insert_header(("content-type", "application/json"))
-        .insert_header((
-            "accept",
-            if out.stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            },
-        ))
+        .insert_header(("accept", if out.stream { "text/event-stream" } else { "application/json" }))
         .insert_header(("x-request-id", out.request_id))
-        .insert_header((
-            "user-agent",
-            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
-        ));
+        .insert_header(("user-agent", concat!("switchyard/", env!("CARGO_PKG_VERSION"))));
     if let Some(key) = out.api_key {
         req = req.bearer_auth(key);
     }
     match tokio::time::timeout(first_byte, req.send_body(out.body)).await {
-        Err(_) => Err(UpstreamFailure::new(
-            FailureKind::Timeout,
-            "the upstream did not answer in time",
-        )),
+        Err(_) => Err(UpstreamFailure::new(FailureKind::Timeout, "the upstream did not answer in time")),
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) => Err(classify_send_error(&e)),
     }
@@ -75,13 +51,10 @@ pub async fn send(
 
 fn classify_send_error(e: &SendRequestError) -> UpstreamFailure {
     match e {
-        SendRequestError::Connect(_) | SendRequestError::Url(_) => UpstreamFailure::new(
-            FailureKind::Connect,
-            "the gateway could not connect to the upstream",
-        ),
-        SendRequestError::Timeout => {
-            UpstreamFailure::new(FailureKind::Timeout, "the upstream did not answer in time")
+        SendRequestError::Connect(_) | SendRequestError::Url(_) => {
+            UpstreamFailure::new(FailureKind::Connect, "the gateway could not connect to the upstream")
         }
+        SendRequestError::Timeout => UpstreamFailure::new(FailureKind::Timeout, "the upstream did not answer in time"),
         _ => UpstreamFailure::new(FailureKind::Protocol, "the upstream connection failed"),
     }
 }

@@ -18,19 +18,15 @@ pub enum MockReply {
 fn text_of(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(" "),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+        }
         _ => String::new(),
     }
 }
 
 fn approx_tokens(s: &str) -> u64 {
-    u64::try_from(s.chars().count().div_ceil(4))
-        .unwrap_or(u64::MAX)
-        .max(1)
+    u64::try_from(s.chars().count().div_ceil(4)).unwrap_or(u64::MAX).max(1)
 }
 
 /// Answers `body` (already validated) for `model`.
@@ -47,10 +43,9 @@ pub fn answer(
     match op {
         Operation::Embeddings => {
             let inputs: Vec<String> = match body.get("input") {
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                    .collect(),
+                Some(Value::Array(a)) => {
+                    a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+                }
                 Some(v) => vec![v.as_str().map_or_else(|| v.to_string(), str::to_owned)],
                 None => Vec::new(),
             };
@@ -59,12 +54,9 @@ pub fn answer(
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let seed = s
-                        .bytes()
-                        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-                    let vector: Vec<f64> = (0..8u32)
-                        .map(|k| f64::from(seed.rotate_left(k * 4) % 1000) / 1000.0)
-                        .collect();
+                    let seed = s.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                    let vector: Vec<f64> =
+                        (0..8u32).map(|k| f64::from(seed.rotate_left(k * 4) % 1000) / 1000.0).collect();
                     json!({"object": "embedding", "index": i, "embedding": vector})
                 })
                 .collect();
@@ -76,11 +68,7 @@ pub fn answer(
             let said = if op == Operation::Chat {
                 body.get("messages")
                     .and_then(Value::as_array)
-                    .and_then(|m| {
-                        m.iter()
-                            .rev()
-                            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-                    })
+                    .and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
                     .and_then(|m| m.get("content"))
                     .map(text_of)
                     .unwrap_or_default()
@@ -91,11 +79,8 @@ pub fn answer(
             let echo: String = said.chars().take(200).collect();
             let content = format!("This is the Switchyard mock provider. You said: {echo}");
             let words: Vec<&str> = content.split_inclusive(' ').collect();
-            let usage = Usage {
-                prompt_tokens,
-                completion_tokens: u64::try_from(words.len()).unwrap_or(0),
-                cached_tokens: 0,
-            };
+            let usage =
+                Usage { prompt_tokens, completion_tokens: u64::try_from(words.len()).unwrap_or(0), cached_tokens: 0 };
             let usage_json = json!({"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                 "total_tokens": usage.prompt_tokens + usage.completion_tokens});
             let (object, chunk_object) = if op == Operation::Chat {
@@ -116,16 +101,13 @@ pub fn answer(
             let mut events = Vec::with_capacity(words.len() + 3);
             for (i, w) in words.iter().enumerate() {
                 let choice = if op == Operation::Chat {
-                    let delta = if i == 0 {
-                        json!({"role": "assistant", "content": w})
-                    } else {
-                        json!({"content": w})
-                    };
+                    let delta = if i == 0 { json!({"role": "assistant", "content": w}) } else { json!({"content": w}) };
                     json!({"index": 0, "delta": delta, "finish_reason": null})
                 } else {
                     json!({"index": 0, "text": w, "finish_reason": null})
                 };
-                let v = json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": [choice]});
+                let v =
+                    json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": [choice]});
                 events.push(encode_data(&v.to_string()));
             }
             let last = if op == Operation::Chat {

@@ -62,12 +62,7 @@ impl UpstreamFailure {
             FailureKind::Connect | FailureKind::Timeout | FailureKind::Protocol => true,
             FailureKind::Status(s) => s == 429 || s >= 500 || s == 408,
         };
-        Self {
-            kind,
-            retryable,
-            message: message.into(),
-            retry_after: None,
-        }
+        Self { kind, retryable, message: message.into(), retry_after: None }
     }
 
     /// Whether this is the upstream judging the client's request (a 4xx other than 401/403/408/429),
@@ -87,11 +82,7 @@ impl fmt::Display for UpstreamFailure {
 /// body is used, truncated to 200 characters, with URLs and key-like words removed.
 pub fn safe_upstream_message(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let msg = v
-        .pointer("/error/message")
-        .or_else(|| v.get("message"))
-        .or_else(|| v.get("error"))?
-        .as_str()?;
+    let msg = v.pointer("/error/message").or_else(|| v.get("message")).or_else(|| v.get("error"))?.as_str()?;
     let cleaned: Vec<String> = msg
         .split_whitespace()
         .map(|w| {
@@ -106,23 +97,13 @@ pub fn safe_upstream_message(body: &[u8]) -> Option<String> {
         })
         .collect();
     let joined = cleaned.join(" ");
-    Some(
-        joined
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect(),
-    )
+    Some(joined.chars().filter(|c| !c.is_control()).take(200).collect())
 }
 
 fn looks_like_key(w: &str) -> bool {
     let w = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    let prefixed = ["sk-", "sy-", "key-", "AIza", "Bearer"]
-        .iter()
-        .any(|p| w.starts_with(p));
-    let long_token = w.len() >= 24
-        && w.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let prefixed = ["sk-", "sy-", "key-", "AIza", "Bearer"].iter().any(|p| w.starts_with(p));
+    let long_token = w.len() >= 24 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     prefixed || long_token
 }
 
@@ -138,12 +119,6 @@ mod tests {
         assert!(!m.contains("https://"), "{m}");
         assert!(safe_upstream_message(b"<html>bad gateway</html>").is_none());
         let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "word ".repeat(100));
-        assert!(
-            safe_upstream_message(long.as_bytes())
-                .unwrap()
-                .chars()
-                .count()
-                <= 200
-        );
+        assert!(safe_upstream_message(long.as_bytes()).unwrap().chars().count() <= 200);
     }
 }

@@ -30,12 +30,7 @@ pub struct SseFramer {
 impl SseFramer {
     /// A framer that refuses lines longer than `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            scan: 0,
-            data: None,
-            max_line,
-        }
+        Self { buf: Vec::new(), scan: 0, data: None, max_line }
     }
 
     /// Adds bytes and returns every event they complete.
@@ -56,19 +51,12 @@ impl SseFramer {
                 break;
             }
             let line_end = i;
-            let next = if b == b'\r' && self.buf[i + 1] == b'\n' {
-                i + 2
-            } else {
-                i + 1
-            };
+            let next = if b == b'\r' && self.buf[i + 1] == b'\n' { i + 2 } else { i + 1 };
             if line_end == line_start {
                 // Blank line: dispatch (only if the event had any line at all).
                 if line_start > event_start {
                     let raw = Bytes::copy_from_slice(&self.buf[event_start..next]);
-                    events.push(SseEvent {
-                        raw,
-                        data: self.data.take(),
-                    });
+                    events.push(SseEvent { raw, data: self.data.take() });
                 }
                 event_start = next;
             } else {
@@ -138,8 +126,7 @@ mod tests {
 
     #[test]
     fn frames_across_any_split() {
-        let stream: &[u8] =
-            b": hi\n\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: one\ndata: two\r\rdata: [DONE]\n\n";
+        let stream: &[u8] = b": hi\n\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: one\ndata: two\r\rdata: [DONE]\n\n";
         let whole = all(&[stream]);
         assert_eq!(whole.len(), 4);
         assert_eq!(whole[0].data, None);

@@ -29,10 +29,7 @@ impl WireUsage {
         Usage {
             prompt_tokens: self.prompt_tokens.or(self.input_tokens).unwrap_or(0),
             completion_tokens: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
-            cached_tokens: self
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
+            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
         }
     }
 }
@@ -59,25 +56,19 @@ struct Body {
 /// Validates a 2xx non-streaming body: a JSON object with `choices` (chat, completions) or `data`
 /// (embeddings). `Err` says what is wrong, for a 502.
 pub fn summarize_body(body: &[u8], embeddings: bool) -> Result<BodySummary, &'static str> {
-    let parsed: Body = serde_json::from_slice(body)
-        .map_err(|_| "the upstream answered with a body that is not valid JSON")?;
+    let parsed: Body =
+        serde_json::from_slice(body).map_err(|_| "the upstream answered with a body that is not valid JSON")?;
     let output_chars = match (&parsed.choices, embeddings) {
         (_, true) if parsed.data.is_some() => 0,
         (Some(choices), false) => choices.iter().map(choice_chars).sum(),
         _ => return Err("the upstream answered with JSON of an unexpected shape"),
     };
-    Ok(BodySummary {
-        usage: parsed.usage.map(WireUsage::into_usage),
-        output_chars,
-    })
+    Ok(BodySummary { usage: parsed.usage.map(WireUsage::into_usage), output_chars })
 }
 
 fn choice_chars(c: &serde_json::Value) -> u64 {
-    let len =
-        |v: Option<&serde_json::Value>| v.and_then(|s| s.as_str()).map_or(0, |s| s.chars().count());
-    let n = len(c.pointer("/message/content"))
-        + len(c.get("text"))
-        + len(c.pointer("/message/reasoning_content"));
+    let len = |v: Option<&serde_json::Value>| v.and_then(|s| s.as_str()).map_or(0, |s| s.chars().count());
+    let n = len(c.pointer("/message/content")) + len(c.get("text")) + len(c.pointer("/message/reasoning_content"));
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
@@ -124,18 +115,11 @@ pub fn summarize_chunk(data: &[u8]) -> Result<ChunkSummary, ()> {
     let choices = chunk.choices.unwrap_or_default();
     let has_output = choices.iter().any(|c| {
         let d = c.delta.as_ref();
-        let nonempty =
-            |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
+        let nonempty = |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
         nonempty(&c.text)
-            || d.is_some_and(|d| {
-                nonempty(&d.content) || nonempty(&d.reasoning_content) || d.tool_calls.is_some()
-            })
+            || d.is_some_and(|d| nonempty(&d.content) || nonempty(&d.reasoning_content) || d.tool_calls.is_some())
     });
-    Ok(ChunkSummary {
-        has_output,
-        empty_choices: choices.is_empty(),
-        usage: chunk.usage.map(WireUsage::into_usage),
-    })
+    Ok(ChunkSummary { has_output, empty_choices: choices.is_empty(), usage: chunk.usage.map(WireUsage::into_usage) })
 }
 
 #[cfg(test)]
@@ -146,14 +130,7 @@ mod tests {
     fn reads_usage_and_zero_stays_zero() {
         let b = br#"{"choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":3,"completion_tokens":0,"prompt_tokens_details":{"cached_tokens":2}}}"#;
         let s = summarize_body(b, false).unwrap();
-        assert_eq!(
-            s.usage,
-            Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 0,
-                cached_tokens: 2
-            })
-        );
+        assert_eq!(s.usage, Some(Usage { prompt_tokens: 3, completion_tokens: 0, cached_tokens: 2 }));
         assert_eq!(s.output_chars, 5);
         assert!(summarize_body(br#"{"id":"x"}"#, false).is_err());
         assert!(summarize_body(b"<html>", false).is_err());
@@ -164,9 +141,7 @@ mod tests {
     fn reads_chunks() {
         let c = summarize_chunk(br#"{"choices":[{"delta":{"content":"hi"}}]}"#).unwrap();
         assert!(c.has_output && !c.empty_choices && c.usage.is_none());
-        let u =
-            summarize_chunk(br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#)
-                .unwrap();
+        let u = summarize_chunk(br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#).unwrap();
         assert!(u.empty_choices && u.usage.is_some());
         assert!(summarize_chunk(b"not json").is_err());
     }

@@ -1,0 +1,54 @@
+//! `Settings` validation: every problem with its path.
+
+use switchyard::config::{RotationConfig, RotationEntryConfig, Settings, check};
+
+use crate::support::openai_provider;
+
+#[test]
+fn default_settings_are_valid() {
+    assert!(check(&Settings::default()).is_empty());
+    assert!(check(&Settings::test_default()).is_empty());
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let mut s = Settings::default();
+    s.providers.push(openai_provider("local", "http://127.0.0.1:1/v1", &["m"]));
+    s.providers.push(openai_provider("local", "ftp://x", &["m", "m"]));
+    s.providers.push(openai_provider("v1", "http://u:p@h/v1", &[]));
+    s.rotations.push(RotationConfig {
+        name: "coding".into(),
+        strategy: "weighted".into(),
+        entries: vec![
+            RotationEntryConfig { provider_id: "nope".into(), model: "m".into(), weight: 1.0, error_cooldown: None },
+            RotationEntryConfig { provider_id: "local".into(), model: "m".into(), weight: 0.0, error_cooldown: None },
+        ],
+        privacy: false,
+        capabilities: vec![],
+        default_max_request_tokens: None,
+        max_attempts: None,
+        mode: None,
+        max_queue: None,
+        latency_threshold_ms: None,
+        daily_cloud_budget_usd: None,
+        sensitive_keywords: vec![],
+        primary: vec![],
+        secondary: vec![],
+    });
+    s.server.max_body_bytes = 0;
+    let problems = check(&s);
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "server.max_body_bytes",
+        "providers[1].id",
+        "providers[1].endpoint",
+        "providers[1].models[1].name",
+        "providers[2].id",
+        "providers[2].endpoint",
+        "providers[2].models",
+        "rotations[0].entries[0].provider_id",
+        "rotations[0].entries[1].weight",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {problems:#?}");
+    }
+}

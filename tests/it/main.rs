@@ -1,0 +1,24 @@
+//! The one integration-test binary (one link step matters on a 2-core machine). Services come
+//! from `tests/run.sh`, which exports their URLs; tests that need one fail loudly without it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::allow_attributes,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test code"
+)]
+
+mod auth;
+mod chat;
+mod cli;
+mod config;
+mod errors;
+mod layering;
+mod secrets;
+mod shared;
+mod shutdown;
+mod store;
+mod support;
+mod upstream_faults;

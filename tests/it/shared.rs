@@ -1,0 +1,150 @@
+//! One contract for both shared-state implementations: in-process and Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::shared::{MemoryShared, RedisShared, SharedState};
+use switchyard::types::now_ms;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{service_url, unique};
+
+async fn redis() -> Arc<dyn SharedState> {
+    let url = service_url("SWITCHYARD_TEST_REDIS_URL");
+    Arc::new(RedisShared::connect(&url, &format!("{}:", unique("t")), 4).await.expect("redis"))
+}
+
+async fn contract(s: Arc<dyn SharedState>) {
+    s.ping().await.unwrap();
+
+    // Windows: check-and-add, refused amounts are not counted.
+    let w = s.window_add("rpm:a", 60_000, 1, Some(3)).await.unwrap();
+    assert!(w.allowed && w.count == 1 && w.reset_ms <= 60_000);
+    assert!(s.window_add("rpm:a", 60_000, 2, Some(3)).await.unwrap().allowed);
+    let refused = s.window_add("rpm:a", 60_000, 1, Some(3)).await.unwrap();
+    assert!(!refused.allowed && refused.count == 3);
+    assert_eq!(s.window_add("rpm:a", 60_000, 0, None).await.unwrap().count, 3);
+    assert!(s.window_add("rpm:a", 60_000, 10, None).await.unwrap().allowed);
+    assert!(!s.window_add("rpm:b", 60_000, 1, Some(0)).await.unwrap().allowed, "limit 0 allows nothing");
+    // A short window resets.
+    assert!(s.window_add("rps", 200, 1, Some(1)).await.unwrap().allowed);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(s.window_add("rps", 200, 1, Some(1)).await.unwrap().allowed);
+
+    // Concurrent window adds never over-admit.
+    let mut handles = Vec::new();
+    for _ in 0..40 {
+        let s = Arc::clone(&s);
+        handles.push(tokio::spawn(async move { s.window_add("race", 60_000, 1, Some(25)).await.unwrap().allowed }));
+    }
+    let mut admitted = 0;
+    for h in handles {
+        admitted += usize::from(h.await.unwrap());
+    }
+    assert_eq!(admitted, 25);
+
+    // Slots: limit, renewal by the same holder, release, lease expiry.
+    assert!(s.slot_acquire("conc", "r1", 2, 10_000).await.unwrap());
+    assert!(s.slot_acquire("conc", "r2", 2, 10_000).await.unwrap());
+    assert!(!s.slot_acquire("conc", "r3", 2, 10_000).await.unwrap());
+    assert!(s.slot_acquire("conc", "r1", 2, 10_000).await.unwrap(), "a holder renews its own slot");
+    assert_eq!(s.slot_count("conc").await.unwrap(), 2);
+    s.slot_release("conc", "r1").await.unwrap();
+    assert!(s.slot_acquire("conc", "r3", 2, 10_000).await.unwrap());
+    assert!(s.slot_acquire("lease", "x", 1, 150).await.unwrap());
+    assert!(!s.slot_acquire("lease", "y", 1, 150).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.slot_acquire("lease", "y", 1, 150).await.unwrap(), "an expired lease frees its slot");
+    assert!(!s.slot_acquire("zero", "x", 0, 1000).await.unwrap());
+
+    // Cooldowns only grow.
+    let now = now_ms();
+    assert_eq!(s.cooldown_until("p1").await.unwrap(), None);
+    assert_eq!(s.cooldown_extend("p1", now + 5_000).await.unwrap(), now + 5_000);
+    assert_eq!(s.cooldown_extend("p1", now + 1_000).await.unwrap(), now + 5_000, "a shorter deadline never shortens");
+    assert_eq!(s.cooldown_until("p1").await.unwrap(), Some(now + 5_000));
+    assert_eq!(s.cooldown_extend("p1", now + 9_000).await.unwrap(), now + 9_000);
+    s.cooldown_extend("p2", now_ms() + 150).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.cooldown_until("p2").await.unwrap(), None, "a passed deadline is gone");
+
+    // Key/value with TTL.
+    s.kv_set("sess", b"v1", 10_000).await.unwrap();
+    assert_eq!(s.kv_get("sess").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    s.kv_set("sess", b"v2", 10_000).await.unwrap();
+    assert_eq!(s.kv_get("sess").await.unwrap().as_deref(), Some(&b"v2"[..]));
+    assert!(s.kv_delete("sess").await.unwrap());
+    assert!(!s.kv_delete("sess").await.unwrap());
+    assert_eq!(s.kv_get("sess").await.unwrap(), None);
+    s.kv_set("short", b"x", 100).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(s.kv_get("short").await.unwrap(), None);
+
+    // Announcements reach subscribers, and versions never go back.
+    let cancel = CancellationToken::new();
+    let runner = {
+        let s = Arc::clone(&s);
+        let c = cancel.clone();
+        tokio::spawn(async move { s.run(c).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut rx = s.catalog_versions();
+    s.publish_catalog_version(7).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while *rx.borrow_and_update() < 7 {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("announcement not received");
+    s.publish_catalog_version(3).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*s.catalog_versions().borrow(), 7);
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), runner).await.expect("run() stops on cancel").unwrap();
+}
+
+#[tokio::test]
+async fn memory_implementation_meets_the_contract() {
+    contract(Arc::new(MemoryShared::new())).await;
+}
+
+#[tokio::test]
+async fn redis_implementation_meets_the_contract() {
+    contract(redis().await).await;
+}
+
+#[tokio::test]
+async fn redis_announcements_cross_instances() {
+    let url = service_url("SWITCHYARD_TEST_REDIS_URL");
+    let prefix = format!("{}:", unique("x"));
+    let a: Arc<dyn SharedState> = Arc::new(RedisShared::connect(&url, &prefix, 2).await.unwrap());
+    let b: Arc<dyn SharedState> = Arc::new(RedisShared::connect(&url, &prefix, 2).await.unwrap());
+    let cancel = CancellationToken::new();
+    let runner = {
+        let b = Arc::clone(&b);
+        let c = cancel.clone();
+        tokio::spawn(async move { b.run(c).await })
+    };
+    let mut rx = b.catalog_versions();
+    // The subscriber may connect after this; it then catches up from the stored version.
+    a.publish_catalog_version(42).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while *rx.borrow_and_update() < 42 {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("node B never heard of version 42");
+    // Windows and slots are shared between instances.
+    assert!(a.window_add("shared", 60_000, 1, Some(1)).await.unwrap().allowed);
+    assert!(!b.window_add("shared", 60_000, 1, Some(1)).await.unwrap().allowed);
+    cancel.cancel();
+    runner.await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_down_is_an_error_not_a_hang() {
+    let r = RedisShared::connect("redis://127.0.0.1:1/0", "t:", 1).await;
+    assert!(r.is_err());
+}

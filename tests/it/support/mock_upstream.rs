@@ -1,0 +1,272 @@
+//! A scriptable mock of an OpenAI-compatible upstream, on 127.0.0.1 and a random port.
+//!
+//! It speaks the real wire format (JSON and SSE with usage) and can be told, for the next K
+//! calls, to answer with a status, delay its headers, stream N chunks at an interval, cut the
+//! connection after N chunks, stall after N chunks, send a broken body, or omit usage. It records
+//! every request it receives. The benchmark includes this file too.
+#![allow(dead_code, clippy::allow_attributes, reason = "shared between the test binary and the benchmark")]
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// What a broken body looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadBody {
+    Html,
+    Text,
+    Truncated,
+    WrongShape,
+    Empty,
+    WrongContentType,
+    SseInvalidJson,
+}
+
+/// Behaviour for the next `times` calls.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub times: usize,
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub delay_headers_ms: u64,
+    pub chunks: usize,
+    pub chunk_interval_ms: u64,
+    pub cut_after: Option<usize>,
+    pub hang_after: Option<usize>,
+    pub bad_body: Option<BadBody>,
+    pub omit_usage: bool,
+    pub error_body: Option<String>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            times: 1,
+            status: 200,
+            retry_after: None,
+            delay_headers_ms: 0,
+            chunks: 5,
+            chunk_interval_ms: 0,
+            cut_after: None,
+            hang_after: None,
+            bad_body: None,
+            omit_usage: false,
+            error_body: None,
+        }
+    }
+}
+
+/// One request the mock received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    plans: VecDeque<Plan>,
+    received: Vec<Received>,
+    record: bool,
+}
+
+/// A running mock upstream.
+pub struct MockUpstream {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    handle: ServerHandle,
+}
+
+impl MockUpstream {
+    /// Starts on a random loopback port with `workers` workers.
+    pub fn start(workers: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind mock upstream");
+        let port = listener.local_addr().expect("mock addr").port();
+        let state = Arc::new(Mutex::new(State { record: true, ..State::default() }));
+        let data = web::Data::from(Arc::clone(&state));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .route("/v1/chat/completions", web::post().to(answer))
+                .route("/v1/completions", web::post().to(answer))
+                .route("/v1/embeddings", web::post().to(answer))
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)
+        .expect("listen mock upstream")
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { port, state, handle }
+    }
+
+    /// The base URL a provider `endpoint` should use.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// Queues a plan.
+    pub fn plan(&self, plan: Plan) {
+        self.state.lock().expect("mock state").plans.push_back(plan);
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().expect("mock state").received.clone()
+    }
+
+    /// How many requests were received.
+    pub fn calls(&self) -> usize {
+        self.state.lock().expect("mock state").received.len()
+    }
+
+    /// Stops recording requests (for load tests).
+    pub fn stop_recording(&self) {
+        self.state.lock().expect("mock state").record = false;
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+fn next_plan(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> Plan {
+    let mut s = state.lock().expect("mock state");
+    if s.record {
+        s.received.push(Received {
+            path: req.path().to_owned(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body: body.to_vec(),
+        });
+    }
+    let Some(front) = s.plans.front_mut() else { return Plan::default() };
+    let plan = front.clone();
+    front.times = front.times.saturating_sub(1);
+    if front.times == 0 {
+        s.plans.pop_front();
+    }
+    plan
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -> HttpResponse {
+    let plan = next_plan(&state, &req, &body);
+    if plan.delay_headers_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(plan.delay_headers_ms)).await;
+    }
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = parsed.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned();
+    if plan.status != 200 {
+        let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(plan.status).expect("status"));
+        if let Some(r) = plan.retry_after {
+            res.insert_header(("retry-after", r.to_string()));
+        }
+        return match plan.bad_body {
+            Some(BadBody::Html) => res
+                .content_type("text/html")
+                .body("<html><body><h1>502 Bad Gateway</h1>upstream at http://10.1.2.3/internal</body></html>"),
+            Some(BadBody::Text) => res.content_type("text/plain").body("internal error at http://10.1.2.3/"),
+            _ => res.content_type("application/json").body(
+                plan.error_body
+                    .clone()
+                    .unwrap_or_else(|| include_str!("../../fixtures/openai/error_500.json").to_owned()),
+            ),
+        };
+    }
+    match plan.bad_body {
+        Some(BadBody::Html) => return HttpResponse::Ok().content_type("text/html").body("<html>oops</html>"),
+        Some(BadBody::Text) => return HttpResponse::Ok().content_type("text/plain").body("plain text"),
+        Some(BadBody::Truncated) => {
+            return HttpResponse::Ok().content_type("application/json").body(r#"{"id":"x","choices":[{"mess"#);
+        }
+        Some(BadBody::WrongShape) => {
+            return HttpResponse::Ok().content_type("application/json").body(r#"{"id":"x","object":"chat.completion"}"#);
+        }
+        Some(BadBody::Empty) => return HttpResponse::Ok().content_type("application/json").body(""),
+        Some(BadBody::WrongContentType) => {
+            return HttpResponse::Ok().content_type("text/html").body("<p>not an event stream</p>");
+        }
+        _ => {}
+    }
+    if req.path().ends_with("/embeddings") {
+        return HttpResponse::Ok().json(json!({"object":"list","model":model,
+            "data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],
+            "usage":{"prompt_tokens":5,"total_tokens":5}}));
+    }
+    let stream = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        let text = include_str!("../../fixtures/openai/chat.json").replace("MODEL", &model);
+        let mut v: Value = serde_json::from_str(&text).expect("fixture");
+        if plan.omit_usage {
+            v.as_object_mut().expect("object").remove("usage");
+        }
+        return HttpResponse::Ok().content_type("application/json").body(v.to_string());
+    }
+    let include_usage = parsed.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let mut events: Vec<Bytes> = Vec::new();
+    if plan.bad_body == Some(BadBody::SseInvalidJson) {
+        events.push(Bytes::from_static(b"data: {not json\n\n"));
+    }
+    for i in 0..plan.chunks {
+        let delta = if i == 0 {
+            json!({"role":"assistant","content":format!("tok{i} ")})
+        } else {
+            json!({"content":format!("tok{i} ")})
+        };
+        events
+            .push(sse(&json!({"id":"chatcmpl-s","object":"chat.completion.chunk","created":1700000000,"model":model,
+            "choices":[{"index":0,"delta":delta,"finish_reason":null}]})));
+    }
+    events.push(sse(&json!({"id":"chatcmpl-s","object":"chat.completion.chunk","created":1700000000,"model":model,
+        "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})));
+    if include_usage && !plan.omit_usage {
+        events
+            .push(sse(&json!({"id":"chatcmpl-s","object":"chat.completion.chunk","created":1700000000,"model":model,
+            "choices":[],"usage":{"prompt_tokens":9,"completion_tokens":plan.chunks,"total_tokens":9 + plan.chunks}})));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    let interval = Duration::from_millis(plan.chunk_interval_ms);
+    let (cut, hang) = (plan.cut_after, plan.hang_after);
+    let body = futures_util::stream::unfold((events.into_iter(), 0usize), move |(mut it, n)| async move {
+        if cut == Some(n) {
+            return Some((Err(std::io::Error::other("cut by plan")), (it, n + 1)));
+        }
+        if cut.is_some_and(|c| n > c) {
+            return None;
+        }
+        if hang == Some(n) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if n > 0 && !interval.is_zero() {
+            tokio::time::sleep(interval).await;
+        }
+        it.next().map(|b| (Ok::<Bytes, std::io::Error>(b), (it, n + 1)))
+    });
+    HttpResponse::Ok().content_type("text/event-stream").insert_header(("cache-control", "no-cache")).streaming(body)
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with only Rust installed:
+# installs what is missing, starts throwaway PostgreSQL, MariaDB and Redis on loopback in a
+# temporary directory, runs fmt, clippy and every test, and stops everything, also on failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+WORK=$(mktemp -d /tmp/switchyard-tests.XXXXXX)
+chmod 755 "$WORK"
+PIDS_TO_STOP=()
+
+log() { printf '[run.sh] %s\n' "$*" >&2; }
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "${PGBIN:-}" ] && [ -d "$WORK/pg/data" ]; then
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1
+  fi
+  [ -f "$WORK/my/mysqld.pid" ] && kill "$(cat "$WORK/my/mysqld.pid")" 2>/dev/null
+  [ -f "$WORK/redis/redis.pid" ] && kill "$(cat "$WORK/redis/redis.pid")" 2>/dev/null
+  for p in "${PIDS_TO_STOP[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.5
+  rm -rf "$WORK"
+  log "services stopped (exit $rc)"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. Install what is missing.
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+MARIADBD=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# 2. PostgreSQL (initdb refuses root: run it as the postgres user).
+PGPORT=$(free_port)
+mkdir -p "$WORK/pg" && chown postgres:postgres "$WORK/pg"
+runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth=trust -E UTF8 --no-sync >"$WORK/pg-init.log" 2>&1
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
+  -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
+log "postgres on 127.0.0.1:$PGPORT"
+
+# 3. MariaDB.
+MYPORT=$(free_port)
+mkdir -p "$WORK/my" && chown mysql:mysql "$WORK/my"
+mariadb-install-db --no-defaults --user=mysql --datadir="$WORK/my/data" --auth-root-authentication-method=normal \
+  --skip-test-db >"$WORK/my-install.log" 2>&1
+runuser -u mysql -- "$MARIADBD" --no-defaults --datadir="$WORK/my/data" --socket="$WORK/my/mysqld.sock" --port="$MYPORT" \
+  --bind-address=127.0.0.1 --pid-file="$WORK/my/mysqld.pid" --log-error="$WORK/my/err.log" \
+  --innodb-flush-log-at-trx-commit=0 --skip-log-bin --max-connections=300 >/dev/null 2>&1 &
+for _ in $(seq 150); do mariadb-admin --no-defaults -S "$WORK/my/mysqld.sock" -uroot ping >/dev/null 2>&1 && break; sleep 0.2; done
+mariadb --no-defaults -S "$WORK/my/mysqld.sock" -uroot -e \
+  "CREATE DATABASE sy; CREATE USER 'sy'@'%' IDENTIFIED BY 'sy'; GRANT ALL ON *.* TO 'sy'@'%';"
+log "mariadb on 127.0.0.1:$MYPORT"
+
+# 4. Redis (persistence off: a restart starts empty).
+RPORT=$(free_port)
+mkdir -p "$WORK/redis"
+redis-server --port "$RPORT" --bind 127.0.0.1 --daemonize yes --dir "$WORK/redis" --pidfile "$WORK/redis/redis.pid" \
+  --logfile "$WORK/redis/redis.log" --save "" --appendonly no
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+log "redis on 127.0.0.1:$RPORT"
+
+export SWITCHYARD_TEST_PG_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
+export SWITCHYARD_TEST_MYSQL_URL="mysql://sy:sy@127.0.0.1:$MYPORT/sy"
+export SWITCHYARD_TEST_REDIS_URL="redis://127.0.0.1:$RPORT/0"
+export SWITCHYARD_TEST_PROVIDER_KEY="sk-test-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+export RUST_BACKTRACE=1
+export CARGO_TERM_COLOR=never
+
+# 5. Checks and tests.
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "cargo test"
+cargo test --workspace --all-targets -- --test-threads=4

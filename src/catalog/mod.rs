@@ -238,10 +238,8 @@ impl Catalog {
                     Err(e) => { tracing::warn!(error = %e, "Cannot read the catalog version."); false }
                 },
             };
-            if stale {
-                if let Err(e) = self.reload().await {
-                    tracing::warn!(error = %e, "Catalog reload failed; serving the previous one.");
-                }
+            if stale && let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "Catalog reload failed; serving the previous one.");
             }
         }
     }

@@ -52,10 +52,10 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     if s.database.max_connections == 0 {
         p("database.max_connections".into(), "must be greater than 0".into());
     }
-    if let Some(url) = &s.redis.url {
-        if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
-            p("redis.url".into(), "must start with redis:// or rediss://".into());
-        }
+    if let Some(url) = &s.redis.url
+        && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+    {
+        p("redis.url".into(), "must start with redis:// or rediss://".into());
     }
     for (name, v) in [
         ("connect_timeout_ms", s.upstream.connect_timeout_ms),
@@ -74,10 +74,10 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     if !matches!(s.log.format.as_str(), "text" | "json") {
         p("log.format".into(), "must be `text` or `json`".into());
     }
-    if let Some(t) = &s.bootstrap.admin_token {
-        if !crate::types::is_well_formed_token(t.expose()) {
-            p("bootstrap.admin_token".into(), "must be `sy-` followed by at least 43 URL-safe characters".into());
-        }
+    if let Some(t) = &s.bootstrap.admin_token
+        && !crate::types::is_well_formed_token(t.expose())
+    {
+        p("bootstrap.admin_token".into(), "must be `sy-` followed by at least 43 URL-safe characters".into());
     }
     if !crate::types::is_valid_username(&s.bootstrap.admin_username) {
         p("bootstrap.admin_username".into(), "is not a valid username".into());
@@ -108,10 +108,10 @@ pub fn check(s: &Settings) -> Vec<Problem> {
                 }
             }
         }
-        if let Some(key) = &pr.api_key {
-            if let Err(m) = resolve_env_ref(key.expose()) {
-                p(format!("{at}.api_key"), m);
-            }
+        if let Some(key) = &pr.api_key
+            && let Err(m) = resolve_env_ref(key.expose())
+        {
+            p(format!("{at}.api_key"), m);
         }
         if pr.max_concurrency == Some(0) {
             p(format!("{at}.max_concurrency"), "must be greater than 0".into());
@@ -130,10 +130,10 @@ pub fn check(s: &Settings) -> Vec<Problem> {
             if !names.insert(m.name.as_str()) {
                 p(format!("{at}.models[{j}].name"), format!("duplicate model `{}`", m.name));
             }
-            if let (Some(ctx), Some(max)) = (m.context_size.or(pr.default_context_size), m.max_request_tokens) {
-                if max > ctx {
-                    p(format!("{at}.models[{j}].max_request_tokens"), "is larger than the context size".into());
-                }
+            if let (Some(ctx), Some(max)) = (m.context_size.or(pr.default_context_size), m.max_request_tokens)
+                && max > ctx
+            {
+                p(format!("{at}.models[{j}].max_request_tokens"), "is larger than the context size".into());
             }
         }
         for (model, cost) in &pr.cost {
@@ -251,10 +251,10 @@ pub fn check(s: &Settings) -> Vec<Problem> {
                 format!("`{other}` is not one of rules, embedding, llm"),
             )),
         }
-        if let Some(f) = &a.fallback {
-            if !route_exists(f) {
-                out.push(Problem::new(format!("{at}.fallback"), format!("unknown route `{f}`")));
-            }
+        if let Some(f) = &a.fallback
+            && !route_exists(f)
+        {
+            out.push(Problem::new(format!("{at}.fallback"), format!("unknown route `{f}`")));
         }
         if a.available_models.is_empty() {
             out.push(Problem::new(format!("{at}.available_models"), "lists no candidate"));
@@ -285,10 +285,10 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         {
             out.push(Problem::new(at.clone(), "prices must not be negative"));
         }
-        if let Some(provider) = &pr.provider {
-            if !models.contains_key(provider.as_str()) {
-                out.push(Problem::new(format!("{at}.provider"), format!("unknown provider `{provider}`")));
-            }
+        if let Some(provider) = &pr.provider
+            && !models.contains_key(provider.as_str())
+        {
+            out.push(Problem::new(format!("{at}.provider"), format!("unknown provider `{provider}`")));
         }
     }
     out

@@ -61,12 +61,11 @@ impl Control {
         if req.rpm.is_some_and(|v| v < 0) || req.tpm.is_some_and(|v| v < 0) {
             return Err(ControlError::Invalid("rpm and tpm must be 0 or more".into()));
         }
-        if let Some(routes) = &req.routes {
-            if routes.is_empty()
-                || routes.iter().any(|r| r.is_empty() || r.len() > 512 || r.chars().any(char::is_control))
-            {
-                return Err(ControlError::Invalid("routes must be non-empty globs such as `provider/local/*`".into()));
-            }
+        if let Some(routes) = &req.routes
+            && (routes.is_empty()
+                || routes.iter().any(|r| r.is_empty() || r.len() > 512 || r.chars().any(char::is_control)))
+        {
+            return Err(ControlError::Invalid("routes must be non-empty globs such as `provider/local/*`".into()));
         }
         let raw = match req.raw {
             Some(r) if is_well_formed_token(&r) => r,

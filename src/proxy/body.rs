@@ -20,10 +20,10 @@ pub async fn read(req: &HttpRequest, mut payload: Payload, limit: usize) -> Resu
     if mime != "application/json" {
         return Err(ApiError::new(Code::InvalidRequest, "The request needs `Content-Type: application/json`."));
     }
-    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
-        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Err(ApiError::new(Code::InvalidRequest, "Compressed request bodies are not accepted."));
-        }
+    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING)
+        && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(ApiError::new(Code::InvalidRequest, "Compressed request bodies are not accepted."));
     }
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
         match len.trim().parse::<usize>() {

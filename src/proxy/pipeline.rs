@@ -150,13 +150,13 @@ pub async fn run(
 }
 
 fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result<(), ApiError> {
-    if let Some(limit) = target.model.max_request_tokens {
-        if prompt > limit {
-            return Err(ApiError::invalid(
-                "messages",
-                format!("The request has about {prompt} prompt tokens; this route accepts at most {limit}."),
-            ));
-        }
+    if let Some(limit) = target.model.max_request_tokens
+        && prompt > limit
+    {
+        return Err(ApiError::invalid(
+            "messages",
+            format!("The request has about {prompt} prompt tokens; this route accepts at most {limit}."),
+        ));
     }
     if let Some(ctx) = target.model.context_size {
         if prompt > ctx {
@@ -165,13 +165,10 @@ fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result
                 format!("The request has about {prompt} prompt tokens; the model's context is {ctx}."),
             ));
         }
-        if let Some(max) = max_tokens {
-            if max > ctx {
-                return Err(ApiError::invalid(
-                    "max_tokens",
-                    format!("max_tokens is {max}; the model's context is {ctx}."),
-                ));
-            }
+        if let Some(max) = max_tokens
+            && max > ctx
+        {
+            return Err(ApiError::invalid("max_tokens", format!("max_tokens is {max}; the model's context is {ctx}.")));
         }
     }
     Ok(())
@@ -215,12 +212,12 @@ fn dispatch_mock(
             let mut out = Vec::with_capacity(events.len());
             for ev in events {
                 let data = ev.strip_prefix(b"data: ").unwrap_or(&ev);
-                if let Ok(s) = crate::upstream::usage::summarize_chunk(data.trim_ascii_end()) {
-                    if s.usage.is_some() {
-                        guard.progress.reported = s.usage;
-                        if !client_wants_usage && s.empty_choices {
-                            continue;
-                        }
+                if let Ok(s) = crate::upstream::usage::summarize_chunk(data.trim_ascii_end())
+                    && s.usage.is_some()
+                {
+                    guard.progress.reported = s.usage;
+                    if !client_wants_usage && s.empty_choices {
+                        continue;
                     }
                 }
                 out.push(Ok::<Bytes, std::convert::Infallible>(ev));

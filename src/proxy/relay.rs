@@ -135,7 +135,7 @@ impl Relay {
                 return;
             }
             match summarize_chunk(data) {
-                Err(()) => {
+                Err(_) => {
                     self.end_with_error(Code::UpstreamError, "The upstream sent an invalid event.", "invalid_response");
                     return;
                 }

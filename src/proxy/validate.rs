@@ -108,14 +108,14 @@ fn destinations(body: &Map<String, Value>) -> Result<(), ApiError> {
                 format!("The field '{k}' is not accepted: the gateway chooses the upstream."),
             ));
         }
-        if let Value::Object(inner) = v {
-            if let Some(bad) = inner.keys().find(|ik| DESTINATION_FIELDS.contains(&ik.as_str())) {
-                let param = format!("{k}.{bad}");
-                return Err(ApiError::invalid(
-                    param.as_str(),
-                    format!("The field '{param}' is not accepted: the gateway chooses the upstream."),
-                ));
-            }
+        if let Value::Object(inner) = v
+            && let Some(bad) = inner.keys().find(|ik| DESTINATION_FIELDS.contains(&ik.as_str()))
+        {
+            let param = format!("{k}.{bad}");
+            return Err(ApiError::invalid(
+                param.as_str(),
+                format!("The field '{param}' is not accepted: the gateway chooses the upstream."),
+            ));
         }
     }
     Ok(())

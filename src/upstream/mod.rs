@@ -33,7 +33,7 @@ impl FailureKind {
         match self {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
-            Self::Status(s) if s == 429 => "rate_limited",
+            Self::Status(429) => "rate_limited",
             Self::Status(s) if s >= 500 => "status_5xx",
             Self::Status(_) => "status_4xx",
             Self::Protocol => "protocol",

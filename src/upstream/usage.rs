@@ -109,9 +109,14 @@ struct Delta<'a> {
     tool_calls: Option<serde::de::IgnoredAny>,
 }
 
+/// A stream event whose data is not a JSON object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the event data is not a JSON object")]
+pub struct NotJson;
+
 /// Reads one `data:` payload of an OpenAI stream. `Err` when it is not a JSON object.
-pub fn summarize_chunk(data: &[u8]) -> Result<ChunkSummary, ()> {
-    let chunk: Chunk<'_> = serde_json::from_slice(data).map_err(|_| ())?;
+pub fn summarize_chunk(data: &[u8]) -> Result<ChunkSummary, NotJson> {
+    let chunk: Chunk<'_> = serde_json::from_slice(data).map_err(|_| NotJson)?;
     let choices = chunk.choices.unwrap_or_default();
     let has_output = choices.iter().any(|c| {
         let d = c.delta.as_ref();

@@ -29,7 +29,7 @@ async fn malformed_bodies_are_400_and_never_reach_the_upstream() {
     let mut bodies: Vec<Vec<u8>> = vec![
         b"".to_vec(),
         b"{".to_vec(),
-        ok[..ok.len() - 3].as_bytes().to_vec(),
+        ok.as_bytes()[..ok.len() - 3].to_vec(),
         format!("{ok} trailing").into_bytes(),
         format!("{ok}{ok}").into_bytes(),
         b"{'model':'qwen'}".to_vec(),

@@ -206,7 +206,9 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
             return HttpResponse::Ok().content_type("application/json").body(r#"{"id":"x","choices":[{"mess"#);
         }
         Some(BadBody::WrongShape) => {
-            return HttpResponse::Ok().content_type("application/json").body(r#"{"id":"x","object":"chat.completion"}"#);
+            return HttpResponse::Ok()
+                .content_type("application/json")
+                .body(r#"{"id":"x","object":"chat.completion"}"#);
         }
         Some(BadBody::Empty) => return HttpResponse::Ok().content_type("application/json").body(""),
         Some(BadBody::WrongContentType) => {

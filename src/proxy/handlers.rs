@@ -65,7 +65,9 @@ fn namespace(state: &ProxyState, caller: &Caller, username: &str) -> Result<Scop
     if !caller.0.may_act_for(username) {
         return Err(ApiError::new(Code::PermissionDenied, "This token may not act in that user's namespace."));
     }
-    if !is_valid_username(username) || state.catalog.snapshot().user(username).is_none() {
+    // A token proves its owner exists; an admin naming someone else needs the lookup.
+    let own = caller.0.username == username;
+    if !own && (!is_valid_username(username) || state.catalog.snapshot().user(username).is_none()) {
         return Err(ApiError::new(Code::NotFound, "No such user."));
     }
     Ok(Scope::User)

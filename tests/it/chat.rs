@@ -12,6 +12,8 @@ use crate::support::{TestApp, chat, get, openai_provider, post_json, send, servi
 async fn app_with(mock: &MockUpstream) -> TestApp {
     let base = mock.base();
     TestApp::spawn(|s| {
+        // A client that went away is noticed on the next write: keep writes frequent.
+        s.upstream.keepalive_interval_ms = 200;
         let mut p = openai_provider("local", &base, &["qwen", "shared-name"]);
         p.api_key = Some(Secret::new("$SWITCHYARD_TEST_PROVIDER_KEY"));
         s.providers.push(p);
@@ -208,6 +210,8 @@ async fn names_namespaces_and_listing() {
     let app = app_with(&mock).await;
     let alice = app.user_with_token("alice").await;
     let bob = app.user_with_token("bob").await;
+    // Users created through another connection reach the node's catalog by its poll (200 ms here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let r = post_json(&app.url("/v1/chat/completions"), &alice, &chat("solo", "hi")).await;
     assert_eq!(r.status, 200, "{}", r.text());

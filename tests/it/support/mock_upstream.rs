@@ -257,6 +257,8 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
     let (cut, hang) = (plan.cut_after, plan.hang_after);
     let body = futures_util::stream::unfold((events.into_iter(), 0usize), move |(mut it, n)| async move {
         if cut == Some(n) {
+            // Let the bytes before the cut leave first, or actix drops them with the connection.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             return Some((Err(std::io::Error::other("cut by plan")), (it, n + 1)));
         }
         if cut.is_some_and(|c| n > c) {

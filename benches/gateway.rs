@@ -1,1 +1,321 @@
-fn main() {}
+//! Load benchmark: direct-to-mock versus through-the-gateway, alternated in one run.
+//!
+//! Run with `cargo bench --bench gateway` (release profile). It starts the mock upstream in this
+//! process, the `switchyard` binary as a child process on loopback, and a keep-alive HTTP/1.1
+//! load client, then prints for both targets: the highest requests/s at 64 connections, p50 and
+//! p99 latency at a fixed 1,000 requests/s (non-streaming and streaming), the ratios, and the
+//! node's peak RSS. Environment: `BENCH_SECS` (default 5) per measurement.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::panic,
+    clippy::allow_attributes,
+    reason = "benchmark binary"
+)]
+
+#[path = "../tests/it/support/mock_upstream.rs"]
+mod mock_upstream;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const CONNECTIONS: usize = 64;
+const RATE: u64 = 1_000;
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    port: u16,
+    path: String,
+    auth: Option<String>,
+}
+
+fn request(t: &Target, stream: bool) -> Vec<u8> {
+    let body = format!(
+        r#"{{"model":"qwen","stream":{stream},"messages":[{{"role":"user","content":"Say hello in one short sentence."}}]}}"#
+    );
+    let auth = t.auth.as_ref().map(|a| format!("authorization: Bearer {a}\r\n")).unwrap_or_default();
+    format!(
+        "POST {} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
+        t.path,
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one HTTP/1.1 response (Content-Length or chunked); returns the status.
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    let mut tmp = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed"));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if let Some(len) =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        while buf.len() < head_end + len {
+            let n = s.read(&mut tmp).await?;
+            if n == 0 {
+                return Err(std::io::Error::other("closed"));
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        buf.drain(..head_end + len);
+    } else {
+        // Chunked: read until the terminating zero-size chunk.
+        let mut pos = head_end;
+        loop {
+            let line_end = loop {
+                if let Some(p) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+                    break pos + p;
+                }
+                let n = s.read(&mut tmp).await?;
+                if n == 0 {
+                    return Err(std::io::Error::other("closed"));
+                }
+                buf.extend_from_slice(&tmp[..n]);
+            };
+            let size = usize::from_str_radix(String::from_utf8_lossy(&buf[pos..line_end]).trim(), 16).unwrap_or(0);
+            let need = line_end + 2 + size + 2;
+            while buf.len() < need {
+                let n = s.read(&mut tmp).await?;
+                if n == 0 {
+                    return Err(std::io::Error::other("closed"));
+                }
+                buf.extend_from_slice(&tmp[..n]);
+            }
+            pos = need;
+            if size == 0 {
+                break;
+            }
+        }
+        buf.drain(..pos);
+    }
+    Ok(status)
+}
+
+struct Outcome {
+    ok: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+    elapsed: Duration,
+}
+
+/// Closed loop: every connection sends as fast as answers come back.
+async fn max_rate(t: &Target, secs: u64) -> Outcome {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let req = Arc::new(request(t, false));
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for _ in 0..CONNECTIONS {
+        let (stop, ok, errors, req, port) = (stop.clone(), ok.clone(), errors.clone(), req.clone(), t.port);
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                s.write_all(&req).await.unwrap();
+                match read_response(&mut s, &mut buf).await {
+                    Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Outcome {
+        ok: ok.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        latencies_us: vec![],
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Open loop at `RATE` requests/s spread over the connections; latency counts from the intended
+/// send time, so a stall is not hidden (no coordinated omission).
+async fn fixed_rate(t: &Target, secs: u64, stream: bool) -> Outcome {
+    let req = Arc::new(request(t, stream));
+    let per_conn = RATE as f64 / CONNECTIONS as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_conn);
+    let total_per_conn = (per_conn * secs as f64) as u64;
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let (req, port) = (req.clone(), t.port);
+        let offset = interval.mul_f64(c as f64 / CONNECTIONS as f64);
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = Vec::new();
+            let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(total_per_conn as usize));
+            for i in 0..total_per_conn {
+                let due = start + offset + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(due.into()).await;
+                s.write_all(&req).await.unwrap();
+                match read_response(&mut s, &mut buf).await {
+                    Ok(200) => ok += 1,
+                    _ => errors += 1,
+                }
+                lat.push(due.elapsed().as_micros() as u64);
+            }
+            (ok, errors, lat)
+        }));
+    }
+    let mut out = Outcome { ok: 0, errors: 0, latencies_us: Vec::new(), elapsed: Duration::ZERO };
+    for t in tasks {
+        let (ok, errors, lat) = t.await.unwrap();
+        out.ok += ok;
+        out.errors += errors;
+        out.latencies_us.extend(lat);
+    }
+    out.elapsed = start.elapsed();
+    out.latencies_us.sort_unstable();
+    out
+}
+
+fn pct(v: &[u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, String) {
+    let token = format!("sy-{}", "b3".repeat(24));
+    std::fs::write(
+        dir.path().join("bench.toml"),
+        format!(
+            "[server]\nport = 0\n[database]\nurl = \"sqlite://bench.db?mode=rwc\"\n[log]\nlevel = \"error\"\n\
+             [[providers]]\nid = \"local\"\ntype = \"openai\"\nendpoint = \"{mock_base}\"\nmodels = [{{ name = \"qwen\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(dir.path())
+        .args(["--config", "bench.toml", "serve"])
+        .env("SWITCHYARD__BOOTSTRAP__ADMIN_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start switchyard (build it with cargo bench, which builds the binary)");
+    let stdout = child.stdout.take().unwrap();
+    let mut port = 0;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(p) = line.strip_prefix("Switchyard listening on http://127.0.0.1:") {
+            port = p.trim().parse().unwrap();
+            break;
+        }
+    }
+    assert!(port != 0, "the gateway did not start");
+    (child, port, token)
+}
+
+fn main() {
+    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let dir = tempfile::tempdir().unwrap();
+    // The mock runs on its own actix system thread with one worker.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let mock = mock_upstream::MockUpstream::start(1);
+            mock.stop_recording();
+            tx.send((mock.port, mock.base())).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let (mock_port, mock_base) = rx.recv().unwrap();
+    let (mut child, gw_port, token) = start_gateway(&mock_base, &dir);
+    let direct = Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None };
+    let gateway = Target { name: "gateway", port: gw_port, path: "/v1/chat/completions".into(), auth: Some(token) };
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        // Warm up both paths.
+        max_rate(&direct, 1).await;
+        max_rate(&gateway, 1).await;
+
+        println!(
+            "Switchyard load benchmark: {CONNECTIONS} connections, {secs} s per measurement, targets alternated.\n"
+        );
+        let mut best = [0f64; 2];
+        for round in 0..2 {
+            for (i, t) in [&direct, &gateway].into_iter().enumerate() {
+                let o = max_rate(t, secs).await;
+                let rps = o.ok as f64 / o.elapsed.as_secs_f64();
+                println!("round {round} max throughput {:<8} {rps:>9.0} req/s  ({} errors)", t.name, o.errors);
+                best[i] = best[i].max(rps);
+            }
+        }
+        println!();
+        let mut table = Vec::new();
+        for stream in [false, true] {
+            let mut pair = Vec::new();
+            for t in [&direct, &gateway] {
+                let o = fixed_rate(t, secs, stream).await;
+                let (p50, p99) = (pct(&o.latencies_us, 0.50), pct(&o.latencies_us, 0.99));
+                println!(
+                    "{} at {RATE} req/s {:<8} p50 {p50:>7.3} ms  p99 {p99:>7.3} ms  ({} ok, {} errors)",
+                    if stream { "streaming    " } else { "non-streaming" },
+                    t.name,
+                    o.ok,
+                    o.errors
+                );
+                pair.push((p50, p99));
+            }
+            table.push((stream, pair));
+        }
+        println!("\nSummary");
+        println!(
+            "  max throughput: direct {:.0} req/s, gateway {:.0} req/s, gateway/direct = {:.2}",
+            best[0],
+            best[1],
+            best[1] / best[0]
+        );
+        for (stream, pair) in &table {
+            println!(
+                "  {} p50 added {:+.3} ms, p99 added {:+.3} ms (gateway p99 / direct p99 = {:.2})",
+                if *stream { "streaming:    " } else { "non-streaming:" },
+                pair[1].0 - pair[0].0,
+                pair[1].1 - pair[0].1,
+                pair[1].1 / pair[0].1
+            );
+        }
+        println!("  gateway peak RSS: {:.1} MB", peak_rss_kib(child.id()) as f64 / 1024.0);
+    });
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}

@@ -1,3 +1,58 @@
+//! # Switchyard: a clustered, multi-tenant LLM gateway
+//!
+//! ## Bird's-eye view
+//!
+//! A client sends an OpenAI-compatible request with a `sy-…` token. The node authenticates it
+//! against an in-memory catalog, validates the body, resolves `model` to a provider and model,
+//! opens a usage record, forwards the body (only `model` rewritten) to the upstream, and relays
+//! the answer byte for byte — streams event by event as they arrive — while reading token usage
+//! out of it. Every proxied request ends in exactly one usage record, written asynchronously in
+//! batches. Nodes are stateless: durable state is in the database (SQLite embedded, Postgres or
+//! MySQL in a cluster), shared volatile state behind one trait (in process, or Redis).
+//!
+//! ## Entry points
+//!
+//! - `main.rs` → [`cli::run`]: `serve`, `migrate`, `config check`, `user …`, `token …`.
+//! - [`server::Application::build`]: the composition root used by `serve`, the tests and the
+//!   benchmark.
+//! - [`proxy::configure`]: every data-plane route; [`ops::configure`]: `/health`, `/ready`, `/metrics`.
+//!
+//! ## Code map (layers: a module uses only lower layers, plus the arrows named)
+//!
+//! - L0 [`types`], [`error`]: ids, route names, usage; the one error type and its code table.
+//!   **Architecture Invariant:** every client-visible error is an [`error::ApiError`].
+//! - L1 [`config`]: `Settings`, layered loading, validation returning every problem.
+//! - L2 [`store`]: all SQL (sea-orm), migrations in the `migration` crate.
+//!   **Architecture Invariant:** no other module names `sea_orm`.
+//! - L2 [`shared`]: the `SharedState` trait, in-process and Redis implementations, Lua scripts.
+//!   **Architecture Invariant:** no other module names `redis`.
+//! - L2 [`upstream`]: awc transport, SSE framer, usage sniffing, the in-process `mock` provider.
+//!   **Architecture Invariant:** knows nothing of tenants, the store or shared state.
+//! - L2 [`telemetry`]: structured logs and the Prometheus registry.
+//! - L3 [`catalog`]: the swapped-whole snapshot of providers, users and token hashes, name
+//!   resolution, and the reload loop. **Architecture Invariant:** the request path never waits
+//!   on SQL except for a token hash it has never seen.
+//! - L3 [`accounting`] (◄ catalog): usage guards and the batching writer.
+//!   **Architecture Invariant:** a guard that is dropped unfinished still writes its record.
+//! - L3 [`control`] (◄ catalog): write-side rules for users and tokens, bootstrap; every change
+//!   bumps and announces the catalog version.
+//! - L4 [`proxy`]: the data plane. **Architecture Invariant:** never imports `control`.
+//! - L4 [`ops`]: health, readiness, metrics.
+//! - L5 [`server`], [`cli`]: composition and the command line.
+//!
+//! `tests/it/layering.rs` enforces the layers.
+//!
+//! ## Cross-cutting concerns
+//!
+//! - **Errors**: lower layers have their own error enums; the data plane maps them to
+//!   [`error::ApiError`]; upstream failures never echo upstream URLs, keys or more than 200
+//!   characters of upstream text.
+//! - **Secrets**: tokens are stored as SHA-256 and compared in constant time; provider keys come
+//!   from environment references; [`config::Secret`] never prints; logs never carry tokens, keys
+//!   or prompt text (tested at TRACE level).
+//! - **Testing**: one integration binary in `tests/it/` with apps on random loopback ports, a
+//!   scriptable mock upstream, and real Postgres, MariaDB and Redis started by `tests/run.sh`.
+
 pub mod accounting;
 pub mod catalog;
 pub mod cli;

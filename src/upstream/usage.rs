@@ -1,5 +1,7 @@
 //! Reading token usage out of OpenAI-shaped bodies and stream chunks, without re-serialising them.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use crate::types::Usage;
@@ -44,32 +46,54 @@ pub struct BodySummary {
 }
 
 #[derive(Deserialize)]
-struct Body {
-    #[serde(default)]
-    choices: Option<Vec<serde_json::Value>>,
+struct Body<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<BodyChoice<'a>>>,
     #[serde(default)]
     data: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     usage: Option<WireUsage>,
 }
 
+#[derive(Deserialize)]
+struct BodyChoice<'a> {
+    #[serde(default, borrow)]
+    message: Option<BodyMessage<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct BodyMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+}
+
+fn chars(s: Option<&Cow<'_, str>>) -> u64 {
+    s.map_or(0, |s| u64::try_from(s.chars().count()).unwrap_or(u64::MAX))
+}
+
 /// Validates a 2xx non-streaming body: a JSON object with `choices` (chat, completions) or `data`
 /// (embeddings). `Err` says what is wrong, for a 502.
 pub fn summarize_body(body: &[u8], embeddings: bool) -> Result<BodySummary, &'static str> {
-    let parsed: Body =
+    let parsed: Body<'_> =
         serde_json::from_slice(body).map_err(|_| "the upstream answered with a body that is not valid JSON")?;
     let output_chars = match (&parsed.choices, embeddings) {
         (_, true) if parsed.data.is_some() => 0,
-        (Some(choices), false) => choices.iter().map(choice_chars).sum(),
+        (Some(choices), false) => choices
+            .iter()
+            .map(|c| {
+                let m = c.message.as_ref();
+                chars(c.text.as_ref())
+                    + chars(m.and_then(|m| m.content.as_ref()))
+                    + chars(m.and_then(|m| m.reasoning_content.as_ref()))
+            })
+            .sum(),
         _ => return Err("the upstream answered with JSON of an unexpected shape"),
     };
     Ok(BodySummary { usage: parsed.usage.map(WireUsage::into_usage), output_chars })
-}
-
-fn choice_chars(c: &serde_json::Value) -> u64 {
-    let len = |v: Option<&serde_json::Value>| v.and_then(|s| s.as_str()).map_or(0, |s| s.chars().count());
-    let n = len(c.pointer("/message/content")) + len(c.get("text")) + len(c.pointer("/message/reasoning_content"));
-    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// What one streamed chunk says.

@@ -52,13 +52,12 @@ fn request(t: &Target, stream: bool) -> Vec<u8> {
 }
 
 /// Reads one HTTP/1.1 response (Content-Length or chunked); returns the status.
-async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
-    let mut tmp = [0u8; 16 * 1024];
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, tmp: &mut [u8]) -> std::io::Result<u16> {
     let head_end = loop {
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break p + 4;
         }
-        let n = s.read(&mut tmp).await?;
+        let n = s.read(tmp).await?;
         if n == 0 {
             return Err(std::io::Error::other("closed"));
         }
@@ -70,7 +69,7 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<
         head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok())
     {
         while buf.len() < head_end + len {
-            let n = s.read(&mut tmp).await?;
+            let n = s.read(tmp).await?;
             if n == 0 {
                 return Err(std::io::Error::other("closed"));
             }
@@ -85,7 +84,7 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<
                 if let Some(p) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
                     break pos + p;
                 }
-                let n = s.read(&mut tmp).await?;
+                let n = s.read(tmp).await?;
                 if n == 0 {
                     return Err(std::io::Error::other("closed"));
                 }
@@ -94,7 +93,7 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<
             let size = usize::from_str_radix(String::from_utf8_lossy(&buf[pos..line_end]).trim(), 16).unwrap_or(0);
             let need = line_end + 2 + size + 2;
             while buf.len() < need {
-                let n = s.read(&mut tmp).await?;
+                let n = s.read(tmp).await?;
                 if n == 0 {
                     return Err(std::io::Error::other("closed"));
                 }
@@ -129,13 +128,23 @@ async fn max_rate(t: &Target, secs: u64) -> Outcome {
         tasks.push(tokio::task::spawn_local(async move {
             let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             s.set_nodelay(true).unwrap();
-            let mut buf = Vec::new();
+            let (mut buf, mut tmp) = (Vec::new(), vec![0u8; 16 * 1024]);
             while !stop.load(Ordering::Relaxed) {
-                s.write_all(&req).await.unwrap();
-                match read_response(&mut s, &mut buf).await {
-                    Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => errors.fetch_add(1, Ordering::Relaxed),
-                };
+                let sent = s.write_all(&req).await;
+                match (sent, read_response(&mut s, &mut buf, &mut tmp).await) {
+                    (Ok(()), Ok(200)) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (Ok(()), Ok(_)) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The server closed the connection (nginx does after keepalive_requests): reconnect.
+                    _ => {
+                        buf.clear();
+                        s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                        s.set_nodelay(true).unwrap();
+                    }
+                }
             }
         }));
     }
@@ -167,15 +176,22 @@ async fn fixed_rate(t: &Target, secs: u64, stream: bool) -> Outcome {
         tasks.push(tokio::task::spawn_local(async move {
             let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             s.set_nodelay(true).unwrap();
-            let mut buf = Vec::new();
+            let (mut buf, mut tmp) = (Vec::new(), vec![0u8; 16 * 1024]);
             let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(total_per_conn as usize));
             for i in 0..total_per_conn {
                 let due = start + offset + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(due.into()).await;
-                s.write_all(&req).await.unwrap();
-                match read_response(&mut s, &mut buf).await {
-                    Ok(200) => ok += 1,
-                    _ => errors += 1,
+                let sent = s.write_all(&req).await;
+                match (sent, read_response(&mut s, &mut buf, &mut tmp).await) {
+                    (Ok(()), Ok(200)) => ok += 1,
+                    (Ok(()), Ok(_)) => errors += 1,
+                    _ => {
+                        // Closed by the server: count it, reconnect, go on.
+                        errors += 1;
+                        buf.clear();
+                        s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                        s.set_nodelay(true).unwrap();
+                    }
                 }
                 lat.push(due.elapsed().as_micros() as u64);
             }
@@ -243,6 +259,45 @@ fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, Strin
     (child, port, token)
 }
 
+/// An nginx `proxy_pass` to the mock, as the floor of what any proxy costs on this machine.
+fn start_nginx(mock_port: u16, dir: &tempfile::TempDir) -> Option<(u16, Child)> {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let root = dir.path().join("nginx");
+    std::fs::create_dir_all(root.join("tmp")).ok()?;
+    std::fs::write(
+        root.join("nginx.conf"),
+        format!(
+            "daemon off; worker_processes 1; pid nginx.pid; error_log error.log error;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; client_body_temp_path tmp/body; proxy_temp_path tmp/proxy;\n\
+             fastcgi_temp_path tmp/f; uwsgi_temp_path tmp/u; scgi_temp_path tmp/s;\n\
+             upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 64; }}\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://mock; proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n"
+        ),
+    )
+    .ok()?;
+    let child = Command::new(nginx)
+        .args(["-p", &format!("{}/", root.display()), "-c", "nginx.conf"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((port, child));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let dir = tempfile::tempdir().unwrap();
@@ -258,22 +313,26 @@ fn main() {
     });
     let (mock_port, mock_base) = rx.recv().unwrap();
     let (mut child, gw_port, token) = start_gateway(&mock_base, &dir);
-    let direct = Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None };
-    let gateway = Target { name: "gateway", port: gw_port, path: "/v1/chat/completions".into(), auth: Some(token) };
+    let nginx = start_nginx(mock_port, &dir);
+    let mut targets = vec![
+        Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None },
+        Target { name: "gateway", port: gw_port, path: "/v1/chat/completions".into(), auth: Some(token) },
+    ];
+    if let Some((port, _)) = &nginx {
+        targets.push(Target { name: "nginx", port: *port, path: "/v1/chat/completions".into(), auth: None });
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
-        // Warm up both paths.
-        max_rate(&direct, 1).await;
-        max_rate(&gateway, 1).await;
-
-        println!(
-            "Switchyard load benchmark: {CONNECTIONS} connections, {secs} s per measurement, targets alternated.\n"
-        );
-        let mut best = [0f64; 2];
+        for t in &targets {
+            max_rate(t, 1).await;
+        }
+        println!("Switchyard load benchmark: {CONNECTIONS} connections, {secs} s per measurement, targets alternated.");
+        println!("(nginx, when installed, is a plain proxy_pass to the same mock: the floor of what any proxy costs here.)\n");
+        let mut best = vec![0f64; targets.len()];
         for round in 0..2 {
-            for (i, t) in [&direct, &gateway].into_iter().enumerate() {
+            for (i, t) in targets.iter().enumerate() {
                 let o = max_rate(t, secs).await;
                 let rps = o.ok as f64 / o.elapsed.as_secs_f64();
                 println!("round {round} max throughput {:<8} {rps:>9.0} req/s  ({} errors)", t.name, o.errors);
@@ -281,41 +340,52 @@ fn main() {
             }
         }
         println!();
-        let mut table = Vec::new();
-        for stream in [false, true] {
-            let mut pair = Vec::new();
-            for t in [&direct, &gateway] {
-                let o = fixed_rate(t, secs, stream).await;
-                let (p50, p99) = (pct(&o.latencies_us, 0.50), pct(&o.latencies_us, 0.99));
-                println!(
-                    "{} at {RATE} req/s {:<8} p50 {p50:>7.3} ms  p99 {p99:>7.3} ms  ({} ok, {} errors)",
-                    if stream { "streaming    " } else { "non-streaming" },
-                    t.name,
-                    o.ok,
-                    o.errors
-                );
-                pair.push((p50, p99));
+        // Fixed rate: three alternated rounds, medians reported (this machine is shared and noisy).
+        let mut lat: Vec<[Vec<f64>; 4]> = targets.iter().map(|_| Default::default()).collect();
+        for round in 0..3 {
+            for (i, t) in targets.iter().enumerate() {
+                for (k, stream) in [false, true].into_iter().enumerate() {
+                    let o = fixed_rate(t, secs, stream).await;
+                    let (p50, p99) = (pct(&o.latencies_us, 0.50), pct(&o.latencies_us, 0.99));
+                    println!(
+                        "round {round} {} at {RATE} req/s {:<8} p50 {p50:>7.3} ms  p99 {p99:>7.3} ms  ({} ok, {} errors)",
+                        if stream { "streaming    " } else { "non-streaming" },
+                        t.name,
+                        o.ok,
+                        o.errors
+                    );
+                    lat[i][2 * k].push(p50);
+                    lat[i][2 * k + 1].push(p99);
+                }
             }
-            table.push((stream, pair));
         }
-        println!("\nSummary");
-        println!(
-            "  max throughput: direct {:.0} req/s, gateway {:.0} req/s, gateway/direct = {:.2}",
-            best[0],
-            best[1],
-            best[1] / best[0]
-        );
-        for (stream, pair) in &table {
+        let m: Vec<[f64; 4]> = lat.into_iter().map(|l| l.map(median)).collect();
+        println!("\nSummary (throughput: best of 2 rounds; latency: median of 3 rounds)");
+        for (i, t) in targets.iter().enumerate().skip(1) {
+            println!("  {:<8} max throughput {:>7.0} req/s = {:.2} x direct ({:.0} req/s)", t.name, best[i], best[i] / best[0], best[0]);
+        }
+        for (i, t) in targets.iter().enumerate().skip(1) {
             println!(
-                "  {} p50 added {:+.3} ms, p99 added {:+.3} ms (gateway p99 / direct p99 = {:.2})",
-                if *stream { "streaming:    " } else { "non-streaming:" },
-                pair[1].0 - pair[0].0,
-                pair[1].1 - pair[0].1,
-                pair[1].1 / pair[0].1
+                "  {:<8} added latency at {RATE} req/s: non-streaming p50 {:+.3} ms, p99 {:+.3} ms; streaming p50 {:+.3} ms, p99 {:+.3} ms",
+                t.name,
+                m[i][0] - m[0][0],
+                m[i][1] - m[0][1],
+                m[i][2] - m[0][2],
+                m[i][3] - m[0][3]
             );
         }
         println!("  gateway peak RSS: {:.1} MB", peak_rss_kib(child.id()) as f64 / 1024.0);
     });
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
+    if let Some((_, mut n)) = nginx {
+        if let Ok(log) = std::fs::read_to_string(dir.path().join("nginx/error.log")) {
+            let last: Vec<&str> = log.lines().rev().take(3).collect();
+            if !last.is_empty() {
+                println!("  nginx error log (last lines): {}", last.join(" | "));
+            }
+        }
+        let _ = n.kill();
+        let _ = n.wait();
+    }
 }

@@ -35,7 +35,7 @@ pub struct Limits {
 
 /// One relay in progress.
 pub struct Relay {
-    upstream: Response,
+    upstream: Option<Response>,
     framer: SseFramer,
     guard: Option<UsageGuard>,
     out: VecDeque<Bytes>,
@@ -62,7 +62,7 @@ impl Relay {
     ) -> Self {
         let now = tokio::time::Instant::now();
         Self {
-            upstream,
+            upstream: Some(upstream),
             framer: SseFramer::new(limits.max_line),
             guard: Some(guard),
             out: VecDeque::new(),
@@ -96,9 +96,13 @@ impl Relay {
     async fn step(&mut self) {
         let idle_at = (self.last_upstream + self.limits.idle).min(self.limits.deadline);
         let keepalive_at = self.last_sent + self.limits.keepalive;
+        let Some(upstream) = self.upstream.as_mut() else {
+            self.done = true;
+            return;
+        };
         tokio::select! {
             biased;
-            item = self.upstream.next() => match item {
+            item = upstream.next() => match item {
                 Some(Ok(chunk)) => {
                     self.last_upstream = tokio::time::Instant::now();
                     self.on_chunk(&chunk);
@@ -132,6 +136,12 @@ impl Relay {
             if data.as_slice().trim_ascii() == b"[DONE]" {
                 self.out.push_back(ev.raw);
                 self.finish(200, "ok");
+                // Read the upstream body to its end in the background, so its connection goes
+                // back to the pool instead of being closed (a new connection per stream costs a
+                // handshake on every request).
+                if let Some(up) = self.upstream.take() {
+                    actix_web::rt::spawn(drain(up));
+                }
                 return;
             }
             match summarize_chunk(data) {
@@ -174,4 +184,19 @@ impl Relay {
             g.finish(status, outcome);
         }
     }
+}
+
+/// Reads what is left of a finished upstream body (normally just the terminating chunk), for at
+/// most a second and 64 KiB, then drops it.
+async fn drain(mut upstream: Response) {
+    let mut left = 64 * 1024usize;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(chunk)) = upstream.next().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }

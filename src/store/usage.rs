@@ -97,20 +97,29 @@ fn active(r: &UsageRow) -> usage_records::ActiveModel {
     }
 }
 
+/// Chunk sizes of multi-row inserts. The SQL text of an insert depends on its row count, and
+/// the driver caches one prepared statement per text: a few fixed sizes keep that cache (and the
+/// node's memory) bounded whatever batch sizes the writer produces.
+const CHUNKS: [usize; 4] = [128, 32, 8, 1];
+
 /// Inserts records; a request id that is already stored is skipped, so replays are harmless.
 /// Returns how many rows were new.
 pub async fn insert_usage_batch(db: &impl ConnectionTrait, rows: &[UsageRow]) -> Result<u64, StoreError> {
-    if rows.is_empty() {
-        return Ok(0);
+    let mut inserted = 0;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = CHUNKS.iter().copied().find(|c| *c <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        let conflict = OnConflict::column(usage_records::Column::RequestId)
+            .do_nothing_on([usage_records::Column::RequestId])
+            .to_owned();
+        inserted += usage_records::Entity::insert_many(chunk.iter().map(active))
+            .on_conflict(conflict)
+            .exec_without_returning(db)
+            .await?;
+        rest = tail;
     }
-    let conflict = OnConflict::column(usage_records::Column::RequestId)
-        .do_nothing_on([usage_records::Column::RequestId])
-        .to_owned();
-    let n = usage_records::Entity::insert_many(rows.iter().map(active))
-        .on_conflict(conflict)
-        .exec_without_returning(db)
-        .await?;
-    Ok(n)
+    Ok(inserted)
 }
 
 /// The record of one request.

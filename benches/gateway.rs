@@ -6,6 +6,7 @@
 //! p99 latency at a fixed 1,000 requests/s (non-streaming and streaming), the ratios, and the
 //! node's peak RSS. Environment: `BENCH_SECS` (default 5) per measurement.
 #![allow(
+    clippy::as_conversions,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::print_stdout,

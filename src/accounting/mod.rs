@@ -83,6 +83,18 @@ impl Accounting {
 
     fn submit(&self, row: UsageRow) {
         self.metrics.in_flight.dec();
+        tracing::debug!(
+            request_id = %row.request_id,
+            route = %row.route,
+            provider = row.provider.as_deref().unwrap_or(""),
+            status = row.status,
+            outcome = %row.outcome,
+            latency_ms = row.latency_ms,
+            prompt_tokens = row.prompt_tokens,
+            completion_tokens = row.completion_tokens,
+            estimated = row.estimated,
+            "Request finished."
+        );
         let provider = row.provider.clone().unwrap_or_default();
         let model = row.model.clone().unwrap_or_default();
         self.metrics.requests.with_label_values(&[&row.route, &provider, &row.status.to_string()]).inc();
@@ -219,6 +231,7 @@ fn elapsed_ms(since: Instant) -> i64 {
 }
 
 /// USD for `usage` at `price` (per 1M tokens; cached input at its own price when set).
+#[expect(clippy::as_conversions, reason = "token counts stay far below 2^53, where u64 → f64 is exact")]
 pub fn cost_of(price: &CostConfig, usage: Usage) -> f64 {
     let per = |n: u64, p: f64| p * (n as f64) / 1_000_000.0;
     let cached = usage.cached_tokens.min(usage.prompt_tokens);

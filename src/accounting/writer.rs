@@ -24,38 +24,39 @@ pub async fn run_writer(
     let mut rx = queue.0;
     let mut batch: Vec<UsageRow> = Vec::with_capacity(batch_size);
     let mut backoff = Duration::from_millis(100);
-    loop {
-        let deadline = tokio::time::sleep(flush_interval);
-        tokio::pin!(deadline);
-        let mut cancelled = false;
-        while batch.len() < batch_size {
-            tokio::select! {
-                () = cancel.cancelled() => { cancelled = true; break; }
-                () = &mut deadline => break,
-                got = rx.recv() => match got {
-                    Some(r) => batch.push(r),
-                    None => { cancelled = true; break; }
-                },
-            }
+    let mut tick = tokio::time::interval(flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The writer wakes on its timer, never per record: producers only push into the queue, so a
+    // busy node pays no cross-thread wake-up per request. A short tick keeps each burst of
+    // inserts small, so writing never holds a core long enough to show in request latency.
+    'outer: loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
         }
-        if cancelled {
-            break;
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        match write(&store, &batch, &metrics).await {
-            Ok(()) => {
-                batch.clear();
-                backoff = Duration::from_millis(100);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, pending = batch.len(), "Usage batch not written; retrying.");
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+        loop {
+            while batch.len() < batch_size {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            if batch.is_empty() {
+                break;
+            }
+            match write(&store, &batch, &metrics).await {
+                Ok(()) => {
+                    batch.clear();
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, pending = batch.len(), "Usage batch not written; retrying.");
+                    tokio::select! {
+                        () = cancel.cancelled() => break 'outer,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }

@@ -159,7 +159,7 @@ pub struct UsageSettings {
 
 impl Default for UsageSettings {
     fn default() -> Self {
-        Self { batch_size: 500, flush_interval_ms: 200, queue_capacity: 50_000 }
+        Self { batch_size: 500, flush_interval_ms: 50, queue_capacity: 50_000 }
     }
 }
 

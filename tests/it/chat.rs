@@ -65,6 +65,18 @@ async fn mock_provider_serves_every_operation() {
     assert!(events.iter().all(|e| e == "[DONE]"
         || !serde_json::from_str::<serde_json::Value>(e).unwrap()["choices"].as_array().unwrap().is_empty()));
     assert_eq!(mock.calls(), 0);
+
+    // Prometheus metrics: requests by route and status, latency histograms, tokens, queue depth.
+    let m = crate::support::send("GET", &app.url("/metrics"), &[], "").await.text();
+    for needle in [
+        r#"switchyard_requests_total{provider="mock",route="provider/mock/mock-chat",status="200"}"#,
+        r#"switchyard_request_duration_seconds_bucket{route="mock-chat""#,
+        r#"switchyard_tokens_total{kind="completion",model="mock-chat",provider="mock"}"#,
+        "switchyard_usage_queue_depth",
+        "switchyard_requests_in_flight 0",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from /metrics:\n{m}");
+    }
     app.stop().await;
 }
 
@@ -227,6 +239,14 @@ async fn names_namespaces_and_listing() {
     for path in ["/api/user/chat/completions", "/api/u/alice/chat/completions", "/api/local/chat/completions"] {
         let r = post_json(&app.url(path), &alice, &chat(if path.contains("/local/") { "qwen" } else { "solo" }, "hi"))
             .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    for path in ["/api/user/completions", "/api/u/alice/completions"] {
+        let r = post_json(&app.url(path), &alice, &json!({"model": "mock-chat", "prompt": "hi"})).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    for path in ["/api/user/embeddings", "/api/u/alice/embeddings", "/v1/embeddings"] {
+        let r = post_json(&app.url(path), &alice, &json!({"model": "mock-embed", "input": "hi"})).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
     post_json(&app.url("/api/u/bob/chat/completions"), &alice, &chat("solo", "hi"))

@@ -27,37 +27,43 @@ async fn run(
     pipeline::run(&state, &client.0, request_id(&req), &caller, op, scope, &raw).await
 }
 
-/// `POST /v1/chat/completions` and `/api/user/chat/completions`.
-pub async fn chat(
-    req: HttpRequest,
-    body: web::Payload,
-    s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
-    caller: Caller,
-) -> Reply {
-    run(req, body, s, c, caller, Operation::Chat, Scope::Owner).await
+/// The operation codes of the generic handlers below (`Operation` cannot be a const parameter).
+pub const CHAT: u8 = 0;
+/// `…/completions`.
+pub const COMPLETIONS: u8 = 1;
+/// `…/embeddings`.
+pub const EMBEDDINGS: u8 = 2;
+
+fn operation(code: u8) -> Operation {
+    match code {
+        CHAT => Operation::Chat,
+        COMPLETIONS => Operation::Completions,
+        _ => Operation::Embeddings,
+    }
 }
 
-/// `POST /v1/completions`.
-pub async fn completions(
+/// `POST /v1/{op}` and `/api/user/{op}`: the token owner's namespace.
+pub async fn owner<const OP: u8>(
     req: HttpRequest,
     body: web::Payload,
     s: web::Data<ProxyState>,
     c: web::Data<UpstreamClient>,
     caller: Caller,
 ) -> Reply {
-    run(req, body, s, c, caller, Operation::Completions, Scope::Owner).await
+    run(req, body, s, c, caller, operation(OP), Scope::Owner).await
 }
 
-/// `POST /v1/embeddings`.
-pub async fn embeddings(
+/// `POST /api/u/{username}/{op}`: that user's namespace.
+pub async fn user<const OP: u8>(
     req: HttpRequest,
+    path: web::Path<String>,
     body: web::Payload,
     s: web::Data<ProxyState>,
     c: web::Data<UpstreamClient>,
     caller: Caller,
 ) -> Reply {
-    run(req, body, s, c, caller, Operation::Embeddings, Scope::Owner).await
+    let scope = namespace(&s, &caller, &path)?;
+    run(req, body, s, c, caller, operation(OP), scope).await
 }
 
 /// Checks that `caller` may act in `username`'s namespace.
@@ -71,45 +77,6 @@ fn namespace(state: &ProxyState, caller: &Caller, username: &str) -> Result<Scop
         return Err(ApiError::new(Code::NotFound, "No such user."));
     }
     Ok(Scope::User)
-}
-
-/// `POST /api/u/{username}/chat/completions`.
-pub async fn user_chat(
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Payload,
-    s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
-    caller: Caller,
-) -> Reply {
-    let scope = namespace(&s, &caller, &path)?;
-    run(req, body, s, c, caller, Operation::Chat, scope).await
-}
-
-/// `POST /api/u/{username}/completions`.
-pub async fn user_completions(
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Payload,
-    s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
-    caller: Caller,
-) -> Reply {
-    let scope = namespace(&s, &caller, &path)?;
-    run(req, body, s, c, caller, Operation::Completions, scope).await
-}
-
-/// `POST /api/u/{username}/embeddings`.
-pub async fn user_embeddings(
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Payload,
-    s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
-    caller: Caller,
-) -> Reply {
-    let scope = namespace(&s, &caller, &path)?;
-    run(req, body, s, c, caller, Operation::Embeddings, scope).await
 }
 
 /// `POST /api/{provider_id}/chat/completions`: one provider directly.

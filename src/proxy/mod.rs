@@ -45,18 +45,19 @@ pub struct UpstreamClient(pub awc::Client);
 
 /// Registers the data-plane routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat/completions", web::post().to(handlers::chat))
-        .route("/v1/completions", web::post().to(handlers::completions))
-        .route("/v1/embeddings", web::post().to(handlers::embeddings))
+    use handlers::{CHAT, COMPLETIONS, EMBEDDINGS, owner, user};
+    cfg.route("/v1/chat/completions", web::post().to(owner::<CHAT>))
+        .route("/v1/completions", web::post().to(owner::<COMPLETIONS>))
+        .route("/v1/embeddings", web::post().to(owner::<EMBEDDINGS>))
         .route("/v1/models", web::get().to(handlers::models))
         .route("/api/v1/models", web::get().to(handlers::models))
-        .route("/api/user/chat/completions", web::post().to(handlers::chat))
-        .route("/api/user/completions", web::post().to(handlers::completions))
-        .route("/api/user/embeddings", web::post().to(handlers::embeddings))
+        .route("/api/user/chat/completions", web::post().to(owner::<CHAT>))
+        .route("/api/user/completions", web::post().to(owner::<COMPLETIONS>))
+        .route("/api/user/embeddings", web::post().to(owner::<EMBEDDINGS>))
         .route("/api/user/models", web::get().to(handlers::models))
-        .route("/api/u/{username}/chat/completions", web::post().to(handlers::user_chat))
-        .route("/api/u/{username}/completions", web::post().to(handlers::user_completions))
-        .route("/api/u/{username}/embeddings", web::post().to(handlers::user_embeddings))
+        .route("/api/u/{username}/chat/completions", web::post().to(user::<CHAT>))
+        .route("/api/u/{username}/completions", web::post().to(user::<COMPLETIONS>))
+        .route("/api/u/{username}/embeddings", web::post().to(user::<EMBEDDINGS>))
         .route("/api/u/{username}/models", web::get().to(handlers::user_models))
         .route("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat));
 }

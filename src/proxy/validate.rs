@@ -129,6 +129,31 @@ fn text_chars(v: &Value) -> usize {
     }
 }
 
+/// Checks `prompt` (completions) or `input` (embeddings): a string, or a non-empty array of
+/// strings, token ids or token-id arrays. Returns the characters counted for estimation.
+fn text_inputs(body: &Map<String, Value>, key: &str) -> Result<usize, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Err(ApiError::missing(key)),
+        Some(Value::String(s)) => Ok(s.chars().count()),
+        Some(Value::Array(items)) if items.is_empty() => {
+            Err(ApiError::invalid(key, format!("Invalid '{key}': empty array.")))
+        }
+        Some(Value::Array(items)) => {
+            let mut chars = 0;
+            for (i, it) in items.iter().enumerate() {
+                chars += match it {
+                    Value::String(s) => s.chars().count(),
+                    Value::Number(_) => 4,
+                    Value::Array(a) if a.iter().all(Value::is_number) => a.len() * 4,
+                    other => return Err(wrong(&format!("{key}[{i}]"), "a string, token or token array", other)),
+                };
+            }
+            Ok(chars)
+        }
+        Some(v) => Err(wrong(key, "a string or an array", v)),
+    }
+}
+
 /// Validates a body for `op` and returns what the pipeline needs.
 pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiError> {
     let model = match body.get("model") {
@@ -232,23 +257,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
             boolean(body, "parallel_tool_calls")?;
         }
         Operation::Completions => {
-            match body.get("prompt") {
-                None | Some(Value::Null) => return Err(ApiError::missing("prompt")),
-                Some(Value::String(s)) => chars += s.chars().count(),
-                Some(Value::Array(items)) => {
-                    for (i, it) in items.iter().enumerate() {
-                        match it {
-                            Value::String(s) => chars += s.chars().count(),
-                            Value::Number(_) => chars += 4,
-                            Value::Array(a) if a.iter().all(Value::is_number) => chars += a.len() * 4,
-                            other => {
-                                return Err(wrong(&format!("prompt[{i}]"), "a string, token or token array", other));
-                            }
-                        }
-                    }
-                }
-                Some(v) => return Err(wrong("prompt", "a string or an array", v)),
-            }
+            chars += text_inputs(body, "prompt")?;
             integer(body, "n", 1, 128)?;
             integer(body, "best_of", 1, 20)?;
             number(body, "presence_penalty", -2.0, 2.0)?;
@@ -256,26 +265,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
             string(body, "suffix")?;
         }
         Operation::Embeddings => {
-            match body.get("input") {
-                None | Some(Value::Null) => return Err(ApiError::missing("input")),
-                Some(Value::String(s)) => chars += s.chars().count(),
-                Some(Value::Array(items)) if items.is_empty() => {
-                    return Err(ApiError::invalid("input", "Invalid 'input': empty array."));
-                }
-                Some(Value::Array(items)) => {
-                    for (i, it) in items.iter().enumerate() {
-                        match it {
-                            Value::String(s) => chars += s.chars().count(),
-                            Value::Number(_) => chars += 4,
-                            Value::Array(a) if a.iter().all(Value::is_number) => chars += a.len() * 4,
-                            other => {
-                                return Err(wrong(&format!("input[{i}]"), "a string, token or token array", other));
-                            }
-                        }
-                    }
-                }
-                Some(v) => return Err(wrong("input", "a string or an array", v)),
-            }
+            chars += text_inputs(body, "input")?;
             match body.get("encoding_format") {
                 None | Some(Value::Null) => {}
                 Some(Value::String(f)) if f == "float" || f == "base64" => {}

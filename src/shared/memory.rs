@@ -158,14 +158,7 @@ impl SharedState for MemoryShared {
     }
 
     async fn publish_catalog_version(&self, version: i64) -> Result<(), SharedError> {
-        self.version_tx.send_if_modified(|v| {
-            if version > *v {
-                *v = version;
-                true
-            } else {
-                false
-            }
-        });
+        crate::shared::raise_version(&self.version_tx, version);
         Ok(())
     }
 

@@ -93,6 +93,17 @@ pub trait SharedState: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), SharedError>;
 }
 
+/// Raises the announced catalog version to `version`, never lowering it.
+pub(crate) fn raise_version(tx: &watch::Sender<i64>, version: i64) {
+    tx.send_if_modified(|v| {
+        let newer = version > *v;
+        if newer {
+            *v = version;
+        }
+        newer
+    });
+}
+
 /// Builds the shared state the settings ask for.
 pub async fn connect(
     url: Option<&str>,

@@ -103,14 +103,7 @@ impl RedisShared {
     }
 
     fn bump(&self, version: i64) {
-        self.version_tx.send_if_modified(|v| {
-            if version > *v {
-                *v = version;
-                true
-            } else {
-                false
-            }
-        });
+        crate::shared::raise_version(&self.version_tx, version);
     }
 }
 

@@ -22,7 +22,7 @@ use crate::shared::SharedState;
 use crate::store::{self, Store, StoreError};
 use crate::types::{Locality, ProviderKind, Role};
 
-pub use resolve::Target;
+pub use resolve::{Candidate, Plan, Strategy, Target};
 pub use tokens::{AuthError, TokenEntry, hex, token_hash};
 
 /// One provider, ready to be called.
@@ -42,6 +42,8 @@ pub struct Provider {
     pub timeout: Option<Duration>,
     /// In-flight requests it accepts, cluster-wide.
     pub max_concurrency: Option<u32>,
+    /// Seconds an entry of this provider cools down after a failure, unless the entry says.
+    pub default_error_cooldown: u64,
     /// Models by name, in configuration order.
     pub models: Vec<ModelInfo>,
 }
@@ -86,7 +88,7 @@ pub struct Snapshot {
     pub version: i64,
     providers: Arc<HashMap<String, Arc<Provider>>>,
     provider_order: Arc<Vec<String>>,
-    rotations: Arc<Vec<String>>,
+    rotations: Arc<Vec<Rotation>>,
     autoselects: Arc<Vec<String>>,
     users: HashMap<String, Arc<UserEntry>>,
     users_by_id: HashMap<i64, Arc<UserEntry>>,
@@ -144,15 +146,17 @@ impl Catalog {
                 locality: p.locality,
                 timeout: p.timeout.map(Duration::from_secs),
                 max_concurrency: p.max_concurrency,
+                default_error_cooldown: p.default_error_cooldown,
                 models,
             };
             order.push(p.id.clone());
             providers.insert(p.id.clone(), Arc::new(provider));
         }
+        let rotations = settings.rotations.iter().map(|r| Rotation::build(r, &providers)).collect();
         let base = Snapshot {
             providers: Arc::new(providers),
             provider_order: Arc::new(order),
-            rotations: Arc::new(settings.rotations.iter().map(|r| r.name.clone()).collect()),
+            rotations: Arc::new(rotations),
             autoselects: Arc::new(settings.autoselects.iter().map(|a| a.name.clone()).collect()),
             ..Snapshot::default()
         };
@@ -242,6 +246,49 @@ impl Catalog {
                 tracing::warn!(error = %e, "Catalog reload failed; serving the previous one.");
             }
         }
+    }
+}
+
+/// A rotation as the router uses it.
+#[derive(Debug)]
+pub struct Rotation {
+    /// Route name (`rotation/<name>`).
+    pub name: String,
+    /// `None` for a strategy this version does not serve (`burst`).
+    pub strategy: Option<Strategy>,
+    /// Candidates in configuration order.
+    pub candidates: Vec<Candidate>,
+    /// Attempts before giving up (default: one per candidate).
+    pub max_attempts: usize,
+}
+
+impl Rotation {
+    fn build(r: &crate::config::RotationConfig, providers: &HashMap<String, Arc<Provider>>) -> Self {
+        let strategy = match r.strategy.as_str() {
+            "weighted" => Some(Strategy::Weighted),
+            "priority" => Some(Strategy::Priority),
+            "least_busy" => Some(Strategy::LeastBusy),
+            _ => None,
+        };
+        let candidates: Vec<Candidate> = r
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let provider = providers.get(&e.provider_id)?;
+                let model = provider.model(&e.model)?.clone();
+                Some(Candidate {
+                    target: Target {
+                        provider: Arc::clone(provider),
+                        route: format!("provider/{}/{}", provider.id, model.name),
+                        model,
+                    },
+                    weight: e.weight,
+                    cooldown_secs: e.error_cooldown.unwrap_or(provider.default_error_cooldown),
+                })
+            })
+            .collect();
+        let max_attempts = r.max_attempts.map_or(candidates.len(), |m| usize::try_from(m).unwrap_or(usize::MAX));
+        Self { name: r.name.clone(), strategy, candidates, max_attempts: max_attempts.max(1) }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::catalog::{ModelInfo, Provider, Snapshot, UserEntry};
 use crate::error::{ApiError, Code};
 use crate::types::RouteRef;
 
-/// Where a request goes.
+/// One upstream model a request may go to.
 #[derive(Clone, Debug)]
 pub struct Target {
     /// The provider.
@@ -15,13 +15,71 @@ pub struct Target {
     pub model: ModelInfo,
     /// The canonical route name (`provider/<id>/<model>`).
     pub route: String,
-    /// Why this target (`X-Switchyard-Reason`).
-    pub reason: &'static str,
+}
+
+/// How the candidates of a plan are ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// One named provider model: no failover, no cooldowns.
+    Direct,
+    /// Weighted random order.
+    Weighted,
+    /// Configuration order.
+    Priority,
+    /// Fewest in-flight requests cluster-wide first, ties by weight.
+    LeastBusy,
+}
+
+impl Strategy {
+    /// The reason sent in `X-Switchyard-Reason` for a first attempt.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Weighted => "weighted",
+            Self::Priority => "priority",
+            Self::LeastBusy => "least_busy",
+        }
+    }
+}
+
+/// A candidate of a plan.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// Where it goes.
+    pub target: Target,
+    /// Relative weight.
+    pub weight: f64,
+    /// Seconds it cools down after a failure (cluster-wide).
+    pub cooldown_secs: u64,
+}
+
+/// Everything the router needs for one request: the route as named, and its candidates.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The route name (`rotation/coding`, `provider/x/m`).
+    pub route: String,
+    /// How candidates are ordered and whether failures fail over and cool down.
+    pub strategy: Strategy,
+    /// Candidates in configuration order.
+    pub candidates: Vec<Candidate>,
+    /// Attempts before giving up.
+    pub max_attempts: usize,
+}
+
+impl Plan {
+    fn direct(target: Target) -> Self {
+        Self {
+            route: target.route.clone(),
+            strategy: Strategy::Direct,
+            candidates: vec![Candidate { cooldown_secs: target.provider.default_error_cooldown, target, weight: 1.0 }],
+            max_attempts: 1,
+        }
+    }
 }
 
 impl Snapshot {
     /// Resolves a `model` string of a request.
-    pub fn resolve(&self, requested: &str) -> Result<Target, ApiError> {
+    pub fn resolve(&self, requested: &str) -> Result<Plan, ApiError> {
         if requested.is_empty() || requested.len() > 512 {
             return Err(ApiError::model_not_found(requested));
         }
@@ -29,16 +87,31 @@ impl Snapshot {
             RouteRef::Provider { provider, model } => {
                 self.resolve_direct(&provider, &model).map_err(|_| ApiError::model_not_found(requested))
             }
-            RouteRef::Rotation(name) if self.rotations.contains(&name) => Err(not_served(requested, "rotation")),
+            RouteRef::Rotation(name) => {
+                self.rotation_plan(&name).ok_or_else(|| ApiError::model_not_found(requested))?
+            }
             RouteRef::Autoselect(name) if self.autoselects.contains(&name) => Err(not_served(requested, "autoselect")),
             RouteRef::Bare(name) => self.resolve_bare(&name),
             _ => Err(ApiError::model_not_found(requested)),
         }
     }
 
-    fn resolve_bare(&self, name: &str) -> Result<Target, ApiError> {
-        if self.rotations.iter().any(|r| r == name) {
-            return Err(not_served(name, "rotation"));
+    /// The plan of a configured rotation; `None` when there is no such rotation.
+    pub fn rotation_plan(&self, name: &str) -> Option<Result<Plan, ApiError>> {
+        let r = self.rotations.iter().find(|r| r.name == name)?;
+        let route = format!("rotation/{name}");
+        Some(match r.strategy {
+            None => Err(not_served(&route, "burst rotation")),
+            Some(_) if r.candidates.is_empty() => Err(ApiError::model_not_found(&route)),
+            Some(strategy) => {
+                Ok(Plan { route, strategy, candidates: r.candidates.clone(), max_attempts: r.max_attempts })
+            }
+        })
+    }
+
+    fn resolve_bare(&self, name: &str) -> Result<Plan, ApiError> {
+        if let Some(plan) = self.rotation_plan(name) {
+            return plan;
         }
         if self.autoselects.iter().any(|a| a == name) {
             return Err(not_served(name, "autoselect"));
@@ -63,19 +136,18 @@ impl Snapshot {
     }
 
     /// Resolves a provider's own model (`/api/{provider_id}/…` and `provider/<id>/<model>`).
-    pub fn resolve_direct(&self, provider_id: &str, model: &str) -> Result<Target, ApiError> {
+    pub fn resolve_direct(&self, provider_id: &str, model: &str) -> Result<Plan, ApiError> {
         let Some(provider) = self.providers.get(provider_id) else {
             return Err(ApiError::model_not_found(&format!("provider/{provider_id}/{model}")));
         };
         let Some(info) = provider.model(model) else {
             return Err(ApiError::model_not_found(&format!("provider/{provider_id}/{model}")));
         };
-        Ok(Target {
+        Ok(Plan::direct(Target {
             provider: Arc::clone(provider),
             model: info.clone(),
             route: format!("provider/{provider_id}/{model}"),
-            reason: "direct",
-        })
+        }))
     }
 
     /// Every servable route, with the id of who provides it, in configuration order.
@@ -87,6 +159,9 @@ impl Snapshot {
                     out.push((format!("provider/{id}/{}", m.name), id.clone()));
                 }
             }
+        }
+        for r in self.rotations.iter().filter(|r| r.strategy.is_some() && !r.candidates.is_empty()) {
+            out.push((format!("rotation/{}", r.name), "switchyard".to_owned()));
         }
         out
     }

@@ -95,6 +95,17 @@ pub async fn provider_chat(
     run(req, body, s, c, caller, Operation::Chat, Scope::Provider(provider)).await
 }
 
+/// `POST /api/rotations/chat/completions`: `model` is a rotation name.
+pub async fn rotation_chat(
+    req: HttpRequest,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    run(req, body, s, c, caller, Operation::Chat, Scope::Rotation).await
+}
+
 fn model_list(state: &ProxyState, caller: &Caller) -> HttpResponse {
     let data: Vec<_> = state
         .catalog

@@ -9,6 +9,7 @@ mod caller;
 mod handlers;
 pub(crate) mod pipeline;
 mod relay;
+mod router;
 mod validate;
 
 use std::sync::Arc;
@@ -59,5 +60,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/u/{username}/completions", web::post().to(user::<COMPLETIONS>))
         .route("/api/u/{username}/embeddings", web::post().to(user::<EMBEDDINGS>))
         .route("/api/u/{username}/models", web::get().to(handlers::user_models))
+        .route("/api/rotations/chat/completions", web::post().to(handlers::rotation_chat))
         .route("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat));
 }

@@ -10,9 +10,9 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::accounting::{UsageGuard, UsageStart, estimate_tokens};
-use crate::catalog::Target;
+use crate::catalog::{Candidate, Plan, Strategy, Target};
 use crate::error::{ApiError, Code};
-use crate::proxy::{Caller, ProxyState, body, relay, validate};
+use crate::proxy::{Caller, ProxyState, body, relay, router, validate};
 use crate::types::{Operation, ProviderKind, RequestId};
 use crate::upstream::client::{self, Outgoing};
 use crate::upstream::mock::{self, MockReply};
@@ -28,6 +28,8 @@ pub enum Scope {
     User,
     /// `/api/{provider_id}`: one provider's own model names.
     Provider(String),
+    /// `/api/rotations`: `model` names a rotation.
+    Rotation,
 }
 
 /// Runs one request.
@@ -43,17 +45,32 @@ pub async fn run(
     let mut body = body::parse_object(raw)?;
     let checked = validate::check(op, &body)?;
     let snapshot = state.catalog.snapshot();
-    let target = match &scope {
+    let plan = match &scope {
         Scope::Provider(p) => snapshot.resolve_direct(p, &checked.model)?,
+        Scope::Rotation => snapshot
+            .rotation_plan(&checked.model)
+            .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
         Scope::Owner | Scope::User => snapshot.resolve(&checked.model)?,
     };
-    if !caller.0.may_use(&target.route) {
+    drop(snapshot);
+    if !caller.0.may_use(&plan.route) {
         return Err(ApiError::new(
             Code::PermissionDenied,
-            format!("This token may not use the route `{}`.", target.route),
+            format!("This token may not use the route `{}`.", plan.route),
         ));
     }
-    check_window(&target, checked.prompt_tokens, checked.max_tokens)?;
+    // Only candidates whose context window fits the request stay in the running.
+    let mut fitting = Vec::with_capacity(plan.candidates.len());
+    let mut too_big = None;
+    for c in &plan.candidates {
+        match check_window(&c.target, checked.prompt_tokens, checked.max_tokens) {
+            Ok(()) => fitting.push(c.clone()),
+            Err(e) => too_big = too_big.or(Some(e)),
+        }
+    }
+    if fitting.is_empty() {
+        return Err(too_big.unwrap_or_else(|| ApiError::model_not_found(&plan.route)));
+    }
     if caller.0.quota_usd.is_some_and(|q| q <= 0.0) {
         return Err(ApiError::new(Code::InsufficientQuota, "The token's quota is spent."));
     }
@@ -62,8 +79,7 @@ pub async fn run(
         return Err(ApiError::unavailable().with_retry_after(5));
     }
 
-    // Forward the body with only `model` rewritten (and usage requested for streams).
-    body.insert("model".into(), Value::String(target.model.name.clone()));
+    // The body goes upstream with only `model` rewritten (and usage requested for streams).
     let inject_usage = checked.stream && !checked.client_wants_usage;
     if inject_usage {
         match body.get_mut("stream_options") {
@@ -83,70 +99,143 @@ pub async fn run(
         route: checked.model.clone(),
         stream: checked.stream,
     });
-    guard.set_target(&target.provider.id, &target.model);
     guard.progress.estimated_prompt = checked.prompt_tokens;
-
     let request_id = id.to_string();
-    let slot = match target.provider.max_concurrency {
-        Some(limit) => {
-            let total = target.provider.timeout.unwrap_or(Duration::from_millis(state.upstream.total_timeout_ms));
-            match Slot::acquire(state, &target.provider.id, &request_id, limit, total).await {
-                Ok(Some(s)) => Some(s),
-                Ok(None) => {
-                    guard.finish(503, "over_capacity");
+
+    // Order the candidates, set aside those cooling down, and probe if nothing else is left.
+    let ordered = router::order(state, &plan, fitting).await;
+    let queue: Vec<(Candidate, &'static str)> = if plan.strategy == Strategy::Direct {
+        ordered.into_iter().map(|c| (c, plan.strategy.reason())).collect()
+    } else {
+        let (ready, cooling) = router::split_cooling(state, ordered).await;
+        if ready.is_empty() {
+            match router::probe(state, cooling).await {
+                Ok(c) => vec![(c, "cooldown_probe")],
+                Err(retry_after) => {
+                    guard.finish(503, "all_cooling_down");
                     return Err(ApiError::new(
                         Code::NoAvailableUpstream,
-                        format!("The upstream `{}` is at its concurrency limit.", target.provider.id),
+                        format!("Every candidate of `{}` is cooling down after errors.", plan.route),
                     )
-                    .with_retry_after(1));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Shared state unavailable for a concurrency slot.");
-                    guard.finish(503, "shared_state_unavailable");
-                    return Err(ApiError::unavailable().with_retry_after(1));
+                    .with_retry_after(retry_after));
                 }
             }
+        } else {
+            ready.into_iter().map(|c| (c, plan.strategy.reason())).collect()
         }
-        None => None,
     };
-    let result = match target.provider.kind {
-        ProviderKind::Mock => Ok(dispatch_mock(
-            op,
-            &Value::Object(body),
-            &target,
-            &request_id,
-            checked.stream,
-            checked.client_wants_usage,
-            guard,
-        )),
-        ProviderKind::Openai => {
-            let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
-            dispatch_openai(
-                state,
-                client,
-                op,
-                &target,
-                &request_id,
-                Bytes::from(bytes),
-                checked.stream,
-                inject_usage,
+
+    let attempts = queue.len().min(plan.max_attempts);
+    let mut last: Option<(String, UpstreamFailure)> = None;
+    let mut over_capacity = false;
+    for (i, (cand, first_reason)) in queue.into_iter().take(attempts).enumerate() {
+        let reason = if i == 0 { first_reason } else { "failover_after_error" };
+        let target = &cand.target;
+        let provider = target.provider.id.as_str();
+        guard.set_target(provider, &target.model);
+        let slot = match acquire_slot(state, &plan, target, &request_id).await {
+            Ok(slot) => slot,
+            Err(()) => {
+                over_capacity = true;
+                continue;
+            }
+        };
+        body.insert("model".into(), Value::String(target.model.name.clone()));
+        let attempt = match target.provider.kind {
+            ProviderKind::Mock => {
+                Ok(dispatch_mock(op, &body, target, &request_id, checked.stream, checked.client_wants_usage, guard))
+            }
+            ProviderKind::Openai => {
+                let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
+                let call =
+                    Call { op, target, request_id: &request_id, stream: checked.stream, strip_usage: inject_usage };
+                dispatch_openai(state, client, call, Bytes::from(bytes), guard, slot).await
+            }
+            other => Err(Failed {
+                failure: UpstreamFailure::new(
+                    FailureKind::Protocol,
+                    format!("provider type `{}` is not supported by this version", other.as_str()),
+                ),
                 guard,
-                slot,
-            )
-            .await
+            }),
+        };
+        match attempt {
+            Ok(mut res) => {
+                add_route_headers(&mut res, &plan.route, target, reason);
+                return Ok(res);
+            }
+            Err(Failed { failure, guard: g }) => {
+                guard = g;
+                state.metrics.upstream_errors.with_label_values(&[provider, failure.kind.label()]).inc();
+                tracing::warn!(provider, kind = failure.kind.label(), detail = %failure.message, "Upstream attempt failed.");
+                if failure.is_client_fault() {
+                    // The upstream judged the client's request: not the provider's fault, no failover.
+                    let err = failure_to_error(provider, &failure);
+                    guard.finish(err.code.status(), "rejected");
+                    return Err(err);
+                }
+                if plan.strategy != Strategy::Direct {
+                    router::cool_down(state, &cand, &failure).await;
+                }
+                last = Some((provider.to_owned(), failure));
+            }
         }
-        other => {
-            guard.finish(502, "unsupported_provider");
-            Err(ApiError::new(
-                Code::UpstreamError,
-                format!("Provider type `{}` is not supported by this version.", other.as_str()),
-            ))
-        }
+    }
+    let err = match &last {
+        Some((provider, f)) => failure_to_error(provider, f),
+        None if over_capacity => ApiError::new(
+            Code::NoAvailableUpstream,
+            format!("Every candidate of `{}` is at its concurrency limit.", plan.route),
+        )
+        .with_retry_after(1),
+        None => ApiError::new(Code::NoAvailableUpstream, "No candidate could take the request.").with_retry_after(1),
     };
-    result.map(|mut res| {
-        add_route_headers(&mut res, &target);
-        res
-    })
+    let outcome = match last.as_ref().map(|(_, f)| f.kind) {
+        Some(FailureKind::Timeout) => "upstream_timeout",
+        Some(_) => "upstream_error",
+        None => "over_capacity",
+    };
+    guard.finish(err.code.status(), outcome);
+    Err(err)
+}
+
+/// A failed attempt hands the usage record back, so the next candidate can carry it on.
+pub struct Failed {
+    failure: UpstreamFailure,
+    guard: UsageGuard,
+}
+
+/// What one upstream call needs besides the body.
+struct Call<'a> {
+    op: Operation,
+    target: &'a Target,
+    request_id: &'a str,
+    stream: bool,
+    strip_usage: bool,
+}
+
+/// Takes an in-flight slot of the target's provider when it has a concurrency limit, or when
+/// the plan orders by load. `Err` means the provider is full (or its limit cannot be checked).
+async fn acquire_slot(state: &ProxyState, plan: &Plan, target: &Target, holder: &str) -> Result<Option<Slot>, ()> {
+    let limit = match (target.provider.max_concurrency, plan.strategy) {
+        (Some(l), _) => l,
+        (None, Strategy::LeastBusy) => u32::MAX,
+        (None, _) => return Ok(None),
+    };
+    let total = target.provider.timeout.unwrap_or(Duration::from_millis(state.upstream.total_timeout_ms));
+    match Slot::acquire(state, &target.provider.id, holder, limit, total).await {
+        Ok(Some(s)) => Ok(Some(s)),
+        Ok(None) => Err(()),
+        // Counting for least_busy is best effort; a hard limit fails closed.
+        Err(e) if target.provider.max_concurrency.is_none() => {
+            tracing::warn!(error = %e, "Shared state unavailable for in-flight counting.");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Shared state unavailable for a concurrency slot.");
+            Err(())
+        }
+    }
 }
 
 fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result<(), ApiError> {
@@ -174,13 +263,13 @@ fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result
     Ok(())
 }
 
-fn add_route_headers(res: &mut HttpResponse, target: &Target) {
+fn add_route_headers(res: &mut HttpResponse, route: &str, target: &Target, reason: &str) {
     let h = res.headers_mut();
     let pairs = [
-        ("x-switchyard-route", target.route.as_str()),
+        ("x-switchyard-route", route),
         ("x-switchyard-provider", target.provider.id.as_str()),
         ("x-switchyard-model", target.model.name.as_str()),
-        ("x-switchyard-reason", target.reason),
+        ("x-switchyard-reason", reason),
     ];
     for (k, v) in pairs {
         if let Ok(v) = actix_web::http::header::HeaderValue::from_str(v) {
@@ -191,7 +280,7 @@ fn add_route_headers(res: &mut HttpResponse, target: &Target) {
 
 fn dispatch_mock(
     op: Operation,
-    body: &Value,
+    body: &serde_json::Map<String, Value>,
     target: &Target,
     request_id: &str,
     stream: bool,
@@ -237,23 +326,24 @@ pub fn sse_response() -> actix_web::HttpResponseBuilder {
     b
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename the list")]
+/// One attempt at an OpenAI-compatible upstream. Before any byte reaches the client a failure
+/// is returned (with the usage guard) so the caller may try another candidate; once the
+/// response is committed, failures end the stream in-band.
 async fn dispatch_openai(
     state: &ProxyState,
     client: &awc::Client,
-    op: Operation,
-    target: &Target,
-    request_id: &str,
+    call: Call<'_>,
     body: Bytes,
-    stream: bool,
-    strip_usage: bool,
     mut guard: UsageGuard,
     slot: Option<Slot>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, Failed> {
+    let Call { op, target, request_id, stream, strip_usage } = call;
     let up = &state.upstream;
     let Some(endpoint) = target.provider.endpoint.as_deref() else {
-        guard.finish(502, "misconfigured");
-        return Err(ApiError::new(Code::UpstreamError, "The provider has no endpoint."));
+        return Err(Failed {
+            failure: UpstreamFailure::new(FailureKind::Connect, "the provider has no endpoint"),
+            guard,
+        });
     };
     let url = format!("{endpoint}{}", op.path());
     let total = target.provider.timeout.unwrap_or(Duration::from_millis(up.total_timeout_ms));
@@ -265,7 +355,7 @@ async fn dispatch_openai(
     let provider = target.provider.id.as_str();
     let mut resp = match client::send(client, out, first_byte).await {
         Ok(r) => r,
-        Err(f) => return Err(fail(state, provider, f, guard)),
+        Err(f) => return Err(Failed { failure: f, guard }),
     };
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
@@ -280,7 +370,7 @@ async fn dispatch_openai(
             detail.unwrap_or_else(|| "no usable error message".into()),
         );
         f.retry_after = retry_after;
-        return Err(fail(state, provider, f, guard));
+        return Err(Failed { failure: f, guard });
     }
     let is_sse = resp
         .headers()
@@ -290,7 +380,7 @@ async fn dispatch_openai(
     if stream {
         if !is_sse {
             let f = UpstreamFailure::new(FailureKind::Protocol, "the upstream did not answer with an event stream");
-            return Err(fail(state, provider, f, guard));
+            return Err(Failed { failure: f, guard });
         }
         guard.mark_first_byte();
         let relay = relay::Relay::new(
@@ -314,7 +404,7 @@ async fn dispatch_openai(
         .await
     {
         Ok(b) => b,
-        Err(f) => return Err(fail(state, provider, f, guard)),
+        Err(f) => return Err(Failed { failure: f, guard }),
     };
     guard.mark_first_byte();
     match summarize_body(&body, op == Operation::Embeddings) {
@@ -327,7 +417,7 @@ async fn dispatch_openai(
             guard.finish(200, "ok");
             Ok(HttpResponse::Ok().content_type("application/json").body(body))
         }
-        Err(why) => Err(fail(state, provider, UpstreamFailure::new(FailureKind::Protocol, why), guard)),
+        Err(why) => Err(Failed { failure: UpstreamFailure::new(FailureKind::Protocol, why), guard }),
     }
 }
 
@@ -401,20 +491,6 @@ async fn read_limited(
             }
         }
     }
-}
-
-/// Records a failed attempt and turns it into the client's error.
-fn fail(state: &ProxyState, provider: &str, f: UpstreamFailure, guard: UsageGuard) -> ApiError {
-    state.metrics.upstream_errors.with_label_values(&[provider, f.kind.label()]).inc();
-    tracing::warn!(provider, kind = f.kind.label(), detail = %f.message, "Upstream attempt failed.");
-    let err = failure_to_error(provider, &f);
-    let outcome = match f.kind {
-        FailureKind::Timeout => "upstream_timeout",
-        _ if f.is_client_fault() => "rejected",
-        _ => "upstream_error",
-    };
-    guard.finish(err.code.status(), outcome);
-    err
 }
 
 /// The client's error for an upstream failure: generic, naming the provider id, never its URL.

@@ -32,7 +32,7 @@ fn approx_tokens(s: &str) -> u64 {
 /// Answers `body` (already validated) for `model`.
 pub fn answer(
     op: Operation,
-    body: &Value,
+    body: &serde_json::Map<String, Value>,
     model: &str,
     request_id: &str,
     stream: bool,

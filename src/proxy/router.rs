@@ -1,0 +1,118 @@
+//! Routing decisions for one request: the order of a plan's candidates (weighted, priority,
+//! least busy), which are cooling down (cluster-wide, through shared state), the probe that keeps
+//! an all-cooling route from going dark, and the cooldown a failure starts.
+
+use crate::catalog::{Candidate, Plan, Strategy};
+use crate::proxy::ProxyState;
+use crate::types::now_ms;
+use crate::upstream::UpstreamFailure;
+
+/// The shared-state key of a candidate's cooldown. Keyed by provider and model, so a broken
+/// upstream model is skipped by every route that uses it, on every node.
+pub fn cooldown_key(c: &Candidate) -> String {
+    format!("cooldown:{}:{}", c.target.provider.id, c.target.model.name)
+}
+
+/// The shared-state key of a provider's in-flight slots.
+pub fn inflight_key(provider: &str) -> String {
+    format!("provider:{provider}:inflight")
+}
+
+fn random_unit() -> f64 {
+    // 53 random bits → [0, 1).
+    let bits = getrandom::u64().unwrap_or(0) >> 11;
+    f64::from(u32::try_from(bits >> 21).unwrap_or(0)) * 2f64.powi(-32)
+        + f64::from(u32::try_from(bits & 0x1f_ffff).unwrap_or(0)) * 2f64.powi(-53)
+}
+
+/// Orders candidates by the plan's strategy.
+pub async fn order(state: &ProxyState, plan: &Plan, mut cands: Vec<Candidate>) -> Vec<Candidate> {
+    match plan.strategy {
+        Strategy::Direct | Strategy::Priority => cands,
+        Strategy::Weighted => {
+            // Weighted random order without replacement: the first pick follows the weights,
+            // the rest are the failover order.
+            let mut out = Vec::with_capacity(cands.len());
+            while !cands.is_empty() {
+                let total: f64 = cands.iter().map(|c| c.weight.max(0.0)).sum();
+                let mut x = random_unit() * total;
+                let mut pick = cands.len() - 1;
+                for (i, c) in cands.iter().enumerate() {
+                    x -= c.weight.max(0.0);
+                    if x < 0.0 {
+                        pick = i;
+                        break;
+                    }
+                }
+                out.push(cands.remove(pick));
+            }
+            out
+        }
+        Strategy::LeastBusy => {
+            let mut busy = Vec::with_capacity(cands.len());
+            for c in cands {
+                let n = match state.shared.slot_count(&inflight_key(&c.target.provider.id)).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "In-flight counts unavailable; ordering by weight.");
+                        0
+                    }
+                };
+                busy.push((n, c));
+            }
+            busy.sort_by(|(na, a), (nb, b)| na.cmp(nb).then(b.weight.total_cmp(&a.weight)));
+            busy.into_iter().map(|(_, c)| c).collect()
+        }
+    }
+}
+
+/// Splits candidates into those ready now and those cooling down (with their deadlines).
+/// When shared state cannot be read, every candidate counts as ready: availability first.
+pub async fn split_cooling(state: &ProxyState, cands: Vec<Candidate>) -> (Vec<Candidate>, Vec<(Candidate, i64)>) {
+    let mut ready = Vec::with_capacity(cands.len());
+    let mut cooling = Vec::new();
+    for c in cands {
+        match state.shared.cooldown_until(&cooldown_key(&c)).await {
+            Ok(Some(deadline)) => cooling.push((c, deadline)),
+            Ok(None) => ready.push(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cooldowns unavailable; treating the candidate as ready.");
+                ready.push(c);
+            }
+        }
+    }
+    (ready, cooling)
+}
+
+/// When every candidate is cooling down: the first one whose probe budget (one request per
+/// second per candidate, cluster-wide) allows a probe. `Err` carries the seconds until the
+/// earliest cooldown ends, for `Retry-After`.
+pub async fn probe(state: &ProxyState, cooling: Vec<(Candidate, i64)>) -> Result<Candidate, u64> {
+    let earliest = cooling.iter().map(|(_, d)| *d).min().unwrap_or(0);
+    for (c, _) in cooling {
+        let key = format!("probe:{}:{}", c.target.provider.id, c.target.model.name);
+        if let Ok(w) = state.shared.window_add(&key, 1_000, 1, Some(1)).await
+            && w.allowed
+        {
+            return Ok(c);
+        }
+    }
+    let wait_ms = u64::try_from(earliest - now_ms()).unwrap_or(0);
+    Err(wait_ms.div_ceil(1_000).max(1))
+}
+
+/// Starts (or extends) a candidate's cooldown after an upstream failure: its `error_cooldown`,
+/// or the upstream's `Retry-After` when that is longer. A deadline is never shortened.
+pub async fn cool_down(state: &ProxyState, c: &Candidate, f: &UpstreamFailure) {
+    let secs = c.cooldown_secs.max(f.retry_after.unwrap_or(0));
+    let until = now_ms().saturating_add(i64::try_from(secs.saturating_mul(1_000)).unwrap_or(i64::MAX));
+    match state.shared.cooldown_extend(&cooldown_key(c), until).await {
+        Ok(deadline) => tracing::info!(
+            provider = %c.target.provider.id,
+            model = %c.target.model.name,
+            cooldown_ms = deadline - now_ms(),
+            "Candidate cooling down."
+        ),
+        Err(e) => tracing::warn!(error = %e, "Could not record a cooldown."),
+    }
+}

@@ -16,6 +16,7 @@ mod cli;
 mod config;
 mod errors;
 mod layering;
+mod rotations;
 mod secrets;
 mod shared;
 mod shutdown;

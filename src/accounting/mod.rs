@@ -75,6 +75,7 @@ impl Accounting {
                 latency_ms: 0,
                 ttft_ms: None,
                 cache_hit: false,
+                routing: None,
             }),
             cost: None,
             progress: Progress::default(),
@@ -181,6 +182,13 @@ impl UsageGuard {
             r.model = Some(model.name.clone());
         }
         self.cost = model.cost.clone();
+    }
+
+    /// Records the routing receipt (JSON) for the usage row.
+    pub fn set_routing(&mut self, receipt: String) {
+        if let Some(r) = &mut self.row {
+            r.routing = Some(receipt);
+        }
     }
 
     /// Marks the first byte of the answer (once).

@@ -59,13 +59,20 @@ pub async fn run(
             format!("This token may not use the route `{}`.", plan.route),
         ));
     }
+    // The routing receipt (rotations only: a direct route has nothing to choose).
+    let mut receipt = (plan.strategy != Strategy::Direct).then(|| router::Receipt::new(&plan));
     // Only candidates whose context window fits the request stay in the running.
     let mut fitting = Vec::with_capacity(plan.candidates.len());
     let mut too_big = None;
     for c in &plan.candidates {
         match check_window(&c.target, checked.prompt_tokens, checked.max_tokens) {
             Ok(()) => fitting.push(c.clone()),
-            Err(e) => too_big = too_big.or(Some(e)),
+            Err(e) => {
+                too_big = too_big.or(Some(e));
+                if let Some(r) = &mut receipt {
+                    r.filtered(&c.target.route, "context");
+                }
+            }
         }
     }
     if fitting.is_empty() {
@@ -108,10 +115,26 @@ pub async fn run(
         ordered.into_iter().map(|c| (c, plan.strategy.reason())).collect()
     } else {
         let (ready, cooling) = router::split_cooling(state, ordered).await;
-        if ready.is_empty() {
-            match router::probe(state, cooling).await {
+        let probe_needed = ready.is_empty();
+        let probed = if probe_needed { Some(router::probe(state, cooling.clone()).await) } else { None };
+        if let Some(r) = &mut receipt {
+            let probe_target = match &probed {
+                Some(Ok(c)) => Some(c.target.route.as_str()),
+                _ => None,
+            };
+            for (c, _) in &cooling {
+                if probe_target != Some(c.target.route.as_str()) {
+                    r.filtered(&c.target.route, "cooldown");
+                }
+            }
+        }
+        if let Some(probed) = probed {
+            match probed {
                 Ok(c) => vec![(c, "cooldown_probe")],
                 Err(retry_after) => {
+                    if let Some(r) = &receipt {
+                        guard.set_routing(r.to_json());
+                    }
                     guard.finish(503, "all_cooling_down");
                     return Err(ApiError::new(
                         Code::NoAvailableUpstream,
@@ -137,9 +160,16 @@ pub async fn run(
             Ok(slot) => slot,
             Err(()) => {
                 over_capacity = true;
+                if let Some(r) = &mut receipt {
+                    r.filtered(&target.route, "over_capacity");
+                }
                 continue;
             }
         };
+        if let Some(r) = &mut receipt {
+            r.attempt(&target.route, i + 1, reason);
+            guard.set_routing(r.to_json());
+        }
         body.insert("model".into(), Value::String(target.model.name.clone()));
         let attempt = match target.provider.kind {
             ProviderKind::Mock => {
@@ -166,6 +196,10 @@ pub async fn run(
             }
             Err(Failed { failure, guard: g }) => {
                 guard = g;
+                if let Some(r) = &mut receipt {
+                    r.failed(&target.route, failure.kind.label());
+                    guard.set_routing(r.to_json());
+                }
                 state.metrics.upstream_errors.with_label_values(&[provider, failure.kind.label()]).inc();
                 tracing::warn!(provider, kind = failure.kind.label(), detail = %failure.message, "Upstream attempt failed.");
                 if failure.is_client_fault() {

@@ -116,3 +116,75 @@ pub async fn cool_down(state: &ProxyState, c: &Candidate, f: &UpstreamFailure) {
         Err(e) => tracing::warn!(error = %e, "Could not record a cooldown."),
     }
 }
+
+/// The routing receipt stored on a rotation's usage record.
+#[derive(Debug, serde::Serialize)]
+pub struct Receipt {
+    route: String,
+    strategy: &'static str,
+    candidates: Vec<ReceiptEntry>,
+    chosen: Option<String>,
+    reason: Option<&'static str>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ReceiptEntry {
+    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filtered: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'static str>,
+}
+
+impl Receipt {
+    /// A receipt listing every candidate of `plan`.
+    pub fn new(plan: &Plan) -> Self {
+        Self {
+            route: plan.route.clone(),
+            strategy: plan.strategy.reason(),
+            candidates: plan
+                .candidates
+                .iter()
+                .map(|c| ReceiptEntry { target: c.target.route.clone(), filtered: None, attempt: None, failure: None })
+                .collect(),
+            chosen: None,
+            reason: None,
+        }
+    }
+
+    fn entry(&mut self, target: &str) -> Option<&mut ReceiptEntry> {
+        self.candidates.iter_mut().find(|e| e.target == target && e.attempt.is_none() && e.filtered.is_none())
+    }
+
+    /// A candidate was removed before any attempt (`context`, `cooldown`, `over_capacity`).
+    pub fn filtered(&mut self, target: &str, why: &'static str) {
+        if let Some(e) = self.entry(target) {
+            e.filtered = Some(why);
+        }
+    }
+
+    /// Attempt `n` (from 1) goes to `target` for `reason`.
+    pub fn attempt(&mut self, target: &str, n: usize, reason: &'static str) {
+        if let Some(e) = self.entry(target) {
+            e.attempt = Some(n);
+        }
+        self.chosen = Some(target.to_owned());
+        self.reason = Some(reason);
+    }
+
+    /// The attempt at `target` failed with `kind`.
+    pub fn failed(&mut self, target: &str, kind: &'static str) {
+        if let Some(e) = self.candidates.iter_mut().rev().find(|e| e.target == target && e.attempt.is_some()) {
+            e.failure = Some(kind);
+        }
+        self.chosen = None;
+        self.reason = None;
+    }
+
+    /// The receipt as stored.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -45,6 +45,9 @@ pub struct UsageRow {
     pub ttft_ms: Option<i64>,
     /// Served from cache.
     pub cache_hit: bool,
+    /// The routing receipt (JSON): candidates considered, what filtered each, the attempts and
+    /// their failures, the chosen target and the reason. Absent for direct provider routes.
+    pub routing: Option<String>,
 }
 
 impl From<usage_records::Model> for UsageRow {
@@ -69,6 +72,7 @@ impl From<usage_records::Model> for UsageRow {
             latency_ms: m.latency_ms,
             ttft_ms: m.ttft_ms,
             cache_hit: m.cache_hit,
+            routing: m.routing,
         }
     }
 }
@@ -94,6 +98,7 @@ fn active(r: &UsageRow) -> usage_records::ActiveModel {
         latency_ms: Set(r.latency_ms),
         ttft_ms: Set(r.ttft_ms),
         cache_hit: Set(r.cache_hit),
+        routing: Set(r.routing.clone()),
     }
 }
 

@@ -76,9 +76,23 @@ async fn priority_fails_over_and_the_failed_entry_cools_down() {
     assert_eq!((a.calls(), b.calls()), (2, 1));
     let rec = app.usage(r.header("x-request-id").unwrap()).await;
     assert_eq!((rec.status, rec.provider.as_deref()), (200, Some("b")), "one record, for the attempt that served");
+    let receipt: serde_json::Value = serde_json::from_str(rec.routing.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        receipt,
+        json!({"route": "rotation/pri", "strategy": "priority",
+               "candidates": [{"target": "provider/a/m", "attempt": 1, "failure": "status_5xx"},
+                              {"target": "provider/b/m", "attempt": 2}],
+               "chosen": "provider/b/m", "reason": "failover_after_error"})
+    );
+    // While A cools down, the receipt says so.
+    let r = ask(&app, "rotation/pri").await;
+    let rec = app.usage(r.header("x-request-id").unwrap()).await;
+    let receipt: serde_json::Value = serde_json::from_str(rec.routing.as_deref().unwrap()).unwrap();
+    assert_eq!(receipt["candidates"][0], json!({"target": "provider/a/m", "filtered": "cooldown"}));
+    assert_eq!(receipt["chosen"], "provider/b/m");
 
     // A cools down: the next requests go straight to B.
-    for _ in 0..3 {
+    for _ in 0..2 {
         let r = ask(&app, "rotation/pri").await;
         assert_eq!(r.header("x-switchyard-provider"), Some("b"));
         assert_eq!(r.header("x-switchyard-reason"), Some("priority"));
@@ -139,6 +153,10 @@ async fn all_cooling_answers_503_and_probes_once_per_second() {
     assert_eq!((a.calls(), b.calls()), (2, 2), "a 503 must not call anyone");
     let rec = app.usage(r.header("x-request-id").unwrap()).await;
     assert_eq!(rec.outcome, "all_cooling_down");
+    let receipt: serde_json::Value = serde_json::from_str(rec.routing.as_deref().unwrap()).unwrap();
+    assert_eq!(receipt["candidates"][0]["filtered"], "cooldown");
+    assert_eq!(receipt["candidates"][1]["filtered"], "cooldown");
+    assert!(receipt["chosen"].is_null());
     // The upstreams have healed: the next probe (a second later) serves, long before the cooldown ends.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let r = ask(&app, "rotation/pri").await;

@@ -26,6 +26,7 @@ fn usage(id: &str, user: i64) -> UsageRow {
         latency_ms: 12,
         ttft_ms: Some(5),
         cache_hit: false,
+        routing: Some(r#"{"route":"rotation/r"}"#.into()),
     }
 }
 

@@ -23,6 +23,7 @@ pub struct Model {
     pub latency_ms: i64,
     pub ttft_ms: Option<i64>,
     pub cache_hit: bool,
+    pub routing: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,30 @@
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(UsageRecords::Table)
+                    .add_column(ColumnDef::new(UsageRecords::Routing).text().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(Table::alter().table(UsageRecords::Table).drop_column(UsageRecords::Routing).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum UsageRecords {
+    Table,
+    Routing,
+}

@@ -37,11 +37,13 @@ struct Target {
     port: u16,
     path: String,
     auth: Option<String>,
+    model: &'static str,
 }
 
 fn request(t: &Target, stream: bool) -> Vec<u8> {
     let body = format!(
-        r#"{{"model":"qwen","stream":{stream},"messages":[{{"role":"user","content":"Say hello in one short sentence."}}]}}"#
+        r#"{{"model":"{}","stream":{stream},"messages":[{{"role":"user","content":"Say hello in one short sentence."}}]}}"#,
+        t.model
     );
     let auth = t.auth.as_ref().map(|a| format!("authorization: Bearer {a}\r\n")).unwrap_or_default();
     format!(
@@ -236,7 +238,9 @@ fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, Strin
         dir.path().join("bench.toml"),
         format!(
             "[server]\nport = 0\n[database]\nurl = \"sqlite://bench.db?mode=rwc\"\n[log]\nlevel = \"error\"\n\
-             [[providers]]\nid = \"local\"\ntype = \"openai\"\nendpoint = \"{mock_base}\"\nmodels = [{{ name = \"qwen\" }}]\n"
+             [[providers]]\nid = \"local\"\ntype = \"openai\"\nendpoint = \"{mock_base}\"\nmodels = [{{ name = \"qwen\" }}]\n\
+             [[rotations]]\nname = \"bench\"\nstrategy = \"weighted\"\n\
+             entries = [{{ provider_id = \"local\", model = \"qwen\", weight = 1 }}]\n"
         ),
     )
     .unwrap();
@@ -316,11 +320,30 @@ fn main() {
     let (mut child, gw_port, token) = start_gateway(&mock_base, &dir);
     let nginx = start_nginx(mock_port, &dir);
     let mut targets = vec![
-        Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None },
-        Target { name: "gateway", port: gw_port, path: "/v1/chat/completions".into(), auth: Some(token) },
+        Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None, model: "qwen" },
+        Target {
+            name: "gateway",
+            port: gw_port,
+            path: "/v1/chat/completions".into(),
+            auth: Some(token.clone()),
+            model: "qwen",
+        },
+        Target {
+            name: "rotation",
+            port: gw_port,
+            path: "/v1/chat/completions".into(),
+            auth: Some(token),
+            model: "rotation/bench",
+        },
     ];
     if let Some((port, _)) = &nginx {
-        targets.push(Target { name: "nginx", port: *port, path: "/v1/chat/completions".into(), auth: None });
+        targets.push(Target {
+            name: "nginx",
+            port: *port,
+            path: "/v1/chat/completions".into(),
+            auth: None,
+            model: "qwen",
+        });
     }
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -373,6 +396,17 @@ fn main() {
                 m[i][1] - m[0][1],
                 m[i][2] - m[0][2],
                 m[i][3] - m[0][3]
+            );
+        }
+        if let (Some(g), Some(r)) =
+            (targets.iter().position(|t| t.name == "gateway"), targets.iter().position(|t| t.name == "rotation"))
+        {
+            println!(
+                "  rotation over the direct provider route: non-streaming p50 {:+.3} ms, p99 {:+.3} ms; streaming p50 {:+.3} ms, p99 {:+.3} ms",
+                m[r][0] - m[g][0],
+                m[r][1] - m[g][1],
+                m[r][2] - m[g][2],
+                m[r][3] - m[g][3]
             );
         }
         println!("  gateway peak RSS: {:.1} MB", peak_rss_kib(child.id()) as f64 / 1024.0);

@@ -303,7 +303,36 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Time per classification of a realistic prompt by the privacy classifier.
+fn classifier_cost() -> (f64, f64) {
+    let c = switchyard::proxy::privacy::Classifier::new(
+        &["patient".into(), "salary".into(), "confidential".into()],
+        &[r"\bPROJ-\d{4}\b".into(), r"(?i)internal use only".into()],
+    )
+    .unwrap();
+    let clean = "Please refactor this function so that it handles errors without panicking, keeps the public \
+                 API stable and adds tests for the edge cases we discussed. "
+        .repeat(12);
+    let private = format!("{clean} Contact jane.doe@example.com or card 4111 1111 1111 1111.");
+    let mut out = [0f64; 2];
+    for (k, text) in [clean.as_str(), private.as_str()].into_iter().enumerate() {
+        let n = 20_000;
+        let start = Instant::now();
+        let mut found = 0usize;
+        for _ in 0..n {
+            found += std::hint::black_box(c.classify(std::hint::black_box(text))).kinds.len();
+        }
+        out[k] = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        assert_eq!(found > 0, k == 1);
+    }
+    (out[0], out[1])
+}
+
 fn main() {
+    let (clean_us, private_us) = classifier_cost();
+    println!(
+        "Privacy classifier on a ~1.9 KB prompt: {clean_us:.1} µs (clean), {private_us:.1} µs (with an e-mail and a card number)\n"
+    );
     let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let dir = tempfile::tempdir().unwrap();
     // The mock runs on its own actix system thread with one worker.

@@ -202,6 +202,11 @@ pub fn check(s: &Settings) -> Vec<Problem> {
                 format!("`{other}` is not one of weighted, priority, least_busy, burst"),
             )),
         }
+        for (j, pat) in r.sensitive_patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(pat) {
+                out.push(Problem::new(format!("{at}.sensitive_patterns[{j}]"), format!("invalid regex: {e}")));
+            }
+        }
         if r.max_attempts == Some(0) {
             out.push(Problem::new(format!("{at}.max_attempts"), "must be greater than 0"));
         }
@@ -255,6 +260,11 @@ pub fn check(s: &Settings) -> Vec<Problem> {
             && !route_exists(f)
         {
             out.push(Problem::new(format!("{at}.fallback"), format!("unknown route `{f}`")));
+        }
+        for (j, pat) in a.privacy_patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(pat) {
+                out.push(Problem::new(format!("{at}.privacy_patterns[{j}]"), format!("invalid regex: {e}")));
+            }
         }
         if a.available_models.is_empty() {
             out.push(Problem::new(format!("{at}.available_models"), "lists no candidate"));

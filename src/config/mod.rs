@@ -319,6 +319,9 @@ pub struct RotationConfig {
     /// Burst: extra words that make a request sensitive.
     #[serde(default)]
     pub sensitive_keywords: Vec<String>,
+    /// Burst: extra regexes that make a request sensitive.
+    #[serde(default)]
+    pub sensitive_patterns: Vec<String>,
     /// Burst: primary entries.
     #[serde(default)]
     pub primary: Vec<RotationEntryConfig>,
@@ -380,6 +383,9 @@ pub struct AutoselectConfig {
     /// Extra words that make a request private.
     #[serde(default)]
     pub privacy_keywords: Vec<String>,
+    /// Extra regexes that make a request private.
+    #[serde(default)]
+    pub privacy_patterns: Vec<String>,
     /// Candidates.
     #[serde(default)]
     pub available_models: Vec<AutoselectCandidateConfig>,

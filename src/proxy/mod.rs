@@ -8,6 +8,7 @@ mod body;
 mod caller;
 mod handlers;
 pub(crate) mod pipeline;
+pub mod privacy;
 mod relay;
 mod router;
 mod validate;

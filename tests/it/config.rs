@@ -32,6 +32,7 @@ fn every_problem_is_reported_with_its_path() {
         latency_threshold_ms: None,
         daily_cloud_budget_usd: None,
         sensitive_keywords: vec![],
+        sensitive_patterns: vec!["(unclosed".into()],
         primary: vec![],
         secondary: vec![],
     });
@@ -48,6 +49,7 @@ fn every_problem_is_reported_with_its_path() {
         "providers[2].models",
         "rotations[0].entries[0].provider_id",
         "rotations[0].entries[1].weight",
+        "rotations[0].sensitive_patterns[0]",
     ] {
         assert!(paths.contains(&expected), "missing {expected} in {problems:#?}");
     }

@@ -27,6 +27,7 @@ fn rotation(name: &str, strategy: &str, entries: Vec<RotationEntryConfig>) -> Ro
         latency_threshold_ms: None,
         daily_cloud_budget_usd: None,
         sensitive_keywords: vec![],
+        sensitive_patterns: vec![],
         primary: vec![],
         secondary: vec![],
     }

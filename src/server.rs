@@ -118,6 +118,8 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
             metrics: Arc::clone(&metrics),
             shared: Arc::clone(&shared),
+            classifiers: Arc::default(),
+            latency: Arc::default(),
         });
         let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);

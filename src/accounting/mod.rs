@@ -78,6 +78,7 @@ impl Accounting {
                 routing: None,
             }),
             cost: None,
+            spend: None,
             progress: Progress::default(),
         }
     }
@@ -170,6 +171,7 @@ pub struct UsageGuard {
     first_byte_ms: Option<i64>,
     row: Option<UsageRow>,
     cost: Option<CostConfig>,
+    spend: Option<(std::sync::Arc<dyn crate::shared::SharedState>, String, u64)>,
     /// Token counts seen so far.
     pub progress: Progress,
 }
@@ -182,6 +184,13 @@ impl UsageGuard {
             r.model = Some(model.name.clone());
         }
         self.cost = model.cost.clone();
+    }
+
+    /// Adds this request's cost, once known, to a cluster-wide windowed counter (micro-USD):
+    /// how burst rotations track their daily cloud spend. `None` stops counting (a failover to
+    /// another target).
+    pub fn count_spend(&mut self, counter: Option<(std::sync::Arc<dyn crate::shared::SharedState>, String, u64)>) {
+        self.spend = counter;
     }
 
     /// Records the routing receipt (JSON) for the usage row.
@@ -220,6 +229,16 @@ impl UsageGuard {
         row.cached_tokens = crate::store::to_i64(usage.cached_tokens);
         row.estimated = estimated;
         row.cost_usd = self.cost.as_ref().map_or(0.0, |c| cost_of(c, usage));
+        if let Some((shared, key, window_ms)) = self.spend.take() {
+            let micros = usd_to_micros(row.cost_usd);
+            if micros > 0 {
+                tokio::spawn(async move {
+                    if let Err(e) = shared.window_add(&key, window_ms, micros, None).await {
+                        tracing::warn!(error = %e, "Could not add to a spend counter.");
+                    }
+                });
+            }
+        }
         row.latency_ms = elapsed_ms(self.started);
         row.ttft_ms = self.first_byte_ms;
         self.accounting.submit(row);
@@ -247,6 +266,12 @@ pub fn cost_of(price: &CostConfig, usage: Usage) -> f64 {
     per(usage.prompt_tokens - cached, price.input_per_million)
         + per(cached, cached_price)
         + per(usage.completion_tokens, price.output_per_million)
+}
+
+/// USD to whole micro-USD (negative and non-finite amounts count as zero).
+#[expect(clippy::as_conversions, reason = "a saturating float-to-int cast is the conversion wanted")]
+fn usd_to_micros(usd: f64) -> u64 {
+    if usd.is_finite() && usd > 0.0 { (usd * 1_000_000.0).round() as u64 } else { 0 }
 }
 
 /// Estimates tokens of text the gateway did not get a count for (about four characters each).

@@ -22,7 +22,7 @@ use crate::shared::SharedState;
 use crate::store::{self, Store, StoreError};
 use crate::types::{Locality, ProviderKind, Role};
 
-pub use resolve::{Candidate, Plan, Strategy, Target};
+pub use resolve::{BurstMode, BurstSpec, Candidate, Plan, Strategy, Target};
 pub use tokens::{AuthError, TokenEntry, hex, token_hash};
 
 /// One provider, ready to be called.
@@ -260,6 +260,8 @@ pub struct Rotation {
     pub candidates: Vec<Candidate>,
     /// Attempts before giving up (default: one per candidate).
     pub max_attempts: usize,
+    /// Burst settings, for `burst` rotations.
+    pub burst: Option<Arc<BurstSpec>>,
 }
 
 impl Rotation {
@@ -268,11 +270,28 @@ impl Rotation {
             "weighted" => Some(Strategy::Weighted),
             "priority" => Some(Strategy::Priority),
             "least_busy" => Some(Strategy::LeastBusy),
+            "burst" => r.mode.as_deref().and_then(BurstMode::parse).map(|_| Strategy::Burst),
             _ => None,
         };
-        let candidates: Vec<Candidate> = r
-            .entries
-            .iter()
+        let burst = r.mode.as_deref().and_then(BurstMode::parse).filter(|_| r.strategy == "burst").map(|mode| {
+            Arc::new(BurstSpec {
+                name: r.name.clone(),
+                mode,
+                max_queue: r.max_queue,
+                latency_threshold_ms: r.latency_threshold_ms,
+                daily_cloud_budget_usd: r.daily_cloud_budget_usd,
+                sensitive_keywords: r.sensitive_keywords.clone(),
+                sensitive_patterns: r.sensitive_patterns.clone(),
+            })
+        });
+        // A burst rotation's candidates are its primary entries, then its secondary ones.
+        let entries: Vec<&crate::config::RotationEntryConfig> = if burst.is_some() {
+            r.primary.iter().chain(r.secondary.iter()).collect()
+        } else {
+            r.entries.iter().collect()
+        };
+        let candidates: Vec<Candidate> = entries
+            .into_iter()
             .filter_map(|e| {
                 let provider = providers.get(&e.provider_id)?;
                 let model = provider.model(&e.model)?.clone();
@@ -288,7 +307,7 @@ impl Rotation {
             })
             .collect();
         let max_attempts = r.max_attempts.map_or(candidates.len(), |m| usize::try_from(m).unwrap_or(usize::MAX));
-        Self { name: r.name.clone(), strategy, candidates, max_attempts: max_attempts.max(1) }
+        Self { name: r.name.clone(), strategy, candidates, max_attempts: max_attempts.max(1), burst }
     }
 }
 

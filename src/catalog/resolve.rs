@@ -28,6 +28,8 @@ pub enum Strategy {
     Priority,
     /// Fewest in-flight requests cluster-wide first, ties by weight.
     LeastBusy,
+    /// Edge/cloud burst (the plan's `burst` says how).
+    Burst,
 }
 
 impl Strategy {
@@ -38,6 +40,7 @@ impl Strategy {
             Self::Weighted => "weighted",
             Self::Priority => "priority",
             Self::LeastBusy => "least_busy",
+            Self::Burst => "burst",
         }
     }
 }
@@ -64,6 +67,55 @@ pub struct Plan {
     pub candidates: Vec<Candidate>,
     /// Attempts before giving up.
     pub max_attempts: usize,
+    /// Burst settings, for `Strategy::Burst`.
+    pub burst: Option<Arc<BurstSpec>>,
+}
+
+/// Which tier a burst rotation serves from first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BurstMode {
+    /// Local serves; cloud takes overflow and failures.
+    Edge,
+    /// Cloud serves; sensitive requests go local.
+    Cloud,
+}
+
+impl BurstMode {
+    /// Parses `edge_burst` / `cloud_burst`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "edge_burst" => Some(Self::Edge),
+            "cloud_burst" => Some(Self::Cloud),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Edge => "edge_burst",
+            Self::Cloud => "cloud_burst",
+        }
+    }
+}
+
+/// The settings of a burst rotation.
+#[derive(Debug)]
+pub struct BurstSpec {
+    /// Rotation name.
+    pub name: String,
+    /// Configured mode.
+    pub mode: BurstMode,
+    /// In-flight requests on the leading tier (cluster-wide) at which requests overflow.
+    pub max_queue: Option<u64>,
+    /// Moving-average latency of the leading tier above which requests overflow.
+    pub latency_threshold_ms: Option<u64>,
+    /// Cloud spend per UTC day, cluster-wide, after which traffic stays local.
+    pub daily_cloud_budget_usd: Option<f64>,
+    /// Extra words that make a request sensitive.
+    pub sensitive_keywords: Vec<String>,
+    /// Extra regexes that make a request sensitive.
+    pub sensitive_patterns: Vec<String>,
 }
 
 impl Plan {
@@ -73,6 +125,7 @@ impl Plan {
             strategy: Strategy::Direct,
             candidates: vec![Candidate { cooldown_secs: target.provider.default_error_cooldown, target, weight: 1.0 }],
             max_attempts: 1,
+            burst: None,
         }
     }
 }
@@ -101,11 +154,15 @@ impl Snapshot {
         let r = self.rotations.iter().find(|r| r.name == name)?;
         let route = format!("rotation/{name}");
         Some(match r.strategy {
-            None => Err(not_served(&route, "burst rotation")),
+            None => Err(not_served(&route, "this rotation strategy")),
             Some(_) if r.candidates.is_empty() => Err(ApiError::model_not_found(&route)),
-            Some(strategy) => {
-                Ok(Plan { route, strategy, candidates: r.candidates.clone(), max_attempts: r.max_attempts })
-            }
+            Some(strategy) => Ok(Plan {
+                route,
+                strategy,
+                candidates: r.candidates.clone(),
+                max_attempts: r.max_attempts,
+                burst: r.burst.clone(),
+            }),
         })
     }
 

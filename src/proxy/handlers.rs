@@ -24,7 +24,9 @@ async fn run(
     scope: Scope,
 ) -> Reply {
     let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
-    pipeline::run(&state, &client.0, request_id(&req), &caller, op, scope, &raw).await
+    let burst_mode = req.headers().get("x-burst-mode").and_then(|v| v.to_str().ok());
+    let incoming = pipeline::Incoming { id: request_id(&req), caller: &caller, op, scope, burst_mode };
+    pipeline::run(&state, &client.0, incoming, &raw).await
 }
 
 /// The operation codes of the generic handlers below (`Operation` cannot be a const parameter).

@@ -5,6 +5,7 @@
 //! control plane only through the catalog (reads) and accounting (usage records).
 
 mod body;
+mod burst;
 mod caller;
 mod handlers;
 pub(crate) mod pipeline;
@@ -40,6 +41,10 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     /// Shared state (concurrency slots).
     pub shared: Arc<dyn SharedState>,
+    /// Compiled sensitivity classifiers of burst rotations, by rotation name.
+    pub classifiers: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<privacy::Classifier>>>>,
+    /// Moving-average latency (ms) of burst tiers on this node.
+    pub latency: Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>,
 }
 
 /// The per-worker upstream client (awc is `!Send`, so each worker builds its own).

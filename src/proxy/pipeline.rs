@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use crate::accounting::{UsageGuard, UsageStart, estimate_tokens};
 use crate::catalog::{Candidate, Plan, Strategy, Target};
 use crate::error::{ApiError, Code};
-use crate::proxy::{Caller, ProxyState, body, relay, router, validate};
-use crate::types::{Operation, ProviderKind, RequestId};
+use crate::proxy::{Caller, ProxyState, body, burst, relay, router, validate};
+use crate::types::{Locality, Operation, ProviderKind, RequestId};
 use crate::upstream::client::{self, Outgoing};
 use crate::upstream::mock::{self, MockReply};
 use crate::upstream::usage::summarize_body;
@@ -32,16 +32,28 @@ pub enum Scope {
     Rotation,
 }
 
+/// What the handler extracted from the HTTP request.
+pub struct Incoming<'a> {
+    /// The request id.
+    pub id: RequestId,
+    /// The authenticated caller.
+    pub caller: &'a Caller,
+    /// Chat, completions or embeddings.
+    pub op: Operation,
+    /// Whose names the model resolves among.
+    pub scope: Scope,
+    /// The request's `X-Burst-Mode`, if any.
+    pub burst_mode: Option<&'a str>,
+}
+
 /// Runs one request.
 pub async fn run(
     state: &ProxyState,
     client: &awc::Client,
-    id: RequestId,
-    caller: &Caller,
-    op: Operation,
-    scope: Scope,
+    incoming: Incoming<'_>,
     raw: &[u8],
 ) -> Result<HttpResponse, ApiError> {
+    let Incoming { id, caller, op, scope, burst_mode } = incoming;
     let mut body = body::parse_object(raw)?;
     let checked = validate::check(op, &body)?;
     let snapshot = state.catalog.snapshot();
@@ -109,10 +121,26 @@ pub async fn run(
     guard.progress.estimated_prompt = checked.prompt_tokens;
     let request_id = id.to_string();
 
+    // Burst rotations decide by sensitivity, budget, queue depth and latency.
+    let decision = match &plan.burst {
+        Some(spec) => {
+            match burst::decide(state, spec, fitting.clone(), &validate::request_text(&body), burst_mode).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    guard.finish(e.code.status(), "refused");
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     // Order the candidates, set aside those cooling down, and probe if nothing else is left.
-    let ordered = router::order(state, &plan, fitting).await;
+    let (ordered, first_reason) = match &decision {
+        Some(d) => (d.candidates.clone(), d.reason),
+        None => (router::order(state, &plan, fitting).await, plan.strategy.reason()),
+    };
     let queue: Vec<(Candidate, &'static str)> = if plan.strategy == Strategy::Direct {
-        ordered.into_iter().map(|c| (c, plan.strategy.reason())).collect()
+        ordered.into_iter().map(|c| (c, first_reason)).collect()
     } else {
         let (ready, cooling) = router::split_cooling(state, ordered).await;
         let probe_needed = ready.is_empty();
@@ -144,7 +172,7 @@ pub async fn run(
                 }
             }
         } else {
-            ready.into_iter().map(|c| (c, plan.strategy.reason())).collect()
+            ready.into_iter().map(|c| (c, first_reason)).collect()
         }
     };
 
@@ -170,6 +198,12 @@ pub async fn run(
             r.attempt(&target.route, i + 1, reason);
             guard.set_routing(r.to_json());
         }
+        let spend = plan.burst.as_ref().filter(|b| b.daily_cloud_budget_usd.is_some());
+        let cloud = target.provider.locality == Locality::Cloud;
+        guard.count_spend(
+            spend.filter(|_| cloud).map(|b| (std::sync::Arc::clone(&state.shared), burst::spend_key(b), burst::DAY_MS)),
+        );
+        let attempt_started = std::time::Instant::now();
         body.insert("model".into(), Value::String(target.model.name.clone()));
         let attempt = match target.provider.kind {
             ProviderKind::Mock => {
@@ -189,9 +223,16 @@ pub async fn run(
                 guard,
             }),
         };
+        if let Some(spec) = &plan.burst {
+            let ms = attempt_started.elapsed().as_secs_f64() * 1000.0;
+            burst::observe_latency(state, burst::latency_key(spec, target.provider.locality), ms);
+        }
         match attempt {
             Ok(mut res) => {
                 add_route_headers(&mut res, &plan.route, target, reason);
+                if let Some(d) = &decision {
+                    add_burst_headers(&mut res, d, target, reason);
+                }
                 return Ok(res);
             }
             Err(Failed { failure, guard: g }) => {
@@ -253,7 +294,7 @@ struct Call<'a> {
 async fn acquire_slot(state: &ProxyState, plan: &Plan, target: &Target, holder: &str) -> Result<Option<Slot>, ()> {
     let limit = match (target.provider.max_concurrency, plan.strategy) {
         (Some(l), _) => l,
-        (None, Strategy::LeastBusy) => u32::MAX,
+        (None, Strategy::LeastBusy | Strategy::Burst) => u32::MAX,
         (None, _) => return Ok(None),
     };
     let total = target.provider.timeout.unwrap_or(Duration::from_millis(state.upstream.total_timeout_ms));
@@ -295,6 +336,22 @@ fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result
         }
     }
     Ok(())
+}
+
+fn add_burst_headers(res: &mut HttpResponse, d: &burst::Decision, target: &Target, reason: &str) {
+    let backend = if target.provider.locality == Locality::Local { "local" } else { "cloud" };
+    let h = res.headers_mut();
+    let pairs = [
+        ("x-burst-backend", backend),
+        ("x-burst-mode", d.mode.as_str()),
+        ("x-burst-reason", reason),
+        ("x-burst-sensitivity", if d.sensitive { "sensitive" } else { "public" }),
+    ];
+    for (k, v) in pairs {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(v) {
+            h.insert(actix_web::http::header::HeaderName::from_static(k), v);
+        }
+    }
 }
 
 fn add_route_headers(res: &mut HttpResponse, route: &str, target: &Target, reason: &str) {

@@ -28,7 +28,8 @@ fn random_unit() -> f64 {
 /// Orders candidates by the plan's strategy.
 pub async fn order(state: &ProxyState, plan: &Plan, mut cands: Vec<Candidate>) -> Vec<Candidate> {
     match plan.strategy {
-        Strategy::Direct | Strategy::Priority => cands,
+        // Burst plans are ordered by `burst::decide`.
+        Strategy::Direct | Strategy::Priority | Strategy::Burst => cands,
         Strategy::Weighted => {
             // Weighted random order without replacement: the first pick follows the weights,
             // the rest are the failover order.

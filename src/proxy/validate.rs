@@ -154,6 +154,39 @@ fn text_inputs(body: &Map<String, Value>, key: &str) -> Result<usize, ApiError> 
     }
 }
 
+/// The text of a request that classifiers read: message contents, `prompt` or `input`.
+pub fn request_text(body: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    let mut push = |v: &Value| match v {
+        Value::String(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Value::Array(parts) => {
+            for p in parts {
+                if let Some(t) = p.get("text").and_then(Value::as_str).or_else(|| p.as_str()) {
+                    out.push_str(t);
+                    out.push('\n');
+                }
+            }
+        }
+        _ => {}
+    };
+    if let Some(Value::Array(msgs)) = body.get("messages") {
+        for m in msgs {
+            if let Some(c) = m.get("content") {
+                push(c);
+            }
+        }
+    }
+    for key in ["prompt", "input"] {
+        if let Some(v) = body.get(key) {
+            push(v);
+        }
+    }
+    out
+}
+
 /// Validates a body for `op` and returns what the pipeline needs.
 pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiError> {
     let model = match body.get("model") {

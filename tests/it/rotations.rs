@@ -213,7 +213,7 @@ async fn no_retry_once_a_byte_reached_the_client() {
 }
 
 #[actix_web::test]
-async fn rotation_routes_listing_and_unserved_strategies() {
+async fn rotation_routes_and_listing() {
     let (_a, _b, app) = setup().await;
     let t = &app.admin_token;
     let r = post_json(&app.url("/api/rotations/chat/completions"), t, &chat("pri", "hi")).await;
@@ -222,15 +222,15 @@ async fn rotation_routes_listing_and_unserved_strategies() {
     post_json(&app.url("/api/rotations/chat/completions"), t, &chat("nope", "hi"))
         .await
         .assert_error(404, "model_not_found");
-    let v = ask(&app, "rotation/edge").await.assert_error(404, "model_not_found");
-    assert!(v["error"]["message"].as_str().unwrap().contains("not available"), "{v}");
+    let r = ask(&app, "rotation/edge").await;
+    assert_eq!(r.status, 200, "burst rotations are served: {}", r.text());
     let ids = get(&app.url("/v1/models"), t).await.json()["data"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_owned())
         .collect::<Vec<_>>();
-    assert!(ids.contains(&"rotation/pri".to_owned()) && !ids.contains(&"rotation/edge".to_owned()), "{ids:?}");
+    assert!(ids.contains(&"rotation/pri".to_owned()) && ids.contains(&"rotation/edge".to_owned()), "{ids:?}");
     // A token scoped to one provider may not use a rotation.
     let c = app.control().await;
     c.create_user("sam", switchyard::types::Role::User, None, None).await.unwrap();
@@ -270,4 +270,158 @@ async fn cooldowns_are_cluster_wide_through_redis() {
     assert_eq!(a.calls(), 1);
     n1.stop().await;
     n2.stop().await;
+}
+
+fn burst(name: &str, mode: &str, primary: &str, secondary: &str) -> RotationConfig {
+    let mut r = rotation(name, "burst", vec![]);
+    r.mode = Some(mode.into());
+    r.primary = vec![RotationEntryConfig {
+        provider_id: primary.into(),
+        model: "m".into(),
+        weight: 1.0,
+        error_cooldown: Some(2),
+    }];
+    r.secondary = vec![RotationEntryConfig {
+        provider_id: secondary.into(),
+        model: "m".into(),
+        weight: 1.0,
+        error_cooldown: Some(2),
+    }];
+    r
+}
+
+async fn burst_setup() -> (MockUpstream, MockUpstream, TestApp) {
+    let (local, cloud) = (MockUpstream::start(1), MockUpstream::start(1));
+    let app = TestApp::spawn(|s| {
+        s.providers.push(openai_provider("local", &local.base(), &["m"]));
+        let mut c = openai_provider("cloud", &cloud.base(), &["m"]);
+        c.locality = switchyard::types::Locality::Cloud;
+        // The mock reports 11 prompt + 6 completion tokens: 17 tokens at $1,000 per 1M = $0.017.
+        c.cost.insert(
+            "m".into(),
+            switchyard::config::CostConfig {
+                input_per_million: 1000.0,
+                output_per_million: 1000.0,
+                cached_input_per_million: None,
+            },
+        );
+        s.providers.push(c);
+        let mut edge = burst("edge", "edge_burst", "local", "cloud");
+        edge.max_queue = Some(1);
+        edge.sensitive_keywords = vec!["patient".into()];
+        s.rotations.push(edge);
+        s.rotations.push(burst("cloudy", "cloud_burst", "cloud", "local"));
+        let mut budget = burst("budget", "cloud_burst", "cloud", "local");
+        budget.daily_cloud_budget_usd = Some(0.02);
+        s.rotations.push(budget);
+        s.rotations.push(burst("cloudonly", "edge_burst", "cloud", "cloud"));
+    })
+    .await;
+    (local, cloud, app)
+}
+
+fn burst_headers(r: &crate::support::Resp) -> (String, String, String, String) {
+    let h = |n: &str| r.header(n).unwrap_or("-").to_owned();
+    (h("x-burst-backend"), h("x-burst-mode"), h("x-burst-reason"), h("x-burst-sensitivity"))
+}
+
+#[actix_web::test]
+async fn edge_burst_overflows_to_cloud_and_keeps_sensitive_requests_local() {
+    let (local, cloud, app) = burst_setup().await;
+    let r = ask(&app, "rotation/edge").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(burst_headers(&r), ("local".into(), "edge_burst".into(), "edge_first".into(), "public".into()));
+    assert_eq!(r.header("x-switchyard-reason"), Some("edge_first"));
+
+    // Local holds one request (max_queue = 1): the next one bursts to cloud.
+    local.plan(Plan { chunks: 4, chunk_interval_ms: 400, ..Plan::default() });
+    let client = awc::Client::builder().disable_timeout().finish();
+    let slow = client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&app.admin_token)
+        .send_json(&json!({"model": "rotation/edge", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .await
+        .unwrap();
+    assert_eq!(slow.headers().get("x-burst-backend").unwrap(), "local");
+    let r = ask(&app, "rotation/edge").await;
+    assert_eq!(burst_headers(&r).0, "cloud");
+    assert_eq!(burst_headers(&r).2, "local_overloaded_burst_to_cloud");
+    // A sensitive request stays local however busy local is.
+    for prompt in ["mail jane.doe@example.com about it", "the Patient is stable", "card 4111 1111 1111 1111"] {
+        let r = post_json(&app.url("/v1/chat/completions"), &app.admin_token, &chat("rotation/edge", prompt)).await;
+        assert_eq!(
+            burst_headers(&r),
+            ("local".into(), "edge_burst".into(), "sensitive_forced_local".into(), "sensitive".into())
+        );
+    }
+    // Let the slow stream finish, so local is idle again.
+    let mut slow = slow;
+    let _ = slow.body().limit(1 << 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The request can pick the mode.
+    let auth = format!("Bearer {}", app.admin_token);
+    let r = crate::support::send(
+        "POST",
+        &app.url("/v1/chat/completions"),
+        &[("authorization", &auth), ("content-type", "application/json"), ("x-burst-mode", "cloud_burst")],
+        chat("rotation/edge", "hi").to_string(),
+    )
+    .await;
+    assert_eq!(burst_headers(&r), ("cloud".into(), "cloud_burst".into(), "cloud_first".into(), "public".into()));
+
+    // Local fails: a public request fails over to cloud, a sensitive one never does.
+    local.plan(Plan { status: 500, ..Plan::default() });
+    let r = ask(&app, "rotation/edge").await;
+    assert_eq!(burst_headers(&r).0, "cloud");
+    assert_eq!(burst_headers(&r).2, "failover_after_error");
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    local.plan(Plan { status: 500, ..Plan::default() });
+    let before = cloud.calls();
+    let r =
+        post_json(&app.url("/v1/chat/completions"), &app.admin_token, &chat("rotation/edge", "ssn 123-45-6789")).await;
+    r.assert_error(502, "upstream_error");
+    assert_eq!(cloud.calls(), before, "a sensitive request reached a cloud target");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn cloud_burst_budget_and_the_privacy_fence() {
+    let (local, cloud, app) = burst_setup().await;
+    let r = ask(&app, "rotation/cloudy").await;
+    assert_eq!(burst_headers(&r), ("cloud".into(), "cloud_burst".into(), "cloud_first".into(), "public".into()));
+    let r = post_json(
+        &app.url("/v1/chat/completions"),
+        &app.admin_token,
+        &chat("rotation/cloudy", "key sk-abcdefghijklmnopqrstuvwxyz123"),
+    )
+    .await;
+    assert_eq!(
+        burst_headers(&r),
+        ("local".into(), "cloud_burst".into(), "sensitive_burst_down_to_local".into(), "sensitive".into())
+    );
+
+    // $0.017 per cloud request against a $0.02 budget: the third request goes local.
+    for expected in ["cloud", "cloud"] {
+        assert_eq!(burst_headers(&ask(&app, "rotation/budget").await).0, expected);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let r = ask(&app, "rotation/budget").await;
+    assert_eq!(burst_headers(&r).0, "local");
+    assert_eq!(burst_headers(&r).2, "budget_exhausted");
+    let rec = app.usage(r.header("x-request-id").unwrap()).await;
+    assert_eq!(rec.provider.as_deref(), Some("local"));
+
+    // No local target: a sensitive request is refused, never sent to the cloud.
+    let before = cloud.calls();
+    post_json(
+        &app.url("/v1/chat/completions"),
+        &app.admin_token,
+        &chat("rotation/cloudonly", "iban DE89370400440532013000"),
+    )
+    .await
+    .assert_error(403, "privacy_route_unavailable");
+    assert_eq!(cloud.calls(), before);
+    let _ = local;
+    app.stop().await;
 }

@@ -52,6 +52,21 @@ fn classifier(state: &ProxyState, spec: &BurstSpec) -> Result<Arc<Classifier>, A
     Ok(c)
 }
 
+/// What the decision depends on, gathered from the request, shared state and this node.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts {
+    /// The mode in force.
+    pub mode: BurstMode,
+    /// The classifier found secrets or personal data.
+    pub sensitive: bool,
+    /// Today's cloud budget is spent.
+    pub budget_spent: bool,
+    /// The leading tier is at `max_queue`.
+    pub overloaded: bool,
+    /// The leading tier's moving-average latency is over the threshold.
+    pub slow: bool,
+}
+
 /// Decides the order of a burst rotation's candidates for one request.
 pub async fn decide(
     state: &ProxyState,
@@ -62,10 +77,45 @@ pub async fn decide(
 ) -> Result<Decision, ApiError> {
     let mode = mode_override.and_then(BurstMode::parse).unwrap_or(spec.mode);
     let sensitive = classifier(state, spec)?.classify(text).is_private();
+    let budget_spent = match spec.daily_cloud_budget_usd {
+        Some(budget) if !sensitive => match state.shared.window_add(&spend_key(spec), DAY_MS, 0, None).await {
+            Ok(w) => micros_to_usd(w.count) >= budget,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cloud spend unavailable; budget not enforced for this request.");
+                false
+            }
+        },
+        _ => false,
+    };
+    let lead_locality = if mode == BurstMode::Edge { Locality::Local } else { Locality::Cloud };
+    let mut overloaded = false;
+    if let Some(max) = spec.max_queue.filter(|_| !sensitive && !budget_spent) {
+        let mut providers: Vec<&str> = candidates
+            .iter()
+            .filter(|c| c.target.provider.locality == lead_locality)
+            .map(|c| c.target.provider.id.as_str())
+            .collect();
+        providers.sort_unstable();
+        providers.dedup();
+        let mut inflight = 0u64;
+        for p in providers {
+            inflight += state.shared.slot_count(&inflight_key(p)).await.unwrap_or(0);
+        }
+        overloaded = inflight >= max;
+    }
+    let slow = spec.latency_threshold_ms.is_some_and(|threshold| {
+        let avg = state.latency.lock().ok().and_then(|m| m.get(&latency_key(spec, lead_locality)).copied());
+        avg.is_some_and(|a| a > threshold_f64(threshold))
+    });
+    order(Facts { mode, sensitive, budget_spent, overloaded, slow }, candidates)
+}
+
+/// The pure decision: which candidates, in which order, and why.
+pub fn order(f: Facts, candidates: Vec<Candidate>) -> Result<Decision, ApiError> {
     let (local, cloud): (Vec<Candidate>, Vec<Candidate>) =
         candidates.into_iter().partition(|c| c.target.provider.locality == Locality::Local);
+    let Facts { mode, sensitive, .. } = f;
     let decision = |candidates, reason| Ok(Decision { candidates, reason, mode, sensitive });
-
     if sensitive {
         if local.is_empty() {
             return Err(ApiError::new(
@@ -76,28 +126,19 @@ pub async fn decide(
         let reason = if mode == BurstMode::Edge { "sensitive_forced_local" } else { "sensitive_burst_down_to_local" };
         return decision(local, reason);
     }
-    if let Some(budget) = spec.daily_cloud_budget_usd {
-        let spent = match state.shared.window_add(&spend_key(spec), DAY_MS, 0, None).await {
-            Ok(w) => micros_to_usd(w.count),
-            Err(e) => {
-                tracing::warn!(error = %e, "Cloud spend unavailable; budget not enforced for this request.");
-                0.0
-            }
-        };
-        if spent >= budget {
-            if local.is_empty() {
-                return Err(ApiError::new(
-                    Code::NoAvailableUpstream,
-                    "Today's cloud budget of this route is spent and it has no local target.",
-                )
-                .with_retry_after(60));
-            }
-            return decision(local, "budget_exhausted");
+    if f.budget_spent {
+        if local.is_empty() {
+            return Err(ApiError::new(
+                Code::NoAvailableUpstream,
+                "Today's cloud budget of this route is spent and it has no local target.",
+            )
+            .with_retry_after(60));
         }
+        return decision(local, "budget_exhausted");
     }
-    let (lead, other, lead_locality) = match mode {
-        BurstMode::Edge => (local, cloud, Locality::Local),
-        BurstMode::Cloud => (cloud, local, Locality::Cloud),
+    let (lead, other) = match mode {
+        BurstMode::Edge => (local, cloud),
+        BurstMode::Cloud => (cloud, local),
     };
     let (over_reason, slow_reason, first_reason, unavailable) = match mode {
         BurstMode::Edge => {
@@ -110,26 +151,13 @@ pub async fn decide(
     if lead.is_empty() {
         return decision(other, unavailable);
     }
-    let mut burst_reason = None;
-    if let Some(max) = spec.max_queue {
-        let mut providers: Vec<&str> = lead.iter().map(|c| c.target.provider.id.as_str()).collect();
-        providers.dedup();
-        let mut inflight = 0u64;
-        for p in providers {
-            inflight += state.shared.slot_count(&inflight_key(p)).await.unwrap_or(0);
-        }
-        if inflight >= max {
-            burst_reason = Some(over_reason);
-        }
-    }
-    if burst_reason.is_none()
-        && let Some(threshold) = spec.latency_threshold_ms
-    {
-        let avg = state.latency.lock().ok().and_then(|m| m.get(&latency_key(spec, lead_locality)).copied());
-        if avg.is_some_and(|a| a > threshold_f64(threshold)) {
-            burst_reason = Some(slow_reason);
-        }
-    }
+    let burst_reason = if f.overloaded {
+        Some(over_reason)
+    } else if f.slow {
+        Some(slow_reason)
+    } else {
+        None
+    };
     match burst_reason {
         Some(reason) if !other.is_empty() => decision(other.into_iter().chain(lead).collect(), reason),
         _ => decision(lead.into_iter().chain(other).collect(), first_reason),
@@ -151,4 +179,103 @@ fn threshold_f64(ms: u64) -> f64 {
 fn micros_to_usd(micros: u64) -> f64 {
     f64::from(u32::try_from(micros / 1_000_000).unwrap_or(u32::MAX))
         + f64::from(u32::try_from(micros % 1_000_000).unwrap_or(0)) / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::{ModelInfo, Provider, Target};
+    use crate::types::ProviderKind;
+
+    fn candidate(id: usize, locality: Locality) -> Candidate {
+        let provider = Arc::new(Provider {
+            id: format!("p{id}"),
+            kind: ProviderKind::Mock,
+            endpoint: None,
+            api_key: None,
+            locality,
+            timeout: None,
+            max_concurrency: None,
+            default_error_cooldown: 1,
+            models: vec![],
+        });
+        let model = ModelInfo { name: "m".into(), context_size: None, max_request_tokens: None, cost: None };
+        Candidate {
+            target: Target { route: format!("provider/p{id}/m"), provider, model },
+            weight: 1.0,
+            cooldown_secs: 1,
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so the property runs the same cases everywhere.
+    struct Gen(u64);
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn bool(&mut self) -> bool {
+            self.next() & 1 == 1
+        }
+    }
+
+    /// The privacy fence: for any mix of candidates, mode, budget, load and latency, a sensitive
+    /// request's candidate list — the whole failover order — holds no cloud target.
+    #[test]
+    fn sensitive_requests_never_get_a_cloud_candidate() {
+        let mut g = Gen(0x5eed_1234_abcd_ef01);
+        let mut refused = 0;
+        for _ in 0..5_000 {
+            let n = usize::try_from(g.next() % 6).unwrap_or(0) + 1;
+            let cands: Vec<Candidate> =
+                (0..n).map(|i| candidate(i, if g.bool() { Locality::Local } else { Locality::Cloud })).collect();
+            let any_local = cands.iter().any(|c| c.target.provider.locality == Locality::Local);
+            let facts = Facts {
+                mode: if g.bool() { BurstMode::Edge } else { BurstMode::Cloud },
+                sensitive: true,
+                budget_spent: g.bool(),
+                overloaded: g.bool(),
+                slow: g.bool(),
+            };
+            match order(facts, cands) {
+                Ok(d) => {
+                    assert!(d.candidates.iter().all(|c| c.target.provider.locality == Locality::Local));
+                    assert!(!d.candidates.is_empty());
+                }
+                Err(e) => {
+                    assert!(!any_local, "refused although a local target existed");
+                    assert_eq!(e.code, Code::PrivacyRouteUnavailable);
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 0, "the generator never produced an all-cloud route");
+    }
+
+    #[test]
+    fn public_requests_keep_every_candidate_and_lead_by_mode() {
+        let mut g = Gen(0x0123_4567_89ab_cdef);
+        for _ in 0..2_000 {
+            let n = usize::try_from(g.next() % 6).unwrap_or(0) + 1;
+            let cands: Vec<Candidate> =
+                (0..n).map(|i| candidate(i, if g.bool() { Locality::Local } else { Locality::Cloud })).collect();
+            let mode = if g.bool() { BurstMode::Edge } else { BurstMode::Cloud };
+            let facts = Facts { mode, sensitive: false, budget_spent: false, overloaded: false, slow: false };
+            let d = order(facts, cands.clone()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(d.candidates.len(), n, "a public request lost candidates");
+            let lead = if mode == BurstMode::Edge { Locality::Local } else { Locality::Cloud };
+            if cands.iter().any(|c| c.target.provider.locality == lead) {
+                assert_eq!(d.candidates[0].target.provider.locality, lead);
+            }
+            // Over budget: local only.
+            let spent = Facts { budget_spent: true, ..facts };
+            if let Ok(d) = order(spent, cands) {
+                assert!(d.candidates.iter().all(|c| c.target.provider.locality == Locality::Local));
+            }
+        }
+    }
 }

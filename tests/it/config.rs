@@ -1,6 +1,6 @@
 //! `Settings` validation: every problem with its path.
 
-use switchyard::config::{RotationConfig, RotationEntryConfig, Settings, check};
+use switchyard::config::{RotationEntryConfig, Settings, check};
 
 use crate::support::openai_provider;
 
@@ -16,26 +16,16 @@ fn every_problem_is_reported_with_its_path() {
     s.providers.push(openai_provider("local", "http://127.0.0.1:1/v1", &["m"]));
     s.providers.push(openai_provider("local", "ftp://x", &["m", "m"]));
     s.providers.push(openai_provider("v1", "http://u:p@h/v1", &[]));
-    s.rotations.push(RotationConfig {
-        name: "coding".into(),
-        strategy: "weighted".into(),
-        entries: vec![
+    let mut r = crate::support::rotation(
+        "coding",
+        "weighted",
+        vec![
             RotationEntryConfig { provider_id: "nope".into(), model: "m".into(), weight: 1.0, error_cooldown: None },
             RotationEntryConfig { provider_id: "local".into(), model: "m".into(), weight: 0.0, error_cooldown: None },
         ],
-        privacy: false,
-        capabilities: vec![],
-        default_max_request_tokens: None,
-        max_attempts: None,
-        mode: None,
-        max_queue: None,
-        latency_threshold_ms: None,
-        daily_cloud_budget_usd: None,
-        sensitive_keywords: vec![],
-        sensitive_patterns: vec!["(unclosed".into()],
-        primary: vec![],
-        secondary: vec![],
-    });
+    );
+    r.sensitive_patterns = vec!["(unclosed".into()];
+    s.rotations.push(r);
     s.server.max_body_bytes = 0;
     let problems = check(&s);
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();

@@ -7,30 +7,12 @@ use serde_json::json;
 use switchyard::config::{RotationConfig, RotationEntryConfig, Secret, Settings};
 
 use crate::support::mock_upstream::{MockUpstream, Plan};
-use crate::support::{TestApp, chat, fresh_database, get, openai_provider, post_json, service_url, sse_data, unique};
+use crate::support::{
+    TestApp, chat, fresh_database, get, openai_provider, post_json, rotation, service_url, sse_data, unique,
+};
 
 fn entry(provider: &str, weight: f64) -> RotationEntryConfig {
     RotationEntryConfig { provider_id: provider.into(), model: "m".into(), weight, error_cooldown: Some(2) }
-}
-
-fn rotation(name: &str, strategy: &str, entries: Vec<RotationEntryConfig>) -> RotationConfig {
-    RotationConfig {
-        name: name.into(),
-        strategy: strategy.into(),
-        entries,
-        privacy: false,
-        capabilities: vec![],
-        default_max_request_tokens: None,
-        max_attempts: None,
-        mode: None,
-        max_queue: None,
-        latency_threshold_ms: None,
-        daily_cloud_budget_usd: None,
-        sensitive_keywords: vec![],
-        sensitive_patterns: vec![],
-        primary: vec![],
-        secondary: vec![],
-    }
 }
 
 fn configure(s: &mut Settings, a: &MockUpstream, b: &MockUpstream) {

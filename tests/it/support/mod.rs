@@ -60,6 +60,31 @@ pub fn openai_provider(id: &str, base: &str, models: &[&str]) -> ProviderConfig 
     }
 }
 
+/// A rotation with only the fields every strategy has.
+pub fn rotation(
+    name: &str,
+    strategy: &str,
+    entries: Vec<switchyard::config::RotationEntryConfig>,
+) -> switchyard::config::RotationConfig {
+    switchyard::config::RotationConfig {
+        name: name.into(),
+        strategy: strategy.into(),
+        entries,
+        privacy: false,
+        capabilities: vec![],
+        default_max_request_tokens: None,
+        max_attempts: None,
+        mode: None,
+        max_queue: None,
+        latency_threshold_ms: None,
+        daily_cloud_budget_usd: None,
+        sensitive_keywords: vec![],
+        sensitive_patterns: vec![],
+        primary: vec![],
+        secondary: vec![],
+    }
+}
+
 /// A running in-process node.
 pub struct TestApp {
     pub port: u16,

@@ -21,6 +21,7 @@ use actix_web::web;
 use crate::accounting::Accounting;
 use crate::catalog::Catalog;
 use crate::config::UpstreamSettings;
+use crate::error::{ApiError, Code};
 use crate::shared::SharedState;
 use crate::telemetry::Metrics;
 
@@ -50,22 +51,35 @@ pub struct ProxyState {
 /// The per-worker upstream client (awc is `!Send`, so each worker builds its own).
 pub struct UpstreamClient(pub awc::Client);
 
-/// Registers the data-plane routes.
+/// Registers the data-plane routes. Every path answers other methods with 405 and `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use handlers::{CHAT, COMPLETIONS, EMBEDDINGS, owner, user};
-    cfg.route("/v1/chat/completions", web::post().to(owner::<CHAT>))
-        .route("/v1/completions", web::post().to(owner::<COMPLETIONS>))
-        .route("/v1/embeddings", web::post().to(owner::<EMBEDDINGS>))
-        .route("/v1/models", web::get().to(handlers::models))
-        .route("/api/v1/models", web::get().to(handlers::models))
-        .route("/api/user/chat/completions", web::post().to(owner::<CHAT>))
-        .route("/api/user/completions", web::post().to(owner::<COMPLETIONS>))
-        .route("/api/user/embeddings", web::post().to(owner::<EMBEDDINGS>))
-        .route("/api/user/models", web::get().to(handlers::models))
-        .route("/api/u/{username}/chat/completions", web::post().to(user::<CHAT>))
-        .route("/api/u/{username}/completions", web::post().to(user::<COMPLETIONS>))
-        .route("/api/u/{username}/embeddings", web::post().to(user::<EMBEDDINGS>))
-        .route("/api/u/{username}/models", web::get().to(handlers::user_models))
-        .route("/api/rotations/chat/completions", web::post().to(handlers::rotation_chat))
-        .route("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat));
+    let post = |path: &str, route: actix_web::Route| {
+        web::resource(path).route(route).default_service(web::to(|| async { method_not_allowed("POST") }))
+    };
+    let get = |path: &str, route: actix_web::Route| {
+        web::resource(path).route(route).default_service(web::to(|| async { method_not_allowed("GET") }))
+    };
+    cfg.service(post("/v1/chat/completions", web::post().to(owner::<CHAT>)))
+        .service(post("/v1/completions", web::post().to(owner::<COMPLETIONS>)))
+        .service(post("/v1/embeddings", web::post().to(owner::<EMBEDDINGS>)))
+        .service(get("/v1/models", web::get().to(handlers::models)))
+        .service(get("/api/v1/models", web::get().to(handlers::models)))
+        .service(post("/api/user/chat/completions", web::post().to(owner::<CHAT>)))
+        .service(post("/api/user/completions", web::post().to(owner::<COMPLETIONS>)))
+        .service(post("/api/user/embeddings", web::post().to(owner::<EMBEDDINGS>)))
+        .service(get("/api/user/models", web::get().to(handlers::models)))
+        .service(post("/api/u/{username}/chat/completions", web::post().to(user::<CHAT>)))
+        .service(post("/api/u/{username}/completions", web::post().to(user::<COMPLETIONS>)))
+        .service(post("/api/u/{username}/embeddings", web::post().to(user::<EMBEDDINGS>)))
+        .service(get("/api/u/{username}/models", web::get().to(handlers::user_models)))
+        .service(post("/api/rotations/chat/completions", web::post().to(handlers::rotation_chat)))
+        .service(post("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat)));
+}
+
+fn method_not_allowed(allow: &'static str) -> actix_web::HttpResponse {
+    use actix_web::ResponseError as _;
+    let mut res = ApiError::new(Code::MethodNotAllowed, format!("This path accepts {allow} only.")).error_response();
+    res.headers_mut().insert(actix_web::http::header::ALLOW, actix_web::http::header::HeaderValue::from_static(allow));
+    res
 }

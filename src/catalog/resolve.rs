@@ -223,6 +223,16 @@ impl Snapshot {
         out
     }
 
+    /// Every provider, in configuration order.
+    pub fn providers(&self) -> Vec<Arc<Provider>> {
+        self.provider_order.iter().filter_map(|id| self.providers.get(id).cloned()).collect()
+    }
+
+    /// Every rotation, in configuration order.
+    pub fn rotations(&self) -> &[crate::catalog::Rotation] {
+        &self.rotations
+    }
+
     /// Whether a provider id exists.
     pub fn has_provider(&self, id: &str) -> bool {
         self.providers.contains_key(id)

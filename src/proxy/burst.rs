@@ -176,7 +176,8 @@ fn threshold_f64(ms: u64) -> f64 {
     f64::from(u32::try_from(ms).unwrap_or(u32::MAX))
 }
 
-fn micros_to_usd(micros: u64) -> f64 {
+/// Micro-USD to USD.
+pub fn micros_to_usd(micros: u64) -> f64 {
     f64::from(u32::try_from(micros / 1_000_000).unwrap_or(u32::MAX))
         + f64::from(u32::try_from(micros % 1_000_000).unwrap_or(0)) / 1_000_000.0
 }

@@ -108,6 +108,15 @@ pub async fn rotation_chat(
     run(req, body, s, c, caller, Operation::Chat, Scope::Rotation).await
 }
 
+/// `GET /health/routing` (admin tokens): in-flight counts, cooldowns in force, burst latency
+/// averages and today's cloud spend.
+pub async fn routing_health(s: web::Data<ProxyState>, caller: Caller) -> Reply {
+    if caller.0.role != crate::types::Role::Admin {
+        return Err(ApiError::new(Code::PermissionDenied, "Routing detail is for admin tokens."));
+    }
+    Ok(HttpResponse::Ok().json(crate::proxy::router::status(&s).await))
+}
+
 fn model_list(state: &ProxyState, caller: &Caller) -> HttpResponse {
     let data: Vec<_> = state
         .catalog

@@ -5,13 +5,13 @@
 //! control plane only through the catalog (reads) and accounting (usage records).
 
 mod body;
-mod burst;
+pub(crate) mod burst;
 mod caller;
 mod handlers;
 pub(crate) mod pipeline;
 pub mod privacy;
 mod relay;
-mod router;
+pub(crate) mod router;
 mod validate;
 
 use std::sync::Arc;
@@ -74,6 +74,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/api/u/{username}/embeddings", web::post().to(user::<EMBEDDINGS>)))
         .service(get("/api/u/{username}/models", web::get().to(handlers::user_models)))
         .service(post("/api/rotations/chat/completions", web::post().to(handlers::rotation_chat)))
+        .service(get("/health/routing", web::get().to(handlers::routing_health)))
         .service(post("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat)));
 }
 

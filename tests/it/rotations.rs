@@ -74,6 +74,12 @@ async fn priority_fails_over_and_the_failed_entry_cools_down() {
     assert_eq!(receipt["candidates"][0], json!({"target": "provider/a/m", "filtered": "cooldown"}));
     assert_eq!(receipt["chosen"], "provider/b/m");
 
+    // The routing detail shows the cooldown in force (admin tokens only).
+    let status = get(&app.url("/health/routing"), &app.admin_token).await.json();
+    let cooling: Vec<&str> =
+        status["cooldowns"].as_array().unwrap().iter().filter_map(|c| c["target"].as_str()).collect();
+    assert!(cooling.contains(&"provider/a/m") && !cooling.contains(&"provider/b/m"), "{status}");
+    assert_eq!(status["providers"][0]["id"], "a");
     // A cools down: the next requests go straight to B.
     for _ in 0..2 {
         let r = ask(&app, "rotation/pri").await;
@@ -393,6 +399,14 @@ async fn cloud_burst_budget_and_the_privacy_fence() {
     assert_eq!(burst_headers(&r).2, "budget_exhausted");
     let rec = app.usage(r.header("x-request-id").unwrap()).await;
     assert_eq!(rec.provider.as_deref(), Some("local"));
+    let status = get(&app.url("/health/routing"), &app.admin_token).await.json();
+    let budget = status["burst"].as_array().unwrap().iter().find(|b| b["rotation"] == "budget").unwrap().clone();
+    assert!(budget["cloud_spend_today_usd"].as_f64().unwrap() >= 0.034, "{budget}");
+    assert_eq!(budget["daily_cloud_budget_usd"], 0.02);
+    let c = app.control().await;
+    c.create_user("viewer", switchyard::types::Role::User, None, None).await.unwrap();
+    let (user_token, _) = c.create_token(switchyard::control::NewTokenRequest::for_user("viewer")).await.unwrap();
+    get(&app.url("/health/routing"), &user_token).await.assert_error(403, "permission_denied");
 
     // No local target: a sensitive request is refused, never sent to the cloud.
     let before = cloud.calls();

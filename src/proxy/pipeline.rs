@@ -134,6 +134,15 @@ pub async fn run(
         }
         None => None,
     };
+    // Candidates a burst decision left out were removed by the privacy fence or the budget.
+    if let (Some(d), Some(r)) = (&decision, receipt.as_mut()) {
+        let why = if d.sensitive { "privacy" } else { "budget" };
+        for c in &fitting {
+            if !d.candidates.iter().any(|k| k.target.route == c.target.route) {
+                r.filtered(&c.target.route, why);
+            }
+        }
+    }
     // Order the candidates, set aside those cooling down, and probe if nothing else is left.
     let (ordered, first_reason) = match &decision {
         Some(d) => (d.candidates.clone(), d.reason),

@@ -388,6 +388,10 @@ async fn cloud_burst_budget_and_the_privacy_fence() {
         burst_headers(&r),
         ("local".into(), "cloud_burst".into(), "sensitive_burst_down_to_local".into(), "sensitive".into())
     );
+    let rec = app.usage(r.header("x-request-id").unwrap()).await;
+    let receipt: serde_json::Value = serde_json::from_str(rec.routing.as_deref().unwrap()).unwrap();
+    assert_eq!(receipt["candidates"][0], json!({"target": "provider/cloud/m", "filtered": "privacy"}), "{receipt}");
+    assert_eq!(receipt["chosen"], "provider/local/m");
 
     // $0.017 per cloud request against a $0.02 budget: the third request goes local.
     for expected in ["cloud", "cloud"] {

@@ -68,6 +68,20 @@ async fn contract(s: Arc<dyn SharedState>) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.cooldown_until("p2").await.unwrap(), None, "a passed deadline is gone");
 
+    // Property: over any sequence of proposals, the deadline in force is the running maximum.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let base = now_ms() + 60_000;
+    let mut max = 0i64;
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let proposal = base + i64::try_from(x % 100_000).unwrap();
+        max = max.max(proposal);
+        assert_eq!(s.cooldown_extend("prop", proposal).await.unwrap(), max);
+    }
+    assert_eq!(s.cooldown_until("prop").await.unwrap(), Some(max));
+
     // Key/value with TTL.
     s.kv_set("sess", b"v1", 10_000).await.unwrap();
     assert_eq!(s.kv_get("sess").await.unwrap().as_deref(), Some(&b"v1"[..]));

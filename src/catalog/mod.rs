@@ -66,6 +66,8 @@ pub struct ModelInfo {
     pub max_request_tokens: Option<u64>,
     /// Prices per 1M tokens.
     pub cost: Option<CostConfig>,
+    /// Capability tags (`tools`, `vision`, `json`, …).
+    pub capabilities: Vec<String>,
 }
 
 /// A user as the catalog knows it.
@@ -89,7 +91,7 @@ pub struct Snapshot {
     providers: Arc<HashMap<String, Arc<Provider>>>,
     provider_order: Arc<Vec<String>>,
     rotations: Arc<Vec<Rotation>>,
-    autoselects: Arc<Vec<String>>,
+    autoselects: Arc<Vec<Arc<Autoselect>>>,
     users: HashMap<String, Arc<UserEntry>>,
     users_by_id: HashMap<i64, Arc<UserEntry>>,
     tokens: HashMap<[u8; 32], Arc<TokenEntry>>,
@@ -136,6 +138,7 @@ impl Catalog {
                     context_size: m.context_size.or(p.default_context_size),
                     max_request_tokens: m.max_request_tokens,
                     cost: p.cost.get(&m.name).cloned().or_else(|| price_for(settings, &p.id, &m.name)),
+                    capabilities: m.capabilities.clone(),
                 })
                 .collect();
             let provider = Provider {
@@ -157,7 +160,27 @@ impl Catalog {
             providers: Arc::new(providers),
             provider_order: Arc::new(order),
             rotations: Arc::new(rotations),
-            autoselects: Arc::new(settings.autoselects.iter().map(|a| a.name.clone()).collect()),
+            autoselects: Arc::new(
+                settings
+                    .autoselects
+                    .iter()
+                    .map(|a| {
+                        Arc::new(Autoselect {
+                            name: a.name.clone(),
+                            selection: a.selection.clone(),
+                            fallback: a.fallback.clone(),
+                            classify_privacy: a.classify_privacy,
+                            privacy_keywords: a.privacy_keywords.clone(),
+                            privacy_patterns: a.privacy_patterns.clone(),
+                            candidates: a
+                                .available_models
+                                .iter()
+                                .map(|c| AutoCandidate { route: c.route.clone(), privacy: c.privacy })
+                                .collect(),
+                        })
+                    })
+                    .collect(),
+            ),
             ..Snapshot::default()
         };
         let catalog = Self {
@@ -247,6 +270,34 @@ impl Catalog {
             }
         }
     }
+}
+
+/// An autoselect route.
+#[derive(Debug)]
+pub struct Autoselect {
+    /// Route name (`autoselect/<name>`).
+    pub name: String,
+    /// `rules`, `embedding` or `llm`.
+    pub selection: String,
+    /// Route used when no candidate fits.
+    pub fallback: Option<String>,
+    /// Classify requests for secrets and personal data.
+    pub classify_privacy: bool,
+    /// Extra words that make a request private.
+    pub privacy_keywords: Vec<String>,
+    /// Extra regexes that make a request private.
+    pub privacy_patterns: Vec<String>,
+    /// Candidates in configuration order.
+    pub candidates: Vec<AutoCandidate>,
+}
+
+/// One candidate of an autoselect.
+#[derive(Clone, Debug)]
+pub struct AutoCandidate {
+    /// A provider or rotation route.
+    pub route: String,
+    /// May receive private requests.
+    pub privacy: bool,
 }
 
 /// A rotation as the router uses it.

@@ -143,7 +143,7 @@ impl Snapshot {
             RouteRef::Rotation(name) => {
                 self.rotation_plan(&name).ok_or_else(|| ApiError::model_not_found(requested))?
             }
-            RouteRef::Autoselect(name) if self.autoselects.contains(&name) => Err(not_served(requested, "autoselect")),
+            RouteRef::Autoselect(name) if self.autoselect(&name).is_some() => Err(not_served(requested, "autoselect")),
             RouteRef::Bare(name) => self.resolve_bare(&name),
             _ => Err(ApiError::model_not_found(requested)),
         }
@@ -170,7 +170,7 @@ impl Snapshot {
         if let Some(plan) = self.rotation_plan(name) {
             return plan;
         }
-        if self.autoselects.iter().any(|a| a == name) {
+        if self.autoselect(name).is_some() {
             return Err(not_served(name, "autoselect"));
         }
         let candidates: Vec<&Arc<Provider>> = self
@@ -220,7 +220,25 @@ impl Snapshot {
         for r in self.rotations.iter().filter(|r| r.strategy.is_some() && !r.candidates.is_empty()) {
             out.push((format!("rotation/{}", r.name), "switchyard".to_owned()));
         }
+        for a in self.autoselects.iter().filter(|a| a.selection == "rules") {
+            out.push((format!("autoselect/{}", a.name), "switchyard".to_owned()));
+        }
         out
+    }
+
+    /// The autoselect with this name.
+    pub fn autoselect(&self, name: &str) -> Option<Arc<crate::catalog::Autoselect>> {
+        self.autoselects.iter().find(|a| a.name == name).cloned()
+    }
+
+    /// The autoselect a `model` string names (`autoselect/<name>`, or a bare name that no
+    /// rotation takes), if any.
+    pub fn autoselect_for(&self, requested: &str) -> Option<Arc<crate::catalog::Autoselect>> {
+        match RouteRef::parse(requested) {
+            RouteRef::Autoselect(name) => self.autoselect(&name),
+            RouteRef::Bare(name) if self.rotation_plan(&name).is_none() => self.autoselect(&name),
+            _ => None,
+        }
     }
 
     /// Every provider, in configuration order.

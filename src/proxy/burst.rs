@@ -202,7 +202,13 @@ mod tests {
             default_error_cooldown: 1,
             models: vec![],
         });
-        let model = ModelInfo { name: "m".into(), context_size: None, max_request_tokens: None, cost: None };
+        let model = ModelInfo {
+            name: "m".into(),
+            context_size: None,
+            max_request_tokens: None,
+            cost: None,
+            capabilities: vec![],
+        };
         Candidate {
             target: Target { route: format!("provider/p{id}/m"), provider, model },
             weight: 1.0,

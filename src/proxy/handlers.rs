@@ -108,6 +108,17 @@ pub async fn rotation_chat(
     run(req, body, s, c, caller, Operation::Chat, Scope::Rotation).await
 }
 
+/// `POST /api/autoselect/chat/completions`: `model` is an autoselect name.
+pub async fn autoselect_chat(
+    req: HttpRequest,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    c: web::Data<UpstreamClient>,
+    caller: Caller,
+) -> Reply {
+    run(req, body, s, c, caller, Operation::Chat, Scope::Autoselect).await
+}
+
 /// `GET /health/routing` (admin tokens): in-flight counts, cooldowns in force, burst latency
 /// averages and today's cloud spend.
 pub async fn routing_health(s: web::Data<ProxyState>, caller: Caller) -> Reply {

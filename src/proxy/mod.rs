@@ -4,6 +4,7 @@
 //! Architecture Invariant: never imports `control`, `admin` or `dashboard`; talks to the
 //! control plane only through the catalog (reads) and accounting (usage records).
 
+mod autoselect;
 mod body;
 pub(crate) mod burst;
 mod caller;
@@ -74,6 +75,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/api/u/{username}/embeddings", web::post().to(user::<EMBEDDINGS>)))
         .service(get("/api/u/{username}/models", web::get().to(handlers::user_models)))
         .service(post("/api/rotations/chat/completions", web::post().to(handlers::rotation_chat)))
+        .service(post("/api/autoselect/chat/completions", web::post().to(handlers::autoselect_chat)))
         .service(get("/health/routing", web::get().to(handlers::routing_health)))
         .service(post("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat)));
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::accounting::{UsageGuard, UsageStart, estimate_tokens};
 use crate::catalog::{Candidate, Plan, Strategy, Target};
 use crate::error::{ApiError, Code};
-use crate::proxy::{Caller, ProxyState, body, burst, relay, router, validate};
+use crate::proxy::{Caller, ProxyState, autoselect, body, burst, relay, router, validate};
 use crate::types::{Locality, Operation, ProviderKind, RequestId};
 use crate::upstream::client::{self, Outgoing};
 use crate::upstream::mock::{self, MockReply};
@@ -30,6 +30,8 @@ pub enum Scope {
     Provider(String),
     /// `/api/rotations`: `model` names a rotation.
     Rotation,
+    /// `/api/autoselect`: `model` names an autoselect.
+    Autoselect,
 }
 
 /// What the handler extracted from the HTTP request.
@@ -57,12 +59,28 @@ pub async fn run(
     let mut body = body::parse_object(raw)?;
     let checked = validate::check(op, &body)?;
     let snapshot = state.catalog.snapshot();
+    let mut auto_reason = None;
     let plan = match &scope {
         Scope::Provider(p) => snapshot.resolve_direct(p, &checked.model)?,
         Scope::Rotation => snapshot
             .rotation_plan(&checked.model)
             .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
-        Scope::Owner | Scope::User => snapshot.resolve(&checked.model)?,
+        Scope::Autoselect => {
+            let a = snapshot
+                .autoselect(&checked.model)
+                .ok_or_else(|| ApiError::model_not_found(&format!("autoselect/{}", checked.model)))?;
+            let (plan, reason) = autoselect::select(state, &snapshot, &a, &body, &validate::request_text(&body))?;
+            auto_reason = Some(reason);
+            plan
+        }
+        Scope::Owner | Scope::User => match snapshot.autoselect_for(&checked.model) {
+            Some(a) => {
+                let (plan, reason) = autoselect::select(state, &snapshot, &a, &body, &validate::request_text(&body))?;
+                auto_reason = Some(reason);
+                plan
+            }
+            None => snapshot.resolve(&checked.model)?,
+        },
     };
     drop(snapshot);
     if !caller.0.may_use(&plan.route) {
@@ -148,6 +166,7 @@ pub async fn run(
         Some(d) => (d.candidates.clone(), d.reason),
         None => (router::order(state, &plan, fitting).await, plan.strategy.reason()),
     };
+    let first_reason = auto_reason.unwrap_or(first_reason);
     let queue: Vec<(Candidate, &'static str)> = if plan.strategy == Strategy::Direct {
         ordered.into_iter().map(|c| (c, first_reason)).collect()
     } else {

@@ -11,6 +11,7 @@
 )]
 
 mod auth;
+mod autoselect;
 mod chat;
 mod cli;
 mod config;

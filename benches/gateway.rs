@@ -240,7 +240,9 @@ fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, Strin
             "[server]\nport = 0\n[database]\nurl = \"sqlite://bench.db?mode=rwc\"\n[log]\nlevel = \"error\"\n\
              [[providers]]\nid = \"local\"\ntype = \"openai\"\nendpoint = \"{mock_base}\"\nmodels = [{{ name = \"qwen\" }}]\n\
              [[rotations]]\nname = \"bench\"\nstrategy = \"weighted\"\n\
-             entries = [{{ provider_id = \"local\", model = \"qwen\", weight = 1 }}]\n"
+             entries = [{{ provider_id = \"local\", model = \"qwen\", weight = 1 }}]\n\
+             [[autoselects]]\nname = \"bench\"\nselection = \"rules\"\nclassify_privacy = true\n\
+             available_models = [{{ route = \"provider/local/qwen\", privacy = true }}]\n"
         ),
     )
     .unwrap();
@@ -365,8 +367,15 @@ fn main() {
             name: "rotation",
             port: gw_port,
             path: "/v1/chat/completions".into(),
-            auth: Some(token),
+            auth: Some(token.clone()),
             model: "rotation/bench",
+        },
+        Target {
+            name: "autoselect",
+            port: gw_port,
+            path: "/v1/chat/completions".into(),
+            auth: Some(token),
+            model: "autoselect/bench",
         },
     ];
     if let Some((port, _)) = &nginx {
@@ -395,7 +404,7 @@ fn main() {
             for (i, t) in targets.iter().enumerate() {
                 let o = max_rate(t, secs).await;
                 let rps = o.ok as f64 / o.elapsed.as_secs_f64();
-                println!("round {round} max throughput {:<8} {rps:>9.0} req/s  ({} errors)", t.name, o.errors);
+                println!("round {round} max throughput {:<10} {rps:>9.0} req/s  ({} errors)", t.name, o.errors);
                 best[i] = best[i].max(rps);
             }
         }
@@ -408,7 +417,7 @@ fn main() {
                     let o = fixed_rate(t, secs, stream).await;
                     let (p50, p99) = (pct(&o.latencies_us, 0.50), pct(&o.latencies_us, 0.99));
                     println!(
-                        "round {round} {} at {RATE} req/s {:<8} p50 {p50:>7.3} ms  p99 {p99:>7.3} ms  ({} ok, {} errors)",
+                        "round {round} {} at {RATE} req/s {:<10} p50 {p50:>7.3} ms  p99 {p99:>7.3} ms  ({} ok, {} errors)",
                         if stream { "streaming    " } else { "non-streaming" },
                         t.name,
                         o.ok,
@@ -422,11 +431,11 @@ fn main() {
         let m: Vec<[f64; 4]> = lat.into_iter().map(|l| l.map(median)).collect();
         println!("\nSummary (throughput: best of 2 rounds; latency: median of 3 rounds)");
         for (i, t) in targets.iter().enumerate().skip(1) {
-            println!("  {:<8} max throughput {:>7.0} req/s = {:.2} x direct ({:.0} req/s)", t.name, best[i], best[i] / best[0], best[0]);
+            println!("  {:<10} max throughput {:>7.0} req/s = {:.2} x direct ({:.0} req/s)", t.name, best[i], best[i] / best[0], best[0]);
         }
         for (i, t) in targets.iter().enumerate().skip(1) {
             println!(
-                "  {:<8} added latency at {RATE} req/s: non-streaming p50 {:+.3} ms, p99 {:+.3} ms; streaming p50 {:+.3} ms, p99 {:+.3} ms",
+                "  {:<10} added latency at {RATE} req/s: non-streaming p50 {:+.3} ms, p99 {:+.3} ms; streaming p50 {:+.3} ms, p99 {:+.3} ms",
                 t.name,
                 m[i][0] - m[0][0],
                 m[i][1] - m[0][1],
@@ -434,16 +443,17 @@ fn main() {
                 m[i][3] - m[0][3]
             );
         }
-        if let (Some(g), Some(r)) =
-            (targets.iter().position(|t| t.name == "gateway"), targets.iter().position(|t| t.name == "rotation"))
-        {
-            println!(
-                "  rotation over the direct provider route: non-streaming p50 {:+.3} ms, p99 {:+.3} ms; streaming p50 {:+.3} ms, p99 {:+.3} ms",
-                m[r][0] - m[g][0],
-                m[r][1] - m[g][1],
-                m[r][2] - m[g][2],
-                m[r][3] - m[g][3]
-            );
+        let g = targets.iter().position(|t| t.name == "gateway");
+        for name in ["rotation", "autoselect"] {
+            if let (Some(g), Some(r)) = (g, targets.iter().position(|t| t.name == name)) {
+                println!(
+                    "  {name} over the direct provider route: non-streaming p50 {:+.3} ms, p99 {:+.3} ms; streaming p50 {:+.3} ms, p99 {:+.3} ms",
+                    m[r][0] - m[g][0],
+                    m[r][1] - m[g][1],
+                    m[r][2] - m[g][2],
+                    m[r][3] - m[g][3]
+                );
+            }
         }
         println!("  gateway peak RSS: {:.1} MB", peak_rss_kib(child.id()) as f64 / 1024.0);
     });

@@ -36,6 +36,22 @@ pub const COMPLETIONS: u8 = 1;
 /// `…/embeddings`.
 pub const EMBEDDINGS: u8 = 2;
 
+/// The name spaces of the generic `owner` handler: the owner's names, or only rotation names
+/// (`/api/rotations`), or only autoselect names (`/api/autoselect`).
+pub const OWNER: u8 = 0;
+/// `/api/rotations/…`.
+pub const ROTATIONS: u8 = 1;
+/// `/api/autoselect/…`.
+pub const AUTOSELECTS: u8 = 2;
+
+fn names(code: u8) -> Scope {
+    match code {
+        ROTATIONS => Scope::Rotation,
+        AUTOSELECTS => Scope::Autoselect,
+        _ => Scope::Owner,
+    }
+}
+
 fn operation(code: u8) -> Operation {
     match code {
         CHAT => Operation::Chat,
@@ -44,15 +60,16 @@ fn operation(code: u8) -> Operation {
     }
 }
 
-/// `POST /v1/{op}` and `/api/user/{op}`: the token owner's namespace.
-pub async fn owner<const OP: u8>(
+/// `POST /v1/{op}`, `/api/user/{op}`, `/api/rotations/{op}` and `/api/autoselect/{op}`: the token
+/// owner's namespace, or only its rotation or autoselect names.
+pub async fn owner<const OP: u8, const NAMES: u8>(
     req: HttpRequest,
     body: web::Payload,
     s: web::Data<ProxyState>,
     c: web::Data<UpstreamClient>,
     caller: Caller,
 ) -> Reply {
-    run(req, body, s, c, caller, operation(OP), Scope::Owner).await
+    run(req, body, s, c, caller, operation(OP), names(NAMES)).await
 }
 
 /// `POST /api/u/{username}/{op}`: that user's namespace.
@@ -95,28 +112,6 @@ pub async fn provider_chat(
         return Err(ApiError::new(Code::NotFound, "No such provider."));
     }
     run(req, body, s, c, caller, Operation::Chat, Scope::Provider(provider)).await
-}
-
-/// `POST /api/rotations/chat/completions`: `model` is a rotation name.
-pub async fn rotation_chat(
-    req: HttpRequest,
-    body: web::Payload,
-    s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
-    caller: Caller,
-) -> Reply {
-    run(req, body, s, c, caller, Operation::Chat, Scope::Rotation).await
-}
-
-/// `POST /api/autoselect/chat/completions`: `model` is an autoselect name.
-pub async fn autoselect_chat(
-    req: HttpRequest,
-    body: web::Payload,
-    s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
-    caller: Caller,
-) -> Reply {
-    run(req, body, s, c, caller, Operation::Chat, Scope::Autoselect).await
 }
 
 /// `GET /health/routing` (admin tokens): in-flight counts, cooldowns in force, burst latency

@@ -54,28 +54,28 @@ pub struct UpstreamClient(pub awc::Client);
 
 /// Registers the data-plane routes. Every path answers other methods with 405 and `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use handlers::{CHAT, COMPLETIONS, EMBEDDINGS, owner, user};
+    use handlers::{AUTOSELECTS, CHAT, COMPLETIONS, EMBEDDINGS, OWNER, ROTATIONS, owner, user};
     let post = |path: &str, route: actix_web::Route| {
         web::resource(path).route(route).default_service(web::to(|| async { method_not_allowed("POST") }))
     };
     let get = |path: &str, route: actix_web::Route| {
         web::resource(path).route(route).default_service(web::to(|| async { method_not_allowed("GET") }))
     };
-    cfg.service(post("/v1/chat/completions", web::post().to(owner::<CHAT>)))
-        .service(post("/v1/completions", web::post().to(owner::<COMPLETIONS>)))
-        .service(post("/v1/embeddings", web::post().to(owner::<EMBEDDINGS>)))
+    cfg.service(post("/v1/chat/completions", web::post().to(owner::<CHAT, OWNER>)))
+        .service(post("/v1/completions", web::post().to(owner::<COMPLETIONS, OWNER>)))
+        .service(post("/v1/embeddings", web::post().to(owner::<EMBEDDINGS, OWNER>)))
         .service(get("/v1/models", web::get().to(handlers::models)))
         .service(get("/api/v1/models", web::get().to(handlers::models)))
-        .service(post("/api/user/chat/completions", web::post().to(owner::<CHAT>)))
-        .service(post("/api/user/completions", web::post().to(owner::<COMPLETIONS>)))
-        .service(post("/api/user/embeddings", web::post().to(owner::<EMBEDDINGS>)))
+        .service(post("/api/user/chat/completions", web::post().to(owner::<CHAT, OWNER>)))
+        .service(post("/api/user/completions", web::post().to(owner::<COMPLETIONS, OWNER>)))
+        .service(post("/api/user/embeddings", web::post().to(owner::<EMBEDDINGS, OWNER>)))
         .service(get("/api/user/models", web::get().to(handlers::models)))
         .service(post("/api/u/{username}/chat/completions", web::post().to(user::<CHAT>)))
         .service(post("/api/u/{username}/completions", web::post().to(user::<COMPLETIONS>)))
         .service(post("/api/u/{username}/embeddings", web::post().to(user::<EMBEDDINGS>)))
         .service(get("/api/u/{username}/models", web::get().to(handlers::user_models)))
-        .service(post("/api/rotations/chat/completions", web::post().to(handlers::rotation_chat)))
-        .service(post("/api/autoselect/chat/completions", web::post().to(handlers::autoselect_chat)))
+        .service(post("/api/rotations/chat/completions", web::post().to(owner::<CHAT, ROTATIONS>)))
+        .service(post("/api/autoselect/chat/completions", web::post().to(owner::<CHAT, AUTOSELECTS>)))
         .service(get("/health/routing", web::get().to(handlers::routing_health)))
         .service(post("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat)));
 }

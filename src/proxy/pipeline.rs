@@ -59,28 +59,30 @@ pub async fn run(
     let mut body = body::parse_object(raw)?;
     let checked = validate::check(op, &body)?;
     let snapshot = state.catalog.snapshot();
+    // The request's text, for the classifiers: built at most once, and only when one reads it.
+    let mut text: Option<String> = None;
     let mut auto_reason = None;
-    let plan = match &scope {
-        Scope::Provider(p) => snapshot.resolve_direct(p, &checked.model)?,
-        Scope::Rotation => snapshot
-            .rotation_plan(&checked.model)
-            .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
-        Scope::Autoselect => {
-            let a = snapshot
+    let auto = match &scope {
+        Scope::Autoselect => Some(
+            snapshot
                 .autoselect(&checked.model)
-                .ok_or_else(|| ApiError::model_not_found(&format!("autoselect/{}", checked.model)))?;
-            let (plan, reason) = autoselect::select(state, &snapshot, &a, &body, &validate::request_text(&body))?;
+                .ok_or_else(|| ApiError::model_not_found(&format!("autoselect/{}", checked.model)))?,
+        ),
+        Scope::Owner | Scope::User => snapshot.autoselect_for(&checked.model),
+        Scope::Provider(_) | Scope::Rotation => None,
+    };
+    let plan = match (&scope, auto) {
+        (_, Some(a)) => {
+            let t = text.get_or_insert_with(|| validate::request_text(&body));
+            let (plan, reason) = autoselect::select(state, &snapshot, &a, &body, t)?;
             auto_reason = Some(reason);
             plan
         }
-        Scope::Owner | Scope::User => match snapshot.autoselect_for(&checked.model) {
-            Some(a) => {
-                let (plan, reason) = autoselect::select(state, &snapshot, &a, &body, &validate::request_text(&body))?;
-                auto_reason = Some(reason);
-                plan
-            }
-            None => snapshot.resolve(&checked.model)?,
-        },
+        (Scope::Provider(p), None) => snapshot.resolve_direct(p, &checked.model)?,
+        (Scope::Rotation, None) => snapshot
+            .rotation_plan(&checked.model)
+            .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
+        (_, None) => snapshot.resolve(&checked.model)?,
     };
     drop(snapshot);
     if !caller.0.may_use(&plan.route) {
@@ -142,7 +144,8 @@ pub async fn run(
     // Burst rotations decide by sensitivity, budget, queue depth and latency.
     let decision = match &plan.burst {
         Some(spec) => {
-            match burst::decide(state, spec, fitting.clone(), &validate::request_text(&body), burst_mode).await {
+            let t = text.get_or_insert_with(|| validate::request_text(&body));
+            match burst::decide(state, spec, fitting.clone(), t, burst_mode).await {
                 Ok(d) => Some(d),
                 Err(e) => {
                     guard.finish(e.code.status(), "refused");

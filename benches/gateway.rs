@@ -330,6 +330,22 @@ fn classifier_cost(full: bool) -> (f64, f64) {
     (out[0], out[1])
 }
 
+/// Time per exact token count of the same ~1.9 KB prompt (only paid when its byte bound exceeds
+/// a context limit, or when an upstream reports no usage).
+fn tokenizer_cost(full: bool) -> (f64, u64) {
+    switchyard::tokens::warm();
+    let text = "Please refactor this function so that it handles errors without panicking, keeps the public \
+                API stable and adds tests for the edge cases we discussed. "
+        .repeat(12);
+    let n = if full { 2_000 } else { 20 };
+    let start = Instant::now();
+    let mut tokens = 0;
+    for _ in 0..n {
+        tokens = std::hint::black_box(switchyard::tokens::count(std::hint::black_box(&text)));
+    }
+    (start.elapsed().as_secs_f64() * 1e6 / n as f64, tokens)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; under `cargo test` this is a short smoke run.
     let full = std::env::args().any(|a| a == "--bench");
@@ -339,6 +355,9 @@ fn main() {
     println!(
         "Privacy classifier on a ~1.9 KB prompt: {clean_us:.1} µs (clean), {private_us:.1} µs (with an e-mail and a card number)\n"
     );
+
+    let (count_us, tokens) = tokenizer_cost(full);
+    println!("Tokenizer (o200k_base) on the same prompt: {count_us:.1} µs ({tokens} tokens)\n");
 
     let dir = tempfile::tempdir().unwrap();
     // The mock runs on its own actix system thread with one worker.

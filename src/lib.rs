@@ -20,6 +20,7 @@
 //! ## Code map (layers: a module uses only lower layers, plus the arrows named)
 //!
 //! - L0 [`types`], [`error`]: ids, route names, usage; the one error type and its code table.
+//! - L0 [`tokens`]: the BPE tokenizer (`o200k_base`) and the cheap byte bound used before it.
 //!   **Architecture Invariant:** every client-visible error is an [`error::ApiError`].
 //! - L1 [`config`]: `Settings`, layered loading, validation returning every problem.
 //! - L2 [`store`]: all SQL (sea-orm), migrations in the `migration` crate.
@@ -65,5 +66,6 @@ pub mod server;
 pub mod shared;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod types;
 pub mod upstream;

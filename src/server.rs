@@ -61,6 +61,8 @@ impl Application {
             let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
             return Err(StartError::Config(lines.join("\n")));
         }
+        // The tokenizer's tables take a moment to build; do it now, off the request path.
+        drop(tokio::task::spawn_blocking(crate::tokens::warm));
         let metrics = Arc::new(Metrics::new().map_err(other)?);
         let store = Store::connect(settings.database.url.expose(), settings.database.max_connections)
             .await

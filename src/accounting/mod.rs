@@ -273,8 +273,3 @@ pub fn cost_of(price: &CostConfig, usage: Usage) -> f64 {
 fn usd_to_micros(usd: f64) -> u64 {
     if usd.is_finite() && usd > 0.0 { (usd * 1_000_000.0).round() as u64 } else { 0 }
 }
-
-/// Estimates tokens of text the gateway did not get a count for (about four characters each).
-pub fn estimate_tokens(chars: usize) -> u64 {
-    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
-}

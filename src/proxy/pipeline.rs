@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::accounting::{UsageGuard, UsageStart, estimate_tokens};
+use crate::accounting::{UsageGuard, UsageStart};
 use crate::catalog::{Candidate, Plan, Strategy, Target};
 use crate::error::{ApiError, Code};
 use crate::proxy::{Caller, ProxyState, autoselect, body, burst, relay, router, validate};
@@ -93,11 +93,18 @@ pub async fn run(
     }
     // The routing receipt (rotations only: a direct route has nothing to choose).
     let mut receipt = (plan.strategy != Strategy::Direct).then(|| router::Receipt::new(&plan));
-    // Only candidates whose context window fits the request stay in the running.
+    // Only candidates whose context window fits the request stay in the running. The prompt is
+    // counted with the tokenizer only when its byte bound exceeds some candidate's limit.
+    let bound = checked.prompt.bound();
+    let counted = plan.candidates.iter().any(|c| window_limit(&c.target).is_some_and(|l| bound > l)).then(|| {
+        let t = text.get_or_insert_with(|| validate::request_text(&body));
+        validate::count_prompt(&body, t, checked.prompt)
+    });
+    let prompt_tokens = counted.unwrap_or(bound);
     let mut fitting = Vec::with_capacity(plan.candidates.len());
     let mut too_big = None;
     for c in &plan.candidates {
-        match check_window(&c.target, checked.prompt_tokens, checked.max_tokens) {
+        match check_window(&c.target, prompt_tokens, checked.max_tokens) {
             Ok(()) => fitting.push(c.clone()),
             Err(e) => {
                 too_big = too_big.or(Some(e));
@@ -138,7 +145,7 @@ pub async fn run(
         route: checked.model.clone(),
         stream: checked.stream,
     });
-    guard.progress.estimated_prompt = checked.prompt_tokens;
+    guard.progress.estimated_prompt = counted.unwrap_or_else(|| checked.prompt.estimate());
     let request_id = id.to_string();
 
     // Burst rotations decide by sensitivity, budget, queue depth and latency.
@@ -344,20 +351,28 @@ async fn acquire_slot(state: &ProxyState, plan: &Plan, target: &Target, holder: 
     }
 }
 
+/// The smallest prompt-token limit of a target, if it has one.
+fn window_limit(target: &Target) -> Option<u64> {
+    match (target.model.max_request_tokens, target.model.context_size) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result<(), ApiError> {
     if let Some(limit) = target.model.max_request_tokens
         && prompt > limit
     {
         return Err(ApiError::invalid(
             "messages",
-            format!("The request has about {prompt} prompt tokens; this route accepts at most {limit}."),
+            format!("The request has {prompt} prompt tokens; this route accepts at most {limit}."),
         ));
     }
     if let Some(ctx) = target.model.context_size {
         if prompt > ctx {
             return Err(ApiError::invalid(
                 "messages",
-                format!("The request has about {prompt} prompt tokens; the model's context is {ctx}."),
+                format!("The request has {prompt} prompt tokens; the model's context is {ctx}."),
             ));
         }
         if let Some(max) = max_tokens
@@ -533,7 +548,7 @@ async fn dispatch_openai(
         Ok(s) => {
             guard.progress.reported = s.usage;
             if s.usage.is_none() {
-                guard.progress.relayed_output = estimate_tokens(usize::try_from(s.output_chars).unwrap_or(usize::MAX));
+                guard.progress.relayed_output = s.output_tokens;
             }
             state.metrics.upstream_latency.with_label_values(&[provider]).observe(started.elapsed().as_secs_f64());
             guard.finish(200, "ok");

@@ -5,7 +5,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::accounting::estimate_tokens;
 use crate::error::ApiError;
 use crate::types::Operation;
 
@@ -23,6 +22,41 @@ const DESTINATION_FIELDS: &[&str] = &[
     "organization",
 ];
 
+/// A prompt's size: UTF-8 bytes of text, plus tokens known without a tokenizer (token-id
+/// inputs and chat framing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PromptSize {
+    /// Bytes of text (message contents, prompts, inputs, tool definitions).
+    pub bytes: u64,
+    /// Tokens counted exactly already: token ids, and four per chat message for its framing.
+    pub fixed: u64,
+}
+
+impl PromptSize {
+    /// An upper bound of the prompt tokens: byte-level BPE never yields more tokens than bytes.
+    pub fn bound(self) -> u64 {
+        self.bytes.saturating_add(self.fixed)
+    }
+
+    /// A cheap estimate (no tokenizer).
+    pub fn estimate(self) -> u64 {
+        crate::tokens::estimate(self.bytes).saturating_add(self.fixed).max(1)
+    }
+}
+
+/// Tokens of chat framing per message (role and separators), as OpenAI's counting guide has it.
+const FRAMING_PER_MESSAGE: u64 = 4;
+
+/// Counts a valid body's prompt tokens with the tokenizer: the text the classifiers read (`text`,
+/// from [`request_text`]), tool definitions, and what [`PromptSize::fixed`] holds.
+pub fn count_prompt(body: &Map<String, Value>, text: &str, size: PromptSize) -> u64 {
+    let tools = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map_or(0, |t| t.iter().map(|t| crate::tokens::count(&t.to_string())).sum::<u64>());
+    crate::tokens::count(text).saturating_add(tools).saturating_add(size.fixed).max(1)
+}
+
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
 /// What the pipeline needs from a valid body.
@@ -34,8 +68,8 @@ pub struct Checked {
     pub stream: bool,
     /// The client asked for `stream_options.include_usage` itself.
     pub client_wants_usage: bool,
-    /// Estimated prompt tokens.
-    pub prompt_tokens: u64,
+    /// The prompt's size, for token estimates.
+    pub prompt: PromptSize,
     /// `max_tokens` / `max_completion_tokens`, if given.
     pub max_tokens: Option<u64>,
 }
@@ -121,34 +155,40 @@ fn destinations(body: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn text_chars(v: &Value) -> usize {
+fn text_bytes(v: &Value) -> u64 {
     match v {
-        Value::String(s) => s.chars().count(),
-        Value::Array(parts) => parts.iter().map(|p| p.get("text").map_or(0, text_chars)).sum(),
+        Value::String(s) => len(s),
+        Value::Array(parts) => parts.iter().map(|p| p.get("text").map_or(0, text_bytes)).sum(),
         _ => 0,
     }
 }
 
+fn len(s: &str) -> u64 {
+    u64::try_from(s.len()).unwrap_or(u64::MAX)
+}
+
 /// Checks `prompt` (completions) or `input` (embeddings): a string, or a non-empty array of
-/// strings, token ids or token-id arrays. Returns the characters counted for estimation.
-fn text_inputs(body: &Map<String, Value>, key: &str) -> Result<usize, ApiError> {
+/// strings, token ids or token-id arrays. Returns its size.
+fn text_inputs(body: &Map<String, Value>, key: &str) -> Result<PromptSize, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Err(ApiError::missing(key)),
-        Some(Value::String(s)) => Ok(s.chars().count()),
+        Some(Value::String(s)) => Ok(PromptSize { bytes: len(s), fixed: 0 }),
         Some(Value::Array(items)) if items.is_empty() => {
             Err(ApiError::invalid(key, format!("Invalid '{key}': empty array.")))
         }
         Some(Value::Array(items)) => {
-            let mut chars = 0;
+            let mut size = PromptSize::default();
             for (i, it) in items.iter().enumerate() {
-                chars += match it {
-                    Value::String(s) => s.chars().count(),
-                    Value::Number(_) => 4,
-                    Value::Array(a) if a.iter().all(Value::is_number) => a.len() * 4,
+                match it {
+                    Value::String(s) => size.bytes += len(s),
+                    Value::Number(_) => size.fixed += 1,
+                    Value::Array(a) if a.iter().all(Value::is_number) => {
+                        size.fixed += u64::try_from(a.len()).unwrap_or(u64::MAX)
+                    }
                     other => return Err(wrong(&format!("{key}[{i}]"), "a string, token or token array", other)),
-                };
+                }
             }
-            Ok(chars)
+            Ok(size)
         }
         Some(v) => Err(wrong(key, "a string or an array", v)),
     }
@@ -199,7 +239,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
     };
     destinations(body)?;
     string(body, "user")?;
-    let mut chars = 0usize;
+    let mut size = PromptSize::default();
     match op {
         Operation::Chat => {
             let messages = match body.get("messages") {
@@ -248,7 +288,8 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                         return Err(wrong(&format!("{at}.content"), "a string or an array", v));
                     }
                 }
-                chars += m.get("content").map_or(0, text_chars) + 16;
+                size.bytes += m.get("content").map_or(0, text_bytes);
+                size.fixed += FRAMING_PER_MESSAGE;
             }
             if let Some(tools) = body.get("tools") {
                 let Value::Array(tools) = tools else {
@@ -279,7 +320,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                         None => return Err(ApiError::missing(&format!("{at}.function"))),
                         Some(v) => return Err(wrong(&format!("{at}.function"), "an object", v)),
                     }
-                    chars += serde_json::to_string(t).map_or(0, |s| s.len());
+                    size.bytes += serde_json::to_string(t).map_or(0, |s| len(&s));
                 }
             }
             integer(body, "n", 1, 128)?;
@@ -290,7 +331,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
             boolean(body, "parallel_tool_calls")?;
         }
         Operation::Completions => {
-            chars += text_inputs(body, "prompt")?;
+            size = text_inputs(body, "prompt")?;
             integer(body, "n", 1, 128)?;
             integer(body, "best_of", 1, 20)?;
             number(body, "presence_penalty", -2.0, 2.0)?;
@@ -298,7 +339,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
             string(body, "suffix")?;
         }
         Operation::Embeddings => {
-            chars += text_inputs(body, "input")?;
+            size = text_inputs(body, "input")?;
             match body.get("encoding_format") {
                 None | Some(Value::Null) => {}
                 Some(Value::String(f)) if f == "float" || f == "base64" => {}
@@ -338,7 +379,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
         let max_c = integer(body, "max_completion_tokens", 1, u64::from(u32::MAX))?;
         (stream, wants, max_c.or(max))
     };
-    Ok(Checked { model, stream, client_wants_usage, prompt_tokens: estimate_tokens(chars).max(1), max_tokens })
+    Ok(Checked { model, stream, client_wants_usage, prompt: size, max_tokens })
 }
 
 #[cfg(test)]

@@ -41,8 +41,8 @@ impl WireUsage {
 pub struct BodySummary {
     /// The upstream's own usage figures, if it sent any.
     pub usage: Option<Usage>,
-    /// Characters of generated text, for estimation when `usage` is absent.
-    pub output_chars: u64,
+    /// Tokens of generated text, counted with the tokenizer when `usage` is absent (else 0).
+    pub output_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -71,8 +71,8 @@ struct BodyMessage<'a> {
     reasoning_content: Option<Cow<'a, str>>,
 }
 
-fn chars(s: Option<&Cow<'_, str>>) -> u64 {
-    s.map_or(0, |s| u64::try_from(s.chars().count()).unwrap_or(u64::MAX))
+fn tokens(s: Option<&Cow<'_, str>>) -> u64 {
+    s.map_or(0, |s| crate::tokens::count(s))
 }
 
 /// Validates a 2xx non-streaming body: a JSON object with `choices` (chat, completions) or `data`
@@ -80,20 +80,21 @@ fn chars(s: Option<&Cow<'_, str>>) -> u64 {
 pub fn summarize_body(body: &[u8], embeddings: bool) -> Result<BodySummary, &'static str> {
     let parsed: Body<'_> =
         serde_json::from_slice(body).map_err(|_| "the upstream answered with a body that is not valid JSON")?;
-    let output_chars = match (&parsed.choices, embeddings) {
+    let output_tokens = match (&parsed.choices, embeddings) {
         (_, true) if parsed.data.is_some() => 0,
+        (Some(_), false) if parsed.usage.is_some() => 0,
         (Some(choices), false) => choices
             .iter()
             .map(|c| {
                 let m = c.message.as_ref();
-                chars(c.text.as_ref())
-                    + chars(m.and_then(|m| m.content.as_ref()))
-                    + chars(m.and_then(|m| m.reasoning_content.as_ref()))
+                tokens(c.text.as_ref())
+                    + tokens(m.and_then(|m| m.content.as_ref()))
+                    + tokens(m.and_then(|m| m.reasoning_content.as_ref()))
             })
             .sum(),
         _ => return Err("the upstream answered with JSON of an unexpected shape"),
     };
-    Ok(BodySummary { usage: parsed.usage.map(WireUsage::into_usage), output_chars })
+    Ok(BodySummary { usage: parsed.usage.map(WireUsage::into_usage), output_tokens })
 }
 
 /// What one streamed chunk says.
@@ -160,7 +161,9 @@ mod tests {
         let b = br#"{"choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":3,"completion_tokens":0,"prompt_tokens_details":{"cached_tokens":2}}}"#;
         let s = summarize_body(b, false).unwrap();
         assert_eq!(s.usage, Some(Usage { prompt_tokens: 3, completion_tokens: 0, cached_tokens: 2 }));
-        assert_eq!(s.output_chars, 5);
+        assert_eq!(s.output_tokens, 0, "not counted when the upstream reported usage");
+        let n = summarize_body(br#"{"choices":[{"message":{"content":"hello world"}}]}"#, false).unwrap();
+        assert_eq!((n.usage, n.output_tokens), (None, 2), "counted with the tokenizer");
         assert!(summarize_body(br#"{"id":"x"}"#, false).is_err());
         assert!(summarize_body(b"<html>", false).is_err());
         assert!(summarize_body(br#"{"data":[],"usage":{"prompt_tokens":4}}"#, true).is_ok());

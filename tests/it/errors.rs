@@ -343,3 +343,33 @@ async fn framework_rejections_use_the_same_shape() {
     assert_eq!(ready.json()["database"], "ok");
     app.stop().await;
 }
+
+/// The context window is judged by the tokenizer, not by characters ÷ 4: 60 digits are 20 tokens
+/// (three per token), 105 characters of a long repeated word are far fewer.
+#[actix_web::test]
+async fn context_window_is_judged_by_the_tokenizer() {
+    let mock = MockUpstream::start(1);
+    let app = app(&mock, 1 << 20).await;
+    // "tiny" accepts at most 20 prompt tokens; a message adds 4 of framing and a separator.
+    let digits = "1234567890".repeat(6);
+    let r = post_json(
+        &app.url("/v1/chat/completions"),
+        &app.admin_token,
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": digits}]}),
+    )
+    .await;
+    let v = r.assert_error(400, "invalid_request");
+    assert_eq!(v["error"]["param"], "messages");
+    assert!(v["error"]["message"].as_str().unwrap().contains("25 prompt tokens"), "{v}");
+    assert_eq!(mock.calls(), 0);
+    let words = "internationalization ".repeat(5);
+    let r = post_json(
+        &app.url("/v1/chat/completions"),
+        &app.admin_token,
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": words}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.calls(), 1);
+    app.stop().await;
+}

@@ -122,6 +122,7 @@ impl Application {
             shared: Arc::clone(&shared),
             classifiers: Arc::default(),
             latency: Arc::default(),
+            embeddings: Arc::default(),
         });
         let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);

@@ -168,6 +168,10 @@ impl Catalog {
                         Arc::new(Autoselect {
                             name: a.name.clone(),
                             selection: a.selection.clone(),
+                            selection_model: a.selection_model.clone(),
+                            embedding_route: a.embedding_route.clone(),
+                            selection_timeout: std::time::Duration::from_millis(a.selection_timeout_ms),
+                            min_similarity: a.min_similarity,
                             fallback: a.fallback.clone(),
                             classify_privacy: a.classify_privacy,
                             privacy_keywords: a.privacy_keywords.clone(),
@@ -175,7 +179,12 @@ impl Catalog {
                             candidates: a
                                 .available_models
                                 .iter()
-                                .map(|c| AutoCandidate { route: c.route.clone(), privacy: c.privacy })
+                                .map(|c| AutoCandidate {
+                                    route: c.route.clone(),
+                                    privacy: c.privacy,
+                                    description: c.description.clone(),
+                                    examples: c.examples.clone(),
+                                })
                                 .collect(),
                         })
                     })
@@ -279,6 +288,14 @@ pub struct Autoselect {
     pub name: String,
     /// `rules`, `embedding` or `llm`.
     pub selection: String,
+    /// `llm`: the chat route asked to choose.
+    pub selection_model: Option<String>,
+    /// `embedding`: the embeddings route.
+    pub embedding_route: Option<String>,
+    /// How long a selection call may take before the fallback is used.
+    pub selection_timeout: std::time::Duration,
+    /// `embedding`: the lowest similarity that counts as a match.
+    pub min_similarity: Option<f64>,
     /// Route used when no candidate fits.
     pub fallback: Option<String>,
     /// Classify requests for secrets and personal data.
@@ -298,6 +315,10 @@ pub struct AutoCandidate {
     pub route: String,
     /// May receive private requests.
     pub privacy: bool,
+    /// What it is good at (read by the `embedding` and `llm` selections).
+    pub description: String,
+    /// Example prompts (read by the `embedding` and `llm` selections).
+    pub examples: Vec<String>,
 }
 
 /// A rotation as the router uses it.

@@ -220,7 +220,7 @@ impl Snapshot {
         for r in self.rotations.iter().filter(|r| r.strategy.is_some() && !r.candidates.is_empty()) {
             out.push((format!("rotation/{}", r.name), "switchyard".to_owned()));
         }
-        for a in self.autoselects.iter().filter(|a| a.selection == "rules") {
+        for a in self.autoselects.iter() {
             out.push((format!("autoselect/{}", a.name), "switchyard".to_owned()));
         }
         out

@@ -239,22 +239,39 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         if !seen.insert(a.name.as_str()) {
             out.push(Problem::new(format!("{at}.name"), format!("duplicate autoselect `{}`", a.name)));
         }
+        // A selection route is called for every request: it must exist and must not be an
+        // autoselect itself (which would select by calling itself).
+        let selection_route = |key: &str, route: Option<&str>, out: &mut Vec<Problem>| match route {
+            Some(r) if matches!(RouteRef::parse(r), RouteRef::Autoselect(_)) => {
+                out.push(Problem::new(format!("{at}.{key}"), "must not be an autoselect"));
+            }
+            Some(r) if route_exists(r) => {}
+            _ => out.push(Problem::new(format!("{at}.{key}"), "must name an existing route")),
+        };
         match a.selection.as_str() {
             "rules" => {}
             "embedding" => {
-                if a.embedding_route.as_deref().is_none_or(|r| !route_exists(r)) {
-                    out.push(Problem::new(format!("{at}.embedding_route"), "must name an existing route"));
+                selection_route("embedding_route", a.embedding_route.as_deref(), &mut out);
+                for (j, c) in a.available_models.iter().enumerate() {
+                    if c.description.trim().is_empty() && c.examples.iter().all(|e| e.trim().is_empty()) {
+                        out.push(Problem::new(
+                            format!("{at}.available_models[{j}]"),
+                            "needs a description or examples to compare prompts with",
+                        ));
+                    }
                 }
             }
-            "llm" => {
-                if a.selection_model.as_deref().is_none_or(|r| !route_exists(r)) {
-                    out.push(Problem::new(format!("{at}.selection_model"), "must name an existing route"));
-                }
-            }
+            "llm" => selection_route("selection_model", a.selection_model.as_deref(), &mut out),
             other => out.push(Problem::new(
                 format!("{at}.selection"),
                 format!("`{other}` is not one of rules, embedding, llm"),
             )),
+        }
+        if a.selection_timeout_ms == 0 || a.selection_timeout_ms > 60_000 {
+            out.push(Problem::new(format!("{at}.selection_timeout_ms"), "must be between 1 and 60000"));
+        }
+        if a.min_similarity.is_some_and(|m| !(-1.0..=1.0).contains(&m)) {
+            out.push(Problem::new(format!("{at}.min_similarity"), "must be between -1 and 1"));
         }
         if let Some(f) = &a.fallback
             && !route_exists(f)

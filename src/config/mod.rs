@@ -377,6 +377,14 @@ pub struct AutoselectConfig {
     /// `embedding` selection: the route that embeds.
     #[serde(default)]
     pub embedding_route: Option<String>,
+    /// `embedding` and `llm` selection: how long the selection call may take before the
+    /// fallback is used (milliseconds).
+    #[serde(default = "default_selection_timeout_ms")]
+    pub selection_timeout_ms: u64,
+    /// `embedding` selection: the lowest cosine similarity that counts as a match; below it the
+    /// fallback is used.
+    #[serde(default)]
+    pub min_similarity: Option<f64>,
     /// Capability tags.
     #[serde(default)]
     pub capabilities: Vec<String>,
@@ -393,6 +401,10 @@ pub struct AutoselectConfig {
 
 fn default_selection() -> String {
     "rules".into()
+}
+
+fn default_selection_timeout_ms() -> u64 {
+    3_000
 }
 
 /// One candidate of an autoselect.

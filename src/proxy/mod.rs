@@ -47,6 +47,8 @@ pub struct ProxyState {
     pub classifiers: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<privacy::Classifier>>>>,
     /// Moving-average latency (ms) of burst tiers on this node.
     pub latency: Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>,
+    /// Autoselect candidate vectors (`embedding` selection), by embeddings route and text.
+    pub embeddings: autoselect::EmbeddingCache,
 }
 
 /// The per-worker upstream client (awc is `!Send`, so each worker builds its own).

@@ -32,6 +32,12 @@ pub enum Scope {
     Rotation,
     /// `/api/autoselect`: `model` names an autoselect.
     Autoselect,
+    /// An autoselect's selection call (embeddings or the selection model) on the caller's behalf:
+    /// the autoselect's permission covers it; `private` keeps it on local targets.
+    Selection {
+        /// The prompt it carries is private.
+        private: bool,
+    },
 }
 
 /// What the handler extracted from the HTTP request.
@@ -69,30 +75,54 @@ pub async fn run(
                 .ok_or_else(|| ApiError::model_not_found(&format!("autoselect/{}", checked.model)))?,
         ),
         Scope::Owner | Scope::User => snapshot.autoselect_for(&checked.model),
-        Scope::Provider(_) | Scope::Rotation => None,
+        Scope::Provider(_) | Scope::Rotation | Scope::Selection { .. } => None,
     };
+    let mut selection_detail = None;
     let plan = match (&scope, auto) {
         (_, Some(a)) => {
+            if !caller.0.may_use(&format!("autoselect/{}", a.name)) {
+                return Err(ApiError::new(
+                    Code::PermissionDenied,
+                    format!("This token may not use the route `autoselect/{}`.", a.name),
+                ));
+            }
             let t = text.get_or_insert_with(|| validate::request_text(&body));
-            let (plan, reason) = autoselect::select(state, &snapshot, &a, &body, t)?;
-            auto_reason = Some(reason);
-            plan
+            let cx = autoselect::Context { state, client, caller, id };
+            let sel = autoselect::select(&cx, &snapshot, &a, &body, t).await?;
+            auto_reason = Some(sel.reason);
+            selection_detail = Some(sel.detail);
+            sel.plan
         }
         (Scope::Provider(p), None) => snapshot.resolve_direct(p, &checked.model)?,
         (Scope::Rotation, None) => snapshot
             .rotation_plan(&checked.model)
             .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
+        (Scope::Selection { private: true }, None) => {
+            let mut plan = snapshot.resolve(&checked.model)?;
+            plan.candidates.retain(|c| c.target.provider.locality == Locality::Local);
+            if plan.candidates.is_empty() {
+                return Err(ApiError::new(
+                    Code::PrivacyRouteUnavailable,
+                    "The request looks private and the selection route has no local target.",
+                ));
+            }
+            plan
+        }
         (_, None) => snapshot.resolve(&checked.model)?,
     };
     drop(snapshot);
-    if !caller.0.may_use(&plan.route) {
+    if !matches!(scope, Scope::Selection { .. }) && !caller.0.may_use(&plan.route) {
         return Err(ApiError::new(
             Code::PermissionDenied,
             format!("This token may not use the route `{}`.", plan.route),
         ));
     }
-    // The routing receipt (rotations only: a direct route has nothing to choose).
-    let mut receipt = (plan.strategy != Strategy::Direct).then(|| router::Receipt::new(&plan));
+    // The routing receipt (rotations and autoselects: a direct route has nothing to choose).
+    let mut receipt = (plan.strategy != Strategy::Direct || selection_detail.is_some()).then(|| {
+        let mut r = router::Receipt::new(&plan);
+        r.selection = selection_detail;
+        r
+    });
     // Only candidates whose context window fits the request stay in the running. The prompt is
     // counted with the tokenizer only when its byte bound exceeds some candidate's limit.
     let bound = checked.prompt.bound();

@@ -166,6 +166,9 @@ pub struct Receipt {
     candidates: Vec<ReceiptEntry>,
     chosen: Option<String>,
     reason: Option<&'static str>,
+    /// An autoselect's choice: candidates considered, filters, scores, outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<serde_json::Value>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -192,6 +195,7 @@ impl Receipt {
                 .collect(),
             chosen: None,
             reason: None,
+            selection: None,
         }
     }
 

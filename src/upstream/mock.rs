@@ -29,6 +29,23 @@ fn approx_tokens(s: &str) -> u64 {
     u64::try_from(s.chars().count().div_ceil(4)).unwrap_or(u64::MAX).max(1)
 }
 
+/// A deterministic 64-dimension embedding: one bucket per lower-cased word of four or more
+/// characters (FNV-1a), so texts sharing words are similar — enough to demonstrate `embedding`
+/// autoselection without a model.
+fn bag_of_words(text: &str) -> Vec<f64> {
+    let mut v = vec![0f64; 64];
+    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() > 3) {
+        let h = word
+            .to_lowercase()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        if let Some(slot) = usize::try_from(h % 64).ok().and_then(|k| v.get_mut(k)) {
+            *slot += 1.0;
+        }
+    }
+    v
+}
+
 /// Answers `body` (already validated) for `model`.
 pub fn answer(
     op: Operation,
@@ -53,12 +70,7 @@ pub fn answer(
             let data: Vec<Value> = inputs
                 .iter()
                 .enumerate()
-                .map(|(i, s)| {
-                    let seed = s.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-                    let vector: Vec<f64> =
-                        (0..8u32).map(|k| f64::from(seed.rotate_left(k * 4) % 1000) / 1000.0).collect();
-                    json!({"object": "embedding", "index": i, "embedding": vector})
-                })
+                .map(|(i, s)| json!({"object": "embedding", "index": i, "embedding": bag_of_words(s)}))
                 .collect();
             let v = json!({"object": "list", "data": data, "model": model,
                 "usage": {"prompt_tokens": prompt, "total_tokens": prompt}});

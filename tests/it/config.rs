@@ -44,3 +44,64 @@ fn every_problem_is_reported_with_its_path() {
         assert!(paths.contains(&expected), "missing {expected} in {problems:#?}");
     }
 }
+
+/// The shipped examples load over `config/default.toml` and pass every check.
+#[test]
+fn shipped_examples_are_valid() {
+    for file in ["config/default.toml", "config/routing.example.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let s = switchyard::config::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let problems = check(&s);
+        assert!(problems.is_empty(), "{file}: {problems:#?}");
+        assert!(!s.providers.is_empty(), "{file}");
+    }
+}
+
+#[test]
+fn selection_settings_are_checked() {
+    use switchyard::config::{AutoselectCandidateConfig, AutoselectConfig};
+    let mut s = Settings::default();
+    s.providers.push(openai_provider("local", "http://127.0.0.1:1/v1", &["m", "e"]));
+    let cand = |route: &str| AutoselectCandidateConfig {
+        route: route.into(),
+        description: String::new(),
+        privacy: false,
+        examples: vec![],
+    };
+    let base = AutoselectConfig {
+        name: "a".into(),
+        description: String::new(),
+        selection: "embedding".into(),
+        fallback: None,
+        classify_privacy: false,
+        classify_semantic: false,
+        selection_model: None,
+        embedding_route: Some("autoselect/b".into()),
+        selection_timeout_ms: 0,
+        min_similarity: Some(1.5),
+        capabilities: vec![],
+        privacy_keywords: vec![],
+        privacy_patterns: vec![],
+        available_models: vec![cand("provider/local/m")],
+    };
+    let mut llm = base.clone();
+    llm.name = "b".into();
+    llm.selection = "llm".into();
+    llm.selection_model = Some("provider/local/nope".into());
+    llm.embedding_route = None;
+    llm.selection_timeout_ms = 3_000;
+    llm.min_similarity = None;
+    s.autoselects = vec![base, llm];
+    let problems = check(&s);
+    let found: Vec<(&str, &str)> = problems.iter().map(|p| (p.path.as_str(), p.message.as_str())).collect();
+    for (path, says) in [
+        ("autoselects[0].embedding_route", "must not be an autoselect"),
+        ("autoselects[0].available_models[0]", "needs a description or examples"),
+        ("autoselects[0].selection_timeout_ms", "between 1 and 60000"),
+        ("autoselects[0].min_similarity", "between -1 and 1"),
+        ("autoselects[1].selection_model", "must name an existing route"),
+    ] {
+        assert!(found.iter().any(|(p, m)| *p == path && m.contains(says)), "missing {path}: {problems:#?}");
+    }
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+}

@@ -42,6 +42,8 @@ pub struct Plan {
     pub bad_body: Option<BadBody>,
     pub omit_usage: bool,
     pub error_body: Option<String>,
+    /// The assistant's reply text (non-streaming chat) instead of the fixture's.
+    pub content: Option<String>,
 }
 
 impl Default for Plan {
@@ -58,6 +60,7 @@ impl Default for Plan {
             bad_body: None,
             omit_usage: false,
             error_body: None,
+            content: None,
         }
     }
 }
@@ -171,6 +174,21 @@ fn next_plan(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> Plan {
     plan
 }
 
+/// A deterministic 64-dimension embedding: one bucket per lower-cased word of three or more
+/// characters (FNV-1a), so texts
+/// that share words are similar and texts that share none are orthogonal-ish.
+pub fn bag_of_words(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 64];
+    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2) {
+        let h = word
+            .to_lowercase()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        v[usize::try_from(h % 64).unwrap_or(0)] += 1.0;
+    }
+    v
+}
+
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
@@ -217,9 +235,21 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
         _ => {}
     }
     if req.path().ends_with("/embeddings") {
-        return HttpResponse::Ok().json(json!({"object":"list","model":model,
-            "data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],
-            "usage":{"prompt_tokens":5,"total_tokens":5}}));
+        let inputs: Vec<String> = match parsed.get("input") {
+            Some(Value::Array(a)) => {
+                a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+            }
+            Some(v) => vec![v.as_str().map_or_else(|| v.to_string(), str::to_owned)],
+            None => vec![],
+        };
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object":"embedding","index":i,"embedding":bag_of_words(t)}))
+            .collect();
+        let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
+        return HttpResponse::Ok().json(json!({"object":"list","model":model,"data":data,
+            "usage":{"prompt_tokens":tokens,"total_tokens":tokens}}));
     }
     let stream = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
@@ -227,6 +257,9 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
         let mut v: Value = serde_json::from_str(&text).expect("fixture");
         if plan.omit_usage {
             v.as_object_mut().expect("object").remove("usage");
+        }
+        if let Some(c) = &plan.content {
+            v["choices"][0]["message"]["content"] = Value::String(c.clone());
         }
         return HttpResponse::Ok().content_type("application/json").body(v.to_string());
     }

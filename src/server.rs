@@ -123,6 +123,11 @@ impl Application {
             classifiers: Arc::default(),
             latency: Arc::default(),
             embeddings: Arc::default(),
+            failing: Arc::default(),
+            retries: Arc::new(crate::proxy::RetryBudget::new(
+                settings.upstream.retry_budget_percent,
+                settings.upstream.retry_budget_min,
+            )),
         });
         let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);

@@ -22,7 +22,7 @@ use crate::shared::SharedState;
 use crate::store::{self, Store, StoreError};
 use crate::types::{Locality, ProviderKind, Role};
 
-pub use resolve::{BurstMode, BurstSpec, Candidate, Plan, Strategy, Target};
+pub use resolve::{BurstMode, BurstSpec, Candidate, Health, Plan, Strategy, Target};
 pub use tokens::{AuthError, TokenEntry, hex, token_hash};
 
 /// One provider, ready to be called.
@@ -334,6 +334,8 @@ pub struct Rotation {
     pub max_attempts: usize,
     /// Burst settings, for `burst` rotations.
     pub burst: Option<Arc<BurstSpec>>,
+    /// Ejection settings.
+    pub health: Health,
 }
 
 impl Rotation {
@@ -379,7 +381,11 @@ impl Rotation {
             })
             .collect();
         let max_attempts = r.max_attempts.map_or(candidates.len(), |m| usize::try_from(m).unwrap_or(usize::MAX));
-        Self { name: r.name.clone(), strategy, candidates, max_attempts: max_attempts.max(1), burst }
+        let health = Health {
+            eject_after: r.eject_after.unwrap_or(1).max(1),
+            max_ejection_percent: r.max_ejection_percent.unwrap_or(100).clamp(1, 100),
+        };
+        Self { name: r.name.clone(), strategy, candidates, max_attempts: max_attempts.max(1), burst, health }
     }
 }
 

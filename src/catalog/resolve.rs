@@ -69,6 +69,23 @@ pub struct Plan {
     pub max_attempts: usize,
     /// Burst settings, for `Strategy::Burst`.
     pub burst: Option<Arc<BurstSpec>>,
+    /// When failures eject a candidate.
+    pub health: Health,
+}
+
+/// When failures take a rotation's entries out of service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Consecutive failures (cluster-wide) before an entry cools down.
+    pub eject_after: u32,
+    /// The most entries cooling down at once, in percent (at least one).
+    pub max_ejection_percent: u8,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self { eject_after: 1, max_ejection_percent: 100 }
+    }
 }
 
 /// Which tier a burst rotation serves from first.
@@ -126,6 +143,7 @@ impl Plan {
             candidates: vec![Candidate { cooldown_secs: target.provider.default_error_cooldown, target, weight: 1.0 }],
             max_attempts: 1,
             burst: None,
+            health: Health::default(),
         }
     }
 }
@@ -162,6 +180,7 @@ impl Snapshot {
                 candidates: r.candidates.clone(),
                 max_attempts: r.max_attempts,
                 burst: r.burst.clone(),
+                health: r.health,
             }),
         })
     }

@@ -207,6 +207,12 @@ pub fn check(s: &Settings) -> Vec<Problem> {
                 out.push(Problem::new(format!("{at}.sensitive_patterns[{j}]"), format!("invalid regex: {e}")));
             }
         }
+        if r.eject_after == Some(0) {
+            out.push(Problem::new(format!("{at}.eject_after"), "must be greater than 0"));
+        }
+        if r.max_ejection_percent.is_some_and(|p| p == 0 || p > 100) {
+            out.push(Problem::new(format!("{at}.max_ejection_percent"), "must be between 1 and 100"));
+        }
         if r.max_attempts == Some(0) {
             out.push(Problem::new(format!("{at}.max_attempts"), "must be greater than 0"));
         }

@@ -129,6 +129,11 @@ pub struct UpstreamSettings {
     pub max_response_bytes: usize,
     /// Longest SSE line accepted from an upstream.
     pub max_sse_line_bytes: usize,
+    /// Retry budget: failover attempts in flight on this node may be at most this percent of
+    /// the requests in flight …
+    pub retry_budget_percent: u32,
+    /// … or this many, whichever is more.
+    pub retry_budget_min: u32,
 }
 
 impl Default for UpstreamSettings {
@@ -141,6 +146,8 @@ impl Default for UpstreamSettings {
             keepalive_interval_ms: 15_000,
             max_response_bytes: 32 * 1024 * 1024,
             max_sse_line_bytes: 1024 * 1024,
+            retry_budget_percent: 20,
+            retry_budget_min: 3,
         }
     }
 }
@@ -295,6 +302,15 @@ pub struct RotationConfig {
     /// Only private targets.
     #[serde(default)]
     pub privacy: bool,
+    /// Consecutive failures (cluster-wide) before an entry cools down; default 1 (at once). A
+    /// `Retry-After` from the upstream always starts the cooldown at once.
+    #[serde(default)]
+    pub eject_after: Option<u32>,
+    /// The most entries (percent, at least one) cooling down at once; beyond it the entries whose
+    /// cooldowns end soonest keep serving (panic routing). Default 100: all may cool down, and
+    /// then probes keep the route alive.
+    #[serde(default)]
+    pub max_ejection_percent: Option<u8>,
     /// Capability tags.
     #[serde(default)]
     pub capabilities: Vec<String>,

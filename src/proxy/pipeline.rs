@@ -210,9 +210,19 @@ pub async fn run(
     let queue: Vec<(Candidate, &'static str)> = if plan.strategy == Strategy::Direct {
         ordered.into_iter().map(|c| (c, first_reason)).collect()
     } else {
-        let (ready, cooling) = router::split_cooling(state, ordered).await;
+        let (ready, cooling, capped) = router::split_cooling(state, ordered, plan.health).await;
+        if !capped.is_empty() {
+            tracing::warn!(route = %plan.route, kept = ?capped, "Ejection cap reached; cooling entries keep serving.");
+        }
         let probe_needed = ready.is_empty();
-        let probed = if probe_needed { Some(router::probe(state, cooling.clone()).await) } else { None };
+        let (probed, rate_limited) = if probe_needed {
+            let earliest = cooling.iter().map(|(_, d)| *d).min().unwrap_or(0);
+            let (limited, errored) = router::split_rate_limited(state, cooling.clone()).await;
+            let all_limited = errored.is_empty();
+            (Some(router::probe(state, errored, earliest).await), all_limited && !limited.is_empty())
+        } else {
+            (None, false)
+        };
         if let Some(r) = &mut receipt {
             let probe_target = match &probed {
                 Some(Ok(c)) => Some(c.target.route.as_str()),
@@ -231,24 +241,53 @@ pub async fn run(
                     if let Some(r) = &receipt {
                         guard.set_routing(r.to_json());
                     }
-                    guard.finish(503, "all_cooling_down");
-                    return Err(ApiError::new(
-                        Code::NoAvailableUpstream,
-                        format!("Every candidate of `{}` is cooling down after errors.", plan.route),
-                    )
-                    .with_retry_after(retry_after));
+                    let err = if rate_limited {
+                        ApiError::new(
+                            Code::RateLimitExceeded,
+                            format!("Every candidate of `{}` is rate limited by its upstream.", plan.route),
+                        )
+                    } else {
+                        ApiError::new(
+                            Code::NoAvailableUpstream,
+                            format!("Every candidate of `{}` is cooling down after errors.", plan.route),
+                        )
+                    };
+                    guard.finish(err.code.status(), "all_cooling_down");
+                    return Err(err.with_retry_after(retry_after));
                 }
             }
         } else {
-            ready.into_iter().map(|c| (c, first_reason)).collect()
+            ready
+                .into_iter()
+                .map(|c| {
+                    let why = if capped.contains(&c.target.route) { "ejection_cap" } else { first_reason };
+                    (c, why)
+                })
+                .collect()
         }
     };
 
     let attempts = queue.len().min(plan.max_attempts);
     let mut last: Option<(String, UpstreamFailure)> = None;
     let mut over_capacity = false;
+    let _in_flight = state.retries.request();
     for (i, (cand, first_reason)) in queue.into_iter().take(attempts).enumerate() {
         let reason = if i == 0 { first_reason } else { "failover_after_error" };
+        // A failover attempt needs the node's retry budget, so an outage cannot multiply the load.
+        let _retry = match &last {
+            None => None,
+            Some(_) => match state.retries.retry() {
+                Some(hold) => Some(hold),
+                None => {
+                    tracing::warn!(route = %plan.route, "Retry budget spent; no failover for this request.");
+                    if let Some(r) = &mut receipt {
+                        r.retry_budget_exhausted = true;
+                        guard.set_routing(r.to_json());
+                    }
+                    break;
+                }
+            },
+        };
         let target = &cand.target;
         let provider = target.provider.id.as_str();
         guard.set_target(provider, &target.model);
@@ -297,6 +336,9 @@ pub async fn run(
         }
         match attempt {
             Ok(mut res) => {
+                if plan.strategy != Strategy::Direct {
+                    router::record_success(state, plan.health, &cand);
+                }
                 add_route_headers(&mut res, &plan.route, target, reason);
                 if let Some(d) = &decision {
                     add_burst_headers(&mut res, d, target, reason);
@@ -318,7 +360,7 @@ pub async fn run(
                     return Err(err);
                 }
                 if plan.strategy != Strategy::Direct {
-                    router::cool_down(state, &cand, &failure).await;
+                    router::record_failure(state, plan.health, &cand, &failure).await;
                 }
                 last = Some((provider.to_owned(), failure));
             }
@@ -555,6 +597,7 @@ async fn dispatch_openai(
             guard,
             relay::Limits {
                 idle: Duration::from_millis(up.idle_timeout_ms),
+                first_event_by: tokio::time::Instant::from_std(started) + first_byte,
                 keepalive: Duration::from_millis(up.keepalive_interval_ms),
                 deadline,
                 max_line: up.max_sse_line_bytes,

@@ -21,8 +21,11 @@ use crate::upstream::usage::summarize_chunk;
 
 /// Time and size limits of one relay.
 pub struct Limits {
-    /// Longest upstream silence.
+    /// Longest upstream silence between events.
     pub idle: Duration,
+    /// Until the first event, silence is allowed up to here (the first-byte timeout: a healthy
+    /// upstream may take long to its first token; keepalives hold the client meanwhile).
+    pub first_event_by: tokio::time::Instant,
     /// Silence after which a keepalive comment is sent to the client.
     pub keepalive: Duration,
     /// End of the whole request.
@@ -41,6 +44,7 @@ pub struct Relay {
     out: VecDeque<Bytes>,
     limits: Limits,
     last_upstream: tokio::time::Instant,
+    got_event: bool,
     last_sent: tokio::time::Instant,
     done: bool,
     metrics: Arc<Metrics>,
@@ -68,6 +72,7 @@ impl Relay {
             out: VecDeque::new(),
             limits,
             last_upstream: now,
+            got_event: false,
             last_sent: now,
             done: false,
             metrics,
@@ -94,7 +99,11 @@ impl Relay {
     }
 
     async fn step(&mut self) {
-        let idle_at = (self.last_upstream + self.limits.idle).min(self.limits.deadline);
+        let mut idle_at = self.last_upstream + self.limits.idle;
+        if !self.got_event {
+            idle_at = idle_at.max(self.limits.first_event_by);
+        }
+        let idle_at = idle_at.min(self.limits.deadline);
         let keepalive_at = self.last_sent + self.limits.keepalive;
         let Some(upstream) = self.upstream.as_mut() else {
             self.done = true;
@@ -105,6 +114,7 @@ impl Relay {
             item = upstream.next() => match item {
                 Some(Ok(chunk)) => {
                     self.last_upstream = tokio::time::Instant::now();
+                    self.got_event |= !chunk.is_empty();
                     self.on_chunk(&chunk);
                 }
                 Some(Err(_)) => self.end_with_error(Code::UpstreamError, "The upstream connection broke mid-stream.", "partial"),

@@ -28,6 +28,11 @@ impl Keys {
         format!("{}c:{key}", self.prefix)
     }
 
+    /// A consecutive-failure counter.
+    pub fn streak(&self, key: &str) -> String {
+        format!("{}streak:{key}", self.prefix)
+    }
+
     /// A key/value entry.
     pub fn kv(&self, key: &str) -> String {
         format!("{}kv:{key}", self.prefix)

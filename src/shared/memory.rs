@@ -17,6 +17,7 @@ struct Maps {
     slots: HashMap<String, HashMap<String, i64>>,
     cooldowns: HashMap<String, i64>,
     kv: HashMap<String, (Vec<u8>, i64)>,
+    streaks: HashMap<String, (u64, i64)>,
 }
 
 /// Shared state held in this process.
@@ -46,6 +47,7 @@ impl MemoryShared {
             m.slots.retain(|_, s| !s.is_empty());
             m.cooldowns.retain(|_, until| *until > now);
             m.kv.retain(|_, (_, until)| *until > now);
+            m.streaks.retain(|_, (_, until)| *until > now);
         });
     }
 }
@@ -144,6 +146,26 @@ impl SharedState for MemoryShared {
         let until = now_ms().saturating_add(ms(ttl_ms));
         self.with(|m| {
             m.kv.insert(key.to_owned(), (value.to_vec(), until));
+        })
+    }
+
+    async fn streak_add(&self, key: &str, ttl_ms: u64) -> Result<u64, SharedError> {
+        let now = now_ms();
+        let until = now.saturating_add(ms(ttl_ms.max(1)));
+        self.with(|m| {
+            let e = m.streaks.entry(key.to_owned()).or_insert((0, until));
+            if e.1 <= now {
+                e.0 = 0;
+            }
+            e.0 = e.0.saturating_add(1);
+            e.1 = until;
+            e.0
+        })
+    }
+
+    async fn streak_reset(&self, key: &str) -> Result<(), SharedError> {
+        self.with(|m| {
+            m.streaks.remove(key);
         })
     }
 

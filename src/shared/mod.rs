@@ -70,6 +70,13 @@ pub trait SharedState: Send + Sync + 'static {
     /// The deadline in force, or `None` when there is none or it has passed.
     async fn cooldown_until(&self, key: &str) -> Result<Option<i64>, SharedError>;
 
+    /// Adds one to a counter that expires `ttl_ms` after its last increment, and returns the
+    /// new count (consecutive failures of an upstream, cluster-wide).
+    async fn streak_add(&self, key: &str, ttl_ms: u64) -> Result<u64, SharedError>;
+
+    /// Resets a counter of [`SharedState::streak_add`] to zero.
+    async fn streak_reset(&self, key: &str) -> Result<(), SharedError>;
+
     /// Stores a value for `ttl_ms`.
     async fn kv_set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), SharedError>;
 

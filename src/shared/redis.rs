@@ -176,6 +176,21 @@ impl SharedState for RedisShared {
         Ok(())
     }
 
+    async fn streak_add(&self, key: &str, ttl_ms: u64) -> Result<u64, SharedError> {
+        let mut conn = self.conn().await?;
+        let k = self.keys.streak(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic().incr(&k, 1u64).pexpire(&k, i64::try_from(ttl_ms.max(1)).unwrap_or(i64::MAX)).ignore();
+        let (n,): (u64,) = self.timed(pipe.query_async(&mut conn)).await?;
+        Ok(n)
+    }
+
+    async fn streak_reset(&self, key: &str) -> Result<(), SharedError> {
+        let mut conn = self.conn().await?;
+        let _: i64 = self.timed(conn.del(self.keys.streak(key))).await?;
+        Ok(())
+    }
+
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, SharedError> {
         let mut conn = self.conn().await?;
         self.timed(conn.get(self.keys.kv(key))).await

@@ -16,6 +16,7 @@ mod chat;
 mod cli;
 mod config;
 mod errors;
+mod faults;
 mod layering;
 mod rotations;
 mod secrets;

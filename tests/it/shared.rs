@@ -83,6 +83,16 @@ async fn contract(s: Arc<dyn SharedState>) {
     assert_eq!(s.cooldown_until("prop").await.unwrap(), Some(max));
 
     // Key/value with TTL.
+    // Streaks: consecutive counts that reset on demand and expire after the last increment.
+    for n in 1..=3 {
+        assert_eq!(s.streak_add("fails", 10_000).await.unwrap(), n);
+    }
+    s.streak_reset("fails").await.unwrap();
+    assert_eq!(s.streak_add("fails", 150).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(s.streak_add("fails", 10_000).await.unwrap(), 1, "an expired streak starts over");
+    s.streak_reset("never-set").await.unwrap();
+
     s.kv_set("sess", b"v1", 10_000).await.unwrap();
     assert_eq!(s.kv_get("sess").await.unwrap().as_deref(), Some(&b"v1"[..]));
     s.kv_set("sess", b"v2", 10_000).await.unwrap();

@@ -44,6 +44,8 @@ pub struct Plan {
     pub error_body: Option<String>,
     /// The assistant's reply text (non-streaming chat) instead of the fixture's.
     pub content: Option<String>,
+    /// A stream's headers go out at once, its first chunk after this long.
+    pub first_chunk_delay_ms: u64,
 }
 
 impl Default for Plan {
@@ -61,6 +63,7 @@ impl Default for Plan {
             omit_usage: false,
             error_body: None,
             content: None,
+            first_chunk_delay_ms: 0,
         }
     }
 }
@@ -140,6 +143,11 @@ impl MockUpstream {
     /// How many requests were received.
     pub fn calls(&self) -> usize {
         self.state.lock().expect("mock state").received.len()
+    }
+
+    /// Drops every pending plan: the upstream is healthy again.
+    pub fn heal(&self) {
+        self.state.lock().expect("mock state").plans.clear();
     }
 
     /// Stops recording requests (for load tests).
@@ -287,6 +295,7 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let interval = Duration::from_millis(plan.chunk_interval_ms);
+    let first_delay = Duration::from_millis(plan.first_chunk_delay_ms);
     let (cut, hang) = (plan.cut_after, plan.hang_after);
     let body = futures_util::stream::unfold((events.into_iter(), 0usize), move |(mut it, n)| async move {
         if cut == Some(n) {
@@ -299,6 +308,9 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
         }
         if hang == Some(n) {
             tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if n == 0 && !first_delay.is_zero() {
+            tokio::time::sleep(first_delay).await;
         }
         if n > 0 && !interval.is_zero() {
             tokio::time::sleep(interval).await;

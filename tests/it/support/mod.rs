@@ -71,6 +71,8 @@ pub fn rotation(
         strategy: strategy.into(),
         entries,
         privacy: false,
+        eject_after: None,
+        max_ejection_percent: None,
         capabilities: vec![],
         default_max_request_tokens: None,
         max_attempts: None,

@@ -1,5 +1,6 @@
-//! Operations endpoints: `/health` (liveness), `/ready` (database and shared state reachable),
-//! `/metrics` (Prometheus text format).
+//! Operations endpoints: `/ready` (database and shared state reachable), `/metrics` (Prometheus
+//! text format). `/health` (liveness, plus routing detail for admin tokens) is served by `proxy`,
+//! which owns the routing state it shows.
 //!
 //! Architecture Invariant: reads infrastructure only (store, shared, telemetry).
 
@@ -25,13 +26,7 @@ pub struct OpsState {
 
 /// Registers the ops routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/ready", web::get().to(ready))
-        .route("/metrics", web::get().to(metrics));
-}
-
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    cfg.route("/ready", web::get().to(ready)).route("/metrics", web::get().to(metrics));
 }
 
 async fn ready(state: web::Data<OpsState>) -> HttpResponse {

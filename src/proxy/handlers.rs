@@ -116,6 +116,19 @@ pub async fn provider_chat(
 
 /// `GET /health/routing` (admin tokens): in-flight counts, cooldowns in force, burst latency
 /// averages and today's cloud spend.
+/// `GET /health`: liveness for anyone (`{"status":"ok"}`, never touching a dependency); with an
+/// admin token it adds the routing detail of `/health/routing`. A missing or bad token is not an
+/// error here: a liveness probe must not fail on credentials.
+pub async fn health(s: web::Data<ProxyState>, caller: Option<Caller>) -> HttpResponse {
+    match caller {
+        Some(c) if c.0.role == crate::types::Role::Admin => {
+            HttpResponse::Ok().json(json!({"status": "ok", "routing": crate::proxy::router::status(&s).await}))
+        }
+        _ => HttpResponse::Ok().json(json!({"status": "ok"})),
+    }
+}
+
+/// `GET /health/routing` (admin tokens): the routing detail alone.
 pub async fn routing_health(s: web::Data<ProxyState>, caller: Caller) -> Reply {
     if caller.0.role != crate::types::Role::Admin {
         return Err(ApiError::new(Code::PermissionDenied, "Routing detail is for admin tokens."));

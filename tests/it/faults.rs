@@ -210,3 +210,49 @@ async fn f14_all_failing_probes_once_per_second_and_recovers() {
     let _ = get(&app.url("/health/routing"), &app.admin_token).await;
     app.stop().await;
 }
+
+/// Every failure kind moves on to the next candidate and is named in the receipt: connect error,
+/// timeout before the first byte, 5xx, 429, and malformed replies (JSON and SSE).
+#[actix_web::test]
+async fn every_failure_kind_fails_over() {
+    let (a, b) = (MockUpstream::start(2), MockUpstream::start(2));
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let app = TestApp::spawn(|s| {
+        s.upstream.first_byte_timeout_ms = 500;
+        s.providers.push(openai_provider("dead", &format!("http://127.0.0.1:{dead}/v1"), &["m"]));
+        s.providers.push(openai_provider("a", &a.base(), &["m"]));
+        s.providers.push(openai_provider("b", &b.base(), &["m"]));
+        s.rotations.push(rotation("gone", "priority", vec![entry("dead", 1), entry("b", 1)]));
+        s.rotations.push(rotation("pair", "priority", vec![entry("a", 0), entry("b", 0)]));
+    })
+    .await;
+    let r = post_json(&app.url("/v1/chat/completions"), &app.admin_token, &chat("rotation/gone", "hi")).await;
+    assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("b")), "{}", r.text());
+    let rec = app.usage(r.header("x-request-id").unwrap()).await;
+    let receipt: serde_json::Value = serde_json::from_str(rec.routing.as_deref().unwrap()).unwrap();
+    assert_eq!(receipt["candidates"][0]["failure"], "connect", "{receipt}");
+
+    use crate::support::mock_upstream::BadBody;
+    let cases = [
+        (Plan { delay_headers_ms: 3_000, ..Plan::default() }, false, "timeout"),
+        (Plan { status: 502, ..Plan::default() }, false, "status_5xx"),
+        (Plan { status: 429, ..Plan::default() }, false, "rate_limited"),
+        (Plan { bad_body: Some(BadBody::Truncated), ..Plan::default() }, false, "protocol"),
+        (Plan { bad_body: Some(BadBody::Html), ..Plan::default() }, false, "protocol"),
+        (Plan { bad_body: Some(BadBody::WrongContentType), ..Plan::default() }, true, "protocol"),
+    ];
+    for (plan, stream, kind) in cases {
+        a.plan(plan);
+        let body = serde_json::json!({"model": "rotation/pair", "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let r = post_json(&app.url("/v1/chat/completions"), &app.admin_token, &body).await;
+        assert_eq!(r.status, 200, "{kind}: {}", r.text());
+        assert_eq!(r.header("x-switchyard-provider"), Some("b"), "{kind}");
+        assert_eq!(r.header("x-switchyard-reason"), Some("failover_after_error"), "{kind}");
+        let rec = app.usage(r.header("x-request-id").unwrap()).await;
+        let receipt: serde_json::Value = serde_json::from_str(rec.routing.as_deref().unwrap()).unwrap();
+        assert_eq!(receipt["candidates"][0]["failure"], kind, "{receipt}");
+    }
+    app.stop().await;
+}

@@ -80,6 +80,16 @@ async fn priority_fails_over_and_the_failed_entry_cools_down() {
         status["cooldowns"].as_array().unwrap().iter().filter_map(|c| c["target"].as_str()).collect();
     assert!(cooling.contains(&"provider/a/m") && !cooling.contains(&"provider/b/m"), "{status}");
     assert_eq!(status["providers"][0]["id"], "a");
+    // `/health` shows the same detail to admin tokens, and plain liveness to anyone else.
+    let health = get(&app.url("/health"), &app.admin_token).await.json();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["routing"]["cooldowns"][0]["target"], "provider/a/m", "{health}");
+    let user = app.user_with_token("carol").await;
+    for token in [user.as_str(), "sy-not-a-token"] {
+        let plain = get(&app.url("/health"), token).await;
+        assert_eq!((plain.status, plain.json()), (200, json!({"status": "ok"})));
+    }
+    get(&app.url("/health/routing"), &user).await.assert_error(403, "permission_denied");
     // A cools down: the next requests go straight to B.
     for _ in 0..2 {
         let r = ask(&app, "rotation/pri").await;

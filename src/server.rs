@@ -78,6 +78,7 @@ impl Application {
         let control = Control::new(store.clone(), Arc::clone(&shared));
         let bootstrap =
             control.bootstrap(&settings).await.map_err(|e| StartError::Other(format!("bootstrap failed: {e}")))?;
+        control.seed_prices(&settings).await.map_err(|e| StartError::Other(format!("cannot seed [[prices]]: {e}")))?;
         let catalog = Arc::new(Catalog::load(&settings, store.clone(), Arc::clone(&shared)).await.map_err(other)?);
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port)).map_err(|e| {
@@ -113,6 +114,13 @@ impl Application {
             tasks.spawn(async move { shared.run(token).await });
         }
 
+        let node_id = uuid::Uuid::now_v7().to_string();
+        let limiter = Arc::new(crate::proxy::limits::Limiter::new(Arc::clone(&shared), node_id));
+        {
+            let limiter = Arc::clone(&limiter);
+            let token = cancel.child_token();
+            tasks.spawn(async move { limiter.heartbeat(token).await });
+        }
         let proxy_state = web::Data::new(ProxyState {
             catalog,
             accounting,
@@ -128,6 +136,7 @@ impl Application {
                 settings.upstream.retry_budget_percent,
                 settings.upstream.retry_budget_min,
             )),
+            limiter,
         });
         let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);

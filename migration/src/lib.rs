@@ -8,6 +8,7 @@ mod m20261122_000002_create_tokens;
 mod m20261122_000003_create_usage_records;
 mod m20261122_000004_create_meta;
 mod m20261122_000005_add_usage_routing;
+mod m20261122_000006_create_tiers_and_prices;
 
 /// Applies the migrations of this crate.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_usage_records::Migration),
             Box::new(m20261122_000004_create_meta::Migration),
             Box::new(m20261122_000005_add_usage_routing::Migration),
+            Box::new(m20261122_000006_create_tiers_and_prices::Migration),
         ]
     }
 }

@@ -79,6 +79,7 @@ impl Accounting {
             }),
             cost: None,
             spend: None,
+            settle: Vec::new(),
             progress: Progress::default(),
         }
     }
@@ -172,18 +173,23 @@ pub struct UsageGuard {
     row: Option<UsageRow>,
     cost: Option<CostConfig>,
     spend: Option<(std::sync::Arc<dyn crate::shared::SharedState>, String, u64)>,
+    settle: Vec<Settle>,
     /// Token counts seen so far.
     pub progress: Progress,
 }
 
+/// Work that needs a request's final record: correcting a rate-limit charge, releasing a
+/// concurrency slot, settling a quota. Runs once, when the record is written (also on drop).
+pub type Settle = Box<dyn FnOnce(&UsageRow) + Send + 'static>;
+
 impl UsageGuard {
-    /// Records the chosen target.
-    pub fn set_target(&mut self, provider: &str, model: &ModelInfo) {
+    /// Records the chosen target and its price (from [`crate::catalog::Snapshot::price`]).
+    pub fn set_target(&mut self, provider: &str, model: &ModelInfo, price: Option<CostConfig>) {
         if let Some(r) = &mut self.row {
             r.provider = Some(provider.to_owned());
             r.model = Some(model.name.clone());
         }
-        self.cost = model.cost.clone();
+        self.cost = price;
     }
 
     /// Adds this request's cost, once known, to a cluster-wide windowed counter (micro-USD):
@@ -191,6 +197,11 @@ impl UsageGuard {
     /// another target).
     pub fn count_spend(&mut self, counter: Option<(std::sync::Arc<dyn crate::shared::SharedState>, String, u64)>) {
         self.spend = counter;
+    }
+
+    /// Runs `f` with the final record when it is written.
+    pub fn on_settle(&mut self, f: Settle) {
+        self.settle.push(f);
     }
 
     /// Records the routing receipt (JSON) for the usage row.
@@ -241,6 +252,9 @@ impl UsageGuard {
         }
         row.latency_ms = elapsed_ms(self.started);
         row.ttft_ms = self.first_byte_ms;
+        for f in self.settle.drain(..) {
+            f(&row);
+        }
         self.accounting.submit(row);
     }
 }

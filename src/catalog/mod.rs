@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CostConfig, Secret, Settings, resolve_env_ref};
 use crate::shared::SharedState;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, PriceRow, Store, StoreError, TierRow};
 use crate::types::{Locality, ProviderKind, Role};
 
 pub use resolve::{BurstMode, BurstSpec, Candidate, Health, Plan, Strategy, Target};
@@ -81,6 +81,8 @@ pub struct UserEntry {
     pub role: Role,
     /// Active (not disabled).
     pub active: bool,
+    /// Tier name.
+    pub tier: Option<String>,
 }
 
 /// One immutable view of the catalog.
@@ -95,6 +97,33 @@ pub struct Snapshot {
     users: HashMap<String, Arc<UserEntry>>,
     users_by_id: HashMap<i64, Arc<UserEntry>>,
     tokens: HashMap<[u8; 32], Arc<TokenEntry>>,
+    tiers: HashMap<String, Arc<TierRow>>,
+    prices: Arc<Vec<PriceRow>>,
+}
+
+impl Snapshot {
+    /// The tier of a user, if they are on one.
+    pub fn tier_of(&self, user_id: i64) -> Option<Arc<TierRow>> {
+        let name = self.users_by_id.get(&user_id)?.tier.as_deref()?;
+        self.tiers.get(name).cloned()
+    }
+
+    /// The price of `model` served by `provider`: the provider's own `cost` in the configuration,
+    /// else the price table (a price for this provider before one for every provider; the model
+    /// name or one of its aliases).
+    pub fn price(&self, provider: &str, model: &ModelInfo) -> Option<CostConfig> {
+        if let Some(c) = &model.cost {
+            return Some(c.clone());
+        }
+        let matches = |p: &&PriceRow| p.model == model.name || p.aliases.contains(&model.name);
+        let specific = self.prices.iter().filter(matches).find(|p| p.provider == provider);
+        let generic = self.prices.iter().filter(matches).find(|p| p.provider.is_empty());
+        specific.or(generic).map(|p| CostConfig {
+            input_per_million: p.input_per_million,
+            output_per_million: p.output_per_million,
+            cached_input_per_million: p.cached_input_per_million,
+        })
+    }
 }
 
 /// The catalog of one node.
@@ -137,7 +166,7 @@ impl Catalog {
                     name: m.name.clone(),
                     context_size: m.context_size.or(p.default_context_size),
                     max_request_tokens: m.max_request_tokens,
-                    cost: p.cost.get(&m.name).cloned().or_else(|| price_for(settings, &p.id, &m.name)),
+                    cost: p.cost.get(&m.name).cloned(),
                     capabilities: m.capabilities.clone(),
                 })
                 .collect();
@@ -218,11 +247,19 @@ impl Catalog {
         let version = store::catalog_version(db).await?;
         let users = store::list_users(db).await?;
         let tokens = store::list_active_tokens(db).await?;
+        let tiers = store::list_tiers(db).await?;
+        let prices = store::list_prices(db).await?;
         let old = self.snapshot();
         let mut by_id = HashMap::with_capacity(users.len());
         let mut by_name = HashMap::with_capacity(users.len());
         for u in users {
-            let e = Arc::new(UserEntry { id: u.id, active: u.is_active(), role: u.role, username: u.username });
+            let e = Arc::new(UserEntry {
+                id: u.id,
+                active: u.is_active(),
+                role: u.role,
+                username: u.username,
+                tier: u.tier,
+            });
             by_name.insert(e.username.clone(), Arc::clone(&e));
             by_id.insert(e.id, e);
         }
@@ -241,6 +278,8 @@ impl Catalog {
             users: by_name,
             users_by_id: by_id,
             tokens: token_map,
+            tiers: tiers.into_iter().map(|t| (t.name.clone(), Arc::new(t))).collect(),
+            prices: Arc::new(prices),
         };
         match self.snapshot.write() {
             Ok(mut g) => *g = Arc::new(snap),
@@ -387,15 +426,4 @@ impl Rotation {
         };
         Self { name: r.name.clone(), strategy, candidates, max_attempts: max_attempts.max(1), burst, health }
     }
-}
-
-fn price_for(settings: &Settings, provider: &str, model: &str) -> Option<CostConfig> {
-    let matches = |p: &&crate::config::PriceConfig| p.model == model || p.aliases.iter().any(|a| a == model);
-    let specific = settings.prices.iter().filter(matches).find(|p| p.provider.as_deref() == Some(provider));
-    let generic = settings.prices.iter().filter(matches).find(|p| p.provider.is_none());
-    specific.or(generic).map(|p| CostConfig {
-        input_per_million: p.input_per_million,
-        output_per_million: p.output_per_million,
-        cached_input_per_million: p.cached_input_per_million,
-    })
 }

@@ -157,8 +157,13 @@ impl Catalog {
             Some(t) if !t.revoked => {
                 let owner = store::find_user_by_id(db, t.user_id).await.map_err(|_| AuthError::Unavailable)?;
                 owner.and_then(|u| {
-                    let ue =
-                        Arc::new(UserEntry { id: u.id, active: u.is_active(), role: u.role, username: u.username });
+                    let ue = Arc::new(UserEntry {
+                        id: u.id,
+                        active: u.is_active(),
+                        role: u.role,
+                        username: u.username,
+                        tier: u.tier,
+                    });
                     TokenEntry::from_row(&t, &HashMap::from([(u.id, ue)]))
                 })
             }

@@ -1,5 +1,5 @@
-//! The command line: `serve`, `migrate`, `config check`, `user …`, `token …`, each with text or
-//! `--json` output.
+//! The command line: `serve`, `migrate`, `config check`, `user …`, `tier …`, `token …`,
+//! `price …`, each with text or `--json` output.
 //!
 //! Architecture Invariant: the only module (with `main`) that prints.
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's output is its interface")]
@@ -16,7 +16,7 @@ use crate::config::{self, Settings};
 use crate::control::{Control, ControlError, NewTokenRequest};
 use crate::server::Application;
 use crate::shared;
-use crate::store::Store;
+use crate::store::{PriceRow, Store, TierRow};
 use crate::types::Role;
 
 /// Switchyard: a clustered, multi-tenant LLM gateway.
@@ -48,6 +48,96 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage tiers (limits and quotas shared by their users).
+    #[command(subcommand)]
+    Tier(TierCommand),
+    /// Manage the price table.
+    #[command(subcommand)]
+    Price(PriceCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TierCommand {
+    /// Create or replace a tier. Absent limits are unlimited; 0 allows nothing.
+    Set(TierSet),
+    /// Show a tier.
+    Get {
+        /// Tier name.
+        name: String,
+    },
+    /// List tiers.
+    List,
+    /// Delete a tier no user is on.
+    Delete {
+        /// Tier name.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct TierSet {
+    /// Tier name.
+    name: String,
+    /// Requests per minute, per user.
+    #[arg(long)]
+    rpm: Option<i64>,
+    /// Tokens per minute, per user.
+    #[arg(long)]
+    tpm: Option<i64>,
+    /// Requests in flight, per user.
+    #[arg(long)]
+    concurrency: Option<i64>,
+    /// USD per calendar month (UTC), per user.
+    #[arg(long)]
+    quota_usd: Option<f64>,
+    /// Allowed route globs, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    routes: Option<Vec<String>>,
+    /// Largest `max_tokens` a request may ask for (also the default when it asks for none).
+    #[arg(long)]
+    max_tokens: Option<i64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PriceCommand {
+    /// Create or replace the price of a model (USD per 1M tokens).
+    Set {
+        /// Model name.
+        model: String,
+        /// USD per 1M input tokens.
+        #[arg(long)]
+        input: f64,
+        /// USD per 1M output tokens.
+        #[arg(long)]
+        output: f64,
+        /// USD per 1M cached input tokens (default: the input price).
+        #[arg(long)]
+        cached_input: Option<f64>,
+        /// Another name of the same model (repeatable or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        alias: Vec<String>,
+        /// Only for this provider (default: every provider).
+        #[arg(long, default_value = "")]
+        provider: String,
+    },
+    /// Show the price of a model.
+    Get {
+        /// Model name.
+        model: String,
+        /// The provider-specific price.
+        #[arg(long, default_value = "")]
+        provider: String,
+    },
+    /// List prices.
+    List,
+    /// Delete the price of a model.
+    Delete {
+        /// Model name.
+        model: String,
+        /// The provider-specific price.
+        #[arg(long, default_value = "")]
+        provider: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,6 +168,16 @@ enum UserCommand {
     Disable {
         /// Username.
         name: String,
+    },
+    /// Put a user on a tier (or off any tier with `--clear`).
+    SetTier {
+        /// Username.
+        name: String,
+        /// Tier name.
+        tier: Option<String>,
+        /// Take the user off any tier.
+        #[arg(long, conflicts_with = "tier")]
+        clear: bool,
     },
 }
 
@@ -236,6 +336,8 @@ async fn admin(cli: &Cli) -> ExitCode {
     let out = match &cli.command {
         Command::User(c) => user(cli, &control, c).await,
         Command::Token(c) => token(cli, &control, c).await,
+        Command::Tier(c) => tier(cli, &control, c).await,
+        Command::Price(c) => price(cli, &control, c).await,
         _ => Ok(String::new()),
     };
     match out {
@@ -285,6 +387,20 @@ async fn user(cli: &Cli, control: &Control, c: &UserCommand) -> Result<String, C
                 ));
             }
             Ok(s)
+        }
+        UserCommand::SetTier { name, tier, clear } => {
+            if tier.is_none() && !clear {
+                return Err(ControlError::Invalid("name a tier, or pass --clear".into()));
+            }
+            let u = control.set_user_tier(name, tier.as_deref()).await?;
+            Ok(if cli.json {
+                json!({"user": u}).to_string()
+            } else {
+                match &u.tier {
+                    Some(t) => format!("User `{}` is on tier `{t}`.", u.username),
+                    None => format!("User `{}` is on no tier.", u.username),
+                }
+            })
         }
         UserCommand::Disable { name } => {
             let u = control.disable_user(name).await?;
@@ -343,6 +459,104 @@ async fn token(cli: &Cli, control: &Control, c: &TokenCommand) -> Result<String,
         TokenCommand::Revoke { id } => {
             let t = control.revoke_token(*id).await?;
             Ok(if cli.json { json!({"revoked": t.id}).to_string() } else { format!("Revoked token {}.", t.id) })
+        }
+    }
+}
+
+fn limit(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+async fn tier(cli: &Cli, control: &Control, c: &TierCommand) -> Result<String, ControlError> {
+    let show = |t: &TierRow| {
+        format!(
+            "{:<16} rpm {:<8} tpm {:<10} concurrency {:<6} quota/month {:<10} max_tokens {:<8} routes {}",
+            t.name,
+            limit(t.rpm),
+            limit(t.tpm),
+            limit(t.max_concurrency),
+            t.monthly_quota_usd.map_or_else(|| "-".into(), |q| format!("${q}")),
+            limit(t.max_tokens),
+            t.routes.as_ref().map_or_else(|| "*".into(), |r| r.join(","))
+        )
+    };
+    match c {
+        TierCommand::Set(t) => {
+            let row = TierRow {
+                name: t.name.clone(),
+                rpm: t.rpm,
+                tpm: t.tpm,
+                max_concurrency: t.concurrency,
+                monthly_quota_usd: t.quota_usd,
+                routes: t.routes.clone(),
+                max_tokens: t.max_tokens,
+            };
+            let saved = control.put_tier(&row).await?;
+            Ok(if cli.json { json!({"tier": saved}).to_string() } else { format!("Saved tier:\n{}", show(&saved)) })
+        }
+        TierCommand::Get { name } => {
+            let t = control.get_tier(name).await?;
+            Ok(if cli.json { json!({"tier": t}).to_string() } else { show(&t) })
+        }
+        TierCommand::List => {
+            let tiers = control.list_tiers().await?;
+            Ok(if cli.json {
+                json!({"tiers": tiers}).to_string()
+            } else {
+                tiers.iter().map(show).collect::<Vec<_>>().join("\n")
+            })
+        }
+        TierCommand::Delete { name } => {
+            control.delete_tier(name).await?;
+            Ok(if cli.json { json!({"deleted": name}).to_string() } else { format!("Deleted tier `{name}`.") })
+        }
+    }
+}
+
+async fn price(cli: &Cli, control: &Control, c: &PriceCommand) -> Result<String, ControlError> {
+    let show = |p: &PriceRow| {
+        format!(
+            "{:<32} {:<12} input ${}/1M  output ${}/1M  cached input {}  aliases {}",
+            p.model,
+            if p.provider.is_empty() { "*" } else { p.provider.as_str() },
+            p.input_per_million,
+            p.output_per_million,
+            p.cached_input_per_million.map_or_else(|| "= input".into(), |c| format!("${c}/1M")),
+            if p.aliases.is_empty() { "-".into() } else { p.aliases.join(",") }
+        )
+    };
+    match c {
+        PriceCommand::Set { model, input, output, cached_input, alias, provider } => {
+            let row = PriceRow {
+                model: model.clone(),
+                provider: provider.clone(),
+                input_per_million: *input,
+                output_per_million: *output,
+                cached_input_per_million: *cached_input,
+                aliases: alias.clone(),
+            };
+            let saved = control.put_price(&row).await?;
+            Ok(if cli.json { json!({"price": saved}).to_string() } else { format!("Saved price:\n{}", show(&saved)) })
+        }
+        PriceCommand::Get { model, provider } => {
+            let p = control.get_price(model, provider).await?;
+            Ok(if cli.json { json!({"price": p}).to_string() } else { show(&p) })
+        }
+        PriceCommand::List => {
+            let prices = control.list_prices().await?;
+            Ok(if cli.json {
+                json!({"prices": prices}).to_string()
+            } else {
+                prices.iter().map(show).collect::<Vec<_>>().join("\n")
+            })
+        }
+        PriceCommand::Delete { model, provider } => {
+            control.delete_price(model, provider).await?;
+            Ok(if cli.json {
+                json!({"deleted": model}).to_string()
+            } else {
+                format!("Deleted the price of `{model}`.")
+            })
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Write-side business rules for users and tokens, and first-start bootstrap. Every change that
+//! Write-side business rules for users, tiers, tokens and prices, and first-start bootstrap. Every change that
 //! nodes must see bumps the stored catalog version and announces it through shared state.
 //!
 //! Architecture Invariant: used by the CLI, the admin API and the dashboard; never by the proxy.
 
+mod prices;
+mod tiers;
 mod tokens;
 mod users;
 
@@ -11,6 +13,8 @@ use std::sync::Arc;
 use crate::shared::SharedState;
 use crate::store::{self, Store, StoreError};
 
+pub use prices::validate_price;
+pub use tiers::validate_tier;
 pub use tokens::{NewTokenRequest, mint_token};
 pub use users::{Bootstrap, hash_password};
 

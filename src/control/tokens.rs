@@ -58,12 +58,10 @@ impl Control {
         if req.quota_usd.is_some_and(|q| q.is_nan() || q < 0.0) {
             return Err(ControlError::Invalid("the quota must be 0 or more".into()));
         }
-        // Refused rather than stored unenforced: an operator must never believe a limit holds when it does not.
-        if req.rpm.is_some() || req.tpm.is_some() {
-            return Err(ControlError::Invalid(
-                "per-token rpm/tpm limits are not enforced by this version yet; create the token without them".into(),
-            ));
+        if req.rpm.is_some_and(|v| v < 0) || req.tpm.is_some_and(|v| v < 0) {
+            return Err(ControlError::Invalid("rpm and tpm must be 0 or more (0 allows nothing)".into()));
         }
+        // Refused rather than stored unenforced: an operator must never believe a limit holds when it does not.
         if req.quota_usd.is_some_and(|q| q > 0.0) {
             return Err(ControlError::Invalid(
                 "positive USD quotas are not enforced by this version yet; only --quota-usd 0 (nothing allowed) is"

@@ -44,6 +44,9 @@ impl Control {
         if password.is_some_and(|p| p.chars().count() < 8) {
             return Err(ControlError::Invalid("passwords need at least 8 characters".into()));
         }
+        if let Some(t) = tier {
+            self.get_tier(t).await?;
+        }
         let password_hash = password.map(hash_password).transpose()?;
         let row = store::create_user(self.store.conn(), NewUser { username, role, tier, password_hash })
             .await

@@ -9,6 +9,7 @@ mod body;
 pub(crate) mod burst;
 mod caller;
 mod handlers;
+pub mod limits;
 pub(crate) mod pipeline;
 pub mod privacy;
 mod relay;
@@ -53,6 +54,8 @@ pub struct ProxyState {
     pub failing: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Requests and failover attempts in flight on this node (the retry budget).
     pub retries: Arc<RetryBudget>,
+    /// Rate limits and concurrency of tokens and tiers.
+    pub limiter: Arc<limits::Limiter>,
 }
 
 /// The retry budget of one node (Envoy's): failover attempts in flight may be at most

@@ -110,7 +110,6 @@ pub async fn run(
         }
         (_, None) => snapshot.resolve(&checked.model)?,
     };
-    drop(snapshot);
     if !matches!(scope, Scope::Selection { .. }) && !caller.0.may_use(&plan.route) {
         return Err(ApiError::new(
             Code::PermissionDenied,
@@ -147,6 +146,26 @@ pub async fn run(
     if fitting.is_empty() {
         return Err(too_big.unwrap_or_else(|| ApiError::model_not_found(&plan.route)));
     }
+    // The tier: allowed routes and the largest max_tokens.
+    let tier = snapshot.tier_of(caller.0.user_id);
+    if let Some(t) = &tier {
+        if let Some(globs) = &t.routes
+            && !globs.iter().any(|g| crate::types::glob_match(g, &plan.route))
+        {
+            return Err(ApiError::new(
+                Code::PermissionDenied,
+                format!("The tier `{}` does not include the route `{}`.", t.name, plan.route),
+            ));
+        }
+        if let (Some(cap), Some(asked)) = (t.max_tokens, checked.max_tokens)
+            && i64::try_from(asked).unwrap_or(i64::MAX) > cap
+        {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                format!("max_tokens is {asked}; the tier `{}` allows at most {cap}.", t.name),
+            ));
+        }
+    }
     if caller.0.quota_usd.is_some_and(|q| q <= 0.0) {
         return Err(ApiError::new(Code::InsufficientQuota, "The token's quota is spent."));
     }
@@ -168,6 +187,14 @@ pub async fn run(
         }
     }
 
+    // Rate limits and concurrency (selection calls ride on their request's admission).
+    let settle = if matches!(scope, Scope::Selection { .. }) {
+        None
+    } else {
+        let estimate =
+            counted.unwrap_or_else(|| checked.prompt.estimate()).saturating_add(checked.max_tokens.unwrap_or(0));
+        state.limiter.admit(&caller.0, tier.as_deref(), estimate, &id.to_string()).await?
+    };
     let mut guard = state.accounting.open(UsageStart {
         request_id: id,
         user_id: caller.0.user_id,
@@ -176,6 +203,9 @@ pub async fn run(
         stream: checked.stream,
     });
     guard.progress.estimated_prompt = counted.unwrap_or_else(|| checked.prompt.estimate());
+    if let Some(s) = settle {
+        guard.on_settle(s);
+    }
     let request_id = id.to_string();
 
     // Burst rotations decide by sensitivity, budget, queue depth and latency.
@@ -290,7 +320,7 @@ pub async fn run(
         };
         let target = &cand.target;
         let provider = target.provider.id.as_str();
-        guard.set_target(provider, &target.model);
+        guard.set_target(provider, &target.model, snapshot.price(provider, &target.model));
         let slot = match acquire_slot(state, &plan, target, &request_id).await {
             Ok(slot) => slot,
             Err(()) => {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::shared::{SharedError, SharedState, WindowOutcome};
+use crate::shared::{Admission, SharedError, SharedState, WindowCheck, WindowOutcome};
 use crate::types::now_ms;
 
 #[derive(Default)]
@@ -90,6 +90,40 @@ impl SharedState for MemoryShared {
             entry.1 = entry.1.saturating_add(amount);
             entry.2 = ms(now.saturating_add(window.saturating_mul(2)));
             WindowOutcome { allowed: true, count: entry.1, reset_ms }
+        })
+    }
+
+    async fn windows_add(&self, checks: &[WindowCheck]) -> Result<Admission, SharedError> {
+        let now = u64::try_from(now_ms()).unwrap_or(0);
+        self.with(|m| {
+            let mut wait = 0;
+            for c in checks {
+                let window = c.window_ms.max(1);
+                let idx = now / window;
+                let count = m.windows.get(&c.key).filter(|e| e.0 == idx).map_or(0, |e| e.1);
+                let amount = u64::try_from(c.amount).unwrap_or(0);
+                if c.limit.is_some_and(|l| amount > 0 && count.saturating_add(amount) > l) {
+                    wait = wait.max((idx + 1) * window - now);
+                }
+            }
+            if wait > 0 {
+                return Admission { allowed: false, retry_after_ms: wait };
+            }
+            for c in checks {
+                let window = c.window_ms.max(1);
+                let idx = now / window;
+                let entry = m.windows.entry(c.key.clone()).or_insert((idx, 0, 0));
+                if entry.0 != idx {
+                    *entry = (idx, 0, 0);
+                }
+                entry.1 = if c.amount >= 0 {
+                    entry.1.saturating_add(c.amount.unsigned_abs())
+                } else {
+                    entry.1.saturating_sub(c.amount.unsigned_abs())
+                };
+                entry.2 = ms(now.saturating_add(window.saturating_mul(2)));
+            }
+            Admission { allowed: true, retry_after_ms: 0 }
         })
     }
 

@@ -38,6 +38,28 @@ pub struct WindowOutcome {
     pub reset_ms: u64,
 }
 
+/// One counter of a [`SharedState::windows_add`] call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowCheck {
+    /// Counter key.
+    pub key: String,
+    /// Fixed window length.
+    pub window_ms: u64,
+    /// Amount to add; negative corrects an earlier charge (the count never goes below 0).
+    pub amount: i64,
+    /// The count may not exceed this (`None`: no limit). Only positive amounts are checked.
+    pub limit: Option<u64>,
+}
+
+/// The answer of [`SharedState::windows_add`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Every amount was added (else none was).
+    pub allowed: bool,
+    /// When refused: milliseconds until the latest refusing window resets.
+    pub retry_after_ms: u64,
+}
+
 /// The shared state of a cluster (or of one embedded node).
 #[async_trait]
 pub trait SharedState: Send + Sync + 'static {
@@ -53,6 +75,11 @@ pub trait SharedState: Send + Sync + 'static {
         amount: u64,
         limit: Option<u64>,
     ) -> Result<WindowOutcome, SharedError>;
+
+    /// Adds to several fixed-window counters atomically (one Lua script in Redis): either every
+    /// amount is admitted and added, or none is. Rate limits (RPM and TPM of a token, a user and
+    /// a tier) are checked this way in one round trip.
+    async fn windows_add(&self, checks: &[WindowCheck]) -> Result<Admission, SharedError>;
 
     /// Takes one of `limit` slots for `holder` for `lease_ms` (renewing it if held already).
     /// Expired leases free their slot, so a crashed node cannot leak slots.

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::shared::keys::Keys;
-use crate::shared::{SharedError, SharedState, WindowOutcome};
+use crate::shared::{Admission, SharedError, SharedState, WindowCheck, WindowOutcome};
 use crate::types::now_ms;
 
 /// Every Redis call gives up after this long, so a hung Redis cannot hang a request.
@@ -19,6 +19,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Scripts {
     window: Script,
+    windows_add: Script,
     slot_acquire: Script,
     slot_count: Script,
     cooldown_extend: Script,
@@ -53,6 +54,7 @@ impl RedisShared {
             keys: Keys::new(key_prefix),
             scripts: Arc::new(Scripts {
                 window: Script::new(include_str!("lua/window.lua")),
+                windows_add: Script::new(include_str!("lua/windows_add.lua")),
                 slot_acquire: Script::new(include_str!("lua/slot_acquire.lua")),
                 slot_count: Script::new(include_str!("lua/slot_count.lua")),
                 cooldown_extend: Script::new(include_str!("lua/cooldown_extend.lua")),
@@ -129,6 +131,20 @@ impl SharedState for RedisShared {
         inv.arg(window_ms.max(1)).arg(amount).arg(limit_arg(limit));
         let (allowed, count, reset): (i64, u64, u64) = self.timed(inv.invoke_async(&mut conn)).await?;
         Ok(WindowOutcome { allowed: allowed == 1, count, reset_ms: reset })
+    }
+
+    async fn windows_add(&self, checks: &[WindowCheck]) -> Result<Admission, SharedError> {
+        if checks.is_empty() {
+            return Ok(Admission { allowed: true, retry_after_ms: 0 });
+        }
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.windows_add.prepare_invoke();
+        for c in checks {
+            inv.key(self.keys.window(&c.key));
+            inv.arg(c.window_ms.max(1)).arg(c.amount).arg(limit_arg(c.limit));
+        }
+        let (allowed, wait): (i64, u64) = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(Admission { allowed: allowed == 1, retry_after_ms: wait })
     }
 
     async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError> {

@@ -108,3 +108,23 @@ pub async fn set_user_status(db: &impl ConnectionTrait, username: &str, status: 
     am.updated_at = Set(now_ms());
     Ok(am.update(db).await?.into())
 }
+
+/// Sets a user's tier (`None`: no tier); `NotFound` when there is no such user.
+pub async fn set_user_tier(
+    db: &impl ConnectionTrait,
+    username: &str,
+    tier: Option<&str>,
+) -> Result<UserRow, StoreError> {
+    let Some(row) = users::Entity::find().filter(users::Column::Username.eq(username)).one(db).await? else {
+        return Err(StoreError::NotFound);
+    };
+    let mut am: users::ActiveModel = row.into();
+    am.tier = Set(tier.map(str::to_owned));
+    am.updated_at = Set(now_ms());
+    Ok(am.update(db).await?.into())
+}
+
+/// How many users are on `tier`.
+pub async fn count_users_on_tier(db: &impl ConnectionTrait, tier: &str) -> Result<u64, StoreError> {
+    Ok(users::Entity::find().filter(users::Column::Tier.eq(tier)).count(db).await?)
+}

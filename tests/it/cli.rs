@@ -76,7 +76,11 @@ fn users_and_tokens_round_trip() {
 
     let (ok, _, out) = run(&dir, &["token", "create", "--user", "alice", "--expires", "tomorrow"]);
     assert!(!ok && out.contains("RFC 3339"), "{out}");
-    let (ok, _, out) = run(&dir, &["token", "create", "--user", "alice", "--rpm", "5"]);
+    let (ok, _, out) = run(&dir, &["token", "create", "--user", "alice", "--rpm", "5", "--tpm", "1000"]);
+    assert!(ok, "{out}");
+    let (ok, _, out) = run(&dir, &["token", "create", "--user", "alice", "--rpm=-1"]);
+    assert!(!ok && out.contains("0 or more"), "{out}");
+    let (ok, _, out) = run(&dir, &["token", "create", "--user", "alice", "--quota-usd", "5"]);
     assert!(!ok && out.contains("not enforced"), "{out}");
     let (ok, _, _) = run(&dir, &["token", "create", "--user", "nobody"]);
     assert!(!ok);
@@ -165,4 +169,79 @@ fn environment_overrides_the_file() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(text.contains("server.max_body_bytes"), "{text}");
+}
+
+#[test]
+fn tiers_and_prices_round_trip() {
+    let dir = project();
+    let (ok, v, out) = run(
+        &dir,
+        &[
+            "tier",
+            "set",
+            "pro",
+            "--rpm",
+            "60",
+            "--tpm",
+            "100000",
+            "--concurrency",
+            "4",
+            "--quota-usd",
+            "25",
+            "--routes",
+            "provider/*,rotation/*",
+            "--max-tokens",
+            "4096",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(v["tier"]["rpm"], 60);
+    assert_eq!(v["tier"]["routes"][1], "rotation/*");
+    let (ok, v, _) = run(&dir, &["tier", "get", "pro"]);
+    assert!(ok);
+    assert_eq!((v["tier"]["max_concurrency"].as_i64(), v["tier"]["max_tokens"].as_i64()), (Some(4), Some(4096)));
+    // Replace: absent limits become unlimited.
+    let (ok, v, _) = run(&dir, &["tier", "set", "pro", "--rpm", "120"]);
+    assert!(ok);
+    assert!(v["tier"]["tpm"].is_null() && v["tier"]["rpm"] == 120);
+    for bad in [
+        vec!["tier", "set", "Bad Name"],
+        vec!["tier", "set", "x", "--rpm=-1"],
+        vec!["tier", "set", "x", "--quota-usd", "NaN"],
+    ] {
+        let (ok, _, out) = run(&dir, &bad);
+        assert!(!ok, "{bad:?}: {out}");
+    }
+
+    let (ok, _, out) = run(&dir, &["user", "create", "bob", "--tier", "nope"]);
+    assert!(!ok && out.contains("no tier"), "{out}");
+    let (ok, _, out) = run(&dir, &["user", "create", "bob", "--tier", "pro"]);
+    assert!(ok, "{out}");
+    let (ok, _, out) = run(&dir, &["tier", "delete", "pro"]);
+    assert!(!ok && out.contains("on tier"), "{out}");
+    let (ok, v, out) = run(&dir, &["user", "set-tier", "bob", "--clear"]);
+    assert!(ok && v["user"]["tier"].is_null(), "{out}");
+    let (ok, _, out) = run(&dir, &["user", "set-tier", "bob", "missing"]);
+    assert!(!ok && out.contains("no tier"), "{out}");
+    let (ok, v, out) = run(&dir, &["user", "set-tier", "bob", "pro"]);
+    assert!(ok && v["user"]["tier"] == "pro", "{out}");
+    let (ok, v, _) = run(&dir, &["tier", "list"]);
+    assert!(ok && v["tiers"].as_array().unwrap().len() == 1);
+
+    let (ok, v, out) =
+        run(&dir, &["price", "set", "gpt-4", "--input", "30", "--output", "60", "--alias", "gpt-4-turbo,gpt-4-0613"]);
+    assert!(ok, "{out}");
+    assert_eq!(v["price"]["aliases"][0], "gpt-4-turbo");
+    let (ok, _, out) = run(&dir, &["price", "set", "gpt-4", "--input", "25", "--output", "50", "--provider", "azure"]);
+    assert!(ok, "{out}");
+    let (ok, v, _) = run(&dir, &["price", "get", "gpt-4", "--provider", "azure"]);
+    assert!(ok && v["price"]["input_per_million"] == 25.0);
+    let (ok, v, _) = run(&dir, &["price", "list"]);
+    assert!(ok && v["prices"].as_array().unwrap().len() == 2);
+    let (ok, _, out) = run(&dir, &["price", "set", "m", "--input=-1", "--output", "1"]);
+    assert!(!ok && out.contains("0 or more"), "{out}");
+    let (ok, _, _) = run(&dir, &["price", "delete", "gpt-4", "--provider", "azure"]);
+    assert!(ok);
+    let (ok, _, out) = run(&dir, &["price", "get", "gpt-4", "--provider", "azure"]);
+    assert!(!ok && out.contains("no price"), "{out}");
 }

@@ -18,6 +18,8 @@ mod config;
 mod errors;
 mod faults;
 mod layering;
+mod limits;
+mod prices;
 mod rotations;
 mod secrets;
 mod shared;

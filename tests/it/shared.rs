@@ -83,6 +83,24 @@ async fn contract(s: Arc<dyn SharedState>) {
     assert_eq!(s.cooldown_until("prop").await.unwrap(), Some(max));
 
     // Key/value with TTL.
+    // Several windows at once: all admitted or none; negative amounts correct, floored at 0.
+    use switchyard::shared::WindowCheck;
+    let check =
+        |key: &str, amount: i64, limit: Option<u64>| WindowCheck { key: key.into(), window_ms: 60_000, amount, limit };
+    let a = s.windows_add(&[check("rpm:t", 1, Some(2)), check("tpm:t", 40, Some(100))]).await.unwrap();
+    assert!(a.allowed);
+    let a = s.windows_add(&[check("rpm:t", 1, Some(2)), check("tpm:t", 70, Some(100))]).await.unwrap();
+    assert!(!a.allowed && a.retry_after_ms > 0 && a.retry_after_ms <= 60_000, "{a:?}");
+    // The refused call added nothing: rpm is still 1, so a small request fits.
+    assert!(s.windows_add(&[check("rpm:t", 1, Some(2)), check("tpm:t", 60, Some(100))]).await.unwrap().allowed);
+    assert!(!s.windows_add(&[check("rpm:t", 1, Some(2))]).await.unwrap().allowed, "rpm 2 reached");
+    // A correction gives back what a request did not use.
+    assert!(s.windows_add(&[check("tpm:t", -50, None)]).await.unwrap().allowed);
+    assert!(s.windows_add(&[check("tpm:t", 50, Some(100))]).await.unwrap().allowed, "100 - 50 + 50");
+    assert!(s.windows_add(&[check("tpm:t", -1_000, None)]).await.unwrap().allowed);
+    assert_eq!(s.window_add("tpm:t", 60_000, 0, None).await.unwrap().count, 0, "floored at 0");
+    assert!(s.windows_add(&[]).await.unwrap().allowed);
+
     // Streaks: consecutive counts that reset on demand and expire after the last increment.
     for n in 1..=3 {
         assert_eq!(s.streak_add("fails", 10_000).await.unwrap(), n);

@@ -92,6 +92,45 @@ async fn suite(url: &str) {
     assert_eq!(one, batch[7]);
     assert_eq!(store::list_usage(db, Some(alice.id), 10).await.unwrap().len(), 10);
 
+    // Tiers and prices: put replaces, lists are ordered, deletes report absence.
+    let gold = store::TierRow {
+        name: "gold".into(),
+        rpm: Some(60),
+        tpm: None,
+        max_concurrency: Some(4),
+        monthly_quota_usd: Some(12.5),
+        routes: Some(vec!["provider/*".into(), "rotation/coding".into()]),
+        max_tokens: Some(2048),
+    };
+    assert_eq!(store::put_tier(db, &gold).await.unwrap(), gold);
+    let cheaper = store::TierRow { rpm: Some(10), routes: None, ..gold.clone() };
+    assert_eq!(store::put_tier(db, &cheaper).await.unwrap(), cheaper);
+    store::put_tier(db, &store::TierRow { name: "bronze".into(), ..Default::default() }).await.unwrap();
+    let names: Vec<String> = store::list_tiers(db).await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["bronze", "gold"]);
+    assert_eq!(store::count_users_on_tier(db, "gold").await.unwrap(), 1);
+    assert_eq!(store::set_user_tier(db, "alice", Some("bronze")).await.unwrap().tier.as_deref(), Some("bronze"));
+    assert!(matches!(store::delete_tier(db, "nope").await, Err(StoreError::NotFound)));
+    store::delete_tier(db, "gold").await.unwrap();
+    let price = store::PriceRow {
+        model: "gpt-4".into(),
+        provider: String::new(),
+        input_per_million: 30.0,
+        output_per_million: 60.0,
+        cached_input_per_million: Some(15.0),
+        aliases: vec!["gpt-4-turbo".into()],
+    };
+    store::put_price(db, &price).await.unwrap();
+    store::put_price(db, &store::PriceRow { provider: "azure".into(), input_per_million: 25.0, ..price.clone() })
+        .await
+        .unwrap();
+    let raised = store::PriceRow { output_per_million: 61.0, ..price.clone() };
+    store::put_price(db, &raised).await.unwrap();
+    assert_eq!(store::find_price(db, "gpt-4", "").await.unwrap(), Some(raised));
+    assert_eq!(store::list_prices(db).await.unwrap().len(), 2);
+    store::delete_price(db, "gpt-4", "azure").await.unwrap();
+    assert!(matches!(store::delete_price(db, "gpt-4", "azure").await, Err(StoreError::NotFound)));
+
     s.migrate_down().await.unwrap();
     s.migrate().await.unwrap();
     assert_eq!(store::count_users(db).await.unwrap(), 0);

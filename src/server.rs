@@ -137,6 +137,7 @@ impl Application {
                 settings.upstream.retry_budget_min,
             )),
             limiter,
+            quotas: Arc::new(crate::accounting::quota::Quotas::new(store.clone(), Arc::clone(&shared))),
         });
         let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);

@@ -50,10 +50,21 @@ impl MigrationTrait for Migration {
                     .unique()
                     .to_owned(),
             )
+            .await?;
+        // Quota spend is rebuilt per token from the usage records.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_usage_token")
+                    .table(UsageRecords::Table)
+                    .col(UsageRecords::TokenId)
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_index(Index::drop().name("idx_usage_token").table(UsageRecords::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(Prices::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(Tiers::Table).to_owned()).await
     }
@@ -84,4 +95,10 @@ enum Prices {
     CachedInputPerMillion,
     Aliases,
     UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum UsageRecords {
+    Table,
+    TokenId,
 }

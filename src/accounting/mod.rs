@@ -20,6 +20,8 @@ use crate::store::UsageRow;
 use crate::telemetry::Metrics;
 use crate::types::{RequestId, Usage, now_ms};
 
+pub mod quota;
+
 pub use writer::run_writer;
 
 /// The producer side of the usage pipeline.
@@ -165,6 +167,33 @@ impl Progress {
     }
 }
 
+/// Runs settlement work for a request that will not run after all: as if it used nothing, so
+/// reservations and charges are given back and slots released.
+pub fn cancel(settle: Settle) {
+    settle(&UsageRow {
+        request_id: String::new(),
+        created_at: now_ms(),
+        node: String::new(),
+        user_id: None,
+        token_id: None,
+        route: String::new(),
+        provider: None,
+        model: None,
+        status: 0,
+        outcome: "cancelled".into(),
+        stream: false,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cached_tokens: 0,
+        estimated: false,
+        cost_usd: 0.0,
+        latency_ms: 0,
+        ttft_ms: None,
+        cache_hit: false,
+        routing: None,
+    });
+}
+
 /// The open usage record of one request; see the module docs.
 pub struct UsageGuard {
     accounting: Accounting,
@@ -284,6 +313,6 @@ pub fn cost_of(price: &CostConfig, usage: Usage) -> f64 {
 
 /// USD to whole micro-USD (negative and non-finite amounts count as zero).
 #[expect(clippy::as_conversions, reason = "a saturating float-to-int cast is the conversion wanted")]
-fn usd_to_micros(usd: f64) -> u64 {
+pub(crate) fn usd_to_micros(usd: f64) -> u64 {
     if usd.is_finite() && usd > 0.0 { (usd * 1_000_000.0).round() as u64 } else { 0 }
 }

@@ -55,18 +55,11 @@ impl Control {
         if req.name.is_empty() || req.name.chars().count() > 128 || req.name.chars().any(char::is_control) {
             return Err(ControlError::Invalid("token names need 1–128 printable characters".into()));
         }
-        if req.quota_usd.is_some_and(|q| q.is_nan() || q < 0.0) {
+        if req.quota_usd.is_some_and(|q| !q.is_finite() || q < 0.0) {
             return Err(ControlError::Invalid("the quota must be 0 or more".into()));
         }
         if req.rpm.is_some_and(|v| v < 0) || req.tpm.is_some_and(|v| v < 0) {
             return Err(ControlError::Invalid("rpm and tpm must be 0 or more (0 allows nothing)".into()));
-        }
-        // Refused rather than stored unenforced: an operator must never believe a limit holds when it does not.
-        if req.quota_usd.is_some_and(|q| q > 0.0) {
-            return Err(ControlError::Invalid(
-                "positive USD quotas are not enforced by this version yet; only --quota-usd 0 (nothing allowed) is"
-                    .into(),
-            ));
         }
         if let Some(routes) = &req.routes
             && (routes.is_empty()

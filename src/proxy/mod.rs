@@ -56,6 +56,8 @@ pub struct ProxyState {
     pub retries: Arc<RetryBudget>,
     /// Rate limits and concurrency of tokens and tiers.
     pub limiter: Arc<limits::Limiter>,
+    /// USD quotas of tokens and tiers.
+    pub quotas: Arc<crate::accounting::quota::Quotas>,
 }
 
 /// The retry budget of one node (Envoy's): failover attempts in flight may be at most

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::accounting::{UsageGuard, UsageStart};
+use crate::accounting::{UsageGuard, UsageStart, quota};
 use crate::catalog::{Candidate, Plan, Strategy, Target};
 use crate::error::{ApiError, Code};
 use crate::proxy::{Caller, ProxyState, autoselect, body, burst, relay, router, validate};
@@ -166,9 +166,6 @@ pub async fn run(
             ));
         }
     }
-    if caller.0.quota_usd.is_some_and(|q| q <= 0.0) {
-        return Err(ApiError::new(Code::InsufficientQuota, "The token's quota is spent."));
-    }
     if !state.accounting.has_room() {
         tracing::error!("Usage queue is full; refusing billable requests until it drains.");
         return Err(ApiError::unavailable().with_retry_after(5));
@@ -187,14 +184,48 @@ pub async fn run(
         }
     }
 
-    // Rate limits and concurrency (selection calls ride on their request's admission).
-    let settle = if matches!(scope, Scope::Selection { .. }) {
-        None
-    } else {
-        let estimate =
-            counted.unwrap_or_else(|| checked.prompt.estimate()).saturating_add(checked.max_tokens.unwrap_or(0));
-        state.limiter.admit(&caller.0, tier.as_deref(), estimate, &id.to_string()).await?
-    };
+    // Quotas, then rate limits and concurrency. Selection calls are billed (their own records)
+    // but ride on their request's admission.
+    let prompt_estimate = counted.unwrap_or_else(|| checked.prompt.estimate());
+    let mut settles = Vec::new();
+    if !matches!(scope, Scope::Selection { .. }) {
+        let mut quotas = Vec::new();
+        if let Some(q) = caller.0.quota_usd {
+            quotas.push((quota::Basis::Token(caller.0.id), q));
+        }
+        if let Some(q) = tier.as_ref().and_then(|t| t.monthly_quota_usd) {
+            quotas.push((quota::Basis::UserMonth(caller.0.user_id), q));
+        }
+        if !quotas.is_empty() {
+            let cost = worst_cost(&snapshot, &fitting, prompt_estimate, checked.max_tokens);
+            match state.quotas.reserve(&quotas, cost, state.limiter.live_nodes()).await {
+                Ok(s) => settles.extend(s),
+                Err(quota::QuotaError::Insufficient { basis }) => {
+                    let whose = match basis {
+                        quota::Basis::Token(_) => "The token's quota",
+                        quota::Basis::UserMonth(_) => "This month's quota of the user's tier",
+                    };
+                    return Err(ApiError::new(
+                        Code::InsufficientQuota,
+                        format!(
+                            "{whose} is spent, or cannot cover this request (up to ${:.6}; a lower max_tokens costs less).",
+                            quota::to_usd(cost)
+                        ),
+                    ));
+                }
+                Err(quota::QuotaError::Unavailable) => return Err(ApiError::unavailable().with_retry_after(5)),
+            }
+        }
+        let estimate = prompt_estimate.saturating_add(checked.max_tokens.unwrap_or(0));
+        match state.limiter.admit(&caller.0, tier.as_deref(), estimate, &id.to_string()).await {
+            Ok(s) => settles.extend(s),
+            Err(e) => {
+                // Give the quota reservation back.
+                settles.into_iter().for_each(crate::accounting::cancel);
+                return Err(e);
+            }
+        }
+    }
     let mut guard = state.accounting.open(UsageStart {
         request_id: id,
         user_id: caller.0.user_id,
@@ -203,7 +234,7 @@ pub async fn run(
         stream: checked.stream,
     });
     guard.progress.estimated_prompt = counted.unwrap_or_else(|| checked.prompt.estimate());
-    if let Some(s) = settle {
+    for s in settles {
         guard.on_settle(s);
     }
     let request_id = id.to_string();
@@ -451,6 +482,27 @@ async fn acquire_slot(state: &ProxyState, plan: &Plan, target: &Target, holder: 
             Err(())
         }
     }
+}
+
+/// Output tokens assumed for a quota reservation when the request sets no `max_tokens` and the
+/// model's context size is unknown.
+const DEFAULT_OUTPUT_ESTIMATE: u64 = 4_096;
+
+/// The most a request could cost on any of its candidates (micro-USD): its prompt, and
+/// `max_tokens` of output (else the rest of the context window, else a default).
+fn worst_cost(snapshot: &crate::catalog::Snapshot, cands: &[Candidate], prompt: u64, max_tokens: Option<u64>) -> u64 {
+    cands
+        .iter()
+        .filter_map(|c| {
+            let price = snapshot.price(&c.target.provider.id, &c.target.model)?;
+            let output = max_tokens.unwrap_or_else(|| {
+                c.target.model.context_size.map_or(DEFAULT_OUTPUT_ESTIMATE, |ctx| ctx.saturating_sub(prompt))
+            });
+            let usage = crate::types::Usage { prompt_tokens: prompt, completion_tokens: output, cached_tokens: 0 };
+            Some(quota::micros(crate::accounting::cost_of(&price, usage)))
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The smallest prompt-token limit of a target, if it has one.

@@ -102,7 +102,8 @@ impl SharedState for MemoryShared {
                 let idx = now / window;
                 let count = m.windows.get(&c.key).filter(|e| e.0 == idx).map_or(0, |e| e.1);
                 let amount = u64::try_from(c.amount).unwrap_or(0);
-                if c.limit.is_some_and(|l| amount > 0 && count.saturating_add(amount) > l) {
+                let over = |l: u64| c.amount >= 0 && (count.saturating_add(amount) > l || (amount == 0 && count >= l));
+                if c.limit.is_some_and(over) {
                     wait = wait.max((idx + 1) * window - now);
                 }
             }
@@ -124,6 +125,18 @@ impl SharedState for MemoryShared {
                 entry.2 = ms(now.saturating_add(window.saturating_mul(2)));
             }
             Admission { allowed: true, retry_after_ms: 0 }
+        })
+    }
+
+    async fn window_init(&self, key: &str, window_ms: u64, value: u64) -> Result<bool, SharedError> {
+        let now = u64::try_from(now_ms()).unwrap_or(0);
+        let window = window_ms.max(1);
+        self.with(|m| {
+            if m.windows.contains_key(key) {
+                return false;
+            }
+            m.windows.insert(key.to_owned(), (now / window, value, ms(now.saturating_add(window.saturating_mul(2)))));
+            true
         })
     }
 

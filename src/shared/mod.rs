@@ -47,7 +47,8 @@ pub struct WindowCheck {
     pub window_ms: u64,
     /// Amount to add; negative corrects an earlier charge (the count never goes below 0).
     pub amount: i64,
-    /// The count may not exceed this (`None`: no limit). Only positive amounts are checked.
+    /// The count may not exceed this (`None`: no limit). A negative amount is never refused; an
+    /// amount of 0 is refused when the count has reached the limit (a spent quota).
     pub limit: Option<u64>,
 }
 
@@ -80,6 +81,10 @@ pub trait SharedState: Send + Sync + 'static {
     /// amount is admitted and added, or none is. Rate limits (RPM and TPM of a token, a user and
     /// a tier) are checked this way in one round trip.
     async fn windows_add(&self, checks: &[WindowCheck]) -> Result<Admission, SharedError>;
+
+    /// Sets a window counter to `value` unless it exists; returns whether it was set. Counters
+    /// that mirror durable totals (quota spend) are rebuilt from the database this way.
+    async fn window_init(&self, key: &str, window_ms: u64, value: u64) -> Result<bool, SharedError>;
 
     /// Takes one of `limit` slots for `holder` for `lease_ms` (renewing it if held already).
     /// Expired leases free their slot, so a crashed node cannot leak slots.

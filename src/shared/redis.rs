@@ -20,6 +20,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 struct Scripts {
     window: Script,
     windows_add: Script,
+    window_init: Script,
     slot_acquire: Script,
     slot_count: Script,
     cooldown_extend: Script,
@@ -55,6 +56,7 @@ impl RedisShared {
             scripts: Arc::new(Scripts {
                 window: Script::new(include_str!("lua/window.lua")),
                 windows_add: Script::new(include_str!("lua/windows_add.lua")),
+                window_init: Script::new(include_str!("lua/window_init.lua")),
                 slot_acquire: Script::new(include_str!("lua/slot_acquire.lua")),
                 slot_count: Script::new(include_str!("lua/slot_count.lua")),
                 cooldown_extend: Script::new(include_str!("lua/cooldown_extend.lua")),
@@ -145,6 +147,14 @@ impl SharedState for RedisShared {
         }
         let (allowed, wait): (i64, u64) = self.timed(inv.invoke_async(&mut conn)).await?;
         Ok(Admission { allowed: allowed == 1, retry_after_ms: wait })
+    }
+
+    async fn window_init(&self, key: &str, window_ms: u64, value: u64) -> Result<bool, SharedError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.window_init.key(self.keys.window(key));
+        inv.arg(window_ms.max(1)).arg(value);
+        let set: i64 = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(set == 1)
     }
 
     async fn slot_acquire(&self, key: &str, holder: &str, limit: u64, lease_ms: u64) -> Result<bool, SharedError> {

@@ -150,3 +150,24 @@ pub async fn list_usage(
 pub async fn count_usage(db: &impl ConnectionTrait) -> Result<u64, StoreError> {
     Ok(usage_records::Entity::find().count(db).await?)
 }
+
+/// The total cost (USD) of the records of a token, or of a user since a time (ms).
+pub async fn sum_cost(
+    db: &impl ConnectionTrait,
+    token_id: Option<i64>,
+    user_id: Option<i64>,
+    since_ms: Option<i64>,
+) -> Result<f64, StoreError> {
+    let mut q = usage_records::Entity::find().select_only().column_as(usage_records::Column::CostUsd.sum(), "total");
+    if let Some(t) = token_id {
+        q = q.filter(usage_records::Column::TokenId.eq(t));
+    }
+    if let Some(u) = user_id {
+        q = q.filter(usage_records::Column::UserId.eq(u));
+    }
+    if let Some(s) = since_ms {
+        q = q.filter(usage_records::Column::CreatedAt.gte(s));
+    }
+    let total: Option<Option<f64>> = q.into_tuple().one(db).await?;
+    Ok(total.flatten().unwrap_or(0.0))
+}

@@ -20,6 +20,7 @@ mod faults;
 mod layering;
 mod limits;
 mod prices;
+mod quotas;
 mod rotations;
 mod secrets;
 mod shared;

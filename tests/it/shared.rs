@@ -100,6 +100,14 @@ async fn contract(s: Arc<dyn SharedState>) {
     assert!(s.windows_add(&[check("tpm:t", -1_000, None)]).await.unwrap().allowed);
     assert_eq!(s.window_add("tpm:t", 60_000, 0, None).await.unwrap().count, 0, "floored at 0");
     assert!(s.windows_add(&[]).await.unwrap().allowed);
+    // A quota-like counter: rebuilt once from a durable total, then an amount of 0 is refused
+    // once the limit is reached.
+    assert!(s.window_init("spend:t", 60_000, 70).await.unwrap());
+    assert!(!s.window_init("spend:t", 60_000, 5).await.unwrap(), "init never overwrites");
+    assert!(s.windows_add(&[check("spend:t", 0, Some(100))]).await.unwrap().allowed);
+    assert!(s.windows_add(&[check("spend:t", 30, Some(100))]).await.unwrap().allowed);
+    assert!(!s.windows_add(&[check("spend:t", 0, Some(100))]).await.unwrap().allowed, "spent");
+    assert!(!s.windows_add(&[check("none", 0, Some(0))]).await.unwrap().allowed, "a limit of 0 allows nothing");
 
     // Streaks: consecutive counts that reset on demand and expire after the last increment.
     for n in 1..=3 {

@@ -14,7 +14,8 @@ for k = 1, #KEYS do
   local c = 0
   if tonumber(cur[1]) == idx then c = tonumber(cur[2]) or 0 end
   counts[k] = {idx, c}
-  if limit >= 0 and amount > 0 and c + amount > limit then
+  -- A limit refuses what would pass it, and (for an amount of 0) a counter already at it.
+  if limit >= 0 and amount >= 0 and (c + amount > limit or (amount == 0 and c >= limit)) then
     local reset = (idx + 1) * w - now
     if reset > wait then wait = reset end
   end

@@ -56,6 +56,9 @@ mod tests {
         assert_eq!(count("1234567890"), 4);
         assert_eq!(count("東京は日本の首都です"), 7);
         assert_eq!(count("The quick brown fox jumps over the lazy dog."), 10);
+        // The test mock streams one of these per chunk: one token each, also when joined.
+        assert_eq!(count(" zero one two three four five six seven eight nine ten"), 11);
+        assert_eq!(count(" more more more"), 3);
     }
 
     #[test]

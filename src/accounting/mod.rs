@@ -78,6 +78,8 @@ impl Accounting {
                 ttft_ms: None,
                 cache_hit: false,
                 routing: None,
+                usage_source: "estimated".into(),
+                partial: false,
             }),
             cost: None,
             spend: None,
@@ -140,30 +142,30 @@ pub struct UsageStart {
 }
 
 /// Token counts seen so far on a request, for the record written if it ends early.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Progress {
     /// Usage reported by the upstream, if any.
     pub reported: Option<Usage>,
-    /// Estimated prompt tokens.
+    /// Estimated (or, when it was counted, exact) prompt tokens.
     pub estimated_prompt: u64,
-    /// Output units relayed (stream chunks with text, or characters / 4).
+    /// Output tokens already counted by the gateway (a usage-less non-streaming reply).
     pub relayed_output: u64,
+    /// Generated text relayed to the client (streams), counted with the tokenizer when the
+    /// upstream reports no usage.
+    pub relayed_text: String,
+    /// The answer was cut short.
+    pub partial: bool,
 }
 
 impl Progress {
-    /// The usage to bill and whether it is estimated.
-    pub fn usage(&self) -> (Usage, bool) {
-        match self.reported {
-            Some(u) => (u, false),
-            None => (
-                Usage {
-                    prompt_tokens: self.estimated_prompt,
-                    completion_tokens: self.relayed_output,
-                    cached_tokens: 0,
-                },
-                true,
-            ),
+    /// The usage to bill and where it comes from (`reported`, `counted`, `estimated`).
+    pub fn usage(&self) -> (Usage, &'static str) {
+        if let Some(u) = self.reported {
+            return (u, "reported");
         }
+        let counted = crate::tokens::count(&self.relayed_text).saturating_add(self.relayed_output);
+        let source = if counted > 0 { "counted" } else { "estimated" };
+        (Usage { prompt_tokens: self.estimated_prompt, completion_tokens: counted, cached_tokens: 0 }, source)
     }
 }
 
@@ -191,6 +193,8 @@ pub fn cancel(settle: Settle) {
         ttft_ms: None,
         cache_hit: false,
         routing: None,
+        usage_source: "estimated".into(),
+        partial: false,
     });
 }
 
@@ -261,13 +265,15 @@ impl UsageGuard {
         let Some(mut row) = self.row.take() else {
             return;
         };
-        let (usage, estimated) = self.progress.usage();
+        let (usage, source) = self.progress.usage();
         row.status = status;
         row.outcome = outcome.to_owned();
         row.prompt_tokens = crate::store::to_i64(usage.prompt_tokens);
         row.completion_tokens = crate::store::to_i64(usage.completion_tokens);
         row.cached_tokens = crate::store::to_i64(usage.cached_tokens);
-        row.estimated = estimated;
+        row.estimated = source != "reported";
+        row.usage_source = source.to_owned();
+        row.partial = self.progress.partial;
         row.cost_usd = self.cost.as_ref().map_or(0.0, |c| cost_of(c, usage));
         if let Some((shared, key, window_ms)) = self.spend.take() {
             let micros = usd_to_micros(row.cost_usd);

@@ -165,7 +165,7 @@ impl Relay {
                             g.progress.reported = Some(u);
                         }
                         if s.has_output {
-                            g.progress.relayed_output += 1;
+                            g.progress.relayed_text.push_str(&s.text);
                         }
                     }
                     if !(self.limits.strip_usage_only_chunk && s.empty_choices && s.usage.is_some()) {
@@ -177,6 +177,9 @@ impl Relay {
     }
 
     fn end_with_error(&mut self, code: Code, message: &str, outcome: &str) {
+        if let Some(g) = &mut self.guard {
+            g.progress.partial = true;
+        }
         let body = ApiError::new(code, message).body();
         self.out.push_back(encode_data(&body));
         self.metrics.upstream_errors.with_label_values(&[&self.provider, "mid_stream"]).inc();
@@ -192,6 +195,17 @@ impl Relay {
                 .with_label_values(&[&self.provider])
                 .observe(self.started.elapsed().as_secs_f64());
             g.finish(status, outcome);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Dropped with its record still open: the client left mid-stream. The record (written as
+        // the guard drops, with the tokens relayed so far) is partial, and dropping the upstream
+        // response closes its connection at once, so the upstream stops generating.
+        if let Some(g) = &mut self.guard {
+            g.progress.partial = true;
         }
     }
 }

@@ -48,6 +48,12 @@ pub struct UsageRow {
     /// The routing receipt (JSON): candidates considered, what filtered each, the attempts and
     /// their failures, the chosen target and the reason. Absent for direct provider routes.
     pub routing: Option<String>,
+    /// Where the token counts come from: `reported` (the upstream's usage fields), `counted`
+    /// (the gateway counted what it relayed with its tokenizer) or `estimated` (nothing was
+    /// relayed; the prompt is the gateway's estimate).
+    pub usage_source: String,
+    /// The answer was cut short (a broken or stalled stream, a client that left mid-stream).
+    pub partial: bool,
 }
 
 impl From<usage_records::Model> for UsageRow {
@@ -73,6 +79,8 @@ impl From<usage_records::Model> for UsageRow {
             ttft_ms: m.ttft_ms,
             cache_hit: m.cache_hit,
             routing: m.routing,
+            usage_source: m.usage_source,
+            partial: m.partial,
         }
     }
 }
@@ -99,6 +107,8 @@ fn active(r: &UsageRow) -> usage_records::ActiveModel {
         ttft_ms: Set(r.ttft_ms),
         cache_hit: Set(r.cache_hit),
         routing: Set(r.routing.clone()),
+        usage_source: Set(r.usage_source.clone()),
+        partial: Set(r.partial),
     }
 }
 

@@ -106,6 +106,8 @@ pub struct ChunkSummary {
     pub empty_choices: bool,
     /// Usage figures in the chunk.
     pub usage: Option<Usage>,
+    /// The generated text of the chunk (content, reasoning, completion text, tool-call arguments).
+    pub text: String,
 }
 
 #[derive(Deserialize)]
@@ -130,8 +132,22 @@ struct Delta<'a> {
     content: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning_content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta<'a> {
+    #[serde(default, borrow)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta<'a> {
+    #[serde(default, borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// A stream event whose data is not a JSON object.
@@ -149,7 +165,29 @@ pub fn summarize_chunk(data: &[u8]) -> Result<ChunkSummary, NotJson> {
         nonempty(&c.text)
             || d.is_some_and(|d| nonempty(&d.content) || nonempty(&d.reasoning_content) || d.tool_calls.is_some())
     });
-    Ok(ChunkSummary { has_output, empty_choices: choices.is_empty(), usage: chunk.usage.map(WireUsage::into_usage) })
+    let mut text = String::new();
+    for c in &choices {
+        let d = c.delta.as_ref();
+        for part in
+            [c.text.as_deref(), d.and_then(|d| d.content.as_deref()), d.and_then(|d| d.reasoning_content.as_deref())]
+                .into_iter()
+                .flatten()
+        {
+            text.push_str(part);
+        }
+        for call in d.and_then(|d| d.tool_calls.as_ref()).into_iter().flatten() {
+            if let Some(f) = &call.function {
+                text.push_str(f.name.as_deref().unwrap_or_default());
+                text.push_str(f.arguments.as_deref().unwrap_or_default());
+            }
+        }
+    }
+    Ok(ChunkSummary {
+        has_output,
+        empty_choices: choices.is_empty(),
+        usage: chunk.usage.map(WireUsage::into_usage),
+        text,
+    })
 }
 
 #[cfg(test)]

@@ -159,7 +159,8 @@ async fn streams_relay_events_and_read_usage() {
     assert_eq!(got["stream_options"]["include_usage"], true, "the gateway asks for usage");
     let rec = app.usage(r.header("x-request-id").unwrap()).await;
     assert_eq!((rec.prompt_tokens, rec.completion_tokens), (9, 7));
-    assert!(rec.stream && !rec.estimated);
+    assert!(rec.stream && !rec.estimated && !rec.partial);
+    assert_eq!(rec.usage_source, "reported");
     assert_eq!(rec.outcome, "ok");
 
     // A client that asked for usage gets the usage chunk.
@@ -177,8 +178,9 @@ async fn streams_relay_events_and_read_usage() {
     )
     .await;
     let rec = app.usage(r.header("x-request-id").unwrap()).await;
-    assert_eq!(rec.completion_tokens, 4);
-    assert!(rec.estimated);
+    assert_eq!(rec.completion_tokens, 4, "counted with the tokenizer");
+    assert!(rec.estimated && !rec.partial);
+    assert_eq!(rec.usage_source, "counted");
     app.stop().await;
 }
 
@@ -204,7 +206,7 @@ async fn chunks_arrive_before_the_stream_ends() {
             .unwrap();
         seen.extend_from_slice(&chunk);
     }
-    assert!(String::from_utf8_lossy(&seen).contains("tok1"));
+    assert!(String::from_utf8_lossy(&seen).contains(" one"));
     // Dropping the response is a client disconnect: one record, 499, with what was relayed.
     let rid = res.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
     drop(res);
@@ -212,7 +214,8 @@ async fn chunks_arrive_before_the_stream_ends() {
     assert_eq!(rec.status, 499);
     assert_eq!(rec.outcome, "client_disconnected");
     assert_eq!(rec.completion_tokens, 2);
-    assert!(rec.estimated);
+    assert!(rec.estimated && rec.partial);
+    assert_eq!(rec.usage_source, "counted");
     app.stop().await;
 }
 

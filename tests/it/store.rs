@@ -27,6 +27,8 @@ fn usage(id: &str, user: i64) -> UsageRow {
         ttft_ms: Some(5),
         cache_hit: false,
         routing: Some(r#"{"route":"rotation/r"}"#.into()),
+        usage_source: "reported".into(),
+        partial: false,
     }
 }
 

@@ -154,6 +154,8 @@ async fn broken_streams_end_with_one_error_event() {
         let rec = app.usage(r.header("x-request-id").unwrap()).await;
         assert_eq!(rec.outcome, outcome);
         assert_eq!(rec.completion_tokens, i64::try_from(relayed).unwrap());
+        assert!(rec.partial, "a cut stream's record is partial");
+        assert_eq!(rec.usage_source, if relayed > 0 { "counted" } else { "estimated" });
     }
     app.stop().await;
 }

@@ -24,6 +24,8 @@ pub struct Model {
     pub ttft_ms: Option<i64>,
     pub cache_hit: bool,
     pub routing: Option<String>,
+    pub usage_source: String,
+    pub partial: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -197,6 +197,10 @@ pub fn bag_of_words(text: &str) -> Vec<f32> {
     v
 }
 
+/// Stream chunk texts, each a single `o200k_base` token.
+pub const WORDS: [&str; 11] =
+    [" zero", " one", " two", " three", " four", " five", " six", " seven", " eight", " nine", " ten"];
+
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
@@ -277,11 +281,9 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
         events.push(Bytes::from_static(b"data: {not json\n\n"));
     }
     for i in 0..plan.chunks {
-        let delta = if i == 0 {
-            json!({"role":"assistant","content":format!("tok{i} ")})
-        } else {
-            json!({"content":format!("tok{i} ")})
-        };
+        // One token per chunk (o200k_base), so a gateway counting relayed tokens gets exact figures.
+        let word = WORDS.get(i).copied().unwrap_or(" more");
+        let delta = if i == 0 { json!({"role":"assistant","content":word}) } else { json!({"content":word}) };
         events
             .push(sse(&json!({"id":"chatcmpl-s","object":"chat.completion.chunk","created":1700000000,"model":model,
             "choices":[{"index":0,"delta":delta,"finish_reason":null}]})));

@@ -38,6 +38,8 @@
 //! - L3 [`control`] (◄ catalog): write-side rules for users and tokens, bootstrap; every change
 //!   bumps and announces the catalog version.
 //! - L4 [`proxy`]: the data plane. **Architecture Invariant:** never imports `control`.
+//! - L4 [`admin`]: `/admin/api/` (admin tokens) and `/api/me/` (own objects) over `control` and
+//!   accounting reports. **Architecture Invariant:** never imports `proxy`.
 //! - L4 [`ops`]: health, readiness, metrics.
 //! - L5 [`server`], [`cli`]: composition and the command line.
 //!
@@ -55,6 +57,7 @@
 //!   scriptable mock upstream, and real Postgres, MariaDB and Redis started by `tests/run.sh`.
 
 pub mod accounting;
+pub mod admin;
 pub mod catalog;
 pub mod cli;
 pub mod config;

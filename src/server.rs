@@ -122,7 +122,7 @@ impl Application {
             tasks.spawn(async move { limiter.heartbeat(token).await });
         }
         let proxy_state = web::Data::new(ProxyState {
-            catalog,
+            catalog: Arc::clone(&catalog),
             accounting,
             upstream: Arc::new(settings.upstream.clone()),
             max_body_bytes: settings.server.max_body_bytes,
@@ -139,6 +139,7 @@ impl Application {
             limiter,
             quotas: Arc::new(crate::accounting::quota::Quotas::new(store.clone(), Arc::clone(&shared))),
         });
+        let admin_state = web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone()));
         let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
         let workers = if settings.server.workers == 0 {
@@ -152,6 +153,7 @@ impl Application {
                 .app_data(web::Data::new(UpstreamClient(crate::upstream::client::build_client(connect_timeout))))
                 .app_data(proxy_state.clone())
                 .app_data(ops_state.clone())
+                .app_data(admin_state.clone())
                 .app_data(
                     web::PathConfig::default()
                         .error_handler(|_, _| ApiError::new(Code::NotFound, "No such path.").into()),
@@ -183,6 +185,7 @@ impl Application {
                     }
                 })
                 .configure(ops::configure)
+                .configure(crate::admin::configure)
                 .configure(proxy::configure)
                 .default_service(web::to(|| async { ApiError::new(Code::NotFound, "No such path.").error_response() }))
         })

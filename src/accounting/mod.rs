@@ -21,6 +21,7 @@ use crate::telemetry::Metrics;
 use crate::types::{RequestId, Usage, now_ms};
 
 pub mod quota;
+pub mod report;
 
 pub use writer::run_writer;
 

@@ -23,7 +23,7 @@ use crate::store::{self, PriceRow, Store, StoreError, TierRow};
 use crate::types::{Locality, ProviderKind, Role};
 
 pub use resolve::{BurstMode, BurstSpec, Candidate, Health, Plan, Strategy, Target};
-pub use tokens::{AuthError, TokenEntry, hex, token_hash};
+pub use tokens::{AuthError, TokenEntry, credential, hex, missing_credentials, token_hash};
 
 /// One provider, ready to be called.
 #[derive(Debug)]
@@ -97,6 +97,7 @@ pub struct Snapshot {
     users: HashMap<String, Arc<UserEntry>>,
     users_by_id: HashMap<i64, Arc<UserEntry>>,
     tokens: HashMap<[u8; 32], Arc<TokenEntry>>,
+    tokens_by_id: HashMap<i64, Arc<TokenEntry>>,
     tiers: HashMap<String, Arc<TierRow>>,
     prices: Arc<Vec<PriceRow>>,
 }
@@ -264,9 +265,12 @@ impl Catalog {
             by_id.insert(e.id, e);
         }
         let mut token_map = HashMap::with_capacity(tokens.len());
+        let mut by_token_id = HashMap::with_capacity(tokens.len());
         for t in tokens {
             if let Some(entry) = TokenEntry::from_row(&t, &by_id) {
-                token_map.insert(entry.hash, Arc::new(entry));
+                let entry = Arc::new(entry);
+                by_token_id.insert(entry.id, Arc::clone(&entry));
+                token_map.insert(entry.hash, entry);
             }
         }
         let snap = Snapshot {
@@ -278,6 +282,7 @@ impl Catalog {
             users: by_name,
             users_by_id: by_id,
             tokens: token_map,
+            tokens_by_id: by_token_id,
             tiers: tiers.into_iter().map(|t| (t.name.clone(), Arc::new(t))).collect(),
             prices: Arc::new(prices),
         };

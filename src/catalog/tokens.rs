@@ -43,6 +43,8 @@ pub struct TokenEntry {
     pub tpm: Option<i64>,
     /// Quota in USD.
     pub quota_usd: Option<f64>,
+    /// The token that minted this one.
+    pub parent_id: Option<i64>,
 }
 
 impl TokenEntry {
@@ -62,6 +64,7 @@ impl TokenEntry {
             rpm: t.rpm,
             tpm: t.tpm,
             quota_usd: t.quota_usd,
+            parent_id: t.parent_id,
         })
     }
 
@@ -85,6 +88,32 @@ pub enum AuthError {
     Expired,
     /// The store is unreachable and the token is not cached.
     Unavailable,
+}
+
+/// The credential of a request: `Authorization: Bearer …`, else `x-api-key` (both planes).
+pub fn credential(authorization: Option<&str>, x_api_key: Option<&str>) -> Option<String> {
+    let bearer =
+        authorization.and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
+    bearer.or(x_api_key.map(str::trim)).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+impl From<AuthError> for crate::error::ApiError {
+    fn from(e: AuthError) -> Self {
+        use crate::error::{ApiError, Code};
+        match e {
+            AuthError::Invalid => ApiError::new(Code::InvalidToken, "The token is invalid or has been revoked."),
+            AuthError::Expired => ApiError::new(Code::TokenExpired, "The token has expired."),
+            AuthError::Unavailable => ApiError::unavailable(),
+        }
+    }
+}
+
+/// The error for a request without credentials.
+pub fn missing_credentials() -> crate::error::ApiError {
+    crate::error::ApiError::new(
+        crate::error::Code::InvalidToken,
+        "Missing credentials: send `Authorization: Bearer <token>`.",
+    )
 }
 
 /// SHA-256 of a raw token.
@@ -130,9 +159,63 @@ fn check(entry: &TokenEntry, hash: &[u8; 32]) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// Revocation, owner and expiry, for a token found by id (an ancestor).
+fn check_valid(entry: &TokenEntry) -> Result<(), AuthError> {
+    if entry.revoked || !entry.owner_active {
+        return Err(AuthError::Invalid);
+    }
+    if entry.expires_at.is_some_and(|e| e <= now_ms()) {
+        return Err(AuthError::Expired);
+    }
+    Ok(())
+}
+
+/// How deep a chain of child tokens may go.
+const MAX_TOKEN_DEPTH: usize = 8;
+
 impl Catalog {
-    /// Authenticates a raw bearer token.
+    /// Authenticates a raw bearer token. A child token is valid only while every token above it
+    /// is (revoking or expiring a parent ends its children).
     pub async fn authenticate(&self, raw: &str) -> Result<Arc<TokenEntry>, AuthError> {
+        let entry = self.authenticate_one(raw).await?;
+        if entry.parent_id.is_some() {
+            self.ancestors(&entry).await?;
+        }
+        Ok(entry)
+    }
+
+    /// The tokens above `token` (parent first), each checked; `Err` when one is no longer valid.
+    pub async fn ancestors(&self, token: &TokenEntry) -> Result<Vec<Arc<TokenEntry>>, AuthError> {
+        let mut out: Vec<Arc<TokenEntry>> = Vec::new();
+        let mut next = token.parent_id;
+        while let Some(id) = next {
+            if out.len() >= MAX_TOKEN_DEPTH || id == token.id || out.iter().any(|t| t.id == id) {
+                return Err(AuthError::Invalid);
+            }
+            let snap = self.snapshot();
+            let found = match snap.tokens_by_id.get(&id) {
+                Some(t) => Some(Arc::clone(t)),
+                None => {
+                    // Not in the snapshot: revoked (absent from it), or newer than the last reload.
+                    let db = self.store.conn();
+                    match store::find_token(db, id).await.map_err(|_| AuthError::Unavailable)? {
+                        Some(t) if !t.revoked => {
+                            let owner = snap.users_by_id.get(&t.user_id).cloned();
+                            owner.and_then(|o| TokenEntry::from_row(&t, &HashMap::from([(o.id, o)]))).map(Arc::new)
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            let Some(t) = found else { return Err(AuthError::Invalid) };
+            check_valid(&t)?;
+            next = t.parent_id;
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    async fn authenticate_one(&self, raw: &str) -> Result<Arc<TokenEntry>, AuthError> {
         if !is_well_formed_token(raw) {
             return Err(AuthError::Invalid);
         }

@@ -15,7 +15,7 @@ use crate::store::{self, Store, StoreError};
 
 pub use prices::validate_price;
 pub use tiers::validate_tier;
-pub use tokens::{NewTokenRequest, mint_token};
+pub use tokens::{NewTokenRequest, child_within, mint_token};
 pub use users::{Bootstrap, hash_password};
 
 /// Why a control operation was refused.
@@ -30,6 +30,9 @@ pub enum ControlError {
     /// The object exists already.
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),

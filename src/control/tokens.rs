@@ -1,7 +1,7 @@
-use crate::catalog::{hex, token_hash};
+use crate::catalog::{TokenEntry, hex, token_hash};
 use crate::control::{Control, ControlError, random_bytes};
 use crate::store::{self, NewToken, StoreError, TokenRow};
-use crate::types::{is_well_formed_token, now_ms};
+use crate::types::{glob_match, is_well_formed_token, now_ms};
 
 /// A token to create.
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct NewTokenRequest {
     pub tpm: Option<i64>,
     /// A known value instead of a random one (bootstrap only).
     pub raw: Option<String>,
+    /// The minting token, for a child token (see [`child_within`]).
+    pub parent_id: Option<i64>,
 }
 
 impl NewTokenRequest {
@@ -36,8 +38,44 @@ impl NewTokenRequest {
             rpm: None,
             tpm: None,
             raw: None,
+            parent_id: None,
         }
     }
+}
+
+/// Checks that a token a user mints with `parent` stays within `parent`'s scope: explicit routes,
+/// each covered by one of the parent's (a route scope of everything, `*`, is for admins only);
+/// RPM, TPM, quota and expiry no looser than the parent's. The child is also charged against its
+/// parent's limits and quota when it is used, so many children cannot add up to more.
+pub fn child_within(parent: &TokenEntry, req: &NewTokenRequest) -> Result<(), ControlError> {
+    let deny = |m: &str| Err(ControlError::Forbidden(m.to_owned()));
+    if req.username != parent.username {
+        return deny("a token can only mint tokens for its own user");
+    }
+    let Some(routes) = &req.routes else {
+        return deny("a child token needs explicit routes (all routes is for admins only)");
+    };
+    for r in routes {
+        if r.starts_with('*') {
+            return deny("wildcard namespaces are for admins only");
+        }
+        if let Some(mine) = &parent.routes
+            && !mine.iter().any(|p| glob_match(p, r))
+        {
+            return deny(&format!("the route `{r}` is outside this token's routes"));
+        }
+    }
+    let looser = |child: Option<i64>, parent: Option<i64>| parent.is_some_and(|p| child.is_none_or(|c| c > p));
+    if looser(req.rpm, parent.rpm) || looser(req.tpm, parent.tpm) {
+        return deny("a child token's rpm and tpm may not exceed this token's");
+    }
+    if parent.quota_usd.is_some_and(|p| req.quota_usd.is_none_or(|c| c > p)) {
+        return deny("a child token's quota may not exceed this token's");
+    }
+    if looser(req.expires_at, parent.expires_at) {
+        return deny("a child token may not outlive this token");
+    }
+    Ok(())
 }
 
 /// A new random token: `sy-` and 32 random bytes in hex.
@@ -87,6 +125,7 @@ impl Control {
                 tpm: req.tpm,
                 expires_at: req.expires_at,
                 created_at: now_ms(),
+                parent_id: req.parent_id,
             },
         )
         .await
@@ -115,5 +154,12 @@ impl Control {
         })?;
         self.changed().await?;
         Ok(row)
+    }
+}
+
+impl Control {
+    /// One token (for ownership checks).
+    pub async fn get_token(&self, id: i64) -> Result<TokenRow, ControlError> {
+        store::find_token(self.store.conn(), id).await?.ok_or_else(|| ControlError::NotFound(format!("no token {id}")))
     }
 }

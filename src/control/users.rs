@@ -63,6 +63,23 @@ impl Control {
         Ok(store::list_users(self.store.conn()).await?)
     }
 
+    /// One user.
+    pub async fn get_user(&self, username: &str) -> Result<UserRow, ControlError> {
+        store::find_user(self.store.conn(), username)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("no user `{username}`")))
+    }
+
+    /// Re-enables a disabled user.
+    pub async fn enable_user(&self, username: &str) -> Result<UserRow, ControlError> {
+        let row = store::set_user_status(self.store.conn(), username, "active").await.map_err(|e| match e {
+            StoreError::NotFound => ControlError::NotFound(format!("no user `{username}`")),
+            other => ControlError::Store(other),
+        })?;
+        self.changed().await?;
+        Ok(row)
+    }
+
     /// Disables a user: every token of theirs stops working on every node.
     pub async fn disable_user(&self, username: &str) -> Result<UserRow, ControlError> {
         let row = store::set_user_status(self.store.conn(), username, "disabled").await.map_err(|e| match e {

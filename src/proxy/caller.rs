@@ -7,22 +7,16 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
-use crate::catalog::{AuthError, TokenEntry};
-use crate::error::{ApiError, Code};
+use crate::catalog::TokenEntry;
+use crate::error::ApiError;
 use crate::proxy::ProxyState;
 
 /// An authenticated caller.
 pub struct Caller(pub Arc<TokenEntry>);
 
 fn credential(req: &HttpRequest) -> Option<String> {
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
-    bearer.or(key).filter(|s| !s.is_empty()).map(str::to_owned)
+    let h = |name| req.headers().get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    crate::catalog::credential(h(header::AUTHORIZATION.as_str()), h("x-api-key"))
 }
 
 impl FromRequest for Caller {
@@ -37,19 +31,9 @@ impl FromRequest for Caller {
                 return Err(ApiError::internal());
             };
             let Some(raw) = raw else {
-                return Err(ApiError::new(
-                    Code::InvalidToken,
-                    "Missing credentials: send `Authorization: Bearer <token>`.",
-                ));
+                return Err(crate::catalog::missing_credentials());
             };
-            match state.catalog.authenticate(&raw).await {
-                Ok(t) => Ok(Self(t)),
-                Err(AuthError::Invalid) => {
-                    Err(ApiError::new(Code::InvalidToken, "The token is invalid or has been revoked."))
-                }
-                Err(AuthError::Expired) => Err(ApiError::new(Code::TokenExpired, "The token has expired.")),
-                Err(AuthError::Unavailable) => Err(ApiError::unavailable()),
-            }
+            Ok(Self(state.catalog.authenticate(&raw).await?))
         })
     }
 }

@@ -86,6 +86,7 @@ impl Limiter {
     pub async fn admit(
         &self,
         token: &TokenEntry,
+        ancestors: &[Arc<TokenEntry>],
         tier: Option<&TierRow>,
         tokens: u64,
         holder: &str,
@@ -102,8 +103,11 @@ impl Limiter {
                 checks.push(WindowCheck { key, window_ms: MINUTE_MS, amount, limit: Some(l) });
             }
         };
-        add(format!("lim:tok:{}:rpm", token.id), 1, limit(token.rpm), false);
-        add(format!("lim:tok:{}:tpm", token.id), amount, limit(token.tpm), true);
+        // A child token is charged against every token above it too.
+        for t in std::iter::once(token).chain(ancestors.iter().map(|a| &**a)) {
+            add(format!("lim:tok:{}:rpm", t.id), 1, limit(t.rpm), false);
+            add(format!("lim:tok:{}:tpm", t.id), amount, limit(t.tpm), true);
+        }
         add(format!("lim:user:{}:rpm", token.user_id), 1, limit(tier.and_then(|t| t.rpm)), false);
         add(format!("lim:user:{}:tpm", token.user_id), amount, limit(tier.and_then(|t| t.tpm)), true);
         let concurrency = limit(tier.and_then(|t| t.max_concurrency));

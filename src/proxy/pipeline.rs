@@ -189,9 +189,14 @@ pub async fn run(
     let prompt_estimate = counted.unwrap_or_else(|| checked.prompt.estimate());
     let mut settles = Vec::new();
     if !matches!(scope, Scope::Selection { .. }) {
+        // A child token also spends its ancestors' limits and quotas.
+        let ancestors =
+            if caller.0.parent_id.is_some() { state.catalog.ancestors(&caller.0).await? } else { Vec::new() };
         let mut quotas = Vec::new();
-        if let Some(q) = caller.0.quota_usd {
-            quotas.push((quota::Basis::Token(caller.0.id), q));
+        for t in std::iter::once(&caller.0).chain(ancestors.iter()) {
+            if let Some(q) = t.quota_usd {
+                quotas.push((quota::Basis::Token(t.id), q));
+            }
         }
         if let Some(q) = tier.as_ref().and_then(|t| t.monthly_quota_usd) {
             quotas.push((quota::Basis::UserMonth(caller.0.user_id), q));
@@ -217,7 +222,7 @@ pub async fn run(
             }
         }
         let estimate = prompt_estimate.saturating_add(checked.max_tokens.unwrap_or(0));
-        match state.limiter.admit(&caller.0, tier.as_deref(), estimate, &id.to_string()).await {
+        match state.limiter.admit(&caller.0, &ancestors, tier.as_deref(), estimate, &id.to_string()).await {
             Ok(s) => settles.extend(s),
             Err(e) => {
                 // Give the quota reservation back.

@@ -17,9 +17,12 @@ pub use meta::{bump_catalog_version, catalog_version};
 pub use prices::{PriceRow, delete_price, find_price, list_prices, put_price};
 pub use tiers::{TierRow, delete_tier, find_tier, list_tiers, put_tier};
 pub use tokens::{
-    NewToken, TokenRow, create_token, find_token_by_hash, list_active_tokens, list_tokens, revoke_token, touch_tokens,
+    NewToken, TokenRow, create_token, find_token, find_token_by_hash, list_active_tokens, list_tokens, revoke_token,
+    touch_tokens,
 };
-pub use usage::{UsageRow, count_usage, find_usage, insert_usage_batch, list_usage, sum_cost};
+pub use usage::{
+    UsageFilter, UsageRow, count_usage, find_usage, insert_usage_batch, list_usage, query_usage, sum_cost,
+};
 pub use users::{
     NewUser, UserRow, count_users, count_users_on_tier, create_user, find_user, find_user_by_id, list_users,
     set_user_status, set_user_tier,

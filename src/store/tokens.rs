@@ -34,6 +34,9 @@ pub struct TokenRow {
     pub last_used_at: Option<i64>,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
+    /// The token that minted this one (a child never exceeds its parent's scope, and is charged
+    /// against its parent's limits and quota too).
+    pub parent_id: Option<i64>,
 }
 
 impl From<tokens::Model> for TokenRow {
@@ -52,6 +55,7 @@ impl From<tokens::Model> for TokenRow {
             revoked: m.revoked,
             last_used_at: m.last_used_at,
             created_at: m.created_at,
+            parent_id: m.parent_id,
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct NewToken {
     pub expires_at: Option<i64>,
     /// Creation time.
     pub created_at: i64,
+    /// The minting token, for child tokens.
+    pub parent_id: Option<i64>,
 }
 
 /// Inserts a token.
@@ -100,6 +106,7 @@ pub async fn create_token(db: &impl ConnectionTrait, t: NewToken) -> Result<Toke
         revoked: Set(false),
         last_used_at: Set(None),
         created_at: Set(t.created_at),
+        parent_id: Set(t.parent_id),
         ..Default::default()
     };
     model.insert(db).await.map(TokenRow::from).map_err(StoreError::from_db)
@@ -148,4 +155,9 @@ pub async fn touch_tokens(db: &impl ConnectionTrait, ids: &[i64], at: i64) -> Re
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// The token with this id.
+pub async fn find_token(db: &impl ConnectionTrait, id: i64) -> Result<Option<TokenRow>, StoreError> {
+    Ok(tokens::Entity::find_by_id(id).one(db).await?.map(TokenRow::from))
 }

@@ -181,3 +181,45 @@ pub async fn sum_cost(
     let total: Option<Option<f64>> = q.into_tuple().one(db).await?;
     Ok(total.flatten().unwrap_or(0.0))
 }
+
+/// Which records a usage query reads.
+#[derive(Clone, Debug, Default)]
+pub struct UsageFilter {
+    /// From this time (ms, inclusive).
+    pub from_ms: Option<i64>,
+    /// Before this time (ms, exclusive).
+    pub to_ms: Option<i64>,
+    /// Of this user.
+    pub user_id: Option<i64>,
+    /// Of this model.
+    pub model: Option<String>,
+    /// Of this route.
+    pub route: Option<String>,
+}
+
+/// The records a filter selects, oldest first, at most `limit`.
+pub async fn query_usage(db: &impl ConnectionTrait, f: &UsageFilter, limit: u64) -> Result<Vec<UsageRow>, StoreError> {
+    let mut q = usage_records::Entity::find();
+    if let Some(v) = f.from_ms {
+        q = q.filter(usage_records::Column::CreatedAt.gte(v));
+    }
+    if let Some(v) = f.to_ms {
+        q = q.filter(usage_records::Column::CreatedAt.lt(v));
+    }
+    if let Some(v) = f.user_id {
+        q = q.filter(usage_records::Column::UserId.eq(v));
+    }
+    if let Some(v) = &f.model {
+        q = q.filter(usage_records::Column::Model.eq(v.as_str()));
+    }
+    if let Some(v) = &f.route {
+        q = q.filter(usage_records::Column::Route.eq(v.as_str()));
+    }
+    let rows = q
+        .order_by_asc(usage_records::Column::CreatedAt)
+        .order_by_asc(usage_records::Column::RequestId)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(UsageRow::from).collect())
+}

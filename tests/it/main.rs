@@ -10,6 +10,7 @@
     reason = "test code"
 )]
 
+mod admin;
 mod auth;
 mod autoselect;
 mod chat;

@@ -70,6 +70,7 @@ async fn suite(url: &str) {
             tpm: None,
             expires_at: Some(now_ms() + 1000),
             created_at: now_ms(),
+            parent_id: None,
         },
     )
     .await

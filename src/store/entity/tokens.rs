@@ -18,6 +18,7 @@ pub struct Model {
     pub revoked: bool,
     pub last_used_at: Option<i64>,
     pub created_at: i64,
+    pub parent_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,73 @@
+//! `/api/me/`: the caller's own user, tokens and usage. A token mints child tokens only within
+//! its own scope; it sees and revokes only its user's tokens; another user's token id answers
+//! exactly like a missing one.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::accounting::report;
+use crate::admin::resources::{TokenBody, UsageQuery, report_error};
+use crate::admin::{AdminState, Me, Reply, control_error};
+use crate::control::child_within;
+use crate::error::{ApiError, Code};
+use crate::types::Role;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("", web::get().to(me))
+        .route("/tokens", web::get().to(list_tokens))
+        .route("/tokens", web::post().to(create_token))
+        .route("/tokens/{id}", web::delete().to(revoke_token))
+        .route("/usage", web::get().to(usage));
+}
+
+async fn me(s: web::Data<AdminState>, caller: Me) -> Reply {
+    let user = s.control.get_user(&caller.0.username).await.map_err(control_error)?;
+    let tier = match &user.tier {
+        Some(t) => Some(s.control.get_tier(t).await.map_err(control_error)?),
+        None => None,
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "user": user,
+        "tier": tier,
+        "token": {"id": caller.0.id, "routes": caller.0.routes, "rpm": caller.0.rpm, "tpm": caller.0.tpm,
+                  "quota_usd": caller.0.quota_usd, "expires_at": caller.0.expires_at, "parent_id": caller.0.parent_id},
+    })))
+}
+
+async fn list_tokens(s: web::Data<AdminState>, caller: Me) -> Reply {
+    let tokens = s.control.list_tokens(&caller.0.username).await.map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(json!({"tokens": tokens})))
+}
+
+async fn create_token(s: web::Data<AdminState>, caller: Me, body: web::Json<TokenBody>) -> Reply {
+    let b = body.into_inner();
+    if b.user.as_deref().is_some_and(|u| u != caller.0.username) {
+        return Err(ApiError::new(Code::PermissionDenied, "A token can only mint tokens for its own user."));
+    }
+    let mut req = b.into_request(&caller.0.username)?;
+    if caller.0.role != Role::Admin {
+        child_within(&caller.0, &req).map_err(control_error)?;
+    }
+    req.parent_id = Some(caller.0.id);
+    let (raw, row) = s.control.create_token(req).await.map_err(control_error)?;
+    Ok(HttpResponse::Created().json(json!({"token": raw, "id": row.id})))
+}
+
+async fn revoke_token(s: web::Data<AdminState>, caller: Me, id: web::Path<i64>) -> Reply {
+    let not_found = || ApiError::new(Code::NotFound, "No such token.");
+    let token = s.control.get_token(*id).await.map_err(|_| not_found())?;
+    if token.user_id != caller.0.user_id {
+        return Err(not_found());
+    }
+    s.control.revoke_token(*id).await.map_err(control_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn usage(s: web::Data<AdminState>, caller: Me, q: web::Query<UsageQuery>) -> Reply {
+    if q.user.as_deref().is_some_and(|u| u != caller.0.username) {
+        return Err(ApiError::new(Code::PermissionDenied, "Only your own usage is visible here."));
+    }
+    let f = q.filter(Some(caller.0.user_id))?;
+    let r = report::report(s.control.store(), &f, q.group_by).await.map_err(report_error)?;
+    Ok(HttpResponse::Ok().json(r))
+}

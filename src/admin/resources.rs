@@ -1,0 +1,316 @@
+//! `/admin/api/`: users, tiers, tokens, prices and usage reports (admin tokens only).
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::accounting::report::{self, GroupBy, ReportError};
+use crate::admin::{Admin, AdminState, Reply, control_error};
+use crate::control::NewTokenRequest;
+use crate::error::{ApiError, Code};
+use crate::store::{PriceRow, TierRow, UsageFilter};
+use crate::types::Role;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/users", web::get().to(list_users))
+        .route("/users", web::post().to(create_user))
+        .route("/users/{name}", web::get().to(get_user))
+        .route("/users/{name}", web::patch().to(update_user))
+        .route("/users/{name}/tokens", web::get().to(list_user_tokens))
+        .route("/tiers", web::get().to(list_tiers))
+        .route("/tiers/{name}", web::get().to(get_tier))
+        .route("/tiers/{name}", web::put().to(put_tier))
+        .route("/tiers/{name}", web::delete().to(delete_tier))
+        .route("/tokens", web::post().to(create_token))
+        .route("/tokens/{id}", web::delete().to(revoke_token))
+        .route("/prices", web::get().to(list_prices))
+        .route("/prices", web::put().to(put_price))
+        .route("/prices/{model}", web::get().to(get_price))
+        .route("/prices/{model}", web::delete().to(delete_price))
+        .route("/usage", web::get().to(usage))
+        .route("/usage.csv", web::get().to(usage_csv));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    tier: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+fn role(s: Option<&str>) -> Result<Role, ApiError> {
+    match s {
+        None => Ok(Role::User),
+        Some(r) => Role::parse(r).ok_or_else(|| ApiError::invalid("role", "role must be `admin` or `user`")),
+    }
+}
+
+async fn list_users(s: web::Data<AdminState>, _: Admin) -> Reply {
+    let users = s.control.list_users().await.map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(json!({"users": users})))
+}
+
+async fn create_user(s: web::Data<AdminState>, _: Admin, body: web::Json<NewUser>) -> Reply {
+    let b = body.into_inner();
+    let role = role(b.role.as_deref())?;
+    let u = s
+        .control
+        .create_user(&b.username, role, b.tier.as_deref(), b.password.as_deref())
+        .await
+        .map_err(control_error)?;
+    Ok(HttpResponse::Created().json(json!({"user": u})))
+}
+
+async fn get_user(s: web::Data<AdminState>, _: Admin, name: web::Path<String>) -> Reply {
+    let u = s.control.get_user(&name).await.map_err(control_error)?;
+    let tokens = s.control.list_tokens(&name).await.map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(json!({"user": u, "tokens": tokens})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserPatch {
+    /// `null` takes the user off any tier.
+    #[serde(default, deserialize_with = "present")]
+    tier: Option<Option<String>>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+async fn update_user(s: web::Data<AdminState>, _: Admin, name: web::Path<String>, body: web::Json<UserPatch>) -> Reply {
+    let b = body.into_inner();
+    let mut user = s.control.get_user(&name).await.map_err(control_error)?;
+    match b.status.as_deref() {
+        None => {}
+        Some("active") => user = s.control.enable_user(&name).await.map_err(control_error)?,
+        Some("disabled") => user = s.control.disable_user(&name).await.map_err(control_error)?,
+        Some(_) => return Err(ApiError::invalid("status", "status must be `active` or `disabled`")),
+    }
+    if let Some(tier) = b.tier {
+        user = s.control.set_user_tier(&name, tier.as_deref()).await.map_err(control_error)?;
+    }
+    Ok(HttpResponse::Ok().json(json!({"user": user})))
+}
+
+async fn list_user_tokens(s: web::Data<AdminState>, _: Admin, name: web::Path<String>) -> Reply {
+    let tokens = s.control.list_tokens(&name).await.map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(json!({"tokens": tokens})))
+}
+
+async fn list_tiers(s: web::Data<AdminState>, _: Admin) -> Reply {
+    Ok(HttpResponse::Ok().json(json!({"tiers": s.control.list_tiers().await.map_err(control_error)?})))
+}
+
+async fn get_tier(s: web::Data<AdminState>, _: Admin, name: web::Path<String>) -> Reply {
+    Ok(HttpResponse::Ok().json(json!({"tier": s.control.get_tier(&name).await.map_err(control_error)?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierBody {
+    #[serde(default)]
+    rpm: Option<i64>,
+    #[serde(default)]
+    tpm: Option<i64>,
+    #[serde(default)]
+    max_concurrency: Option<i64>,
+    #[serde(default)]
+    monthly_quota_usd: Option<f64>,
+    #[serde(default)]
+    routes: Option<Vec<String>>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+}
+
+async fn put_tier(s: web::Data<AdminState>, _: Admin, name: web::Path<String>, body: web::Json<TierBody>) -> Reply {
+    let b = body.into_inner();
+    let row = TierRow {
+        name: name.into_inner(),
+        rpm: b.rpm,
+        tpm: b.tpm,
+        max_concurrency: b.max_concurrency,
+        monthly_quota_usd: b.monthly_quota_usd,
+        routes: b.routes,
+        max_tokens: b.max_tokens,
+    };
+    Ok(HttpResponse::Ok().json(json!({"tier": s.control.put_tier(&row).await.map_err(control_error)?})))
+}
+
+async fn delete_tier(s: web::Data<AdminState>, _: Admin, name: web::Path<String>) -> Reply {
+    s.control.delete_tier(&name).await.map_err(control_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A token to create (admin: for any user, any scope; `/api/me`: for oneself, within scope).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenBody {
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) routes: Option<Vec<String>>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub(crate) expires_at: Option<String>,
+    #[serde(default)]
+    pub(crate) quota_usd: Option<f64>,
+    #[serde(default)]
+    pub(crate) rpm: Option<i64>,
+    #[serde(default)]
+    pub(crate) tpm: Option<i64>,
+}
+
+impl TokenBody {
+    pub(crate) fn into_request(self, username: &str) -> Result<NewTokenRequest, ApiError> {
+        let expires_at = match &self.expires_at {
+            Some(s) => Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|_| {
+                        ApiError::invalid("expires_at", "expires_at must be RFC 3339, e.g. 2027-01-01T00:00:00Z")
+                    })?
+                    .timestamp_millis(),
+            ),
+            None => None,
+        };
+        Ok(NewTokenRequest {
+            name: self.name.unwrap_or_else(|| "default".into()),
+            routes: self.routes,
+            expires_at,
+            quota_usd: self.quota_usd,
+            rpm: self.rpm,
+            tpm: self.tpm,
+            ..NewTokenRequest::for_user(username)
+        })
+    }
+}
+
+async fn create_token(s: web::Data<AdminState>, _: Admin, body: web::Json<TokenBody>) -> Reply {
+    let b = body.into_inner();
+    let user = b.user.clone().ok_or_else(|| ApiError::missing("user"))?;
+    let req = b.into_request(&user)?;
+    let (raw, row) = s.control.create_token(req).await.map_err(control_error)?;
+    Ok(HttpResponse::Created().json(json!({"token": raw, "id": row.id})))
+}
+
+async fn revoke_token(s: web::Data<AdminState>, _: Admin, id: web::Path<i64>) -> Reply {
+    s.control.revoke_token(*id).await.map_err(control_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list_prices(s: web::Data<AdminState>, _: Admin) -> Reply {
+    Ok(HttpResponse::Ok().json(json!({"prices": s.control.list_prices().await.map_err(control_error)?})))
+}
+
+async fn put_price(s: web::Data<AdminState>, _: Admin, body: web::Json<PriceRow>) -> Reply {
+    Ok(HttpResponse::Ok().json(json!({"price": s.control.put_price(&body).await.map_err(control_error)?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderQuery {
+    #[serde(default)]
+    provider: String,
+}
+
+async fn get_price(
+    s: web::Data<AdminState>,
+    _: Admin,
+    model: web::Path<String>,
+    q: web::Query<ProviderQuery>,
+) -> Reply {
+    Ok(HttpResponse::Ok()
+        .json(json!({"price": s.control.get_price(&model, &q.provider).await.map_err(control_error)?})))
+}
+
+async fn delete_price(
+    s: web::Data<AdminState>,
+    _: Admin,
+    model: web::Path<String>,
+    q: web::Query<ProviderQuery>,
+) -> Reply {
+    s.control.delete_price(&model, &q.provider).await.map_err(control_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Usage filters: `from`/`to` (RFC 3339), `user` (name), `model`, `route`, `group_by`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsageQuery {
+    #[serde(default)]
+    pub(crate) from: Option<String>,
+    #[serde(default)]
+    pub(crate) to: Option<String>,
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    #[serde(default)]
+    pub(crate) model: Option<String>,
+    #[serde(default)]
+    pub(crate) route: Option<String>,
+    #[serde(default)]
+    pub(crate) group_by: Option<GroupBy>,
+}
+
+fn instant(field: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    v.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|d| d.timestamp_millis())
+            .map_err(|_| ApiError::invalid(field, format!("`{field}` must be RFC 3339, e.g. 2026-11-01T00:00:00Z")))
+    })
+    .transpose()
+}
+
+impl UsageQuery {
+    pub(crate) fn filter(&self, user_id: Option<i64>) -> Result<UsageFilter, ApiError> {
+        Ok(UsageFilter {
+            from_ms: instant("from", self.from.as_deref())?,
+            to_ms: instant("to", self.to.as_deref())?,
+            user_id,
+            model: self.model.clone(),
+            route: self.route.clone(),
+        })
+    }
+}
+
+pub(crate) fn report_error(e: ReportError) -> ApiError {
+    match e {
+        ReportError::TooMany => ApiError::new(Code::InvalidRequest, e.to_string()),
+        ReportError::Store(e) => {
+            tracing::error!(error = %e, "Store failure in a usage report.");
+            ApiError::unavailable()
+        }
+    }
+}
+
+async fn user_id(s: &AdminState, q: &UsageQuery) -> Result<Option<i64>, ApiError> {
+    match &q.user {
+        Some(name) => Ok(Some(s.control.get_user(name).await.map_err(control_error)?.id)),
+        None => Ok(None),
+    }
+}
+
+async fn usage(s: web::Data<AdminState>, _: Admin, q: web::Query<UsageQuery>) -> Reply {
+    let f = q.filter(user_id(&s, &q).await?)?;
+    let r = report::report(s.control.store(), &f, q.group_by).await.map_err(report_error)?;
+    Ok(HttpResponse::Ok().json(r))
+}
+
+async fn usage_csv(s: web::Data<AdminState>, _: Admin, q: web::Query<UsageQuery>) -> Reply {
+    let f = q.filter(user_id(&s, &q).await?)?;
+    let body = report::csv(s.control.store(), &f).await.map_err(report_error)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header(("content-disposition", "attachment; filename=\"usage.csv\""))
+        .body(body))
+}

@@ -232,8 +232,22 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, String) {
-    let token = format!("sy-{}", "b3".repeat(24));
+/// Runs a CLI command against the benchmark's database and returns its JSON answer.
+fn cli(dir: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(dir.path())
+        .args(["--config", "bench.toml", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("null").as_bytes()).unwrap()
+}
+
+/// Starts the node; returns it, its port, an admin token and the token of a user whose tier and
+/// token have rate limits, concurrency and quotas (set far above the load, so every check runs
+/// and none refuses).
+fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, String, String) {
     std::fs::write(
         dir.path().join("bench.toml"),
         format!(
@@ -242,14 +256,53 @@ fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, Strin
              [[rotations]]\nname = \"bench\"\nstrategy = \"weighted\"\n\
              entries = [{{ provider_id = \"local\", model = \"qwen\", weight = 1 }}]\n\
              [[autoselects]]\nname = \"bench\"\nselection = \"rules\"\nclassify_privacy = true\n\
-             available_models = [{{ route = \"provider/local/qwen\", privacy = true }}]\n"
+             available_models = [{{ route = \"provider/local/qwen\", privacy = true }}]\n\
+             [[prices]]\nmodel = \"qwen\"\ninput_per_million = 0.1\noutput_per_million = 0.2\n"
         ),
     )
     .unwrap();
+    cli(dir, &["user", "create", "admin", "--role", "admin"]);
+    let token = cli(dir, &["token", "create", "--user", "admin"])["token"].as_str().unwrap().to_owned();
+    cli(
+        dir,
+        &[
+            "tier",
+            "set",
+            "bench",
+            "--rpm",
+            "100000000",
+            "--tpm",
+            "100000000000",
+            "--concurrency",
+            "100000",
+            "--quota-usd",
+            "1000000000",
+            "--max-tokens",
+            "100000",
+        ],
+    );
+    cli(dir, &["user", "create", "limited", "--tier", "bench"]);
+    let limited = cli(
+        dir,
+        &[
+            "token",
+            "create",
+            "--user",
+            "limited",
+            "--rpm",
+            "100000000",
+            "--tpm",
+            "100000000000",
+            "--quota-usd",
+            "1000000000",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .current_dir(dir.path())
         .args(["--config", "bench.toml", "serve"])
-        .env("SWITCHYARD__BOOTSTRAP__ADMIN_TOKEN", &token)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -263,7 +316,7 @@ fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, Strin
         }
     }
     assert!(port != 0, "the gateway did not start");
-    (child, port, token)
+    (child, port, token, limited)
 }
 
 /// An nginx `proxy_pass` to the mock, as the floor of what any proxy costs on this machine.
@@ -371,7 +424,7 @@ fn main() {
         });
     });
     let (mock_port, mock_base) = rx.recv().unwrap();
-    let (mut child, gw_port, token) = start_gateway(&mock_base, &dir);
+    let (mut child, gw_port, token, limited) = start_gateway(&mock_base, &dir);
     let nginx = start_nginx(mock_port, &dir);
     let mut targets = vec![
         Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None, model: "qwen" },
@@ -395,6 +448,13 @@ fn main() {
             path: "/v1/chat/completions".into(),
             auth: Some(token),
             model: "autoselect/bench",
+        },
+        Target {
+            name: "limited",
+            port: gw_port,
+            path: "/v1/chat/completions".into(),
+            auth: Some(limited),
+            model: "qwen",
         },
     ];
     if let Some((port, _)) = &nginx {
@@ -463,10 +523,14 @@ fn main() {
             );
         }
         let g = targets.iter().position(|t| t.name == "gateway");
-        for name in ["rotation", "autoselect"] {
+        for (name, label) in [
+            ("rotation", "rotation over the direct provider route"),
+            ("autoselect", "autoselect over the direct provider route"),
+            ("limited", "tier limits + quotas on, over the same route with them off"),
+        ] {
             if let (Some(g), Some(r)) = (g, targets.iter().position(|t| t.name == name)) {
                 println!(
-                    "  {name} over the direct provider route: non-streaming p50 {:+.3} ms, p99 {:+.3} ms; streaming p50 {:+.3} ms, p99 {:+.3} ms",
+                    "  {label}: non-streaming p50 {:+.3} ms, p99 {:+.3} ms; streaming p50 {:+.3} ms, p99 {:+.3} ms",
                     m[r][0] - m[g][0],
                     m[r][1] - m[g][1],
                     m[r][2] - m[g][2],

@@ -50,6 +50,8 @@ pub struct Quotas {
     local: Arc<MemoryShared>,
     /// Counter key → (checked until, spend in the database when checked, micro-USD).
     known: Mutex<HashMap<String, (i64, u64)>>,
+    /// One check at a time, so a burst of requests for a cold counter costs one database sum.
+    checking: tokio::sync::Mutex<()>,
 }
 
 /// USD to whole micro-USD (negative and non-finite amounts count as zero).
@@ -75,7 +77,13 @@ fn month_start_ms(now_ms: i64) -> (i64, String) {
 impl Quotas {
     /// Quotas over `shared`, rebuilt from `store`.
     pub fn new(store: Store, shared: Arc<dyn SharedState>) -> Self {
-        Self { store, shared, local: Arc::new(MemoryShared::new()), known: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            shared,
+            local: Arc::new(MemoryShared::new()),
+            known: Mutex::new(HashMap::new()),
+            checking: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn key(basis: Basis) -> (String, Option<i64>, Option<i64>, Option<i64>) {
@@ -92,10 +100,28 @@ impl Quotas {
     /// spend the database holds (micro-USD), when it could be read.
     async fn ensure(&self, basis: Basis) -> (String, Option<u64>) {
         let (key, token, user, since) = Self::key(basis);
+        let fresh = |now: i64| {
+            let known = self.known.lock().ok().and_then(|k| k.get(&key).copied());
+            (known.filter(|(until, _)| *until > now).map(|(_, spent)| spent), known)
+        };
+        if let (Some(spent), _) = fresh(now_ms()) {
+            return (key, Some(spent));
+        }
+        let _one_at_a_time = self.checking.lock().await;
         let now = now_ms();
-        if let Some((until, spent)) = self.known.lock().ok().and_then(|k| k.get(&key).copied())
-            && until > now
+        let (done, known) = fresh(now);
+        if let Some(spent) = done {
+            return (key, Some(spent));
+        }
+        // A marker set with the counter tells, in one cheap read, that it still exists (a Redis
+        // that lost its data loses the marker too); only a missing counter costs a database sum.
+        let marker = format!("{key}:init");
+        if let Some((_, spent)) = known
+            && matches!(self.shared.kv_get(&marker).await, Ok(Some(_)))
         {
+            if let Ok(mut k) = self.known.lock() {
+                k.insert(key.clone(), (now + RECHECK_MS, spent));
+            }
             return (key, Some(spent));
         }
         let spent = match store::sum_cost(self.store.conn(), token, user, since).await {
@@ -105,8 +131,13 @@ impl Quotas {
                 return (key, None);
             }
         };
-        match self.shared.window_init(&key, QUOTA_WINDOW_MS, spent).await {
-            Ok(_) => {
+        let init = self.shared.window_init(&key, QUOTA_WINDOW_MS, spent).await;
+        let marked = match &init {
+            Ok(_) => self.shared.kv_set(&marker, b"1", QUOTA_WINDOW_MS.saturating_mul(2)).await,
+            Err(_) => Ok(()),
+        };
+        match init.and(marked) {
+            Ok(()) => {
                 if let Ok(mut k) = self.known.lock() {
                     k.insert(key.clone(), (now + RECHECK_MS, spent));
                 }

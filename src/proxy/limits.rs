@@ -183,6 +183,9 @@ fn settle(held: Held) -> Settle {
     Box::new(move |row| {
         let actual = u64::try_from(row.prompt_tokens.saturating_add(row.completion_tokens)).unwrap_or(0);
         let delta = i64::try_from(actual).unwrap_or(i64::MAX) - i64::try_from(held.charged).unwrap_or(i64::MAX);
+        if (delta == 0 || held.tpm_keys.is_empty()) && held.slot.is_none() {
+            return;
+        }
         drop(tokio::spawn(async move {
             if delta != 0 && !held.tpm_keys.is_empty() {
                 let fix: Vec<WindowCheck> = held

@@ -113,7 +113,10 @@ impl SharedState for MemoryShared {
             for c in checks {
                 let window = c.window_ms.max(1);
                 let idx = now / window;
-                let entry = m.windows.entry(c.key.clone()).or_insert((idx, 0, 0));
+                if !m.windows.contains_key(&c.key) {
+                    m.windows.insert(c.key.clone(), (idx, 0, 0));
+                }
+                let Some(entry) = m.windows.get_mut(&c.key) else { continue };
                 if entry.0 != idx {
                     *entry = (idx, 0, 0);
                 }

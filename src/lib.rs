@@ -20,6 +20,7 @@
 //! ## Code map (layers: a module uses only lower layers, plus the arrows named)
 //!
 //! - L0 [`types`], [`error`]: ids, route names, usage; the one error type and its code table.
+//! - L0 [`crypto`]: AES-256-GCM for provider keys at rest, bound to owner and provider.
 //! - L0 [`tokens`]: the BPE tokenizer (`o200k_base`) and the cheap byte bound used before it.
 //!   **Architecture Invariant:** every client-visible error is an [`error::ApiError`].
 //! - L1 [`config`]: `Settings`, layered loading, validation returning every problem.
@@ -62,6 +63,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod crypto;
 pub mod error;
 pub mod ops;
 pub mod proxy;

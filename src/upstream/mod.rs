@@ -10,6 +10,7 @@
 pub mod client;
 pub mod mock;
 pub mod sse;
+pub mod ssrf;
 pub mod usage;
 
 use std::fmt;

@@ -75,7 +75,9 @@ impl Application {
         )
         .await
         .map_err(|e| StartError::Other(format!("cannot reach redis: {e}")))?;
-        let control = Control::new(store.clone(), Arc::clone(&shared));
+        let control = Control::new(store.clone(), Arc::clone(&shared))
+            .with_security(&settings.security)
+            .map_err(|e| StartError::Other(format!("security.master_key: {e}")))?;
         let bootstrap =
             control.bootstrap(&settings).await.map_err(|e| StartError::Other(format!("bootstrap failed: {e}")))?;
         control.seed_prices(&settings).await.map_err(|e| StartError::Other(format!("cannot seed [[prices]]: {e}")))?;
@@ -114,6 +116,7 @@ impl Application {
             tasks.spawn(async move { shared.run(token).await });
         }
 
+        let allowlist = Arc::new(settings.security.endpoint_allowlist.clone());
         let node_id = uuid::Uuid::now_v7().to_string();
         let limiter = Arc::new(crate::proxy::limits::Limiter::new(Arc::clone(&shared), node_id));
         {
@@ -138,6 +141,7 @@ impl Application {
             )),
             limiter,
             quotas: Arc::new(crate::accounting::quota::Quotas::new(store.clone(), Arc::clone(&shared))),
+            endpoint_allowlist: Arc::clone(&allowlist),
         });
         let admin_state = web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone()));
         let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
@@ -150,7 +154,10 @@ impl Application {
 
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(web::Data::new(UpstreamClient(crate::upstream::client::build_client(connect_timeout))))
+                .app_data(web::Data::new(UpstreamClient {
+                    open: crate::upstream::client::build_client(connect_timeout),
+                    guarded: crate::upstream::client::build_guarded_client(connect_timeout, Arc::clone(&allowlist)),
+                }))
                 .app_data(proxy_state.clone())
                 .app_data(ops_state.clone())
                 .app_data(admin_state.clone())

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::accounting::report;
-use crate::admin::resources::{TokenBody, UsageQuery, report_error};
+use crate::admin::resources::{TokenBody, UsageQuery, kind, objects_of, report_error};
 use crate::admin::{AdminState, Me, Reply, control_error};
 use crate::control::child_within;
 use crate::error::{ApiError, Code};
@@ -17,7 +17,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/tokens", web::get().to(list_tokens))
         .route("/tokens", web::post().to(create_token))
         .route("/tokens/{id}", web::delete().to(revoke_token))
-        .route("/usage", web::get().to(usage));
+        .route("/usage", web::get().to(usage))
+        .route("/{kind}", web::get().to(list_objects))
+        .route("/{kind}/{object}", web::get().to(get_object))
+        .route("/{kind}/{object}", web::put().to(put_object))
+        .route("/{kind}/{object}", web::delete().to(delete_object));
 }
 
 async fn me(s: web::Data<AdminState>, caller: Me) -> Reply {
@@ -70,4 +74,49 @@ async fn usage(s: web::Data<AdminState>, caller: Me, q: web::Query<UsageQuery>) 
     let f = q.filter(Some(caller.0.user_id))?;
     let r = report::report(s.control.store(), &f, q.group_by).await.map_err(report_error)?;
     Ok(HttpResponse::Ok().json(r))
+}
+
+async fn list_objects(s: web::Data<AdminState>, caller: Me, k: web::Path<String>) -> Reply {
+    let k = kind(&k)?;
+    Ok(HttpResponse::Ok().json(json!({"objects": objects_of(&s, &caller.0.username, k).await?})))
+}
+
+async fn get_object(s: web::Data<AdminState>, caller: Me, path: web::Path<(String, String)>) -> Reply {
+    let (k, name) = path.into_inner();
+    let o = s.control.get_user_object(&caller.0.username, kind(&k)?, &name).await.map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(o))
+}
+
+async fn put_object(
+    s: web::Data<AdminState>,
+    caller: Me,
+    path: web::Path<(String, String)>,
+    body: web::Json<serde_json::Value>,
+) -> Reply {
+    let (k, name) = path.into_inner();
+    only_root(&caller)?;
+    let o = s
+        .control
+        .put_user_object(&caller.0.username, kind(&k)?, &name, body.into_inner())
+        .await
+        .map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(o))
+}
+
+async fn delete_object(s: web::Data<AdminState>, caller: Me, path: web::Path<(String, String)>) -> Reply {
+    let (k, name) = path.into_inner();
+    only_root(&caller)?;
+    s.control.delete_user_object(&caller.0.username, kind(&k)?, &name).await.map_err(control_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Child tokens (minted by another token) may read the user's catalog but not change it.
+fn only_root(caller: &Me) -> Result<(), ApiError> {
+    if caller.0.parent_id.is_some() {
+        return Err(ApiError::new(
+            Code::PermissionDenied,
+            "A child token may not change the user's providers or rotations.",
+        ));
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::accounting::report::{self, GroupBy, ReportError};
 use crate::admin::{Admin, AdminState, Reply, control_error};
-use crate::control::NewTokenRequest;
+use crate::control::{NewTokenRequest, ObjectKind};
 use crate::error::{ApiError, Code};
 use crate::store::{PriceRow, TierRow, UsageFilter};
 use crate::types::Role;
@@ -17,6 +17,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/users/{name}", web::get().to(get_user))
         .route("/users/{name}", web::patch().to(update_user))
         .route("/users/{name}/tokens", web::get().to(list_user_tokens))
+        .route("/users/{name}/{kind}", web::get().to(list_objects))
+        .route("/users/{name}/{kind}/{object}", web::get().to(get_object))
+        .route("/users/{name}/{kind}/{object}", web::put().to(put_object))
+        .route("/users/{name}/{kind}/{object}", web::delete().to(delete_object))
         .route("/tiers", web::get().to(list_tiers))
         .route("/tiers/{name}", web::get().to(get_tier))
         .route("/tiers/{name}", web::put().to(put_tier))
@@ -313,4 +317,48 @@ async fn usage_csv(s: web::Data<AdminState>, _: Admin, q: web::Query<UsageQuery>
         .content_type("text/csv; charset=utf-8")
         .insert_header(("content-disposition", "attachment; filename=\"usage.csv\""))
         .body(body))
+}
+
+pub(crate) fn kind(s: &str) -> Result<ObjectKind, ApiError> {
+    ObjectKind::from_plural(s).ok_or_else(|| ApiError::new(Code::NotFound, "No such path."))
+}
+
+/// Objects of one kind, as shown (keys never included).
+pub(crate) async fn objects_of(s: &AdminState, user: &str, k: ObjectKind) -> Result<Vec<serde_json::Value>, ApiError> {
+    let all = s.control.list_user_objects(user).await.map_err(control_error)?;
+    let want = match k {
+        ObjectKind::Provider => "provider",
+        ObjectKind::Rotation => "rotation",
+        ObjectKind::Autoselect => "autoselect",
+    };
+    Ok(all.into_iter().filter(|o| o["kind"] == want).collect())
+}
+
+async fn list_objects(s: web::Data<AdminState>, _: Admin, path: web::Path<(String, String)>) -> Reply {
+    let (user, k) = path.into_inner();
+    let k = kind(&k)?;
+    Ok(HttpResponse::Ok().json(json!({"objects": objects_of(&s, &user, k).await?})))
+}
+
+async fn get_object(s: web::Data<AdminState>, _: Admin, path: web::Path<(String, String, String)>) -> Reply {
+    let (user, k, name) = path.into_inner();
+    let o = s.control.get_user_object(&user, kind(&k)?, &name).await.map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(o))
+}
+
+async fn put_object(
+    s: web::Data<AdminState>,
+    _: Admin,
+    path: web::Path<(String, String, String)>,
+    body: web::Json<serde_json::Value>,
+) -> Reply {
+    let (user, k, name) = path.into_inner();
+    let o = s.control.put_user_object(&user, kind(&k)?, &name, body.into_inner()).await.map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(o))
+}
+
+async fn delete_object(s: web::Data<AdminState>, _: Admin, path: web::Path<(String, String, String)>) -> Reply {
+    let (user, k, name) = path.into_inner();
+    s.control.delete_user_object(&user, kind(&k)?, &name).await.map_err(control_error)?;
+    Ok(HttpResponse::NoContent().finish())
 }

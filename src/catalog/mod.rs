@@ -28,8 +28,13 @@ pub use tokens::{AuthError, TokenEntry, credential, hex, missing_credentials, to
 /// One provider, ready to be called.
 #[derive(Debug)]
 pub struct Provider {
-    /// Id.
+    /// Id: the configured id, or `<username>/<name>` for a user's provider (unique cluster-wide:
+    /// cooldowns and in-flight counts are keyed by it).
     pub id: String,
+    /// `provider/<id>` or `user-provider/<name>`: its models' routes start with this.
+    pub route_prefix: String,
+    /// A user-defined endpoint: connections go through the SSRF guard.
+    pub guarded: bool,
     /// Dialect.
     pub kind: ProviderKind,
     /// Base URL without a trailing slash.
@@ -49,6 +54,44 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// Builds a provider from its configuration table. `owner` is the owning user's name for a
+    /// user's provider (then `p.id` is its name in that namespace).
+    pub fn from_config(p: &crate::config::ProviderConfig, api_key: Option<Secret>, owner: Option<&str>) -> Self {
+        let models = p
+            .models
+            .iter()
+            .map(|m| ModelInfo {
+                name: m.name.clone(),
+                context_size: m.context_size.or(p.default_context_size),
+                max_request_tokens: m.max_request_tokens,
+                cost: p.cost.get(&m.name).cloned(),
+                capabilities: m.capabilities.clone(),
+            })
+            .collect();
+        let (id, route_prefix) = match owner {
+            Some(user) => (format!("{user}/{}", p.id), format!("user-provider/{}", p.id)),
+            None => (p.id.clone(), format!("provider/{}", p.id)),
+        };
+        Self {
+            id,
+            route_prefix,
+            guarded: owner.is_some(),
+            kind: p.kind,
+            endpoint: p.endpoint.as_ref().map(|e| e.trim_end_matches('/').to_owned()),
+            api_key,
+            locality: p.locality,
+            timeout: p.timeout.map(Duration::from_secs),
+            max_concurrency: p.max_concurrency,
+            default_error_cooldown: p.default_error_cooldown,
+            models,
+        }
+    }
+
+    /// The route of one of its models.
+    pub fn route(&self, model: &str) -> String {
+        format!("{}/{model}", self.route_prefix)
+    }
+
     /// The model with this name.
     pub fn model(&self, name: &str) -> Option<&ModelInfo> {
         self.models.iter().find(|m| m.name == name)
@@ -100,6 +143,16 @@ pub struct Snapshot {
     tokens_by_id: HashMap<i64, Arc<TokenEntry>>,
     tiers: HashMap<String, Arc<TierRow>>,
     prices: Arc<Vec<PriceRow>>,
+    user_catalogs: HashMap<i64, Arc<UserCatalog>>,
+}
+
+/// The providers and rotations a user owns (their namespace: `user-provider/…`, `user-rotation/…`).
+#[derive(Debug, Default)]
+pub struct UserCatalog {
+    /// Providers by name.
+    pub providers: HashMap<String, Arc<Provider>>,
+    /// Rotations.
+    pub rotations: Vec<Rotation>,
 }
 
 impl Snapshot {
@@ -137,6 +190,8 @@ pub struct Catalog {
     late: Mutex<HashMap<[u8; 32], Arc<TokenEntry>>>,
     /// Hashes known not to exist, with the time until which that is trusted.
     misses: Mutex<HashMap<[u8; 32], i64>>,
+    /// Opens users' sealed provider keys.
+    master: Option<crate::crypto::MasterKey>,
 }
 
 /// Why the catalog could not be built.
@@ -145,6 +200,9 @@ pub enum CatalogError {
     /// A provider key reference does not resolve.
     #[error("providers[{0}].api_key: {1}")]
     Key(usize, String),
+    /// The master key is missing or unusable.
+    #[error("security.master_key: {0}")]
+    MasterKey(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -153,6 +211,16 @@ pub enum CatalogError {
 impl Catalog {
     /// Builds the catalog from the configuration and the store.
     pub async fn load(settings: &Settings, store: Store, shared: Arc<dyn SharedState>) -> Result<Self, CatalogError> {
+        let master = match settings.security.master_key_value().map_err(CatalogError::MasterKey)? {
+            Some(k) => Some(crate::crypto::MasterKey::parse(&k).map_err(|e| CatalogError::MasterKey(e.to_string()))?),
+            None => None,
+        };
+        // Sealed keys without the master key would leave users' providers silently keyless.
+        if master.is_none() && store::count_sealed_keys(store.conn()).await? > 0 {
+            return Err(CatalogError::MasterKey(
+                "users' provider keys are stored encrypted, and security.master_key is not set".into(),
+            ));
+        }
         let mut providers = HashMap::new();
         let mut order = Vec::new();
         for (i, p) in settings.providers.iter().enumerate() {
@@ -160,28 +228,7 @@ impl Catalog {
                 Some(r) => Some(Secret::new(resolve_env_ref(r.expose()).map_err(|m| CatalogError::Key(i, m))?)),
                 None => None,
             };
-            let models = p
-                .models
-                .iter()
-                .map(|m| ModelInfo {
-                    name: m.name.clone(),
-                    context_size: m.context_size.or(p.default_context_size),
-                    max_request_tokens: m.max_request_tokens,
-                    cost: p.cost.get(&m.name).cloned(),
-                    capabilities: m.capabilities.clone(),
-                })
-                .collect();
-            let provider = Provider {
-                id: p.id.clone(),
-                kind: p.kind,
-                endpoint: p.endpoint.as_ref().map(|e| e.trim_end_matches('/').to_owned()),
-                api_key,
-                locality: p.locality,
-                timeout: p.timeout.map(Duration::from_secs),
-                max_concurrency: p.max_concurrency,
-                default_error_cooldown: p.default_error_cooldown,
-                models,
-            };
+            let provider = Provider::from_config(p, api_key, None);
             order.push(p.id.clone());
             providers.insert(p.id.clone(), Arc::new(provider));
         }
@@ -229,6 +276,7 @@ impl Catalog {
             poll: Duration::from_millis(settings.catalog.poll_interval_ms.max(10)),
             late: Mutex::new(HashMap::new()),
             misses: Mutex::new(HashMap::new()),
+            master,
         };
         catalog.reload().await?;
         Ok(catalog)
@@ -250,6 +298,7 @@ impl Catalog {
         let tokens = store::list_active_tokens(db).await?;
         let tiers = store::list_tiers(db).await?;
         let prices = store::list_prices(db).await?;
+        let objects = store::list_user_objects(db, None).await?;
         let old = self.snapshot();
         let mut by_id = HashMap::with_capacity(users.len());
         let mut by_name = HashMap::with_capacity(users.len());
@@ -273,6 +322,7 @@ impl Catalog {
                 token_map.insert(entry.hash, entry);
             }
         }
+        let user_catalogs = self.user_catalogs(&objects, &by_id);
         let snap = Snapshot {
             version,
             providers: Arc::clone(&old.providers),
@@ -285,6 +335,7 @@ impl Catalog {
             tokens_by_id: by_token_id,
             tiers: tiers.into_iter().map(|t| (t.name.clone(), Arc::new(t))).collect(),
             prices: Arc::new(prices),
+            user_catalogs,
         };
         match self.snapshot.write() {
             Ok(mut g) => *g = Arc::new(snap),
@@ -298,6 +349,48 @@ impl Catalog {
         }
         tracing::debug!(version, "Catalog reloaded.");
         Ok(())
+    }
+
+    /// Builds every user's catalog from their stored objects. An object that no longer parses,
+    /// or a key that does not open, is left out and logged (never served half-built).
+    fn user_catalogs(
+        &self,
+        objects: &[store::UserObjectRow],
+        users: &HashMap<i64, Arc<UserEntry>>,
+    ) -> HashMap<i64, Arc<UserCatalog>> {
+        let mut out: HashMap<i64, UserCatalog> = HashMap::new();
+        for o in objects.iter().filter(|o| o.kind == "provider") {
+            let Some(user) = users.get(&o.user_id) else { continue };
+            let Ok(cfg) = serde_json::from_str::<crate::config::ProviderConfig>(&o.spec) else {
+                tracing::error!(user = %user.username, provider = %o.name, "A stored user provider does not parse; skipped.");
+                continue;
+            };
+            let key = match (&o.sealed_key, &self.master) {
+                (None, _) => None,
+                (Some(sealed), Some(master)) => {
+                    match master.open(&crate::crypto::provider_key_aad(o.user_id, &o.name), sealed) {
+                        Ok(k) => Some(Secret::new(k)),
+                        Err(_) => {
+                            tracing::error!(user = %user.username, provider = %o.name, "A user provider's key does not open with the master key; skipped.");
+                            continue;
+                        }
+                    }
+                }
+                (Some(_), None) => continue,
+            };
+            let p = Provider::from_config(&cfg, key, Some(&user.username));
+            out.entry(o.user_id).or_default().providers.insert(o.name.clone(), Arc::new(p));
+        }
+        for o in objects.iter().filter(|o| o.kind == "rotation") {
+            let Ok(cfg) = serde_json::from_str::<crate::config::RotationConfig>(&o.spec) else {
+                tracing::error!(rotation = %o.name, "A stored user rotation does not parse; skipped.");
+                continue;
+            };
+            let cat = out.entry(o.user_id).or_default();
+            let r = Rotation::build(&cfg, &cat.providers);
+            cat.rotations.push(r);
+        }
+        out.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
     }
 
     /// Keeps the catalog current until `cancel` fires.
@@ -414,11 +507,7 @@ impl Rotation {
                 let provider = providers.get(&e.provider_id)?;
                 let model = provider.model(&e.model)?.clone();
                 Some(Candidate {
-                    target: Target {
-                        provider: Arc::clone(provider),
-                        route: format!("provider/{}/{}", provider.id, model.name),
-                        model,
-                    },
+                    target: Target { provider: Arc::clone(provider), route: provider.route(&model.name), model },
                     weight: e.weight,
                     cooldown_secs: e.error_cooldown.unwrap_or(provider.default_error_cooldown),
                 })

@@ -167,6 +167,58 @@ impl Snapshot {
         }
     }
 
+    /// Resolves a `model` string in `user_id`'s namespace: their own `user-provider/…` and
+    /// `user-rotation/…` routes, then every global route. Another user's objects answer exactly
+    /// like missing ones.
+    pub fn resolve_in(&self, user_id: i64, requested: &str) -> Result<Plan, ApiError> {
+        if requested.is_empty() || requested.len() > 512 {
+            return Err(ApiError::model_not_found(requested));
+        }
+        let mine = self.user_catalogs.get(&user_id);
+        match RouteRef::parse(requested) {
+            RouteRef::UserProvider { provider, model } => {
+                let p = mine
+                    .and_then(|c| c.providers.get(&provider))
+                    .ok_or_else(|| ApiError::model_not_found(requested))?;
+                let info = p.model(&model).ok_or_else(|| ApiError::model_not_found(requested))?;
+                Ok(Plan::direct(Target { provider: Arc::clone(p), model: info.clone(), route: p.route(&model) }))
+            }
+            RouteRef::UserRotation(name) => {
+                let r = mine
+                    .and_then(|c| c.rotations.iter().find(|r| r.name == name))
+                    .ok_or_else(|| ApiError::model_not_found(requested))?;
+                match r.strategy {
+                    Some(strategy) if !r.candidates.is_empty() && r.burst.is_none() => Ok(Plan {
+                        route: requested.to_owned(),
+                        strategy,
+                        candidates: r.candidates.clone(),
+                        max_attempts: r.max_attempts,
+                        burst: None,
+                        health: r.health,
+                    }),
+                    _ => Err(not_served(requested, "this rotation strategy")),
+                }
+            }
+            RouteRef::UserAutoselect(_) => Err(ApiError::new(
+                Code::ModelNotFound,
+                "User autoselects are not available in this version of Switchyard; use a global autoselect.",
+            )),
+            _ => self.resolve(requested),
+        }
+    }
+
+    /// The `user-provider/…` and `user-rotation/…` routes of a user.
+    pub fn user_routes(&self, user_id: i64) -> Vec<String> {
+        let Some(c) = self.user_catalogs.get(&user_id) else { return Vec::new() };
+        let mut out: Vec<String> =
+            c.providers.values().flat_map(|p| p.models.iter().map(|m| p.route(&m.name))).collect();
+        out.sort();
+        out.extend(
+            c.rotations.iter().filter(|r| !r.candidates.is_empty()).map(|r| format!("user-rotation/{}", r.name)),
+        );
+        out
+    }
+
     /// The plan of a configured rotation; `None` when there is no such rotation.
     pub fn rotation_plan(&self, name: &str) -> Option<Result<Plan, ApiError>> {
         let r = self.rotations.iter().find(|r| r.name == name)?;
@@ -219,11 +271,7 @@ impl Snapshot {
         let Some(info) = provider.model(model) else {
             return Err(ApiError::model_not_found(&format!("provider/{provider_id}/{model}")));
         };
-        Ok(Plan::direct(Target {
-            provider: Arc::clone(provider),
-            model: info.clone(),
-            route: format!("provider/{provider_id}/{model}"),
-        }))
+        Ok(Plan::direct(Target { provider: Arc::clone(provider), model: info.clone(), route: provider.route(model) }))
     }
 
     /// Every servable route, with the id of who provides it, in configuration order.

@@ -223,6 +223,21 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         }
     }
 
+    // Security.
+    match s.security.master_key_value() {
+        Ok(Some(k)) if crate::crypto::MasterKey::parse(&k).is_err() => {
+            out.push(Problem::new("security.master_key", "must be 32 bytes, as 64 hex characters or base64"));
+        }
+        Ok(_) => {}
+        Err(e) => out.push(Problem::new("security.master_key", e)),
+    }
+    for (i, a) in s.security.endpoint_allowlist.iter().enumerate() {
+        let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            out.push(Problem::new(format!("security.endpoint_allowlist[{i}]"), "must be an exact `host:port`"));
+        }
+    }
+
     // Autoselects.
     let mut auto_names = HashSet::new();
     for a in &s.autoselects {

@@ -36,6 +36,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// First-start behaviour.
     pub bootstrap: BootstrapSettings,
+    /// Keys at rest and user endpoints.
+    pub security: SecuritySettings,
     /// Global providers.
     pub providers: Vec<ProviderConfig>,
     /// Global rotations.
@@ -213,6 +215,30 @@ pub struct BootstrapSettings {
 impl Default for BootstrapSettings {
     fn default() -> Self {
         Self { admin_username: "admin".into(), admin_token: None }
+    }
+}
+
+/// `[security]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// The master key sealing users' provider keys (AES-256-GCM): 32 bytes as 64 hex characters
+    /// or base64, given as `$ENV_VAR` (or through `SWITCHYARD__SECURITY__MASTER_KEY`). Without
+    /// it users cannot store provider keys, and a node refuses to start when sealed keys exist.
+    pub master_key: Option<Secret>,
+    /// Exact `host:port` pairs that user endpoints may reach although the SSRF guard would refuse
+    /// them (a GPU box on the private network, say).
+    pub endpoint_allowlist: Vec<String>,
+}
+
+impl SecuritySettings {
+    /// The master key's value (a `$ENV_VAR` reference is resolved); `None` when not configured.
+    pub fn master_key_value(&self) -> Result<Option<String>, String> {
+        match &self.master_key {
+            None => Ok(None),
+            Some(k) if k.expose().starts_with('$') => resolve_env_ref(k.expose()).map(Some),
+            Some(k) => Ok(Some(k.expose().to_owned())),
+        }
     }
 }
 

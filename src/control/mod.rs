@@ -6,6 +6,7 @@
 mod prices;
 mod tiers;
 mod tokens;
+mod user_catalog;
 mod users;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::store::{self, Store, StoreError};
 pub use prices::validate_price;
 pub use tiers::validate_tier;
 pub use tokens::{NewTokenRequest, child_within, mint_token};
+pub use user_catalog::ObjectKind;
 pub use users::{Bootstrap, hash_password};
 
 /// Why a control operation was refused.
@@ -43,12 +45,25 @@ pub enum ControlError {
 pub struct Control {
     store: Store,
     shared: Arc<dyn SharedState>,
+    master: Option<crate::crypto::MasterKey>,
+    allowlist: Arc<Vec<String>>,
 }
 
 impl Control {
     /// Control over `store`, announcing through `shared`.
     pub fn new(store: Store, shared: Arc<dyn SharedState>) -> Self {
-        Self { store, shared }
+        Self { store, shared, master: None, allowlist: Arc::new(Vec::new()) }
+    }
+
+    /// With the master key (to seal users' provider keys) and the endpoint allowlist of the
+    /// SSRF guard, from `[security]`.
+    pub fn with_security(mut self, settings: &crate::config::SecuritySettings) -> Result<Self, ControlError> {
+        self.master = match settings.master_key_value().map_err(ControlError::Invalid)? {
+            Some(k) => Some(crate::crypto::MasterKey::parse(&k).map_err(|e| ControlError::Invalid(e.to_string()))?),
+            None => None,
+        };
+        self.allowlist = Arc::new(settings.endpoint_allowlist.clone());
+        Ok(self)
     }
 
     /// The store.

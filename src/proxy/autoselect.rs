@@ -97,7 +97,7 @@ pub struct Context<'a> {
     /// Shared proxy state.
     pub state: &'a ProxyState,
     /// This worker's upstream client.
-    pub client: &'a awc::Client,
+    pub client: &'a crate::proxy::UpstreamClient,
     /// The caller, who pays for the selection call.
     pub caller: &'a Caller,
     /// The client request's id (selection calls get their own ids, logged with this one).

@@ -193,6 +193,8 @@ mod tests {
     fn candidate(id: usize, locality: Locality) -> Candidate {
         let provider = Arc::new(Provider {
             id: format!("p{id}"),
+            route_prefix: format!("provider/p{id}"),
+            guarded: false,
             kind: ProviderKind::Mock,
             endpoint: None,
             api_key: None,

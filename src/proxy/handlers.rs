@@ -26,7 +26,7 @@ async fn run(
     let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
     let burst_mode = req.headers().get("x-burst-mode").and_then(|v| v.to_str().ok());
     let incoming = pipeline::Incoming { id: request_id(&req), caller: &caller, op, scope, burst_mode };
-    pipeline::run(&state, &client.0, incoming, &raw).await
+    pipeline::run(&state, &client, incoming, &raw).await
 }
 
 /// The operation codes of the generic handlers below (`Operation` cannot be a const parameter).
@@ -91,11 +91,14 @@ fn namespace(state: &ProxyState, caller: &Caller, username: &str) -> Result<Scop
         return Err(ApiError::new(Code::PermissionDenied, "This token may not act in that user's namespace."));
     }
     // A token proves its owner exists; an admin naming someone else needs the lookup.
-    let own = caller.0.username == username;
-    if !own && (!is_valid_username(username) || state.catalog.snapshot().user(username).is_none()) {
-        return Err(ApiError::new(Code::NotFound, "No such user."));
+    if caller.0.username == username {
+        return Ok(Scope::User(caller.0.user_id));
     }
-    Ok(Scope::User)
+    let user = is_valid_username(username).then(|| state.catalog.snapshot().user(username)).flatten();
+    match user {
+        Some(u) => Ok(Scope::User(u.id)),
+        None => Err(ApiError::new(Code::NotFound, "No such user.")),
+    }
 }
 
 /// `POST /api/{provider_id}/chat/completions`: one provider directly.
@@ -145,6 +148,15 @@ fn model_list(state: &ProxyState, caller: &Caller) -> HttpResponse {
         .filter(|(route, _)| caller.0.may_use(route))
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
+    let snapshot = state.catalog.snapshot();
+    let mut data = data;
+    data.extend(
+        snapshot
+            .user_routes(caller.0.user_id)
+            .into_iter()
+            .filter(|route| caller.0.may_use(route))
+            .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": caller.0.username})),
+    );
     HttpResponse::Ok().json(json!({"object": "list", "data": data}))
 }
 

@@ -58,6 +58,8 @@ pub struct ProxyState {
     pub limiter: Arc<limits::Limiter>,
     /// USD quotas of tokens and tiers.
     pub quotas: Arc<crate::accounting::quota::Quotas>,
+    /// `host:port` pairs user endpoints may reach despite the SSRF guard.
+    pub endpoint_allowlist: Arc<Vec<String>>,
 }
 
 /// The retry budget of one node (Envoy's): failover attempts in flight may be at most
@@ -114,7 +116,12 @@ impl RetryBudget {
 }
 
 /// The per-worker upstream client (awc is `!Send`, so each worker builds its own).
-pub struct UpstreamClient(pub awc::Client);
+pub struct UpstreamClient {
+    /// For configured providers.
+    pub open: awc::Client,
+    /// For user-defined providers: the SSRF guard resolves their hosts.
+    pub guarded: awc::Client,
+}
 
 /// Registers the data-plane routes. Every path answers other methods with 405 and `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {

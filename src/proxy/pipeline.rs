@@ -24,8 +24,8 @@ use crate::upstream::{FailureKind, UpstreamFailure, safe_upstream_message};
 pub enum Scope {
     /// The token owner's namespace.
     Owner,
-    /// `/api/u/{username}`: that user's namespace (already authorised); user-scoped routes resolve here.
-    User,
+    /// `/api/u/{username}`: that user's namespace (already authorised; the user's id).
+    User(i64),
     /// `/api/{provider_id}`: one provider's own model names.
     Provider(String),
     /// `/api/rotations`: `model` names a rotation.
@@ -57,7 +57,7 @@ pub struct Incoming<'a> {
 /// Runs one request.
 pub async fn run(
     state: &ProxyState,
-    client: &awc::Client,
+    client: &crate::proxy::UpstreamClient,
     incoming: Incoming<'_>,
     raw: &[u8],
 ) -> Result<HttpResponse, ApiError> {
@@ -74,7 +74,7 @@ pub async fn run(
                 .autoselect(&checked.model)
                 .ok_or_else(|| ApiError::model_not_found(&format!("autoselect/{}", checked.model)))?,
         ),
-        Scope::Owner | Scope::User => snapshot.autoselect_for(&checked.model),
+        Scope::Owner | Scope::User(_) => snapshot.autoselect_for(&checked.model),
         Scope::Provider(_) | Scope::Rotation | Scope::Selection { .. } => None,
     };
     let mut selection_detail = None;
@@ -108,6 +108,8 @@ pub async fn run(
             }
             plan
         }
+        (Scope::User(user), None) => snapshot.resolve_in(*user, &checked.model)?,
+        (Scope::Owner, None) => snapshot.resolve_in(caller.0.user_id, &checked.model)?,
         (_, None) => snapshot.resolve(&checked.model)?,
     };
     if !matches!(scope, Scope::Selection { .. }) && !caller.0.may_use(&plan.route) {
@@ -627,7 +629,7 @@ pub fn sse_response() -> actix_web::HttpResponseBuilder {
 /// response is committed, failures end the stream in-band.
 async fn dispatch_openai(
     state: &ProxyState,
-    client: &awc::Client,
+    clients: &crate::proxy::UpstreamClient,
     call: Call<'_>,
     body: Bytes,
     mut guard: UsageGuard,
@@ -635,6 +637,21 @@ async fn dispatch_openai(
 ) -> Result<HttpResponse, Failed> {
     let Call { op, target, request_id, stream, strip_usage } = call;
     let up = &state.upstream;
+    // A user-defined endpoint goes through the SSRF guard: its resolver checks host names, and
+    // an IP-literal host is checked here.
+    let client = if target.provider.guarded { &clients.guarded } else { &clients.open };
+    if target.provider.guarded
+        && target
+            .provider
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| !crate::upstream::ssrf::literal_allowed(e, &state.endpoint_allowlist))
+    {
+        return Err(Failed {
+            failure: UpstreamFailure::new(FailureKind::Connect, "the endpoint's address is not allowed"),
+            guard,
+        });
+    }
     let Some(endpoint) = target.provider.endpoint.as_deref() else {
         return Err(Failed {
             failure: UpstreamFailure::new(FailureKind::Connect, "the provider has no endpoint"),

@@ -10,6 +10,7 @@ mod prices;
 mod tiers;
 mod tokens;
 mod usage;
+mod user_objects;
 mod users;
 
 pub use db::{Backend, Store};
@@ -22,6 +23,9 @@ pub use tokens::{
 };
 pub use usage::{
     UsageFilter, UsageRow, count_usage, find_usage, insert_usage_batch, list_usage, query_usage, sum_cost,
+};
+pub use user_objects::{
+    UserObjectRow, count_sealed_keys, delete_user_object, find_user_object, list_user_objects, put_user_object,
 };
 pub use users::{
     NewUser, UserRow, count_users, count_users_on_tier, create_user, find_user, find_user_by_id, list_users,

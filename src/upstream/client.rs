@@ -17,6 +17,39 @@ pub fn build_client(connect_timeout: Duration) -> Client {
     Client::builder().connector(connector).disable_redirects().disable_timeout().finish()
 }
 
+/// The SSRF guard as awc's resolver: a user endpoint's host must resolve only to addresses user
+/// endpoints may reach (unless its `host:port` is allowlisted). IP-literal hosts never reach a
+/// resolver; the caller checks those with [`crate::upstream::ssrf::literal_allowed`].
+struct GuardedResolve {
+    allow: std::sync::Arc<Vec<String>>,
+}
+
+impl actix_tls::connect::Resolve for GuardedResolve {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures_util::future::LocalBoxFuture<'a, Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error>>> {
+        Box::pin(async move {
+            if crate::upstream::ssrf::allowed(&self.allow, host, port) {
+                let addrs = tokio::net::lookup_host((host, port)).await.map_err(Box::<dyn std::error::Error>::from)?;
+                return Ok(addrs.collect());
+            }
+            crate::upstream::ssrf::resolve_checked(host, port).await.map_err(Box::<dyn std::error::Error>::from)
+        })
+    }
+}
+
+/// Builds the client for user-defined endpoints: like [`build_client`], with the SSRF guard as
+/// its resolver.
+pub fn build_guarded_client(connect_timeout: Duration, allow: std::sync::Arc<Vec<String>>) -> Client {
+    let resolver = actix_tls::connect::Resolver::custom(GuardedResolve { allow });
+    let tcp = actix_tls::connect::Connector::new(resolver).service();
+    let connector =
+        Connector::new().connector(tcp).timeout(connect_timeout).conn_keep_alive(Duration::from_secs(30)).limit(0);
+    Client::builder().connector(connector).disable_redirects().disable_timeout().finish()
+}
+
 /// One request to an OpenAI-compatible upstream.
 pub struct Outgoing<'a> {
     /// Full URL.

@@ -105,6 +105,16 @@ pub fn allowed(allow: &[String], host: &str, port: u16) -> bool {
     allow.iter().any(|a| a.eq_ignore_ascii_case(&wanted))
 }
 
+/// For a URL whose host is an IP literal (which no resolver sees): whether it may be reached.
+/// Other hosts pass here and are checked by the resolver at connect time.
+pub fn literal_allowed(url: &str, allow: &[String]) -> bool {
+    let Ok((host, port)) = host_port(url) else { return false };
+    match host.parse::<IpAddr>() {
+        Ok(ip) => !is_forbidden(ip) || allowed(allow, &host, port),
+        Err(_) => true,
+    }
+}
+
 /// Resolves `host` and checks every address (any forbidden one refuses the endpoint, so DNS
 /// answers cannot smuggle one in).
 pub async fn resolve_checked(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, SsrfError> {

@@ -29,3 +29,4 @@ mod shutdown;
 mod store;
 mod support;
 mod upstream_faults;
+mod user_catalog;

@@ -5,4 +5,5 @@ pub mod prices;
 pub mod tiers;
 pub mod tokens;
 pub mod usage_records;
+pub mod user_objects;
 pub mod users;

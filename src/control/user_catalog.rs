@@ -1,0 +1,220 @@
+//! Users' own providers and rotations: validated like the configuration's tables, endpoints
+//! checked by the SSRF guard, API keys sealed with the master key (bound to owner and provider),
+//! stored as JSON, announced to every node like any catalog change.
+
+use serde_json::{Map, Value, json};
+
+use crate::config::{ProviderConfig, RotationConfig, Settings};
+use crate::control::{Control, ControlError};
+use crate::store::{self, StoreError, UserObjectRow};
+use crate::types::{ProviderKind, is_valid_provider_id};
+
+/// What a user can own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// `user-provider/<name>/<model>`.
+    Provider,
+    /// `user-rotation/<name>`.
+    Rotation,
+    /// `user-autoselect/<name>` (not available in this version).
+    Autoselect,
+}
+
+impl ObjectKind {
+    /// From a path segment: `providers`, `rotations`, `autoselects`.
+    pub fn from_plural(s: &str) -> Option<Self> {
+        match s {
+            "providers" => Some(Self::Provider),
+            "rotations" => Some(Self::Rotation),
+            "autoselects" => Some(Self::Autoselect),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Rotation => "rotation",
+            Self::Autoselect => "autoselect",
+        }
+    }
+}
+
+fn invalid(m: impl Into<String>) -> ControlError {
+    ControlError::Invalid(m.into())
+}
+
+fn problems(settings: &Settings) -> Result<(), ControlError> {
+    let found = crate::config::check(settings);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
+    Err(invalid(lines.join("; ")))
+}
+
+/// The object as shown: its spec, and for providers whether a key is stored (never the key).
+fn shown(o: &UserObjectRow) -> Value {
+    let spec: Value = serde_json::from_str(&o.spec).unwrap_or(Value::Null);
+    let mut v = json!({"kind": o.kind, "name": o.name, "spec": spec});
+    if o.kind == "provider" {
+        v["has_api_key"] = json!(o.sealed_key.is_some());
+    }
+    v
+}
+
+impl Control {
+    async fn owner_id(&self, username: &str) -> Result<i64, ControlError> {
+        Ok(self.get_user(username).await?.id)
+    }
+
+    /// Creates or replaces one of `username`'s objects from its JSON (shaped like the
+    /// configuration table; `api_key` of a provider is the key itself, sealed before storage —
+    /// absent on a replacement, the stored key is kept).
+    pub async fn put_user_object(
+        &self,
+        username: &str,
+        kind: ObjectKind,
+        name: &str,
+        body: Value,
+    ) -> Result<Value, ControlError> {
+        let user_id = self.owner_id(username).await?;
+        if !is_valid_provider_id(name) {
+            return Err(invalid(format!("`{name}` is not a valid name: use [a-z0-9][a-z0-9_-]{{0,62}}")));
+        }
+        let Value::Object(mut body) = body else { return Err(invalid("the body must be a JSON object")) };
+        let key_field = if kind == ObjectKind::Provider { "id" } else { "name" };
+        match body.get(key_field) {
+            None => {
+                body.insert(key_field.into(), Value::String(name.to_owned()));
+            }
+            Some(Value::String(n)) if n == name => {}
+            Some(_) => return Err(invalid(format!("`{key_field}` must be `{name}`, as in the path"))),
+        }
+        let existing = store::find_user_object(self.store.conn(), user_id, kind.as_str(), name).await?;
+        let row = match kind {
+            ObjectKind::Provider => self.provider_row(user_id, name, body, existing).await?,
+            ObjectKind::Rotation => self.rotation_row(user_id, name, body).await?,
+            ObjectKind::Autoselect => {
+                return Err(invalid("user autoselects are not available in this version of Switchyard"));
+            }
+        };
+        let saved = store::put_user_object(self.store.conn(), &row).await?;
+        self.changed().await?;
+        Ok(shown(&saved))
+    }
+
+    async fn provider_row(
+        &self,
+        user_id: i64,
+        name: &str,
+        mut body: Map<String, Value>,
+        existing: Option<UserObjectRow>,
+    ) -> Result<UserObjectRow, ControlError> {
+        let key = match body.remove("api_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) if !k.is_empty() && k.len() <= 4096 => Some(k),
+            Some(_) => return Err(invalid("`api_key` must be a non-empty string")),
+        };
+        let spec = Value::Object(body);
+        let cfg: ProviderConfig =
+            serde_json::from_value(spec.clone()).map_err(|e| invalid(format!("invalid provider: {e}")))?;
+        if cfg.kind != ProviderKind::Openai {
+            return Err(invalid("user providers must be of type `openai` (any OpenAI-compatible server)"));
+        }
+        if !cfg.cost.is_empty() {
+            return Err(invalid("user providers are priced by the price table; remove `cost`"));
+        }
+        problems(&Settings { providers: vec![cfg.clone()], ..Settings::default() })?;
+        let endpoint = cfg.endpoint.as_deref().ok_or_else(|| invalid("`endpoint` is required"))?;
+        crate::upstream::ssrf::check_endpoint(endpoint, &self.allowlist)
+            .await
+            .map_err(|e| invalid(format!("endpoint: {e}")))?;
+        let sealed_key = match key {
+            Some(k) => {
+                let master = self.master.as_ref().ok_or_else(|| {
+                    invalid("this gateway has no security.master_key, so it cannot store provider keys")
+                })?;
+                Some(
+                    master
+                        .seal(&crate::crypto::provider_key_aad(user_id, name), &k)
+                        .map_err(|e| invalid(e.to_string()))?,
+                )
+            }
+            None => existing.and_then(|e| e.sealed_key),
+        };
+        Ok(UserObjectRow {
+            user_id,
+            kind: "provider".into(),
+            name: name.to_owned(),
+            spec: spec.to_string(),
+            sealed_key,
+        })
+    }
+
+    async fn rotation_row(
+        &self,
+        user_id: i64,
+        name: &str,
+        body: Map<String, Value>,
+    ) -> Result<UserObjectRow, ControlError> {
+        let spec = Value::Object(body);
+        let cfg: RotationConfig =
+            serde_json::from_value(spec.clone()).map_err(|e| invalid(format!("invalid rotation: {e}")))?;
+        if !matches!(cfg.strategy.as_str(), "weighted" | "priority" | "least_busy") {
+            return Err(invalid("user rotations use `weighted`, `priority` or `least_busy`"));
+        }
+        // Entries name the user's own providers.
+        let providers: Vec<ProviderConfig> = store::list_user_objects(self.store.conn(), Some(user_id))
+            .await?
+            .into_iter()
+            .filter(|o| o.kind == "provider")
+            .filter_map(|o| serde_json::from_str(&o.spec).ok())
+            .collect();
+        problems(&Settings { providers, rotations: vec![cfg], ..Settings::default() })?;
+        Ok(UserObjectRow {
+            user_id,
+            kind: "rotation".into(),
+            name: name.to_owned(),
+            spec: spec.to_string(),
+            sealed_key: None,
+        })
+    }
+
+    /// `username`'s objects.
+    pub async fn list_user_objects(&self, username: &str) -> Result<Vec<Value>, ControlError> {
+        let user_id = self.owner_id(username).await?;
+        let rows = store::list_user_objects(self.store.conn(), Some(user_id)).await?;
+        Ok(rows.iter().map(shown).collect())
+    }
+
+    /// One of `username`'s objects.
+    pub async fn get_user_object(&self, username: &str, kind: ObjectKind, name: &str) -> Result<Value, ControlError> {
+        let user_id = self.owner_id(username).await?;
+        store::find_user_object(self.store.conn(), user_id, kind.as_str(), name)
+            .await?
+            .map(|o| shown(&o))
+            .ok_or_else(|| ControlError::NotFound(format!("no {} `{name}`", kind.as_str())))
+    }
+
+    /// Deletes one of `username`'s objects; a provider a rotation of theirs uses is kept.
+    pub async fn delete_user_object(&self, username: &str, kind: ObjectKind, name: &str) -> Result<(), ControlError> {
+        let user_id = self.owner_id(username).await?;
+        if kind == ObjectKind::Provider {
+            let used = store::list_user_objects(self.store.conn(), Some(user_id))
+                .await?
+                .into_iter()
+                .filter(|o| o.kind == "rotation")
+                .filter_map(|o| serde_json::from_str::<RotationConfig>(&o.spec).ok())
+                .any(|r| r.entries.iter().any(|e| e.provider_id == name));
+            if used {
+                return Err(ControlError::Conflict(format!("a rotation uses the provider `{name}`; change it first")));
+            }
+        }
+        store::delete_user_object(self.store.conn(), user_id, kind.as_str(), name).await.map_err(|e| match e {
+            StoreError::NotFound => ControlError::NotFound(format!("no {} `{name}`", kind.as_str())),
+            other => ControlError::Store(other),
+        })?;
+        self.changed().await
+    }
+}

@@ -33,6 +33,21 @@ impl Keys {
         format!("{}streak:{key}", self.prefix)
     }
 
+    /// The usage ledger's stream.
+    pub fn ledger_stream(&self) -> String {
+        format!("{}ledger:stream", self.prefix)
+    }
+
+    /// A node's "started" records.
+    pub fn ledger_started(&self, node: &str) -> String {
+        format!("{}ledger:started:{node}", self.prefix)
+    }
+
+    /// The nodes that have "started" records.
+    pub fn ledger_nodes(&self) -> String {
+        format!("{}ledger:nodes", self.prefix)
+    }
+
     /// A key/value entry.
     pub fn kv(&self, key: &str) -> String {
         format!("{}kv:{key}", self.prefix)

@@ -18,6 +18,12 @@ struct Maps {
     cooldowns: HashMap<String, i64>,
     kv: HashMap<String, (Vec<u8>, i64)>,
     streaks: HashMap<String, (u64, i64)>,
+    /// Ledger: started records by node, the stream (id, record), entries read but not acked
+    /// (id → (consumer, read at)), and the next entry id.
+    started: HashMap<String, HashMap<String, String>>,
+    stream: std::collections::BTreeMap<u64, String>,
+    pending: HashMap<u64, (String, i64)>,
+    next_entry: u64,
 }
 
 /// Shared state held in this process.
@@ -216,6 +222,95 @@ impl SharedState for MemoryShared {
     async fn streak_reset(&self, key: &str) -> Result<(), SharedError> {
         self.with(|m| {
             m.streaks.remove(key);
+        })
+    }
+
+    async fn slot_holders(&self, key: &str) -> Result<Vec<String>, SharedError> {
+        let now = now_ms();
+        self.with(|m| {
+            m.slots.get_mut(key).map_or_else(Vec::new, |set| {
+                set.retain(|_, until| *until > now);
+                set.keys().cloned().collect()
+            })
+        })
+    }
+
+    async fn ledger_start(&self, node: &str, request_id: &str, record: &str) -> Result<(), SharedError> {
+        self.with(|m| {
+            m.started.entry(node.to_owned()).or_default().insert(request_id.to_owned(), record.to_owned());
+        })
+    }
+
+    async fn ledger_finish(&self, node: &str, records: &[(String, String)]) -> Result<(), SharedError> {
+        self.with(|m| {
+            for (rid, rec) in records {
+                m.next_entry += 1;
+                let id = m.next_entry;
+                m.stream.insert(id, rec.clone());
+                if let Some(h) = m.started.get_mut(node) {
+                    h.remove(rid);
+                }
+            }
+            if m.started.get(node).is_some_and(HashMap::is_empty) {
+                m.started.remove(node);
+            }
+        })
+    }
+
+    async fn ledger_read(
+        &self,
+        consumer: &str,
+        count: usize,
+        stale_ms: u64,
+    ) -> Result<Vec<(String, String)>, SharedError> {
+        let now = now_ms();
+        let stale = i64::try_from(stale_ms).unwrap_or(i64::MAX);
+        self.with(|m| {
+            let mut out = Vec::new();
+            let ids: Vec<u64> = m.stream.keys().copied().collect();
+            for id in ids {
+                if out.len() >= count {
+                    break;
+                }
+                let take = match m.pending.get(&id) {
+                    None => true,
+                    Some((who, at)) => who != consumer && now - *at > stale,
+                };
+                if take && let Some(rec) = m.stream.get(&id) {
+                    out.push((id.to_string(), rec.clone()));
+                    m.pending.insert(id, (consumer.to_owned(), now));
+                }
+            }
+            out
+        })
+    }
+
+    async fn ledger_ack(&self, ids: &[String]) -> Result<(), SharedError> {
+        self.with(|m| {
+            for id in ids.iter().filter_map(|i| i.parse::<u64>().ok()) {
+                m.stream.remove(&id);
+                m.pending.remove(&id);
+            }
+        })
+    }
+
+    async fn ledger_orphans(
+        &self,
+        live: &[String],
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<(String, String)>)>, SharedError> {
+        self.with(|m| {
+            let mut out = Vec::new();
+            let mut left = limit;
+            for (node, recs) in &m.started {
+                if live.contains(node) || left == 0 {
+                    continue;
+                }
+                let take: Vec<(String, String)> = recs.iter().take(left).map(|(k, v)| (k.clone(), v.clone())).collect();
+                left -= take.len();
+                out.push((node.clone(), take));
+            }
+            out
         })
     }
 

@@ -109,6 +109,38 @@ pub trait SharedState: Send + Sync + 'static {
     /// Resets a counter of [`SharedState::streak_add`] to zero.
     async fn streak_reset(&self, key: &str) -> Result<(), SharedError>;
 
+    /// Live holders of a slot key (the node registry: who heartbeats).
+    async fn slot_holders(&self, key: &str) -> Result<Vec<String>, SharedError>;
+
+    /// Records that `request_id` on `node` is about to reach an upstream (`record`: its usage
+    /// record so far, as JSON). Until finished, the orphan sweeper can finalise it.
+    async fn ledger_start(&self, node: &str, request_id: &str, record: &str) -> Result<(), SharedError>;
+
+    /// Moves finished records (request id, record JSON) of `node` into the ledger stream and
+    /// drops their started entries, atomically.
+    async fn ledger_finish(&self, node: &str, records: &[(String, String)]) -> Result<(), SharedError>;
+
+    /// Reads up to `count` records for `consumer` of the ledger's consumer group: first those
+    /// another consumer took more than `stale_ms` ago without acknowledging (a dead node's),
+    /// then new ones. Returns (entry id, record JSON).
+    async fn ledger_read(
+        &self,
+        consumer: &str,
+        count: usize,
+        stale_ms: u64,
+    ) -> Result<Vec<(String, String)>, SharedError>;
+
+    /// Acknowledges and removes ledger entries written to the database.
+    async fn ledger_ack(&self, ids: &[String]) -> Result<(), SharedError>;
+
+    /// The started records of nodes not in `live` (request id, record JSON), by node, at most
+    /// `limit` in all.
+    async fn ledger_orphans(
+        &self,
+        live: &[String],
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<(String, String)>)>, SharedError>;
+
     /// Stores a value for `ttl_ms`.
     async fn kv_set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), SharedError>;
 

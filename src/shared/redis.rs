@@ -21,6 +21,8 @@ struct Scripts {
     window: Script,
     windows_add: Script,
     window_init: Script,
+    slot_holders: Script,
+    ledger_finish: Script,
     slot_acquire: Script,
     slot_count: Script,
     cooldown_extend: Script,
@@ -57,6 +59,8 @@ impl RedisShared {
                 window: Script::new(include_str!("lua/window.lua")),
                 windows_add: Script::new(include_str!("lua/windows_add.lua")),
                 window_init: Script::new(include_str!("lua/window_init.lua")),
+                slot_holders: Script::new(include_str!("lua/slot_holders.lua")),
+                ledger_finish: Script::new(include_str!("lua/ledger_finish.lua")),
                 slot_acquire: Script::new(include_str!("lua/slot_acquire.lua")),
                 slot_count: Script::new(include_str!("lua/slot_count.lua")),
                 cooldown_extend: Script::new(include_str!("lua/cooldown_extend.lua")),
@@ -109,6 +113,30 @@ impl RedisShared {
     fn bump(&self, version: i64) {
         crate::shared::raise_version(&self.version_tx, version);
     }
+}
+
+/// The consumer group every node's ledger writer joins.
+const LEDGER_GROUP: &str = "writers";
+
+/// (id, record) of stream entries `[[id, [field, value, …]], …]`.
+fn stream_entries(v: &redis::Value) -> Vec<(String, String)> {
+    let redis::Value::Array(entries) = v else { return Vec::new() };
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    entries
+        .iter()
+        .filter_map(|e| {
+            let redis::Value::Array(pair) = e else { return None };
+            let id = text(pair.first()?)?;
+            let redis::Value::Array(fields) = pair.get(1)? else { return None };
+            let rec =
+                fields.chunks(2).find(|kv| kv.first().and_then(text).as_deref() == Some("r"))?.get(1).and_then(text)?;
+            Some((id, rec))
+        })
+        .collect()
 }
 
 fn limit_arg(limit: Option<u64>) -> i64 {
@@ -215,6 +243,148 @@ impl SharedState for RedisShared {
         let mut conn = self.conn().await?;
         let _: i64 = self.timed(conn.del(self.keys.streak(key))).await?;
         Ok(())
+    }
+
+    async fn slot_holders(&self, key: &str) -> Result<Vec<String>, SharedError> {
+        let mut conn = self.conn().await?;
+        let inv = self.scripts.slot_holders.key(self.keys.slots(key));
+        self.timed(inv.invoke_async(&mut conn)).await
+    }
+
+    async fn ledger_start(&self, node: &str, request_id: &str, record: &str) -> Result<(), SharedError> {
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(self.keys.ledger_started(node), request_id, record)
+            .ignore()
+            .sadd(self.keys.ledger_nodes(), node)
+            .ignore();
+        let _: () = self.timed(pipe.query_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn ledger_finish(&self, node: &str, records: &[(String, String)]) -> Result<(), SharedError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let mut inv = self.scripts.ledger_finish.prepare_invoke();
+        inv.key(self.keys.ledger_stream()).key(self.keys.ledger_started(node)).key(self.keys.ledger_nodes());
+        inv.arg(node);
+        for (rid, rec) in records {
+            inv.arg(rid).arg(rec);
+        }
+        let _: i64 = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn ledger_read(
+        &self,
+        consumer: &str,
+        count: usize,
+        stale_ms: u64,
+    ) -> Result<Vec<(String, String)>, SharedError> {
+        let mut conn = self.conn().await?;
+        let stream = self.keys.ledger_stream();
+        // The group is created once (MKSTREAM); "already exists" is expected afterwards.
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(LEDGER_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(err(e));
+        }
+        let mut out = Vec::new();
+        // A dead consumer's entries first.
+        let claimed: redis::Value = self
+            .timed(
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(LEDGER_GROUP)
+                    .arg(consumer)
+                    .arg(stale_ms)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if let redis::Value::Array(parts) = claimed
+            && let Some(entries) = parts.get(1)
+        {
+            out.extend(stream_entries(entries));
+        }
+        if out.len() < count {
+            let read: redis::Value = self
+                .timed(
+                    redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(LEDGER_GROUP)
+                        .arg(consumer)
+                        .arg("COUNT")
+                        .arg(count - out.len())
+                        .arg("STREAMS")
+                        .arg(&stream)
+                        .arg(">")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            // [[stream, [entries…]]] (or nil when there is nothing new).
+            if let redis::Value::Array(streams) = read {
+                for s in streams {
+                    if let redis::Value::Array(pair) = s
+                        && let Some(entries) = pair.get(1)
+                    {
+                        out.extend(stream_entries(entries));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ledger_ack(&self, ids: &[String]) -> Result<(), SharedError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let stream = self.keys.ledger_stream();
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK").arg(&stream).arg(LEDGER_GROUP).arg(ids).ignore();
+        pipe.cmd("XDEL").arg(&stream).arg(ids).ignore();
+        let _: () = self.timed(pipe.query_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn ledger_orphans(
+        &self,
+        live: &[String],
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<(String, String)>)>, SharedError> {
+        let mut conn = self.conn().await?;
+        let nodes: Vec<String> = self.timed(conn.smembers(self.keys.ledger_nodes())).await?;
+        let mut out = Vec::new();
+        let mut left = limit;
+        for node in nodes.into_iter().filter(|n| !live.contains(n)) {
+            if left == 0 {
+                break;
+            }
+            let all: Vec<(String, String)> = self.timed(conn.hgetall(self.keys.ledger_started(&node))).await?;
+            let take: Vec<(String, String)> = all.into_iter().take(left).collect();
+            left -= take.len();
+            if take.is_empty() {
+                let _: i64 = self.timed(conn.srem(self.keys.ledger_nodes(), &node)).await?;
+                continue;
+            }
+            out.push((node, take));
+        }
+        Ok(out)
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, SharedError> {

@@ -109,6 +109,32 @@ async fn contract(s: Arc<dyn SharedState>) {
     assert!(!s.windows_add(&[check("spend:t", 0, Some(100))]).await.unwrap().allowed, "spent");
     assert!(!s.windows_add(&[check("none", 0, Some(0))]).await.unwrap().allowed, "a limit of 0 allows nothing");
 
+    // The usage ledger: started records, atomic finish into the stream, orphans, the group.
+    s.ledger_start("n1", "r1", "{\"a\":1}").await.unwrap();
+    s.ledger_start("n1", "r2", "{\"a\":2}").await.unwrap();
+    assert!(s.ledger_orphans(&["n1".into()], 100).await.unwrap().is_empty(), "a live node has no orphans");
+    let orphans = s.ledger_orphans(&[], 100).await.unwrap();
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].0, "n1");
+    assert_eq!(orphans[0].1.len(), 2);
+    s.ledger_finish("n1", &[("r1".into(), "final-1".into())]).await.unwrap();
+    let orphans = s.ledger_orphans(&[], 100).await.unwrap();
+    assert_eq!(orphans[0].1, vec![("r2".to_owned(), "{\"a\":2}".to_owned())]);
+    let got = s.ledger_read("c1", 10, 60_000).await.unwrap();
+    assert_eq!(got.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>(), ["final-1"]);
+    assert!(s.ledger_read("c2", 10, 60_000).await.unwrap().is_empty(), "read by c1, not yet stale");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let claimed = s.ledger_read("c2", 10, 5).await.unwrap();
+    assert_eq!(claimed.len(), 1, "a stale entry of another consumer is claimed");
+    s.ledger_ack(&claimed.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(s.ledger_read("c3", 10, 5).await.unwrap().is_empty(), "acknowledged entries are gone");
+    s.ledger_finish("n1", &[("r2".into(), "final-2".into())]).await.unwrap();
+    assert!(s.ledger_orphans(&[], 100).await.unwrap().is_empty());
+    assert_eq!(s.ledger_read("c1", 10, 60_000).await.unwrap().len(), 1);
+    s.slot_acquire("reg", "node-a", u64::MAX, 10_000).await.unwrap();
+    assert_eq!(s.slot_holders("reg").await.unwrap(), vec!["node-a".to_owned()]);
+
     // Streaks: consecutive counts that reset on demand and expire after the last increment.
     for n in 1..=3 {
         assert_eq!(s.streak_add("fails", 10_000).await.unwrap(), n);

@@ -93,12 +93,41 @@ impl Application {
             settings.server.node_id.clone()
         };
 
+        // This process in the node registry and the ledger: unique per start, so a restarted node
+        // never inherits a dead one's unfinished records.
+        let node_id = format!("{node}/{}", uuid::Uuid::now_v7());
+        let cluster = settings.redis.url.is_some();
         let (accounting, queue) = Accounting::new(settings.usage.queue_capacity, &node, Arc::clone(&metrics));
+        let accounting = if cluster { accounting.with_ledger(Arc::clone(&shared), &node_id) } else { accounting };
+        let sink = if cluster {
+            accounting::Sink::Ledger { shared: Arc::clone(&shared), node_id: node_id.clone(), store: store.clone() }
+        } else {
+            accounting::Sink::Store(store.clone())
+        };
+        let heartbeat = Duration::from_millis(settings.cluster.heartbeat_interval_ms.max(50));
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        if cluster {
+            tasks.spawn(accounting::ledger::run_reader(
+                Arc::clone(&shared),
+                store.clone(),
+                Arc::clone(&metrics),
+                node_id.clone(),
+                settings.usage.batch_size,
+                Duration::from_millis(settings.usage.flush_interval_ms.max(10)),
+                heartbeat * 3,
+                cancel.child_token(),
+            ));
+            tasks.spawn(accounting::ledger::run_sweeper(
+                Arc::clone(&shared),
+                crate::proxy::limits::NODES_KEY.to_owned(),
+                heartbeat,
+                cancel.child_token(),
+            ));
+        }
         tasks.spawn(accounting::run_writer(
             queue,
-            store.clone(),
+            sink,
             Arc::clone(&metrics),
             settings.usage.batch_size,
             Duration::from_millis(settings.usage.flush_interval_ms),
@@ -117,8 +146,7 @@ impl Application {
         }
 
         let allowlist = Arc::new(settings.security.endpoint_allowlist.clone());
-        let node_id = uuid::Uuid::now_v7().to_string();
-        let limiter = Arc::new(crate::proxy::limits::Limiter::new(Arc::clone(&shared), node_id));
+        let limiter = Arc::new(crate::proxy::limits::Limiter::new(Arc::clone(&shared), node_id, heartbeat));
         {
             let limiter = Arc::clone(&limiter);
             let token = cancel.child_token();

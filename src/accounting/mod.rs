@@ -20,10 +20,11 @@ use crate::store::UsageRow;
 use crate::telemetry::Metrics;
 use crate::types::{RequestId, Usage, now_ms};
 
+pub mod ledger;
 pub mod quota;
 pub mod report;
 
-pub use writer::run_writer;
+pub use writer::{Sink, run_writer};
 
 /// The producer side of the usage pipeline.
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub struct Accounting {
     node: Arc<str>,
     metrics: Arc<Metrics>,
     headroom: usize,
+    /// Cluster mode: the shared state holding the ledger, and this process's registry id.
+    ledger: Option<(Arc<dyn crate::shared::SharedState>, Arc<str>)>,
 }
 
 /// The consumer side, handed to `run_writer`.
@@ -42,7 +45,15 @@ impl Accounting {
     pub fn new(capacity: usize, node: &str, metrics: Arc<Metrics>) -> (Self, UsageQueue) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let headroom = (capacity / 100).clamp(1, 1000);
-        (Self { tx, node: Arc::from(node), metrics, headroom }, UsageQueue(rx))
+        (Self { tx, node: Arc::from(node), metrics, headroom, ledger: None }, UsageQueue(rx))
+    }
+
+    /// Cluster mode: requests write "started" entries to the ledger in `shared` under
+    /// `node_id` (this process's id in the node registry) before they reach an upstream.
+    #[must_use]
+    pub fn with_ledger(mut self, shared: Arc<dyn crate::shared::SharedState>, node_id: &str) -> Self {
+        self.ledger = Some((shared, Arc::from(node_id)));
+        self
     }
 
     /// Whether a new request may start: when the queue is nearly full (the database is down
@@ -231,6 +242,21 @@ impl UsageGuard {
     /// another target).
     pub fn count_spend(&mut self, counter: Option<(std::sync::Arc<dyn crate::shared::SharedState>, String, u64)>) {
         self.spend = counter;
+    }
+
+    /// Cluster mode: writes this request's "started" entry to the ledger, so that if this node
+    /// dies before the record is finished, another node finalises it. Call it before the first
+    /// upstream call. A failure is logged: the request still gets its record on this node.
+    pub async fn started(&mut self) {
+        let Some((shared, node_id)) = &self.accounting.ledger else { return };
+        let Some(row) = &self.row else { return };
+        let mut snapshot = row.clone();
+        snapshot.prompt_tokens = crate::store::to_i64(self.progress.estimated_prompt);
+        let Ok(json) = serde_json::to_string(&snapshot) else { return };
+        if let Err(e) = shared.ledger_start(node_id, &row.request_id, &json).await {
+            self.accounting.metrics.usage_records.with_label_values(&["unstarted"]).inc();
+            tracing::warn!(error = %e, "Could not write a started usage entry; the record depends on this node.");
+        }
     }
 
     /// Runs `f` with the final record when it is written.

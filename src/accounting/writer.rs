@@ -7,14 +7,32 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::UsageQueue;
+use crate::shared::SharedState;
 use crate::store::{self, Store, UsageRow};
 use crate::telemetry::Metrics;
+
+/// Where finished records go.
+#[derive(Clone)]
+pub enum Sink {
+    /// Straight into the database (embedded mode).
+    Store(Store),
+    /// Into the shared ledger stream (cluster mode), which every node's reader writes to the
+    /// database; when the stream cannot be reached, straight into the database.
+    Ledger {
+        /// The shared state holding the stream.
+        shared: Arc<dyn SharedState>,
+        /// This process's id in the node registry.
+        node_id: String,
+        /// The fallback.
+        store: Store,
+    },
+}
 
 /// Writes batches until `cancel` fires, then drains what is queued and writes it, retrying for
 /// at most `drain_deadline`.
 pub async fn run_writer(
     queue: UsageQueue,
-    store: Store,
+    sink: Sink,
     metrics: Arc<Metrics>,
     batch_size: usize,
     flush_interval: Duration,
@@ -44,7 +62,7 @@ pub async fn run_writer(
             if batch.is_empty() {
                 break;
             }
-            match write(&store, &batch, &metrics).await {
+            match write(&sink, &batch, &metrics).await {
                 Ok(()) => {
                     batch.clear();
                     backoff = Duration::from_millis(100);
@@ -68,7 +86,7 @@ pub async fn run_writer(
     let until = tokio::time::Instant::now() + drain_deadline;
     while !batch.is_empty() {
         let n = batch.len().min(batch_size.max(1));
-        match write(&store, &batch[..n], &metrics).await {
+        match write(&sink, &batch[..n], &metrics).await {
             Ok(()) => {
                 batch.drain(..n);
             }
@@ -88,11 +106,36 @@ pub async fn run_writer(
     tracing::info!("Usage writer drained.");
 }
 
-async fn write(store: &Store, batch: &[UsageRow], metrics: &Metrics) -> Result<(), store::StoreError> {
+async fn write(sink: &Sink, batch: &[UsageRow], metrics: &Metrics) -> Result<(), store::StoreError> {
+    match sink {
+        Sink::Store(store) => write_store(store, batch, metrics).await?,
+        Sink::Ledger { shared, node_id, store } => {
+            let pairs: Vec<(String, String)> =
+                batch.iter().filter_map(|r| serde_json::to_string(r).ok().map(|j| (r.request_id.clone(), j))).collect();
+            match shared.ledger_finish(node_id, &pairs).await {
+                Ok(()) => {
+                    let n = u64::try_from(batch.len()).unwrap_or(0);
+                    metrics.usage_records.with_label_values(&["streamed"]).inc_by(n);
+                }
+                Err(e) => {
+                    // Idempotent by request id: if the sweeper later finalises these requests'
+                    // started entries, those records are ignored.
+                    tracing::warn!(error = %e, "Ledger stream unreachable; writing usage records to the database directly.");
+                    write_store(store, batch, metrics).await?;
+                }
+            }
+        }
+    }
+    let n = u64::try_from(batch.len()).unwrap_or(0);
+    metrics.usage_queue.sub(i64::try_from(n).unwrap_or(0));
+    Ok(())
+}
+
+/// Inserts records (idempotently) and records their tokens' last use.
+pub(crate) async fn write_store(store: &Store, batch: &[UsageRow], metrics: &Metrics) -> Result<(), store::StoreError> {
     store::insert_usage_batch(store.conn(), batch).await?;
     let n = u64::try_from(batch.len()).unwrap_or(0);
     metrics.usage_records.with_label_values(&["written"]).inc_by(n);
-    metrics.usage_queue.sub(i64::try_from(n).unwrap_or(0));
     let tokens: BTreeSet<i64> = batch.iter().filter_map(|r| r.token_id).collect();
     let tokens: Vec<i64> = tokens.into_iter().collect();
     let at = batch.iter().map(|r| r.created_at).max().unwrap_or(0);

@@ -38,6 +38,8 @@ pub struct Settings {
     pub bootstrap: BootstrapSettings,
     /// Keys at rest and user endpoints.
     pub security: SecuritySettings,
+    /// The node registry.
+    pub cluster: ClusterSettings,
     /// Global providers.
     pub providers: Vec<ProviderConfig>,
     /// Global rotations.
@@ -215,6 +217,21 @@ pub struct BootstrapSettings {
 impl Default for BootstrapSettings {
     fn default() -> Self {
         Self { admin_username: "admin".into(), admin_token: None }
+    }
+}
+
+/// `[cluster]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// How often a node announces itself; it counts as gone after three missed announcements
+    /// (its orphaned usage records are then finalised by the others).
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self { heartbeat_interval_ms: 5_000 }
     }
 }
 

@@ -20,10 +20,8 @@ use crate::shared::{MemoryShared, SharedState, WindowCheck};
 use crate::store::TierRow;
 
 const MINUTE_MS: u64 = 60_000;
-/// How often a node announces itself, and how long an announcement lasts.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-const HEARTBEAT_LEASE_MS: u64 = 15_000;
-const NODES_KEY: &str = "nodes:live";
+/// The node registry: a slot key every node holds a lease on while it lives.
+pub const NODES_KEY: &str = "nodes:live";
 
 /// Enforces limits against the shared store, or per-node shares when it is unreachable.
 pub struct Limiter {
@@ -31,6 +29,7 @@ pub struct Limiter {
     local: Arc<MemoryShared>,
     nodes: AtomicU64,
     node_id: String,
+    heartbeat: Duration,
 }
 
 /// What an admitted request holds until its record is written.
@@ -43,9 +42,10 @@ struct Held {
 }
 
 impl Limiter {
-    /// A limiter on `shared`; `node_id` names this node in the heartbeat registry.
-    pub fn new(shared: Arc<dyn SharedState>, node_id: String) -> Self {
-        Self { shared, local: Arc::new(MemoryShared::new()), nodes: AtomicU64::new(1), node_id }
+    /// A limiter on `shared`; `node_id` names this process in the node registry, which it
+    /// renews every `heartbeat` (a lease of three heartbeats).
+    pub fn new(shared: Arc<dyn SharedState>, node_id: String, heartbeat: Duration) -> Self {
+        Self { shared, local: Arc::new(MemoryShared::new()), nodes: AtomicU64::new(1), node_id, heartbeat }
     }
 
     /// Live nodes last counted (at least 1).
@@ -55,7 +55,8 @@ impl Limiter {
 
     /// Announces this node every few seconds and counts the live ones, until `cancel` fires.
     pub async fn heartbeat(&self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut tick = tokio::time::interval(self.heartbeat);
+        let lease = u64::try_from(self.heartbeat.as_millis()).unwrap_or(u64::MAX).saturating_mul(3);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => {
@@ -63,7 +64,7 @@ impl Limiter {
                     return;
                 }
                 _ = tick.tick() => {
-                    let beat = self.shared.slot_acquire(NODES_KEY, &self.node_id, u64::MAX, HEARTBEAT_LEASE_MS).await;
+                    let beat = self.shared.slot_acquire(NODES_KEY, &self.node_id, u64::MAX, lease).await;
                     match (beat, self.shared.slot_count(NODES_KEY).await) {
                         (Ok(_), Ok(n)) => self.nodes.store(n.max(1), Ordering::Relaxed),
                         (Err(e), _) | (_, Err(e)) => {

@@ -335,6 +335,8 @@ pub async fn run(
         }
     };
 
+    // Cluster mode: the ledger learns of the request before any upstream does.
+    guard.started().await;
     let attempts = queue.len().min(plan.max_attempts);
     let mut last: Option<(String, UpstreamFailure)> = None;
     let mut over_capacity = false;

@@ -5,7 +5,7 @@ use crate::store::StoreError;
 use crate::store::entity::usage_records;
 
 /// One usage record.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UsageRow {
     /// UUIDv7 of the request; the idempotency key.
     pub request_id: String,

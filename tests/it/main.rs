@@ -19,6 +19,7 @@ mod config;
 mod errors;
 mod faults;
 mod layering;
+mod ledger;
 mod limits;
 mod prices;
 mod quotas;

@@ -153,6 +153,8 @@ pub struct UserCatalog {
     pub providers: HashMap<String, Arc<Provider>>,
     /// Rotations.
     pub rotations: Vec<Rotation>,
+    /// Autoselects.
+    pub autoselects: Vec<Arc<Autoselect>>,
 }
 
 impl Snapshot {
@@ -238,34 +240,7 @@ impl Catalog {
             provider_order: Arc::new(order),
             rotations: Arc::new(rotations),
             autoselects: Arc::new(
-                settings
-                    .autoselects
-                    .iter()
-                    .map(|a| {
-                        Arc::new(Autoselect {
-                            name: a.name.clone(),
-                            selection: a.selection.clone(),
-                            selection_model: a.selection_model.clone(),
-                            embedding_route: a.embedding_route.clone(),
-                            selection_timeout: std::time::Duration::from_millis(a.selection_timeout_ms),
-                            min_similarity: a.min_similarity,
-                            fallback: a.fallback.clone(),
-                            classify_privacy: a.classify_privacy,
-                            privacy_keywords: a.privacy_keywords.clone(),
-                            privacy_patterns: a.privacy_patterns.clone(),
-                            candidates: a
-                                .available_models
-                                .iter()
-                                .map(|c| AutoCandidate {
-                                    route: c.route.clone(),
-                                    privacy: c.privacy,
-                                    description: c.description.clone(),
-                                    examples: c.examples.clone(),
-                                })
-                                .collect(),
-                        })
-                    })
-                    .collect(),
+                settings.autoselects.iter().map(|a| Arc::new(Autoselect::from_config(a, None))).collect(),
             ),
             ..Snapshot::default()
         };
@@ -390,6 +365,16 @@ impl Catalog {
             let r = Rotation::build(&cfg, &cat.providers);
             cat.rotations.push(r);
         }
+        for o in objects.iter().filter(|o| o.kind == "autoselect") {
+            let Ok(cfg) = serde_json::from_str::<crate::config::AutoselectConfig>(&o.spec) else {
+                tracing::error!(autoselect = %o.name, "A stored user autoselect does not parse; skipped.");
+                continue;
+            };
+            out.entry(o.user_id)
+                .or_default()
+                .autoselects
+                .push(Arc::new(Autoselect::from_config(&cfg, Some(o.user_id))));
+        }
         out.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
     }
 
@@ -421,8 +406,10 @@ impl Catalog {
 /// An autoselect route.
 #[derive(Debug)]
 pub struct Autoselect {
-    /// Route name (`autoselect/<name>`).
+    /// Name (`autoselect/<name>`, or `user-autoselect/<name>` for a user's).
     pub name: String,
+    /// The owning user, for a user's autoselect.
+    pub owner: Option<i64>,
     /// `rules`, `embedding` or `llm`.
     pub selection: String,
     /// `llm`: the chat route asked to choose.
@@ -443,6 +430,44 @@ pub struct Autoselect {
     pub privacy_patterns: Vec<String>,
     /// Candidates in configuration order.
     pub candidates: Vec<AutoCandidate>,
+}
+
+impl Autoselect {
+    /// Builds an autoselect from its configuration table; `owner` is the owning user's id for
+    /// a user's autoselect (its candidate routes resolve in that user's namespace).
+    pub fn from_config(a: &crate::config::AutoselectConfig, owner: Option<i64>) -> Self {
+        Self {
+            name: a.name.clone(),
+            owner,
+            selection: a.selection.clone(),
+            selection_model: a.selection_model.clone(),
+            embedding_route: a.embedding_route.clone(),
+            selection_timeout: Duration::from_millis(a.selection_timeout_ms),
+            min_similarity: a.min_similarity,
+            fallback: a.fallback.clone(),
+            classify_privacy: a.classify_privacy,
+            privacy_keywords: a.privacy_keywords.clone(),
+            privacy_patterns: a.privacy_patterns.clone(),
+            candidates: a
+                .available_models
+                .iter()
+                .map(|c| AutoCandidate {
+                    route: c.route.clone(),
+                    privacy: c.privacy,
+                    description: c.description.clone(),
+                    examples: c.examples.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Its route name (`autoselect/<name>` or `user-autoselect/<name>`).
+    pub fn route(&self) -> String {
+        match self.owner {
+            Some(_) => format!("user-autoselect/{}", self.name),
+            None => format!("autoselect/{}", self.name),
+        }
+    }
 }
 
 /// One candidate of an autoselect.

@@ -199,11 +199,27 @@ impl Snapshot {
                     _ => Err(not_served(requested, "this rotation strategy")),
                 }
             }
-            RouteRef::UserAutoselect(_) => Err(ApiError::new(
-                Code::ModelNotFound,
-                "User autoselects are not available in this version of Switchyard; use a global autoselect.",
-            )),
+            RouteRef::UserAutoselect(_) => Err(ApiError::model_not_found(requested)),
             _ => self.resolve(requested),
+        }
+    }
+
+    /// The autoselect a `model` string names in `user_id`'s namespace: their own
+    /// `user-autoselect/<name>`, else a global one.
+    pub fn autoselect_in(&self, user_id: i64, requested: &str) -> Option<Arc<crate::catalog::Autoselect>> {
+        match RouteRef::parse(requested) {
+            RouteRef::UserAutoselect(name) => {
+                self.user_catalogs.get(&user_id)?.autoselects.iter().find(|a| a.name == name).cloned()
+            }
+            _ => self.autoselect_for(requested),
+        }
+    }
+
+    /// Resolves a route in `owner`'s namespace, or among global routes for `None`.
+    pub fn resolve_as(&self, owner: Option<i64>, requested: &str) -> Result<Plan, ApiError> {
+        match owner {
+            Some(u) => self.resolve_in(u, requested),
+            None => self.resolve(requested),
         }
     }
 
@@ -216,6 +232,7 @@ impl Snapshot {
         out.extend(
             c.rotations.iter().filter(|r| !r.candidates.is_empty()).map(|r| format!("user-rotation/{}", r.name)),
         );
+        out.extend(c.autoselects.iter().map(|a| a.route()));
         out
     }
 

@@ -4,10 +4,10 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::{ProviderConfig, RotationConfig, Settings};
+use crate::config::{AutoselectConfig, ProviderConfig, RotationConfig, Settings};
 use crate::control::{Control, ControlError};
 use crate::store::{self, StoreError, UserObjectRow};
-use crate::types::{ProviderKind, is_valid_provider_id};
+use crate::types::{ProviderKind, RouteRef, is_valid_provider_id};
 
 /// What a user can own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum ObjectKind {
     Provider,
     /// `user-rotation/<name>`.
     Rotation,
-    /// `user-autoselect/<name>` (not available in this version).
+    /// `user-autoselect/<name>`.
     Autoselect,
 }
 
@@ -95,9 +95,7 @@ impl Control {
         let row = match kind {
             ObjectKind::Provider => self.provider_row(user_id, name, body, existing).await?,
             ObjectKind::Rotation => self.rotation_row(user_id, name, body).await?,
-            ObjectKind::Autoselect => {
-                return Err(invalid("user autoselects are not available in this version of Switchyard"));
-            }
+            ObjectKind::Autoselect => self.autoselect_row(user_id, name, body).await?,
         };
         let saved = store::put_user_object(self.store.conn(), &row).await?;
         self.changed().await?;
@@ -181,6 +179,74 @@ impl Control {
         })
     }
 
+    async fn autoselect_row(
+        &self,
+        user_id: i64,
+        name: &str,
+        body: Map<String, Value>,
+    ) -> Result<UserObjectRow, ControlError> {
+        let spec = Value::Object(body);
+        let cfg: AutoselectConfig =
+            serde_json::from_value(spec.clone()).map_err(|e| invalid(format!("invalid autoselect: {e}")))?;
+        // The routes it names: the user's own must exist; global ones are checked when used (an
+        // unavailable candidate is skipped); no autoselect may name another.
+        let objects = store::list_user_objects(self.store.conn(), Some(user_id)).await?;
+        let providers: Vec<ProviderConfig> = objects
+            .iter()
+            .filter(|o| o.kind == "provider")
+            .filter_map(|o| serde_json::from_str(&o.spec).ok())
+            .collect();
+        let has_rotation = |n: &str| objects.iter().any(|o| o.kind == "rotation" && o.name == n);
+        let check_route = |field: &str, route: &str| -> Result<(), ControlError> {
+            match RouteRef::parse(route) {
+                RouteRef::Autoselect(_) | RouteRef::UserAutoselect(_) => {
+                    Err(invalid(format!("{field}: an autoselect may not name another autoselect")))
+                }
+                RouteRef::UserProvider { provider, model }
+                    if !providers.iter().any(|p| p.id == provider && p.models.iter().any(|m| m.name == model)) =>
+                {
+                    Err(invalid(format!("{field}: you have no provider model `{route}`")))
+                }
+                RouteRef::UserRotation(r) if !has_rotation(&r) => {
+                    Err(invalid(format!("{field}: you have no rotation `{route}`")))
+                }
+                _ if route.is_empty() || route.len() > 512 => Err(invalid(format!("{field}: not a route"))),
+                _ => Ok(()),
+            }
+        };
+        match cfg.selection.as_str() {
+            "rules" => {}
+            "embedding" => check_route("embedding_route", cfg.embedding_route.as_deref().unwrap_or_default())?,
+            "llm" => check_route("selection_model", cfg.selection_model.as_deref().unwrap_or_default())?,
+            other => return Err(invalid(format!("selection: `{other}` is not one of rules, embedding, llm"))),
+        }
+        if let Some(f) = &cfg.fallback {
+            check_route("fallback", f)?;
+        }
+        if cfg.available_models.is_empty() {
+            return Err(invalid("available_models lists no candidate"));
+        }
+        for (i, c) in cfg.available_models.iter().enumerate() {
+            check_route(&format!("available_models[{i}].route"), &c.route)?;
+        }
+        if cfg.selection_timeout_ms == 0 || cfg.selection_timeout_ms > 60_000 {
+            return Err(invalid("selection_timeout_ms must be between 1 and 60000"));
+        }
+        if cfg.min_similarity.is_some_and(|m| !(-1.0..=1.0).contains(&m)) {
+            return Err(invalid("min_similarity must be between -1 and 1"));
+        }
+        for p in &cfg.privacy_patterns {
+            regex::Regex::new(p).map_err(|e| invalid(format!("privacy_patterns: invalid regex: {e}")))?;
+        }
+        Ok(UserObjectRow {
+            user_id,
+            kind: "autoselect".into(),
+            name: name.to_owned(),
+            spec: spec.to_string(),
+            sealed_key: None,
+        })
+    }
+
     /// `username`'s objects.
     pub async fn list_user_objects(&self, username: &str) -> Result<Vec<Value>, ControlError> {
         let user_id = self.owner_id(username).await?;
@@ -197,19 +263,35 @@ impl Control {
             .ok_or_else(|| ControlError::NotFound(format!("no {} `{name}`", kind.as_str())))
     }
 
-    /// Deletes one of `username`'s objects; a provider a rotation of theirs uses is kept.
+    /// Deletes one of `username`'s objects; one that another of theirs uses is kept.
     pub async fn delete_user_object(&self, username: &str, kind: ObjectKind, name: &str) -> Result<(), ControlError> {
         let user_id = self.owner_id(username).await?;
-        if kind == ObjectKind::Provider {
-            let used = store::list_user_objects(self.store.conn(), Some(user_id))
-                .await?
-                .into_iter()
+        let objects = store::list_user_objects(self.store.conn(), Some(user_id)).await?;
+        let in_rotation = kind == ObjectKind::Provider
+            && objects
+                .iter()
                 .filter(|o| o.kind == "rotation")
                 .filter_map(|o| serde_json::from_str::<RotationConfig>(&o.spec).ok())
                 .any(|r| r.entries.iter().any(|e| e.provider_id == name));
-            if used {
-                return Err(ControlError::Conflict(format!("a rotation uses the provider `{name}`; change it first")));
-            }
+        let named = match kind {
+            ObjectKind::Provider => format!("user-provider/{name}/"),
+            ObjectKind::Rotation => format!("user-rotation/{name}"),
+            ObjectKind::Autoselect => String::new(),
+        };
+        let in_autoselect = !named.is_empty()
+            && objects
+                .iter()
+                .filter(|o| o.kind == "autoselect")
+                .filter_map(|o| serde_json::from_str::<AutoselectConfig>(&o.spec).ok())
+                .any(|a| {
+                    let uses = |r: &str| r == named || (named.ends_with('/') && r.starts_with(&named));
+                    a.available_models.iter().any(|c| uses(&c.route))
+                        || [&a.fallback, &a.embedding_route, &a.selection_model].into_iter().flatten().any(|r| uses(r))
+                });
+        if in_rotation || in_autoselect {
+            return Err(ControlError::Conflict(format!(
+                "`{name}` is in use by a rotation or autoselect; change those first"
+            )));
         }
         store::delete_user_object(self.store.conn(), user_id, kind.as_str(), name).await.map_err(|e| match e {
             StoreError::NotFound => ControlError::NotFound(format!("no {} `{name}`", kind.as_str())),

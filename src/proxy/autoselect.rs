@@ -60,7 +60,7 @@ pub fn required_capabilities(body: &Map<String, Value>) -> Vec<&'static str> {
 }
 
 fn classifier(state: &ProxyState, a: &Autoselect) -> Result<Arc<Classifier>, ApiError> {
-    let key = format!("autoselect/{}", a.name);
+    let key = format!("{}#{:?}", a.route(), a.owner);
     if let Some(c) = state.classifiers.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(c);
     }
@@ -118,7 +118,7 @@ pub async fn select(
     body: &Map<String, Value>,
     text: &str,
 ) -> Result<Selection, ApiError> {
-    let route = format!("autoselect/{}", a.name);
+    let route = a.route();
     let verdict = if a.classify_privacy { Some(classifier(cx.state, a)?.classify(text)) } else { None };
     let private = verdict.as_ref().is_some_and(|v| v.is_private());
     let required = required_capabilities(body);
@@ -130,7 +130,7 @@ pub async fn select(
             considered.push(json!({"route": c.route, "filtered": "privacy"}));
             continue;
         }
-        let Ok(plan) = snapshot.resolve(&c.route) else {
+        let Ok(plan) = snapshot.resolve_as(a.owner, &c.route) else {
             considered.push(json!({"route": c.route, "filtered": "unavailable"}));
             continue;
         };
@@ -227,7 +227,7 @@ pub async fn select(
             ApiError::new(Code::ModelNotFound, format!("No candidate of `{route}` can serve this request."))
         });
     };
-    let mut plan = snapshot.resolve(fallback)?;
+    let mut plan = snapshot.resolve_as(a.owner, fallback)?;
     if private {
         // The fallback is not declared private: only its local targets may take the request.
         plan.candidates.retain(|c| c.target.provider.locality == Locality::Local);
@@ -262,11 +262,12 @@ async fn call(
     op: Operation,
     body: Value,
     private: bool,
+    owner: Option<i64>,
     timeout: std::time::Duration,
 ) -> Result<Value, &'static str> {
     let raw = serde_json::to_vec(&body).map_err(|_| "error")?;
     let id = RequestId::new();
-    let incoming = Incoming { id, caller: cx.caller, op, scope: Scope::Selection { private }, burst_mode: None };
+    let incoming = Incoming { id, caller: cx.caller, op, scope: Scope::Selection { private, owner }, burst_mode: None };
     tracing::debug!(request_id = %cx.id, selection_request_id = %id, "Autoselect selection call.");
     let run = Box::pin(pipeline::run(cx.state, cx.client, incoming, &raw));
     let res = match tokio::time::timeout(timeout, run).await {
@@ -336,12 +337,15 @@ async fn by_embedding(
     private: bool,
 ) -> Result<(usize, Vec<f32>), &'static str> {
     let route = a.embedding_route.as_deref().ok_or("error")?;
+    // Users' routes of the same name are different routes: the cache key says whose.
+    let cache_route = format!("{:?}|{route}", a.owner);
+    let cache_route = cache_route.as_str();
     let cache = &cx.state.embeddings;
     let mut missing: Vec<&str> = Vec::new();
     if let Ok(c) = cache.lock() {
         for e in eligible {
             for t in candidate_texts(e.cand) {
-                if !c.contains_key(&(route.to_owned(), t.to_owned())) && !missing.contains(&t) {
+                if !c.contains_key(&(cache_route.to_owned(), t.to_owned())) && !missing.contains(&t) {
                     missing.push(t);
                 }
             }
@@ -353,8 +357,15 @@ async fn by_embedding(
     }
     let mut inputs = vec![prompt];
     inputs.extend(missing.iter().copied());
-    let reply =
-        call(cx, Operation::Embeddings, json!({"model": route, "input": inputs}), private, a.selection_timeout).await?;
+    let reply = call(
+        cx,
+        Operation::Embeddings,
+        json!({"model": route, "input": inputs}),
+        private,
+        a.owner,
+        a.selection_timeout,
+    )
+    .await?;
     let mut got = vectors(&reply, inputs.len()).ok_or("garbage")?.into_iter();
     let prompt_vec = got.next().ok_or("garbage")?;
     let mut scores = Vec::with_capacity(eligible.len());
@@ -364,12 +375,12 @@ async fn by_embedding(
             c.clear();
         }
         for (t, v) in missing.iter().zip(got) {
-            c.insert((route.to_owned(), (*t).to_owned()), Arc::new(v));
+            c.insert((cache_route.to_owned(), (*t).to_owned()), Arc::new(v));
         }
         for e in eligible {
             let best = candidate_texts(e.cand)
                 .into_iter()
-                .filter_map(|t| c.get(&(route.to_owned(), t.to_owned())).map(|v| cosine(&prompt_vec, v)))
+                .filter_map(|t| c.get(&(cache_route.to_owned(), t.to_owned())).map(|v| cosine(&prompt_vec, v)))
                 .fold(-1.0f32, f32::max);
             scores.push(best);
         }
@@ -414,7 +425,7 @@ async fn by_llm(
         "max_tokens": 64,
         "stream": false,
     });
-    let reply = call(cx, Operation::Chat, body, private, a.selection_timeout).await?;
+    let reply = call(cx, Operation::Chat, body, private, a.owner, a.selection_timeout).await?;
     let answer = reply.pointer("/choices/0/message/content").and_then(Value::as_str).ok_or("garbage")?;
     let ids: Vec<&str> = eligible.iter().map(|e| e.cand.route.as_str()).collect();
     parse_choice(answer, &ids)

@@ -37,6 +37,8 @@ pub enum Scope {
     Selection {
         /// The prompt it carries is private.
         private: bool,
+        /// Whose namespace the selection route is in (a user's autoselect), or global.
+        owner: Option<i64>,
     },
 }
 
@@ -74,16 +76,17 @@ pub async fn run(
                 .autoselect(&checked.model)
                 .ok_or_else(|| ApiError::model_not_found(&format!("autoselect/{}", checked.model)))?,
         ),
-        Scope::Owner | Scope::User(_) => snapshot.autoselect_for(&checked.model),
+        Scope::Owner => snapshot.autoselect_in(caller.0.user_id, &checked.model),
+        Scope::User(u) => snapshot.autoselect_in(*u, &checked.model),
         Scope::Provider(_) | Scope::Rotation | Scope::Selection { .. } => None,
     };
     let mut selection_detail = None;
     let plan = match (&scope, auto) {
         (_, Some(a)) => {
-            if !caller.0.may_use(&format!("autoselect/{}", a.name)) {
+            if !caller.0.may_use(&a.route()) {
                 return Err(ApiError::new(
                     Code::PermissionDenied,
-                    format!("This token may not use the route `autoselect/{}`.", a.name),
+                    format!("This token may not use the route `{}`.", a.route()),
                 ));
             }
             let t = text.get_or_insert_with(|| validate::request_text(&body));
@@ -97,8 +100,8 @@ pub async fn run(
         (Scope::Rotation, None) => snapshot
             .rotation_plan(&checked.model)
             .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
-        (Scope::Selection { private: true }, None) => {
-            let mut plan = snapshot.resolve(&checked.model)?;
+        (Scope::Selection { private: true, owner }, None) => {
+            let mut plan = snapshot.resolve_as(*owner, &checked.model)?;
             plan.candidates.retain(|c| c.target.provider.locality == Locality::Local);
             if plan.candidates.is_empty() {
                 return Err(ApiError::new(
@@ -108,6 +111,7 @@ pub async fn run(
             }
             plan
         }
+        (Scope::Selection { private: false, owner }, None) => snapshot.resolve_as(*owner, &checked.model)?,
         (Scope::User(user), None) => snapshot.resolve_in(*user, &checked.model)?,
         (Scope::Owner, None) => snapshot.resolve_in(caller.0.user_id, &checked.model)?,
         (_, None) => snapshot.resolve(&checked.model)?,

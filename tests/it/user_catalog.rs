@@ -75,7 +75,34 @@ async fn users_own_providers_and_rotations_with_sealed_keys() {
     )
     .await
     .assert_error(400, "invalid_request");
-    call(&app, "PUT", "/api/me/autoselects/pick", &alice, Some(json!({}))).await.assert_error(400, "invalid_request");
+    call(
+        &app,
+        "PUT",
+        "/api/me/autoselects/bad",
+        &alice,
+        Some(json!({"available_models": [{"route": "user-provider/nope/m"}]})),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    call(
+        &app,
+        "PUT",
+        "/api/me/autoselects/bad",
+        &alice,
+        Some(json!({"available_models": [{"route": "autoselect/x"}]})),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    let r = call(
+        &app,
+        "PUT",
+        "/api/me/autoselects/pick",
+        &alice,
+        Some(json!({"classify_privacy": true,
+        "available_models": [{"route": "user-rotation/pair", "privacy": true}]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     reload().await;
 
     // Alice's namespace: her provider (with her key) and her rotation.
@@ -88,6 +115,12 @@ async fn users_own_providers_and_rotations_with_sealed_keys() {
     assert_eq!((r.status, r.header("x-switchyard-route")), (200, Some("user-rotation/pair")), "{}", r.text());
     let r = post_json(&app.url("/api/u/alice/chat/completions"), &alice, &chat("user-provider/gpu/m", "hi")).await;
     assert_eq!(r.status, 200);
+    let r = post_json(&url, &alice, &chat("user-autoselect/pick", "my email is alice@example.com")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.header("x-switchyard-route"), r.header("x-switchyard-reason")),
+        (Some("user-autoselect/pick"), Some("privacy"))
+    );
     let models = crate::support::get(&app.url("/v1/models"), &alice).await.text();
     assert!(models.contains("user-provider/gpu/m") && models.contains("user-rotation/pair"), "{models}");
 
@@ -100,6 +133,7 @@ async fn users_own_providers_and_rotations_with_sealed_keys() {
         missing["error"]["message"].as_str().unwrap().replace("nope", "X")
     );
     post_json(&url, &eve, &chat("user-rotation/pair", "hi")).await.assert_error(404, "model_not_found");
+    post_json(&url, &eve, &chat("user-autoselect/pick", "hi")).await.assert_error(404, "model_not_found");
     post_json(&app.url("/api/u/alice/chat/completions"), &eve, &chat("user-provider/gpu/m", "hi"))
         .await
         .assert_error(403, "permission_denied");
@@ -111,8 +145,9 @@ async fn users_own_providers_and_rotations_with_sealed_keys() {
     let listed = call(&app, "GET", "/admin/api/users/alice/providers", &app.admin_token, None).await.text();
     assert!(listed.contains("\"gpu\"") && !listed.contains("sk-alice"), "{listed}");
 
-    // A provider a rotation uses stays.
+    // What another object uses stays.
     call(&app, "DELETE", "/api/me/providers/gpu", &alice, None).await.assert_error(409, "conflict");
+    call(&app, "DELETE", "/api/me/rotations/pair", &alice, None).await.assert_error(409, "conflict");
     app.stop().await;
 
     // At rest: no trace of the key in the database files.

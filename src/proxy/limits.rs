@@ -120,7 +120,16 @@ impl Limiter {
         let mut windows = Arc::clone(&self.shared);
         if !checks.is_empty() {
             let admission = match self.shared.windows_add(&checks).await {
-                Ok(a) => a,
+                Ok(a) => {
+                    if a.allowed {
+                        // Mirror this node's admissions locally, so that if the shared store goes
+                        // away mid-window, this node's share counts what it already admitted.
+                        let mirror: Vec<WindowCheck> =
+                            checks.iter().map(|c| WindowCheck { limit: None, ..c.clone() }).collect();
+                        let _ = self.local.windows_add(&mirror).await;
+                    }
+                    a
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, nodes = self.live_nodes(), "Shared store unreachable; enforcing this node's share of the limits.");
                     windows = Arc::clone(&local);

@@ -18,6 +18,7 @@ mod cli;
 mod config;
 mod errors;
 mod faults;
+mod injection;
 mod layering;
 mod ledger;
 mod limits;

@@ -155,3 +155,88 @@ async fn reservations_estimate_the_worst_case_and_settle_to_the_actual_cost() {
     post_json(&app.url("/v1/chat/completions"), &m1, &body(Some(6))).await.assert_error(402, "insufficient_quota");
     app.stop().await;
 }
+
+/// A finished record that cost `micros` micro-USD.
+fn row_costing(micros: u64) -> switchyard::store::UsageRow {
+    let usd = f64::from(u32::try_from(micros).unwrap()) / 1_000_000.0;
+    serde_json::from_value(json!({
+        "request_id": "p5", "created_at": 0, "node": "n", "user_id": null, "token_id": null, "route": "m",
+        "provider": null, "model": null, "status": 200, "outcome": "ok", "stream": false, "prompt_tokens": 0,
+        "completion_tokens": 0, "cached_tokens": 0, "estimated": false, "cost_usd": usd, "latency_ms": 0,
+        "ttft_ms": null, "cache_hit": false, "routing": null, "usage_source": "reported", "partial": false
+    }))
+    .unwrap()
+}
+
+/// P5 (model-based): for random interleavings of reservations and settlements — each request
+/// costing at most its estimate — the spend counter always equals the settled costs plus the open
+/// reservations, never passes the quota, refuses exactly what would not fit, and ends at the sum
+/// of what the admitted requests cost.
+#[tokio::test]
+async fn p5_quota_reservations_follow_the_model() {
+    use std::sync::Arc;
+    use switchyard::accounting::quota::{Basis, QuotaError, Quotas};
+    use switchyard::shared::{MemoryShared, SharedState};
+
+    let store = switchyard::store::Store::connect("sqlite::memory:", 1).await.unwrap();
+    store.migrate().await.unwrap();
+    let shared: Arc<dyn SharedState> = Arc::new(MemoryShared::new());
+    let quotas = Quotas::new(store, Arc::clone(&shared));
+    let quota: u64 = 1_000_000;
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut admitted, mut refused) = (0, 0);
+    for token in 1..=40i64 {
+        let counter = |shared: Arc<dyn SharedState>| async move {
+            shared.window_add(&format!("quota:tok:{token}"), 1 << 40, 0, None).await.unwrap().count
+        };
+        let (mut settled, mut open): (u64, Vec<(switchyard::accounting::Settle, u64, u64)>) = (0, Vec::new());
+        for _ in 0..120 {
+            if open.is_empty() || next() % 3 != 0 {
+                let estimate = next() % 200_000;
+                let actual = next() % (estimate + 1);
+                let reserved: u64 = open.iter().map(|(_, _, e)| *e).sum();
+                let fits = settled + reserved + estimate <= quota && (estimate > 0 || settled + reserved < quota);
+                match quotas.reserve(&[(Basis::Token(token), 1.0)], estimate, 1).await {
+                    Ok(Some(s)) => {
+                        assert!(fits, "admitted what does not fit");
+                        open.push((s, actual, estimate));
+                        admitted += 1;
+                    }
+                    Err(QuotaError::Insufficient { .. }) => {
+                        assert!(!fits, "refused what fits");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected {:?}", other.map(|s| s.is_some())),
+                }
+            } else {
+                let i = usize::try_from(next()).unwrap() % open.len();
+                let (s, actual, _) = open.swap_remove(i);
+                s(&row_costing(actual));
+                settled += actual;
+            }
+            // Settlements land asynchronously; let them.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            let reserved: u64 = open.iter().map(|(_, _, e)| *e).sum();
+            let c = counter(Arc::clone(&shared)).await;
+            assert_eq!(c, settled + reserved, "the counter left the model");
+            assert!(c <= quota, "the quota was passed: {c}");
+        }
+        for (s, actual, _) in open.drain(..) {
+            s(&row_costing(actual));
+            settled += actual;
+        }
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(counter(Arc::clone(&shared)).await, settled);
+    }
+    assert!(admitted > 100 && refused > 100, "{admitted} admitted, {refused} refused: the generator never bound");
+}

@@ -205,3 +205,205 @@ async fn without_redis_each_node_enforces_its_share() {
     assert_eq!((ok, limited), (9, 3), "{statuses:?}");
     app.stop().await;
 }
+
+mod p6 {
+    //! P6: k simulated nodes share a store that fails at an arbitrary moment; requests arrive
+    //! round-robin. Admitted per window ≤ the limit while the store is up, and ≤ limit × 1.1 when
+    //! it fails partway (each node then spends only its share, counting what it already admitted).
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use switchyard::catalog::TokenEntry;
+    use switchyard::proxy::limits::Limiter;
+    use switchyard::shared::{Admission, MemoryShared, SharedError, SharedState, WindowCheck, WindowOutcome};
+    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
+
+    /// The in-process store, failing every call once `down` is set.
+    struct Flaky {
+        inner: MemoryShared,
+        down: AtomicBool,
+    }
+
+    impl Flaky {
+        fn up(&self) -> Result<(), SharedError> {
+            if self.down.load(Ordering::SeqCst) { Err(SharedError("injected failure".into())) } else { Ok(()) }
+        }
+    }
+
+    #[async_trait]
+    impl SharedState for Flaky {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        async fn window_add(&self, k: &str, w: u64, a: u64, l: Option<u64>) -> Result<WindowOutcome, SharedError> {
+            self.up()?;
+            self.inner.window_add(k, w, a, l).await
+        }
+        async fn windows_add(&self, c: &[WindowCheck]) -> Result<Admission, SharedError> {
+            self.up()?;
+            self.inner.windows_add(c).await
+        }
+        async fn window_init(&self, k: &str, w: u64, v: u64) -> Result<bool, SharedError> {
+            self.up()?;
+            self.inner.window_init(k, w, v).await
+        }
+        async fn slot_acquire(&self, k: &str, h: &str, l: u64, ms: u64) -> Result<bool, SharedError> {
+            self.up()?;
+            self.inner.slot_acquire(k, h, l, ms).await
+        }
+        async fn slot_release(&self, k: &str, h: &str) -> Result<(), SharedError> {
+            self.up()?;
+            self.inner.slot_release(k, h).await
+        }
+        async fn slot_count(&self, k: &str) -> Result<u64, SharedError> {
+            self.up()?;
+            self.inner.slot_count(k).await
+        }
+        async fn cooldown_extend(&self, k: &str, u: i64) -> Result<i64, SharedError> {
+            self.up()?;
+            self.inner.cooldown_extend(k, u).await
+        }
+        async fn cooldown_until(&self, k: &str) -> Result<Option<i64>, SharedError> {
+            self.up()?;
+            self.inner.cooldown_until(k).await
+        }
+        async fn streak_add(&self, k: &str, t: u64) -> Result<u64, SharedError> {
+            self.up()?;
+            self.inner.streak_add(k, t).await
+        }
+        async fn streak_reset(&self, k: &str) -> Result<(), SharedError> {
+            self.up()?;
+            self.inner.streak_reset(k).await
+        }
+        async fn slot_holders(&self, k: &str) -> Result<Vec<String>, SharedError> {
+            self.up()?;
+            self.inner.slot_holders(k).await
+        }
+        async fn ledger_start(&self, n: &str, r: &str, j: &str) -> Result<(), SharedError> {
+            self.up()?;
+            self.inner.ledger_start(n, r, j).await
+        }
+        async fn ledger_finish(&self, n: &str, r: &[(String, String)]) -> Result<(), SharedError> {
+            self.up()?;
+            self.inner.ledger_finish(n, r).await
+        }
+        async fn ledger_read(&self, c: &str, n: usize, s: u64) -> Result<Vec<(String, String)>, SharedError> {
+            self.up()?;
+            self.inner.ledger_read(c, n, s).await
+        }
+        async fn ledger_ack(&self, i: &[String]) -> Result<(), SharedError> {
+            self.up()?;
+            self.inner.ledger_ack(i).await
+        }
+        async fn ledger_orphans(
+            &self,
+            l: &[String],
+            n: usize,
+        ) -> Result<Vec<(String, Vec<(String, String)>)>, SharedError> {
+            self.up()?;
+            self.inner.ledger_orphans(l, n).await
+        }
+        async fn kv_set(&self, k: &str, v: &[u8], t: u64) -> Result<(), SharedError> {
+            self.up()?;
+            self.inner.kv_set(k, v, t).await
+        }
+        async fn kv_get(&self, k: &str) -> Result<Option<Vec<u8>>, SharedError> {
+            self.up()?;
+            self.inner.kv_get(k).await
+        }
+        async fn kv_delete(&self, k: &str) -> Result<bool, SharedError> {
+            self.up()?;
+            self.inner.kv_delete(k).await
+        }
+        async fn publish_catalog_version(&self, v: i64) -> Result<(), SharedError> {
+            self.up()?;
+            self.inner.publish_catalog_version(v).await
+        }
+        fn catalog_versions(&self) -> watch::Receiver<i64> {
+            self.inner.catalog_versions()
+        }
+        async fn run(&self, cancel: CancellationToken) {
+            self.inner.run(cancel).await;
+        }
+        async fn ping(&self) -> Result<(), SharedError> {
+            self.up()
+        }
+    }
+
+    fn token(id: i64, rpm: i64) -> TokenEntry {
+        TokenEntry {
+            id,
+            hash: [0; 32],
+            user_id: id,
+            username: format!("u{id}"),
+            role: switchyard::types::Role::User,
+            owner_active: true,
+            routes: None,
+            expires_at: None,
+            revoked: false,
+            rpm: Some(rpm),
+            tpm: None,
+            quota_usd: None,
+            parent_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn admitted_stays_within_the_limit_across_failures() {
+        const NODES: usize = 3;
+        const LIMIT: i64 = 30;
+        let mut x = 0x0000_ddba_11c0_ffee_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for trial in 0..40i64 {
+            let store = Arc::new(Flaky { inner: MemoryShared::new(), down: AtomicBool::new(false) });
+            let shared: Arc<dyn SharedState> = store.clone();
+            let nodes: Vec<Arc<Limiter>> = (0..NODES)
+                .map(|i| Arc::new(Limiter::new(Arc::clone(&shared), format!("n{i}"), Duration::from_millis(20))))
+                .collect();
+            // Heartbeats run throughout; let the registry settle so every node counts the others.
+            let cancel = CancellationToken::new();
+            let beats: Vec<_> = nodes
+                .iter()
+                .map(|n| {
+                    let (n, c) = (Arc::clone(n), cancel.clone());
+                    tokio::spawn(async move { n.heartbeat(c).await })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            let counts: Vec<u64> = nodes.iter().map(|n| n.live_nodes()).collect();
+            assert!(counts.iter().all(|c| *c == 3), "{counts:?}");
+            // Half the trials keep the store up; the others lose it at a random request.
+            let fail_at = if trial % 2 == 0 { usize::MAX } else { usize::try_from(next() % 90).unwrap() };
+            let t = token(trial + 1, LIMIT);
+            let mut admitted = 0;
+            for i in 0..90usize {
+                if i == fail_at {
+                    store.down.store(true, Ordering::SeqCst);
+                }
+                let node = &nodes[i % NODES];
+                if node.admit(&t, &[], None, 1, &format!("r{i}")).await.is_ok() {
+                    admitted += 1;
+                }
+            }
+            cancel.cancel();
+            for b in beats {
+                let _ = b.await;
+            }
+            if fail_at == usize::MAX {
+                assert_eq!(admitted, 30, "trial {trial}: store up");
+            } else {
+                assert!(admitted <= 33, "trial {trial}: store lost at request {fail_at}: {admitted} admitted");
+                assert!(admitted >= 27, "trial {trial}: the gates closed: {admitted} admitted");
+            }
+        }
+    }
+}

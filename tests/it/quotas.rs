@@ -82,9 +82,18 @@ async fn quotas_on_sqlite_and_in_process_state() {
 
 #[actix_web::test]
 async fn quotas_on_postgres_and_redis() {
+    quotas_on("SWITCHYARD_TEST_PG_URL").await;
+}
+
+#[actix_web::test]
+async fn quotas_on_mariadb_and_redis() {
+    quotas_on("SWITCHYARD_TEST_MYSQL_URL").await;
+}
+
+async fn quotas_on(database: &str) {
     let mock = MockUpstream::start(4);
     let base = mock.base();
-    let db = fresh_database(&service_url("SWITCHYARD_TEST_PG_URL")).await;
+    let db = fresh_database(&service_url(database)).await;
     let redis = service_url("SWITCHYARD_TEST_REDIS_URL");
     let app = TestApp::spawn(|s| {
         priced(s, &base);

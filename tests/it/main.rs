@@ -22,6 +22,7 @@ mod injection;
 mod layering;
 mod ledger;
 mod limits;
+mod nginx;
 mod prices;
 mod quotas;
 mod rotations;

@@ -1,0 +1,142 @@
+//! `nginx/nginx.conf` in front of two cluster nodes (Postgres + Redis) and one dead address:
+//! it passes `nginx -t`, spreads requests and skips the node it cannot reach, relays SSE
+//! without buffering, and answers its own errors (413, 502) in the OpenAI shape.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::json;
+use switchyard::config::Secret;
+
+use crate::support::mock_upstream::{MockUpstream, Plan};
+use crate::support::{TestApp, chat, fresh_database, openai_provider, post_json, send, service_url, sse_data, unique};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The shipped configuration with its listen address and node list replaced.
+fn configure(dir: &std::path::Path, listen: u16, nodes: &[u16]) {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nginx/nginx.conf")).unwrap();
+    let mut out = String::new();
+    let mut in_upstream = false;
+    for line in shipped.lines() {
+        let t = line.trim_start();
+        if t.starts_with("upstream switchyard") {
+            in_upstream = true;
+        }
+        if in_upstream && t.starts_with("server 127.0.0.1:") {
+            continue;
+        }
+        if in_upstream && t.starts_with("keepalive") {
+            for p in nodes {
+                out.push_str(&format!("        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"));
+            }
+            in_upstream = false;
+        }
+        if t.starts_with("listen 127.0.0.1:8080;") {
+            out.push_str(&format!("        listen 127.0.0.1:{listen};\n"));
+            continue;
+        }
+        if t.starts_with("worker_processes") {
+            out.push_str("worker_processes 1;\n");
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(dir.join("nginx.conf"), out).unwrap();
+}
+
+fn nginx(dir: &std::path::Path, args: &[&str]) -> Command {
+    let bin =
+        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("nginx");
+    let mut c = Command::new(bin);
+    c.args(["-p", &format!("{}/", dir.display()), "-c", "nginx.conf"]).args(args);
+    c
+}
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_web::test]
+async fn nginx_spreads_load_relays_streams_and_answers_in_the_openai_shape() {
+    let mock = MockUpstream::start(4);
+    let db = fresh_database(&service_url("SWITCHYARD_TEST_PG_URL")).await;
+    let redis = service_url("SWITCHYARD_TEST_REDIS_URL");
+    let prefix = format!("{}:", unique("ngx"));
+    let node = |db: String, redis: String, prefix: String, base: String| {
+        move |s: &mut switchyard::config::Settings| {
+            s.database.url = Secret::new(db);
+            s.redis.url = Some(Secret::new(redis));
+            s.redis.key_prefix = prefix;
+            s.providers.push(openai_provider("a", &base, &["m"]));
+        }
+    };
+    let a = TestApp::spawn(node(db.clone(), redis.clone(), prefix.clone(), mock.base())).await;
+    let b = TestApp::spawn(node(db, redis, prefix, mock.base())).await;
+    let dead = free_port();
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    configure(dir.path(), listen, &[a.port, dead, b.port]);
+    let check = nginx(dir.path(), &["-t"]).output().unwrap();
+    assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+    let _nginx =
+        Nginx(nginx(dir.path(), &["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://127.0.0.1:{listen}/v1/chat/completions");
+    let token = a.admin_token.clone();
+
+    // Spread over both live nodes; the dead one is skipped (connect error → next node).
+    let mut nodes = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let r = post_json(&url, &token, &chat("m", "hi")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        nodes.insert(a.usage(r.header("x-request-id").unwrap()).await.node);
+    }
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+
+    // SSE passes unbuffered: the first chunks arrive while the upstream is still silent.
+    mock.plan(Plan { chunks: 5, hang_after: Some(2), ..Plan::default() });
+    let client = awc::Client::builder().disable_timeout().finish();
+    let mut res = client
+        .post(&url)
+        .bearer_auth(&token)
+        .send_json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while sse_data(&seen).len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), res.next()).await.expect("nginx buffered the stream");
+        seen.extend_from_slice(&chunk.unwrap().unwrap());
+    }
+    drop(res);
+
+    // nginx's own 413, in the OpenAI shape.
+    let big = vec![b'x'; 11 * 1024 * 1024];
+    let auth = format!("Bearer {token}");
+    let r = send("POST", &url, &[("authorization", &auth), ("content-type", "application/json")], big).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"]["code"], "request_too_large", "{}", r.text());
+
+    // Every node gone: nginx's 502, in the OpenAI shape.
+    a.stop().await;
+    b.stop().await;
+    let r = post_json(&url, &token, &chat("m", "hi")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_error");
+    assert!(!r.text().contains("<html"), "{}", r.text());
+}

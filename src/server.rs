@@ -120,7 +120,7 @@ impl Application {
             ));
             tasks.spawn(accounting::ledger::run_sweeper(
                 Arc::clone(&shared),
-                crate::proxy::limits::NODES_KEY.to_owned(),
+                crate::shared::NODES_KEY.to_owned(),
                 heartbeat,
                 cancel.child_token(),
             ));
@@ -147,6 +147,20 @@ impl Application {
 
         let allowlist = Arc::new(settings.security.endpoint_allowlist.clone());
         let limiter = Arc::new(crate::proxy::limits::Limiter::new(Arc::clone(&shared), node_id, heartbeat));
+        let retries = Arc::new(crate::proxy::RetryBudget::new(
+            settings.upstream.retry_budget_percent,
+            settings.upstream.retry_budget_min,
+        ));
+        limiter.describe(
+            serde_json::json!({
+                "node": node,
+                "address": format!("{}:{port}", settings.server.host),
+                "version": env!("CARGO_PKG_VERSION"),
+                "started_at": crate::types::now_ms(),
+                "shared_state": shared.kind(),
+            }),
+            Arc::clone(&retries),
+        );
         {
             let limiter = Arc::clone(&limiter);
             let token = cancel.child_token();
@@ -163,15 +177,13 @@ impl Application {
             latency: Arc::default(),
             embeddings: Arc::default(),
             failing: Arc::default(),
-            retries: Arc::new(crate::proxy::RetryBudget::new(
-                settings.upstream.retry_budget_percent,
-                settings.upstream.retry_budget_min,
-            )),
+            retries,
             limiter,
             quotas: Arc::new(crate::accounting::quota::Quotas::new(store.clone(), Arc::clone(&shared))),
             endpoint_allowlist: Arc::clone(&allowlist),
         });
-        let admin_state = web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone()));
+        let admin_state =
+            web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone(), Arc::clone(&shared)));
         let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
         let workers = if settings.server.workers == 0 {

@@ -27,12 +27,14 @@ pub struct AdminState {
     pub catalog: Arc<Catalog>,
     /// Every write.
     pub control: Control,
+    /// The node registry.
+    pub shared: Arc<dyn crate::shared::SharedState>,
 }
 
 impl AdminState {
-    /// The admin plane over `catalog` and `control`.
-    pub fn new(catalog: Arc<Catalog>, control: Control) -> Self {
-        Self { catalog, control }
+    /// The admin plane over `catalog`, `control` and the shared state's node registry.
+    pub fn new(catalog: Arc<Catalog>, control: Control, shared: Arc<dyn crate::shared::SharedState>) -> Self {
+        Self { catalog, control, shared }
     }
 }
 

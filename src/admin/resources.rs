@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/prices", web::put().to(put_price))
         .route("/prices/{model}", web::get().to(get_price))
         .route("/prices/{model}", web::delete().to(delete_price))
+        .route("/cluster", web::get().to(cluster))
         .route("/usage", web::get().to(usage))
         .route("/usage.csv", web::get().to(usage_csv));
 }
@@ -361,4 +362,21 @@ async fn delete_object(s: web::Data<AdminState>, _: Admin, path: web::Path<(Stri
     let (user, k, name) = path.into_inner();
     s.control.delete_user_object(&user, kind(&k)?, &name).await.map_err(control_error)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /admin/api/cluster`: the live nodes (those heartbeating), with what each announces.
+async fn cluster(s: web::Data<AdminState>, _: Admin) -> Reply {
+    let ids = s.shared.slot_holders(crate::shared::NODES_KEY).await.map_err(|e| {
+        tracing::warn!(error = %e, "Node registry unreachable.");
+        ApiError::unavailable()
+    })?;
+    let mut nodes = Vec::with_capacity(ids.len());
+    for id in ids {
+        let info = s.shared.kv_get(&crate::shared::node_info_key(&id)).await.ok().flatten();
+        let info: serde_json::Value =
+            info.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(|| json!({"id": id}));
+        nodes.push(info);
+    }
+    nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(HttpResponse::Ok().json(json!({"nodes": nodes, "shared_state": s.shared.kind()})))
 }

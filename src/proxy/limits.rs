@@ -16,12 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::Settle;
 use crate::catalog::TokenEntry;
 use crate::error::{ApiError, Code};
-use crate::shared::{MemoryShared, SharedState, WindowCheck};
+use crate::shared::{MemoryShared, NODES_KEY, SharedState, WindowCheck, node_info_key};
 use crate::store::TierRow;
 
 const MINUTE_MS: u64 = 60_000;
-/// The node registry: a slot key every node holds a lease on while it lives.
-pub const NODES_KEY: &str = "nodes:live";
 
 /// Enforces limits against the shared store, or per-node shares when it is unreachable.
 pub struct Limiter {
@@ -30,6 +28,7 @@ pub struct Limiter {
     nodes: AtomicU64,
     node_id: String,
     heartbeat: Duration,
+    info: std::sync::Mutex<Option<(serde_json::Value, Arc<crate::proxy::RetryBudget>)>>,
 }
 
 /// What an admitted request holds until its record is written.
@@ -45,7 +44,22 @@ impl Limiter {
     /// A limiter on `shared`; `node_id` names this process in the node registry, which it
     /// renews every `heartbeat` (a lease of three heartbeats).
     pub fn new(shared: Arc<dyn SharedState>, node_id: String, heartbeat: Duration) -> Self {
-        Self { shared, local: Arc::new(MemoryShared::new()), nodes: AtomicU64::new(1), node_id, heartbeat }
+        Self {
+            shared,
+            local: Arc::new(MemoryShared::new()),
+            nodes: AtomicU64::new(1),
+            node_id,
+            heartbeat,
+            info: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// What the heartbeat publishes about this node besides its id (address, version, start
+    /// time), and where its in-flight count comes from.
+    pub fn describe(&self, info: serde_json::Value, in_flight: Arc<crate::proxy::RetryBudget>) {
+        if let Ok(mut i) = self.info.lock() {
+            *i = Some((info, in_flight));
+        }
     }
 
     /// Live nodes last counted (at least 1).
@@ -61,10 +75,18 @@ impl Limiter {
             tokio::select! {
                 () = cancel.cancelled() => {
                     let _ = self.shared.slot_release(NODES_KEY, &self.node_id).await;
+                    let _ = self.shared.kv_delete(&node_info_key(&self.node_id)).await;
                     return;
                 }
                 _ = tick.tick() => {
                     let beat = self.shared.slot_acquire(NODES_KEY, &self.node_id, u64::MAX, lease).await;
+                    let info = self.info.lock().ok().and_then(|i| i.clone());
+                    if let Some((mut info, budget)) = info {
+                        info["id"] = serde_json::json!(self.node_id);
+                        info["in_flight"] = serde_json::json!(budget.in_flight());
+                        info["seen_at"] = serde_json::json!(crate::types::now_ms());
+                        let _ = self.shared.kv_set(&node_info_key(&self.node_id), info.to_string().as_bytes(), lease).await;
+                    }
                     match (beat, self.shared.slot_count(NODES_KEY).await) {
                         (Ok(_), Ok(n)) => self.nodes.store(n.max(1), Ordering::Relaxed),
                         (Err(e), _) | (_, Err(e)) => {

@@ -109,6 +109,11 @@ impl RetryBudget {
             .map(|_| BudgetHold(&self.retrying))
     }
 
+    /// Requests in flight now (past admission, at the upstream stage).
+    pub fn in_flight(&self) -> usize {
+        self.active.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Failover attempts in flight now.
     pub fn retrying(&self) -> usize {
         self.retrying.load(std::sync::atomic::Ordering::Acquire)

@@ -22,6 +22,14 @@ use tokio_util::sync::CancellationToken;
 pub use self::memory::MemoryShared;
 pub use self::redis::RedisShared;
 
+/// The node registry: a slot key every node holds a lease on while it lives.
+pub const NODES_KEY: &str = "nodes:live";
+
+/// The registry entry of a node: address, version, start time, in-flight count.
+pub fn node_info_key(node_id: &str) -> String {
+    format!("nodes:info:{node_id}")
+}
+
 /// A shared-state operation failed (Redis unreachable, timed out, or answered nonsense).
 #[derive(Debug, thiserror::Error)]
 #[error("shared state unavailable: {0}")]

@@ -78,6 +78,7 @@ async fn s4_every_admin_route_refuses_every_non_admin_credential() {
         ("GET", "/admin/api/prices/m", None),
         ("DELETE", "/admin/api/prices/m", None),
         ("GET", "/admin/api/usage", None),
+        ("GET", "/admin/api/cluster", None),
         ("GET", "/admin/api/usage.csv", None),
     ];
     let mut checked = 0;

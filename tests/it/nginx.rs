@@ -132,6 +132,14 @@ async fn nginx_spreads_load_relays_streams_and_answers_in_the_openai_shape() {
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["code"], "request_too_large", "{}", r.text());
 
+    // The node registry lists both nodes, with what each announces.
+    let cluster = crate::support::get(&a.url("/admin/api/cluster"), &token).await.json();
+    let listed = cluster["nodes"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{cluster}");
+    let addresses: Vec<&str> = listed.iter().filter_map(|n| n["address"].as_str()).collect();
+    assert!(addresses.contains(&format!("127.0.0.1:{}", a.port).as_str()), "{cluster}");
+    assert!(listed.iter().all(|n| n["version"].is_string() && n["in_flight"].is_u64()), "{cluster}");
+
     // Every node gone: nginx's 502, in the OpenAI shape.
     a.stop().await;
     b.stop().await;

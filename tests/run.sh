@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with only Rust installed:
 # installs what is missing, starts throwaway PostgreSQL, MariaDB and Redis on loopback in a
-# temporary directory, runs fmt, clippy and every test, and stops everything, also on failure.
+# temporary directory, runs fmt, clippy, every test and the deploy/ checks, and stops everything,
+# also on failure.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -35,6 +36,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
   as_root apt-get update -qq
@@ -88,3 +91,5 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "cargo test"
 cargo test --workspace --all-targets -- --test-threads=4
+log "deploy checks"
+bash deploy/check.sh

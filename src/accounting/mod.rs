@@ -69,30 +69,14 @@ impl Accounting {
             accounting: self.clone(),
             started: Instant::now(),
             first_byte_ms: None,
-            row: Some(UsageRow {
-                request_id: start.request_id.to_string(),
-                created_at: now_ms(),
-                node: self.node.to_string(),
-                user_id: Some(start.user_id),
-                token_id: Some(start.token_id),
-                route: start.route,
-                provider: None,
-                model: None,
-                status: 499,
-                outcome: "client_disconnected".into(),
-                stream: start.stream,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                cached_tokens: 0,
-                estimated: true,
-                cost_usd: 0.0,
-                latency_ms: 0,
-                ttft_ms: None,
-                cache_hit: false,
-                routing: None,
-                usage_source: "estimated".into(),
-                partial: false,
-            }),
+            row: Some(blank_row(
+                start.request_id.to_string(),
+                self.node.to_string(),
+                Some(start.user_id),
+                Some(start.token_id),
+                start.route,
+                start.stream,
+            )),
             cost: None,
             spend: None,
             settle: Vec::new(),
@@ -184,22 +168,37 @@ impl Progress {
 /// Runs settlement work for a request that will not run after all: as if it used nothing, so
 /// reservations and charges are given back and slots released.
 pub fn cancel(settle: Settle) {
-    settle(&UsageRow {
-        request_id: String::new(),
+    let mut row = blank_row(String::new(), String::new(), None, None, String::new(), false);
+    row.status = 0;
+    row.outcome = "cancelled".into();
+    settle(&row);
+}
+
+/// A record as opened: nothing known yet but who asked for what; a 499 until finished.
+fn blank_row(
+    request_id: String,
+    node: String,
+    user_id: Option<i64>,
+    token_id: Option<i64>,
+    route: String,
+    stream: bool,
+) -> UsageRow {
+    UsageRow {
+        request_id,
         created_at: now_ms(),
-        node: String::new(),
-        user_id: None,
-        token_id: None,
-        route: String::new(),
+        node,
+        user_id,
+        token_id,
+        route,
         provider: None,
         model: None,
-        status: 0,
-        outcome: "cancelled".into(),
-        stream: false,
+        status: 499,
+        outcome: "client_disconnected".into(),
+        stream,
         prompt_tokens: 0,
         completion_tokens: 0,
         cached_tokens: 0,
-        estimated: false,
+        estimated: true,
         cost_usd: 0.0,
         latency_ms: 0,
         ttft_ms: None,
@@ -207,7 +206,7 @@ pub fn cancel(settle: Settle) {
         routing: None,
         usage_source: "estimated".into(),
         partial: false,
-    });
+    }
 }
 
 /// The open usage record of one request; see the module docs.

@@ -53,6 +53,11 @@ fn problems(settings: &Settings) -> Result<(), ControlError> {
     Err(invalid(lines.join("; ")))
 }
 
+/// The provider specs among a user's objects.
+fn provider_specs(objects: &[UserObjectRow]) -> Vec<ProviderConfig> {
+    objects.iter().filter(|o| o.kind == "provider").filter_map(|o| serde_json::from_str(&o.spec).ok()).collect()
+}
+
 /// The object as shown: its spec, and for providers whether a key is stored (never the key).
 fn shown(o: &UserObjectRow) -> Value {
     let spec: Value = serde_json::from_str(&o.spec).unwrap_or(Value::Null);
@@ -163,12 +168,8 @@ impl Control {
             return Err(invalid("user rotations use `weighted`, `priority` or `least_busy`"));
         }
         // Entries name the user's own providers.
-        let providers: Vec<ProviderConfig> = store::list_user_objects(self.store.conn(), Some(user_id))
-            .await?
-            .into_iter()
-            .filter(|o| o.kind == "provider")
-            .filter_map(|o| serde_json::from_str(&o.spec).ok())
-            .collect();
+        let objects = store::list_user_objects(self.store.conn(), Some(user_id)).await?;
+        let providers = provider_specs(&objects);
         problems(&Settings { providers, rotations: vec![cfg], ..Settings::default() })?;
         Ok(UserObjectRow {
             user_id,
@@ -191,11 +192,7 @@ impl Control {
         // The routes it names: the user's own must exist; global ones are checked when used (an
         // unavailable candidate is skipped); no autoselect may name another.
         let objects = store::list_user_objects(self.store.conn(), Some(user_id)).await?;
-        let providers: Vec<ProviderConfig> = objects
-            .iter()
-            .filter(|o| o.kind == "provider")
-            .filter_map(|o| serde_json::from_str(&o.spec).ok())
-            .collect();
+        let providers = provider_specs(&objects);
         let has_rotation = |n: &str| objects.iter().any(|o| o.kind == "rotation" && o.name == n);
         let check_route = |field: &str, route: &str| -> Result<(), ControlError> {
             match RouteRef::parse(route) {

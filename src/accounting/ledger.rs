@@ -2,11 +2,13 @@
 //!
 //! - Before a request reaches an upstream, its record so far is written to the node's "started"
 //!   entries in the shared state ([`crate::accounting::UsageGuard::started`]).
-//! - A finished record moves into the ledger stream (a Redis Stream) and its started entry goes,
-//!   in one atomic step (the writer, with [`super::writer::Sink::Ledger`]).
+//! - Finished records are written to the database in batches, idempotently by request id, and
+//!   then their started entries go (the writer, with [`super::writer::Sink::Ledger`]). When the
+//!   database is unreachable they move into the ledger stream (a Redis Stream) instead, together
+//!   with the removal of their started entries, in one atomic step.
 //! - Every node runs a reader in one consumer group: it writes stream entries to the database in
-//!   batches, idempotently by request id, and acknowledges them only then. Entries a dead node
-//!   read but never acknowledged are claimed by the others.
+//!   batches, idempotently, and acknowledges them only then. Entries a dead node read but never
+//!   acknowledged are claimed by the others.
 //! - The orphan sweeper finalises the started entries of nodes whose heartbeat expired: each
 //!   becomes a record (`outcome = node_lost`, estimated, partial) in the stream. A record that
 //!   arrives later for the same request is ignored by the database.

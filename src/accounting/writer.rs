@@ -16,8 +16,9 @@ use crate::telemetry::Metrics;
 pub enum Sink {
     /// Straight into the database (embedded mode).
     Store(Store),
-    /// Into the shared ledger stream (cluster mode), which every node's reader writes to the
-    /// database; when the stream cannot be reached, straight into the database.
+    /// Cluster mode: into the database, clearing the requests' started entries in the ledger;
+    /// when the database is unreachable, into the ledger stream, which every node's reader
+    /// writes to the database once it is back.
     Ledger {
         /// The shared state holding the stream.
         shared: Arc<dyn SharedState>,
@@ -110,18 +111,28 @@ async fn write(sink: &Sink, batch: &[UsageRow], metrics: &Metrics) -> Result<(),
     match sink {
         Sink::Store(store) => write_store(store, batch, metrics).await?,
         Sink::Ledger { shared, node_id, store } => {
-            let pairs: Vec<(String, String)> =
-                batch.iter().filter_map(|r| serde_json::to_string(r).ok().map(|j| (r.request_id.clone(), j))).collect();
-            match shared.ledger_finish(node_id, &pairs).await {
+            // The database first: a record there is safe whatever happens to Redis. Then the
+            // started entries go. When the database is unreachable, the records wait in the
+            // ledger stream (durable in Redis) for any node's reader to write them later.
+            match write_store(store, batch, metrics).await {
                 Ok(()) => {
+                    let ids: Vec<String> = batch.iter().map(|r| r.request_id.clone()).collect();
+                    if let Err(e) = shared.ledger_forget(node_id, &ids).await {
+                        // Harmless: the sweeper's later records for these ids are ignored.
+                        tracing::debug!(error = %e, "Started usage entries not cleared.");
+                    }
+                }
+                Err(db) => {
+                    let pairs: Vec<(String, String)> = batch
+                        .iter()
+                        .filter_map(|r| serde_json::to_string(r).ok().map(|j| (r.request_id.clone(), j)))
+                        .collect();
+                    shared.ledger_finish(node_id, &pairs).await.map_err(|e| {
+                        tracing::warn!(error = %e, "Neither the database nor the ledger stream is reachable.");
+                        db
+                    })?;
                     let n = u64::try_from(batch.len()).unwrap_or(0);
                     metrics.usage_records.with_label_values(&["streamed"]).inc_by(n);
-                }
-                Err(e) => {
-                    // Idempotent by request id: if the sweeper later finalises these requests'
-                    // started entries, those records are ignored.
-                    tracing::warn!(error = %e, "Ledger stream unreachable; writing usage records to the database directly.");
-                    write_store(store, batch, metrics).await?;
                 }
             }
         }

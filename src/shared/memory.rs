@@ -285,6 +285,19 @@ impl SharedState for MemoryShared {
         })
     }
 
+    async fn ledger_forget(&self, node: &str, request_ids: &[String]) -> Result<(), SharedError> {
+        self.with(|m| {
+            if let Some(h) = m.started.get_mut(node) {
+                for rid in request_ids {
+                    h.remove(rid);
+                }
+            }
+            if m.started.get(node).is_some_and(HashMap::is_empty) {
+                m.started.remove(node);
+            }
+        })
+    }
+
     async fn ledger_ack(&self, ids: &[String]) -> Result<(), SharedError> {
         self.with(|m| {
             for id in ids.iter().filter_map(|i| i.parse::<u64>().ok()) {

@@ -128,6 +128,9 @@ pub trait SharedState: Send + Sync + 'static {
     /// drops their started entries, atomically.
     async fn ledger_finish(&self, node: &str, records: &[(String, String)]) -> Result<(), SharedError>;
 
+    /// Drops the started entries of requests whose records are in the database already.
+    async fn ledger_forget(&self, node: &str, request_ids: &[String]) -> Result<(), SharedError>;
+
     /// Reads up to `count` records for `consumer` of the ledger's consumer group: first those
     /// another consumer took more than `stale_ms` ago without acknowledging (a dead node's),
     /// then new ones. Returns (entry id, record JSON).

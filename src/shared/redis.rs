@@ -349,6 +349,21 @@ impl SharedState for RedisShared {
         Ok(out)
     }
 
+    async fn ledger_forget(&self, node: &str, request_ids: &[String]) -> Result<(), SharedError> {
+        if request_ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let started = self.keys.ledger_started(node);
+        let mut pipe = redis::pipe();
+        pipe.hdel(&started, request_ids).ignore().hlen(&started);
+        let (left,): (i64,) = self.timed(pipe.query_async(&mut conn)).await?;
+        if left == 0 {
+            let _: i64 = self.timed(conn.srem(self.keys.ledger_nodes(), node)).await?;
+        }
+        Ok(())
+    }
+
     async fn ledger_ack(&self, ids: &[String]) -> Result<(), SharedError> {
         if ids.is_empty() {
             return Ok(());

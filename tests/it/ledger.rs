@@ -112,3 +112,38 @@ async fn f9_sigkill_mid_load_loses_no_usage_record() {
     assert!(lost >= 24, "the 24 requests in flight were finalised as node_lost ({lost})");
     app.stop().await;
 }
+
+/// F7 in single-node form: Redis dies under a cluster node; requests keep flowing (limits fall
+/// back to the node's share, the ledger to direct database writes), and every request still gets
+/// exactly one usage record.
+#[actix_web::test]
+async fn f7_requests_keep_flowing_and_are_recorded_without_redis() {
+    let mock = MockUpstream::start(2);
+    let mut redis = crate::limits::PrivateRedis::start();
+    let db = fresh_database(&service_url("SWITCHYARD_TEST_PG_URL")).await;
+    let (base, url) = (mock.base(), redis.url.clone());
+    let app = TestApp::spawn(move |s| {
+        s.database.url = Secret::new(db);
+        s.redis.url = Some(Secret::new(url));
+        s.cluster.heartbeat_interval_ms = 200;
+        s.providers.push(openai_provider("a", &base, &["m"]));
+    })
+    .await;
+    let chat_url = app.url("/v1/chat/completions");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        if i == 5 {
+            redis.kill();
+        }
+        let r = post_json(&chat_url, &app.admin_token, &chat("m", "hi")).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        ids.push(r.header("x-request-id").unwrap().to_owned());
+    }
+    let store = app.store().await;
+    for id in &ids {
+        let rec = app.usage(id).await;
+        assert_eq!((rec.status, rec.outcome.as_str()), (200, "ok"), "{id}");
+    }
+    assert_eq!(switchyard::store::count_usage(store.conn()).await.unwrap(), 20);
+    app.stop().await;
+}

@@ -135,15 +135,15 @@ async fn tier_concurrency_limits_requests_in_flight_per_user() {
     app.stop().await;
 }
 
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     _dir: tempfile::TempDir,
 }
 
 impl PrivateRedis {
     /// A redis-server of its own (tests/run.sh installs the binary), so it can be killed.
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
@@ -162,7 +162,7 @@ impl PrivateRedis {
         Self { child, url: format!("redis://127.0.0.1:{port}/0"), _dir: dir }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -294,6 +294,10 @@ mod p6 {
         async fn ledger_read(&self, c: &str, n: usize, s: u64) -> Result<Vec<(String, String)>, SharedError> {
             self.up()?;
             self.inner.ledger_read(c, n, s).await
+        }
+        async fn ledger_forget(&self, n: &str, r: &[String]) -> Result<(), SharedError> {
+            self.up()?;
+            self.inner.ledger_forget(n, r).await
         }
         async fn ledger_ack(&self, i: &[String]) -> Result<(), SharedError> {
             self.up()?;

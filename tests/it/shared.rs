@@ -132,6 +132,9 @@ async fn contract(s: Arc<dyn SharedState>) {
     s.ledger_finish("n1", &[("r2".into(), "final-2".into())]).await.unwrap();
     assert!(s.ledger_orphans(&[], 100).await.unwrap().is_empty());
     assert_eq!(s.ledger_read("c1", 10, 60_000).await.unwrap().len(), 1);
+    s.ledger_start("n2", "r3", "{}").await.unwrap();
+    s.ledger_forget("n2", &["r3".into()]).await.unwrap();
+    assert!(s.ledger_orphans(&[], 100).await.unwrap().is_empty(), "a forgotten entry is no orphan");
     s.slot_acquire("reg", "node-a", u64::MAX, 10_000).await.unwrap();
     assert_eq!(s.slot_holders("reg").await.unwrap(), vec!["node-a".to_owned()]);
 

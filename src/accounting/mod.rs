@@ -248,10 +248,10 @@ impl UsageGuard {
     /// upstream call. A failure is logged: the request still gets its record on this node.
     pub async fn started(&mut self) {
         let Some((shared, node_id)) = &self.accounting.ledger else { return };
-        let Some(row) = &self.row else { return };
-        let mut snapshot = row.clone();
-        snapshot.prompt_tokens = crate::store::to_i64(self.progress.estimated_prompt);
-        let Ok(json) = serde_json::to_string(&snapshot) else { return };
+        let Some(row) = &mut self.row else { return };
+        // The estimate is what a swept record bills; `write` sets the final counts anyway.
+        row.prompt_tokens = crate::store::to_i64(self.progress.estimated_prompt);
+        let Ok(json) = serde_json::to_string(&*row) else { return };
         if let Err(e) = shared.ledger_start(node_id, &row.request_id, &json).await {
             self.accounting.metrics.usage_records.with_label_values(&["unstarted"]).inc();
             tracing::warn!(error = %e, "Could not write a started usage entry; the record depends on this node.");

@@ -22,6 +22,8 @@ pub struct OpsState {
     pub shared: Arc<dyn SharedState>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The node's graceful shutdown: a draining node is not ready.
+    pub drain: crate::types::Drain,
 }
 
 /// Registers the ops routes.
@@ -30,6 +32,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn ready(state: web::Data<OpsState>) -> HttpResponse {
+    if state.drain.draining.is_cancelled() {
+        return HttpResponse::ServiceUnavailable().json(json!({"draining": true}));
+    }
     let db = state.store.ping().await;
     let shared = state.shared.ping().await;
     let body = json!({

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{Server, ServerHandle, Service as _, ServiceResponse};
+use actix_web::http::ConnectionType;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{App, HttpMessage as _, HttpResponse, HttpServer, ResponseError as _, web};
 use futures_util::FutureExt as _;
@@ -49,6 +50,8 @@ pub struct Application {
     cancel: CancellationToken,
     tasks: TaskTracker,
     store: Store,
+    drain: crate::types::Drain,
+    shutdown_timeout: Duration,
     /// What the first start created, to print once.
     pub bootstrap: Option<Bootstrap>,
 }
@@ -107,6 +110,7 @@ impl Application {
         let heartbeat = Duration::from_millis(settings.cluster.heartbeat_interval_ms.max(50));
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let drain = crate::types::Drain::default();
         if cluster {
             tasks.spawn(accounting::ledger::run_reader(
                 Arc::clone(&shared),
@@ -181,22 +185,30 @@ impl Application {
             limiter,
             quotas: Arc::new(crate::accounting::quota::Quotas::new(store.clone(), Arc::clone(&shared))),
             endpoint_allowlist: Arc::clone(&allowlist),
+            drain: drain.clone(),
         });
         let admin_state =
             web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone(), Arc::clone(&shared)));
-        let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics });
+        let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics, drain: drain.clone() });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
+        let pool_idle = Duration::from_millis(settings.upstream.pool_idle_timeout_ms);
         let workers = if settings.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
             settings.server.workers
         };
 
+        let drain_for_app = drain.clone();
         let server = HttpServer::new(move || {
+            let drain_mw = drain_for_app.clone();
             App::new()
                 .app_data(web::Data::new(UpstreamClient {
-                    open: crate::upstream::client::build_client(connect_timeout),
-                    guarded: crate::upstream::client::build_guarded_client(connect_timeout, Arc::clone(&allowlist)),
+                    open: crate::upstream::client::build_client(connect_timeout, pool_idle),
+                    guarded: crate::upstream::client::build_guarded_client(
+                        connect_timeout,
+                        pool_idle,
+                        Arc::clone(&allowlist),
+                    ),
                 }))
                 .app_data(proxy_state.clone())
                 .app_data(ops_state.clone())
@@ -209,8 +221,9 @@ impl Application {
                     web::QueryConfig::default()
                         .error_handler(|e, _| ApiError::new(Code::InvalidRequest, e.to_string()).into()),
                 )
-                .wrap_fn(|req, srv| {
+                .wrap_fn(move |req, srv| {
                     let id = RequestId::new();
+                    let draining = drain_mw.draining.is_cancelled();
                     req.extensions_mut().insert(id);
                     let fut = srv.call(req);
                     async move {
@@ -225,6 +238,11 @@ impl Application {
                             }
                         };
                         let mut res = json_errors(res);
+                        if draining {
+                            // A draining node closes each connection after its answer, so
+                            // nginx's kept-alive connections move to the other nodes.
+                            res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
+                        }
                         if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
                             res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
                         }
@@ -237,12 +255,16 @@ impl Application {
                 .default_service(web::to(|| async { ApiError::new(Code::NotFound, "No such path.").error_response() }))
         })
         .workers(workers)
+        // The node handles SIGTERM/SIGINT itself (`run_until_stopped`): actix's own handling
+        // would cut streams silently at the deadline, and forces on SIGINT.
+        .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .listen(listener)
         .map_err(other)?
         .run();
         tracing::info!(port, workers, shared = settings.redis.url.is_some(), "Switchyard node listening.");
-        Ok(Self { server, port, cancel, tasks, store, bootstrap })
+        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        Ok(Self { server, port, cancel, tasks, store, drain, shutdown_timeout, bootstrap })
     }
 
     /// The bound port.
@@ -258,7 +280,9 @@ impl Application {
     /// Serves until a stop signal (SIGTERM or SIGINT drain gracefully), then stops background
     /// tasks and writes every queued usage record.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let signals = tokio::spawn(drain_on_signal(self.server.handle(), self.drain.clone(), self.shutdown_timeout));
         let result = self.server.await;
+        signals.abort();
         tracing::info!("HTTP server stopped; flushing usage.");
         self.cancel.cancel();
         self.tasks.close();
@@ -266,6 +290,41 @@ impl Application {
         self.store.close().await;
         result
     }
+}
+
+/// The first SIGTERM or SIGINT starts a graceful stop: the node stops accepting connections (so
+/// nginx moves on to the other nodes) and turns unready, in-flight requests and streams get
+/// `timeout` to finish, and streams still open shortly before it ends get an error event and a
+/// partial usage record. A second signal stops at once.
+async fn drain_on_signal(handle: ServerHandle, drain: crate::types::Drain, timeout: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "Cannot listen for stop signals; a signal will stop the node at once.");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!(timeout_secs = timeout.as_secs(), "Stop signal: draining in-flight requests and streams.");
+    drain.draining.cancel();
+    // The streams are cut a little before actix's own deadline, so their last events leave.
+    let margin = (timeout / 10).clamp(Duration::from_millis(250), Duration::from_secs(2)).min(timeout);
+    let cut = drain.cut.clone();
+    let cutter = tokio::spawn(async move {
+        tokio::time::sleep(timeout.saturating_sub(margin)).await;
+        tracing::warn!("Drain deadline near: streams still open end now with an error event.");
+        cut.cancel();
+    });
+    tokio::select! {
+        () = handle.stop(true) => {}
+        _ = term.recv() => handle.stop(false).await,
+        _ = int.recv() => handle.stop(false).await,
+    }
+    cutter.abort();
 }
 
 /// The error-shape net: any error response that is not JSON (actix's own 404/405/400 texts,

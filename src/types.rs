@@ -246,6 +246,18 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A node's graceful shutdown, as request handlers see it: `draining` once the stop signal came
+/// (readiness turns 503, so balancers and Kubernetes stop sending), `cut` when the shutdown
+/// deadline is near (streams still open end with an error event and a partial usage record,
+/// never a silent cut).
+#[derive(Clone, Debug, Default)]
+pub struct Drain {
+    /// Set when the stop signal arrives.
+    pub draining: tokio_util::sync::CancellationToken,
+    /// Set just before `server.shutdown_timeout_secs` runs out.
+    pub cut: tokio_util::sync::CancellationToken,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

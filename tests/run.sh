@@ -90,6 +90,10 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "cargo test"
-cargo test --workspace --all-targets -- --test-threads=4
+cargo test --workspace --all-targets -- --test-threads=4 --skip cluster::
+# The cluster suite (three nodes behind nginx, TESTPLAN L1, L2, F1, F7–F13) loads the machine:
+# it runs alone, one test at a time. SWITCHYARD_SOAK=1 runs its longer soak forms.
+log "cargo test: cluster suite"
+cargo test --test it cluster:: -- --test-threads=1
 log "deploy checks"
 bash deploy/check.sh

@@ -26,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/tiers/{name}", web::put().to(put_tier))
         .route("/tiers/{name}", web::delete().to(delete_tier))
         .route("/tokens", web::post().to(create_token))
+        .route("/tokens/{id}", web::patch().to(update_token))
         .route("/tokens/{id}", web::delete().to(revoke_token))
         .route("/prices", web::get().to(list_prices))
         .route("/prices", web::put().to(put_price))
@@ -207,6 +208,52 @@ async fn create_token(s: web::Data<AdminState>, _: Admin, body: web::Json<TokenB
     let req = b.into_request(&user)?;
     let (raw, row) = s.control.create_token(req).await.map_err(control_error)?;
     Ok(HttpResponse::Created().json(json!({"token": raw, "id": row.id})))
+}
+
+/// `PATCH /admin/api/tokens/{id}`: `routes`, `rpm`, `tpm`, `quota_usd`, `expires_at` (RFC 3339);
+/// a field left out stays, `null` clears it.
+async fn update_token(
+    s: web::Data<AdminState>,
+    _: Admin,
+    id: web::Path<i64>,
+    body: web::Json<serde_json::Map<String, serde_json::Value>>,
+) -> Reply {
+    let body = body.into_inner();
+    if let Some(k) = body.keys().find(|k| !["routes", "rpm", "tpm", "quota_usd", "expires_at"].contains(&k.as_str())) {
+        return Err(ApiError::invalid(k, format!("unknown field `{k}`")));
+    }
+    let expires_at = match patch_field::<String>(&body, "expires_at")? {
+        Some(Some(t)) => Some(Some(
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map_err(|_| ApiError::invalid("expires_at", "expires_at must be RFC 3339, e.g. 2027-01-01T00:00:00Z"))?
+                .timestamp_millis(),
+        )),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let change = crate::store::TokenScopeChange {
+        routes: patch_field(&body, "routes")?,
+        rpm: patch_field(&body, "rpm")?,
+        tpm: patch_field(&body, "tpm")?,
+        quota_usd: patch_field(&body, "quota_usd")?,
+        expires_at,
+    };
+    let row = s.control.update_token(*id, &change).await.map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(json!({"token": row})))
+}
+
+/// A PATCH field: absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
+fn patch_field<T: serde::de::DeserializeOwned>(
+    body: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<Option<T>>, ApiError> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(|v| Some(Some(v)))
+            .map_err(|e| ApiError::invalid(key, format!("`{key}`: {e}"))),
+    }
 }
 
 async fn revoke_token(s: web::Data<AdminState>, _: Admin, id: web::Path<i64>) -> Reply {

@@ -378,6 +378,17 @@ impl Catalog {
         out.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
     }
 
+    /// Whether the database holds another catalog version than the snapshot.
+    async fn database_differs(&self) -> bool {
+        match store::catalog_version(self.store.conn()).await {
+            Ok(v) => v != self.snapshot().version,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read the catalog version.");
+                false
+            }
+        }
+    }
+
     /// Keeps the catalog current until `cancel` fires.
     pub async fn run(&self, cancel: CancellationToken) {
         let mut announced = self.shared.catalog_versions();
@@ -388,13 +399,12 @@ impl Catalog {
             let stale = tokio::select! {
                 () = cancel.cancelled() => return,
                 changed = announced.changed(), if listening => match changed {
-                    Ok(()) => *announced.borrow_and_update() > self.snapshot().version,
+                    // A newer announced version; or a notice without one (the shared state
+                    // reconnected and may have missed announcements): ask the database.
+                    Ok(()) => *announced.borrow_and_update() > self.snapshot().version || self.database_differs().await,
                     Err(_) => { listening = false; false }
                 },
-                _ = tick.tick() => match store::catalog_version(self.store.conn()).await {
-                    Ok(v) => v != self.snapshot().version,
-                    Err(e) => { tracing::warn!(error = %e, "Cannot read the catalog version."); false }
-                },
+                _ = tick.tick() => self.database_differs().await,
             };
             if stale && let Err(e) = self.reload().await {
                 tracing::warn!(error = %e, "Catalog reload failed; serving the previous one.");

@@ -59,6 +59,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     }
     for (name, v) in [
         ("connect_timeout_ms", s.upstream.connect_timeout_ms),
+        ("pool_idle_timeout_ms", s.upstream.pool_idle_timeout_ms),
         ("first_byte_timeout_ms", s.upstream.first_byte_timeout_ms),
         ("idle_timeout_ms", s.upstream.idle_timeout_ms),
         ("total_timeout_ms", s.upstream.total_timeout_ms),

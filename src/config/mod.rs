@@ -121,6 +121,10 @@ impl Default for RedisSettings {
 pub struct UpstreamSettings {
     /// TCP (and TLS) connect.
     pub connect_timeout_ms: u64,
+    /// An idle pooled upstream connection is closed after this long. Below the common server
+    /// keep-alive timeouts (uvicorn/vLLM and actix: 5 s), so the gateway never sends a request
+    /// on a connection the upstream is closing at that moment (it would fail unanswered).
+    pub pool_idle_timeout_ms: u64,
     /// From sending the request to the response headers.
     pub first_byte_timeout_ms: u64,
     /// Longest silence between two body chunks.
@@ -144,6 +148,7 @@ impl Default for UpstreamSettings {
     fn default() -> Self {
         Self {
             connect_timeout_ms: 5_000,
+            pool_idle_timeout_ms: 4_000,
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 60_000,
             total_timeout_ms: 600_000,

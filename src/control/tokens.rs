@@ -93,18 +93,7 @@ impl Control {
         if req.name.is_empty() || req.name.chars().count() > 128 || req.name.chars().any(char::is_control) {
             return Err(ControlError::Invalid("token names need 1–128 printable characters".into()));
         }
-        if req.quota_usd.is_some_and(|q| !q.is_finite() || q < 0.0) {
-            return Err(ControlError::Invalid("the quota must be 0 or more".into()));
-        }
-        if req.rpm.is_some_and(|v| v < 0) || req.tpm.is_some_and(|v| v < 0) {
-            return Err(ControlError::Invalid("rpm and tpm must be 0 or more (0 allows nothing)".into()));
-        }
-        if let Some(routes) = &req.routes
-            && (routes.is_empty()
-                || routes.iter().any(|r| r.is_empty() || r.len() > 512 || r.chars().any(char::is_control)))
-        {
-            return Err(ControlError::Invalid("routes must be non-empty globs such as `provider/local/*`".into()));
-        }
+        validate_scope(req.quota_usd, req.rpm, req.tpm, req.routes.as_deref())?;
         let raw = match req.raw {
             Some(r) if is_well_formed_token(&r) => r,
             Some(_) => {
@@ -157,7 +146,46 @@ impl Control {
     }
 }
 
+/// The checks a token's scope passes at creation and on every change.
+fn validate_scope(
+    quota_usd: Option<f64>,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    routes: Option<&[String]>,
+) -> Result<(), ControlError> {
+    if quota_usd.is_some_and(|q| !q.is_finite() || q < 0.0) {
+        return Err(ControlError::Invalid("the quota must be 0 or more".into()));
+    }
+    if rpm.is_some_and(|v| v < 0) || tpm.is_some_and(|v| v < 0) {
+        return Err(ControlError::Invalid("rpm and tpm must be 0 or more (0 allows nothing)".into()));
+    }
+    if let Some(routes) = routes
+        && (routes.is_empty()
+            || routes.iter().any(|r| r.is_empty() || r.len() > 512 || r.chars().any(char::is_control)))
+    {
+        return Err(ControlError::Invalid("routes must be non-empty globs such as `provider/local/*`".into()));
+    }
+    Ok(())
+}
+
 impl Control {
+    /// Changes a token's routes, limits, quota or expiry, on every node. Its child tokens keep
+    /// their own scope, and every request through them is still checked against this one.
+    pub async fn update_token(&self, id: i64, change: &store::TokenScopeChange) -> Result<TokenRow, ControlError> {
+        validate_scope(
+            change.quota_usd.flatten(),
+            change.rpm.flatten(),
+            change.tpm.flatten(),
+            change.routes.as_ref().and_then(|r| r.as_deref()),
+        )?;
+        let row = store::update_token_scope(self.store.conn(), id, change).await.map_err(|e| match e {
+            StoreError::NotFound => ControlError::NotFound(format!("no token {id}")),
+            other => ControlError::Store(other),
+        })?;
+        self.changed().await?;
+        Ok(row)
+    }
+
     /// One token (for ownership checks).
     pub async fn get_token(&self, id: i64) -> Result<TokenRow, ControlError> {
         store::find_token(self.store.conn(), id).await?.ok_or_else(|| ControlError::NotFound(format!("no token {id}")))

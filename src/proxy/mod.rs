@@ -60,6 +60,8 @@ pub struct ProxyState {
     pub quotas: Arc<crate::accounting::quota::Quotas>,
     /// `host:port` pairs user endpoints may reach despite the SSRF guard.
     pub endpoint_allowlist: Arc<Vec<String>>,
+    /// The node's graceful shutdown.
+    pub drain: crate::types::Drain,
 }
 
 /// The retry budget of one node (Envoy's): failover attempts in flight may be at most

@@ -67,6 +67,10 @@ pub async fn run(
     let mut body = body::parse_object(raw)?;
     let checked = validate::check(op, &body)?;
     let snapshot = state.catalog.snapshot();
+    // A child token is held to its ancestors' scopes (which may have narrowed since it was
+    // minted) and spends their limits and quotas.
+    let ancestors = if caller.0.parent_id.is_some() { state.catalog.ancestors(&caller.0).await? } else { Vec::new() };
+    let may_use = |route: &str| caller.0.may_use(route) && ancestors.iter().all(|a| a.may_use(route));
     // The request's text, for the classifiers: built at most once, and only when one reads it.
     let mut text: Option<String> = None;
     let mut auto_reason = None;
@@ -83,7 +87,7 @@ pub async fn run(
     let mut selection_detail = None;
     let plan = match (&scope, auto) {
         (_, Some(a)) => {
-            if !caller.0.may_use(&a.route()) {
+            if !may_use(&a.route()) {
                 return Err(ApiError::new(
                     Code::PermissionDenied,
                     format!("This token may not use the route `{}`.", a.route()),
@@ -116,7 +120,7 @@ pub async fn run(
         (Scope::Owner, None) => snapshot.resolve_in(caller.0.user_id, &checked.model)?,
         (_, None) => snapshot.resolve(&checked.model)?,
     };
-    if !matches!(scope, Scope::Selection { .. }) && !caller.0.may_use(&plan.route) {
+    if !matches!(scope, Scope::Selection { .. }) && !may_use(&plan.route) {
         return Err(ApiError::new(
             Code::PermissionDenied,
             format!("This token may not use the route `{}`.", plan.route),
@@ -195,9 +199,6 @@ pub async fn run(
     let prompt_estimate = counted.unwrap_or_else(|| checked.prompt.estimate());
     let mut settles = Vec::new();
     if !matches!(scope, Scope::Selection { .. }) {
-        // A child token also spends its ancestors' limits and quotas.
-        let ancestors =
-            if caller.0.parent_id.is_some() { state.catalog.ancestors(&caller.0).await? } else { Vec::new() };
         let mut quotas = Vec::new();
         for t in std::iter::once(&caller.0).chain(ancestors.iter()) {
             if let Some(q) = t.quota_usd {
@@ -712,6 +713,7 @@ async fn dispatch_openai(
                 deadline,
                 max_line: up.max_sse_line_bytes,
                 strip_usage_only_chunk: strip_usage,
+                cut: state.drain.cut.clone(),
             },
             state.metrics.clone(),
             provider.to_owned(),

@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_line: usize,
     /// Drop the usage-only chunk the gateway asked for on the client's behalf.
     pub strip_usage_only_chunk: bool,
+    /// Fires when the node's shutdown deadline is near.
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 /// One relay in progress.
@@ -127,6 +129,13 @@ impl Relay {
             () = tokio::time::sleep_until(keepalive_at) => {
                 self.out.push_back(Bytes::from_static(b": keepalive\n\n"));
             }
+            () = self.limits.cut.cancelled() => {
+                self.end_with_error(
+                    Code::ServiceUnavailable,
+                    "The gateway node is shutting down and its drain deadline passed; retry the request.",
+                    "shutdown",
+                );
+            }
         }
     }
 
@@ -182,7 +191,9 @@ impl Relay {
         }
         let body = ApiError::new(code, message).body();
         self.out.push_back(encode_data(&body));
-        self.metrics.upstream_errors.with_label_values(&[&self.provider, "mid_stream"]).inc();
+        if outcome != "shutdown" {
+            self.metrics.upstream_errors.with_label_values(&[&self.provider, "mid_stream"]).inc();
+        }
         tracing::warn!(provider = %self.provider, outcome, "Stream ended early.");
         self.finish(200, outcome);
     }

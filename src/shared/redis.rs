@@ -17,6 +17,53 @@ use crate::types::now_ms;
 /// Every Redis call gives up after this long, so a hung Redis cannot hang a request.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// While Redis is unreachable, one call per this period (per node) tries it; the others fail at
+/// once (TESTPLAN F7: at most 2 reconnect attempts per second per node, and no request waits
+/// on a dead Redis).
+const RETRY_PERIOD_MS: i64 = 1_000;
+
+/// A circuit breaker over the connection: closed (0) or open until a time (ms since the epoch).
+#[derive(Default)]
+struct Breaker {
+    open_until: std::sync::atomic::AtomicI64,
+}
+
+impl Breaker {
+    /// Whether this call may try Redis.
+    fn admit(&self) -> Result<(), SharedError> {
+        use std::sync::atomic::Ordering;
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Ok(());
+        }
+        let now = now_ms();
+        // Past the period: the first caller probes, the others keep failing fast.
+        if now >= until
+            && self
+                .open_until
+                .compare_exchange(until, now + RETRY_PERIOD_MS, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        Err(SharedError("redis is unreachable; retrying shortly".into()))
+    }
+
+    fn failed(&self) {
+        use std::sync::atomic::Ordering;
+        if self.open_until.swap(now_ms() + RETRY_PERIOD_MS, Ordering::AcqRel) == 0 {
+            tracing::warn!("Redis unreachable; shared state falls back to node-local until it returns.");
+        }
+    }
+
+    fn succeeded(&self) {
+        use std::sync::atomic::Ordering;
+        if self.open_until.load(Ordering::Acquire) != 0 && self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!("Redis reachable again.");
+        }
+    }
+}
+
 struct Scripts {
     window: Script,
     windows_add: Script,
@@ -36,6 +83,7 @@ pub struct RedisShared {
     keys: Keys,
     scripts: Arc<Scripts>,
     version_tx: watch::Sender<i64>,
+    breaker: Breaker,
 }
 
 fn err(e: impl std::fmt::Display) -> SharedError {
@@ -67,19 +115,38 @@ impl RedisShared {
                 publish_version: Script::new(include_str!("lua/publish_version.lua")),
             }),
             version_tx: watch::Sender::new(0),
+            breaker: Breaker::default(),
         };
         me.ping().await?;
         Ok(me)
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, SharedError> {
-        self.pool.get().await.map_err(err)
+        self.breaker.admit()?;
+        self.pool.get().await.map_err(|e| {
+            self.breaker.failed();
+            err(e)
+        })
     }
 
     async fn timed<T>(&self, fut: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, SharedError> {
         match tokio::time::timeout(OP_TIMEOUT, fut).await {
-            Ok(r) => r.map_err(err),
-            Err(_) => Err(SharedError("redis did not answer in time".into())),
+            Ok(Ok(v)) => {
+                self.breaker.succeeded();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                // A command error (a script's, a type's) says Redis is there; a transport one
+                // says it is not.
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+                    self.breaker.failed();
+                }
+                Err(err(e))
+            }
+            Err(_) => {
+                self.breaker.failed();
+                Err(SharedError("redis did not answer in time".into()))
+            }
         }
     }
 
@@ -93,6 +160,10 @@ impl RedisShared {
         if let Some(v) = stored {
             self.bump(v);
         }
+        // Announcements made while we were away are lost (pub/sub is at-most-once, and a Redis
+        // that restarted empty holds no version either): tell the catalog to compare its
+        // version with the database's.
+        self.version_tx.send_modify(|_| {});
         tracing::info!("Subscribed to catalog announcements.");
         let mut messages = pubsub.on_message();
         loop {

@@ -18,8 +18,8 @@ pub use meta::{bump_catalog_version, catalog_version};
 pub use prices::{PriceRow, delete_price, find_price, list_prices, put_price};
 pub use tiers::{TierRow, delete_tier, find_tier, list_tiers, put_tier};
 pub use tokens::{
-    NewToken, TokenRow, create_token, find_token, find_token_by_hash, list_active_tokens, list_tokens, revoke_token,
-    touch_tokens,
+    NewToken, TokenRow, TokenScopeChange, create_token, find_token, find_token_by_hash, list_active_tokens,
+    list_tokens, revoke_token, touch_tokens, update_token_scope,
 };
 pub use usage::{
     UsageFilter, UsageRow, count_usage, find_usage, insert_usage_batch, list_usage, query_usage, sum_cost,

@@ -144,6 +144,55 @@ pub async fn revoke_token(db: &impl ConnectionTrait, id: i64) -> Result<TokenRow
     Ok(am.update(db).await?.into())
 }
 
+/// A change to a token's scope: `None` leaves a field, `Some(None)` clears it.
+#[derive(Clone, Debug, Default)]
+pub struct TokenScopeChange {
+    /// Allowed route globs.
+    pub routes: Option<Option<Vec<String>>>,
+    /// Requests per minute.
+    pub rpm: Option<Option<i64>>,
+    /// Tokens per minute.
+    pub tpm: Option<Option<i64>>,
+    /// Quota in USD.
+    pub quota_usd: Option<Option<f64>>,
+    /// Expiry, ms since the epoch.
+    pub expires_at: Option<Option<i64>>,
+}
+
+/// Changes a token's scope; `NotFound` when there is no such token.
+pub async fn update_token_scope(
+    db: &impl ConnectionTrait,
+    id: i64,
+    change: &TokenScopeChange,
+) -> Result<TokenRow, StoreError> {
+    let Some(row) = tokens::Entity::find_by_id(id).one(db).await? else {
+        return Err(StoreError::NotFound);
+    };
+    let mut am: tokens::ActiveModel = row.into();
+    if let Some(r) = &change.routes {
+        let json = match r {
+            Some(r) => {
+                Some(serde_json::to_string(r).map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?)
+            }
+            None => None,
+        };
+        am.routes = Set(json);
+    }
+    if let Some(v) = change.rpm {
+        am.rpm = Set(v);
+    }
+    if let Some(v) = change.tpm {
+        am.tpm = Set(v);
+    }
+    if let Some(v) = change.quota_usd {
+        am.quota_usd = Set(v);
+    }
+    if let Some(v) = change.expires_at {
+        am.expires_at = Set(v);
+    }
+    Ok(am.update(db).await?.into())
+}
+
 /// Records that tokens were used at `at` (batched by the usage writer, never per request).
 pub async fn touch_tokens(db: &impl ConnectionTrait, ids: &[i64], at: i64) -> Result<(), StoreError> {
     if ids.is_empty() {

@@ -12,8 +12,9 @@ use crate::upstream::{FailureKind, UpstreamFailure};
 pub type Response = ClientResponse;
 
 /// Builds the client of one worker. awc's own timeout is off: every wait has its own deadline.
-pub fn build_client(connect_timeout: Duration) -> Client {
-    let connector = Connector::new().timeout(connect_timeout).conn_keep_alive(Duration::from_secs(30)).limit(0);
+/// Pooled connections idle longer than `pool_idle` are closed.
+pub fn build_client(connect_timeout: Duration, pool_idle: Duration) -> Client {
+    let connector = Connector::new().timeout(connect_timeout).conn_keep_alive(pool_idle).limit(0);
     Client::builder().connector(connector).disable_redirects().disable_timeout().finish()
 }
 
@@ -42,11 +43,14 @@ impl actix_tls::connect::Resolve for GuardedResolve {
 
 /// Builds the client for user-defined endpoints: like [`build_client`], with the SSRF guard as
 /// its resolver.
-pub fn build_guarded_client(connect_timeout: Duration, allow: std::sync::Arc<Vec<String>>) -> Client {
+pub fn build_guarded_client(
+    connect_timeout: Duration,
+    pool_idle: Duration,
+    allow: std::sync::Arc<Vec<String>>,
+) -> Client {
     let resolver = actix_tls::connect::Resolver::custom(GuardedResolve { allow });
     let tcp = actix_tls::connect::Connector::new(resolver).service();
-    let connector =
-        Connector::new().connector(tcp).timeout(connect_timeout).conn_keep_alive(Duration::from_secs(30)).limit(0);
+    let connector = Connector::new().connector(tcp).timeout(connect_timeout).conn_keep_alive(pool_idle).limit(0);
     Client::builder().connector(connector).disable_redirects().disable_timeout().finish()
 }
 
@@ -78,7 +82,11 @@ pub async fn send(client: &Client, out: Outgoing<'_>, first_byte: Duration) -> R
     match tokio::time::timeout(first_byte, req.send_body(out.body)).await {
         Err(_) => Err(UpstreamFailure::new(FailureKind::Timeout, "the upstream did not answer in time")),
         Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) => Err(classify_send_error(&e)),
+        Ok(Err(e)) => {
+            // The transport's own words (never a key: awc's errors hold no headers).
+            tracing::debug!(error = %e, "Upstream request not sent.");
+            Err(classify_send_error(&e))
+        }
     }
 }
 

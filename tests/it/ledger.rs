@@ -119,7 +119,7 @@ async fn f9_sigkill_mid_load_loses_no_usage_record() {
 #[actix_web::test]
 async fn f7_requests_keep_flowing_and_are_recorded_without_redis() {
     let mock = MockUpstream::start(2);
-    let mut redis = crate::limits::PrivateRedis::start();
+    let mut redis = crate::support::services::PrivateRedis::start();
     let db = fresh_database(&service_url("SWITCHYARD_TEST_PG_URL")).await;
     let (base, url) = (mock.base(), redis.url.clone());
     let app = TestApp::spawn(move |s| {

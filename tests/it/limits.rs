@@ -2,7 +2,6 @@
 //! requests in flight, allowed routes, the max_tokens cap (S13), the TPM correction, and the
 //! per-node share when Redis is unreachable (F12 in single-node form).
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -135,51 +134,12 @@ async fn tier_concurrency_limits_requests_in_flight_per_user() {
     app.stop().await;
 }
 
-pub(crate) struct PrivateRedis {
-    child: Child,
-    pub(crate) url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateRedis {
-    /// A redis-server of its own (tests/run.sh installs the binary), so it can be killed.
-    pub(crate) fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by tests/run.sh)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, url: format!("redis://127.0.0.1:{port}/0"), _dir: dir }
-    }
-
-    pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// F12, one node: with Redis gone, the node enforces its share of the limit (the whole limit,
 /// as the only live node) on its own counters — neither unlimited nor closed.
 #[actix_web::test]
 async fn without_redis_each_node_enforces_its_share() {
     let mock = MockUpstream::start(2);
-    let mut redis = PrivateRedis::start();
+    let mut redis = crate::support::services::PrivateRedis::start();
     let url = redis.url.clone();
     let base = mock.base();
     let app = TestApp::spawn(|s| {

@@ -15,6 +15,7 @@ mod auth;
 mod autoselect;
 mod chat;
 mod cli;
+mod cluster;
 mod config;
 mod errors;
 mod faults;

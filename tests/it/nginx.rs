@@ -2,7 +2,6 @@
 //! it passes `nginx -t`, spreads requests and skips the node it cannot reach, relays SSE
 //! without buffering, and answers its own errors (413, 502) in the OpenAI shape.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -10,62 +9,8 @@ use serde_json::json;
 use switchyard::config::Secret;
 
 use crate::support::mock_upstream::{MockUpstream, Plan};
+use crate::support::services::{Nginx, free_port};
 use crate::support::{TestApp, chat, fresh_database, openai_provider, post_json, send, service_url, sse_data, unique};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The shipped configuration with its listen address and node list replaced.
-fn configure(dir: &std::path::Path, listen: u16, nodes: &[u16]) {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nginx/nginx.conf")).unwrap();
-    let mut out = String::new();
-    let mut in_upstream = false;
-    for line in shipped.lines() {
-        let t = line.trim_start();
-        if t.starts_with("upstream switchyard") {
-            in_upstream = true;
-        }
-        if in_upstream && t.starts_with("server 127.0.0.1:") {
-            continue;
-        }
-        if in_upstream && t.starts_with("keepalive") {
-            for p in nodes {
-                out.push_str(&format!("        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"));
-            }
-            in_upstream = false;
-        }
-        if t.starts_with("listen 127.0.0.1:8080;") {
-            out.push_str(&format!("        listen 127.0.0.1:{listen};\n"));
-            continue;
-        }
-        if t.starts_with("worker_processes") {
-            out.push_str("worker_processes 1;\n");
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    std::fs::write(dir.join("nginx.conf"), out).unwrap();
-}
-
-fn nginx(dir: &std::path::Path, args: &[&str]) -> Command {
-    let bin =
-        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("nginx");
-    let mut c = Command::new(bin);
-    c.args(["-p", &format!("{}/", dir.display()), "-c", "nginx.conf"]).args(args);
-    c
-}
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[actix_web::test]
 async fn nginx_spreads_load_relays_streams_and_answers_in_the_openai_shape() {
@@ -84,19 +29,8 @@ async fn nginx_spreads_load_relays_streams_and_answers_in_the_openai_shape() {
     let a = TestApp::spawn(node(db.clone(), redis.clone(), prefix.clone(), mock.base())).await;
     let b = TestApp::spawn(node(db, redis, prefix, mock.base())).await;
     let dead = free_port();
-    let listen = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    configure(dir.path(), listen, &[a.port, dead, b.port]);
-    let check = nginx(dir.path(), &["-t"]).output().unwrap();
-    assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
-    let _nginx =
-        Nginx(nginx(dir.path(), &["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let nginx = Nginx::start(&[a.port, dead, b.port]);
+    let listen = nginx.port;
     let url = format!("http://127.0.0.1:{listen}/v1/chat/completions");
     let token = a.admin_token.clone();
 

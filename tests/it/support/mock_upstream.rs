@@ -74,6 +74,10 @@ pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// The status the plan answered with.
+    pub status: u16,
 }
 
 impl Received {
@@ -162,6 +166,17 @@ impl MockUpstream {
 
 fn next_plan(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> Plan {
     let mut s = state.lock().expect("mock state");
+    let plan = match s.plans.front_mut() {
+        None => Plan::default(),
+        Some(front) => {
+            let plan = front.clone();
+            front.times = front.times.saturating_sub(1);
+            if front.times == 0 {
+                s.plans.pop_front();
+            }
+            plan
+        }
+    };
     if s.record {
         s.received.push(Received {
             path: req.path().to_owned(),
@@ -171,13 +186,9 @@ fn next_plan(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> Plan {
                 .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect(),
             body: body.to_vec(),
+            at: std::time::Instant::now(),
+            status: plan.status,
         });
-    }
-    let Some(front) = s.plans.front_mut() else { return Plan::default() };
-    let plan = front.clone();
-    front.times = front.times.saturating_sub(1);
-    if front.times == 0 {
-        s.plans.pop_front();
     }
     plan
 }

@@ -1,6 +1,7 @@
 //! The harness: apps on random loopback ports, the services `tests/run.sh` started, HTTP helpers.
 
 pub mod mock_upstream;
+pub mod services;
 
 use std::time::Duration;
 

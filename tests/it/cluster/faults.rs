@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use switchyard::types::now_ms;
 
 use super::load::{self, Outcome};
-use super::{Cluster, Options, provider_toml, serial, soak};
+use super::{Cluster, Options, provider_toml, serial, soak, until_all};
 use crate::support::mock_upstream::{MockUpstream, Plan};
 use crate::support::services::{PrivateMariaDb, PrivatePostgres};
 use crate::support::{fresh_database, service_url};
@@ -178,28 +178,6 @@ async fn f1_a_cooldown_set_by_one_node_is_honoured_by_all() {
     assert!(failures.len() <= 5 + fail_for as usize + 3, "A got {} calls while failing", failures.len());
     assert!(back.is_some_and(|d| d <= Duration::from_secs(cooldown + 1)), "A back after {back:?}");
     assert!(attempts * 10 <= outcomes.len() * 12, "{attempts} upstream attempts for {} requests", outcomes.len());
-}
-
-/// Probes `token` on every node directly until each answers `status`; returns the time taken.
-async fn until_all(cluster: &Cluster, token: &str, model: &str, status: u16, timeout: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    let mut pending: Vec<usize> = (0..cluster.nodes.len()).filter(|i| cluster.nodes[*i].running()).collect();
-    while start.elapsed() < timeout {
-        let mut still = Vec::new();
-        for i in pending {
-            let url = cluster.nodes[i].url("/v1/chat/completions");
-            let r = crate::support::post_json(&url, token, &crate::support::chat(model, "probe")).await;
-            if r.status != status {
-                still.push(i);
-            }
-        }
-        pending = still;
-        if pending.is_empty() {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 /// F7 across nodes (CI form: 15 s outage; soak: 60 s): Redis stops under 100 requests/s and

@@ -21,6 +21,8 @@ pub struct Outcome {
     /// When it was sent, from the start of the load.
     pub sent_at: Duration,
     pub request_id: Option<String>,
+    /// The `Retry-After` header.
+    pub retry_after: Option<String>,
     pub error: Option<String>,
     pub body: Bytes,
     /// Stream events (`data:` payloads) with their arrival times since the request was sent.
@@ -85,7 +87,8 @@ pub async fn request(client: Rc<awc::Client>, url: String, token: String, body: 
         Err(e) => return Outcome { error: Some(e.to_string()), latency: started.elapsed(), ..Outcome::default() },
     };
     let status = res.status().as_u16();
-    let request_id = res.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (request_id, retry_after) = (header("x-request-id"), header("retry-after"));
     let mut body = Vec::new();
     let mut events = Vec::new();
     let mut pending = Vec::new();
@@ -119,6 +122,7 @@ pub async fn request(client: Rc<awc::Client>, url: String, token: String, body: 
         ttfb: ttfb.unwrap_or_default(),
         sent_at: Duration::ZERO,
         request_id,
+        retry_after,
         error,
         body: Bytes::from(body),
         events,

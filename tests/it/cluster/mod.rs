@@ -10,7 +10,9 @@
 
 pub mod load;
 
+mod accuracy;
 mod faults;
+mod propagation;
 mod throughput;
 
 use std::fs::File;
@@ -287,6 +289,45 @@ impl Cluster {
     pub async fn chat(&self, token: &str, model: &str) -> Resp {
         post_json(&self.url("/v1/chat/completions"), token, &crate::support::chat(model, "hi")).await
     }
+}
+
+/// Probes `token` on every running node directly until each answers `status`; returns the
+/// time taken, or `None` after `timeout`.
+pub async fn until_all(
+    cluster: &Cluster,
+    token: &str,
+    model: &str,
+    status: u16,
+    timeout: Duration,
+) -> Option<Duration> {
+    until_all_body(cluster, token, &crate::support::chat(model, "probe"), status, timeout).await
+}
+
+/// [`until_all`] with a request body of its own.
+pub async fn until_all_body(
+    cluster: &Cluster,
+    token: &str,
+    body: &Value,
+    status: u16,
+    timeout: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let mut pending: Vec<usize> = (0..cluster.nodes.len()).filter(|i| cluster.nodes[*i].running()).collect();
+    while start.elapsed() < timeout {
+        let mut still = Vec::new();
+        for i in pending {
+            let r = post_json(&cluster.nodes[i].url("/v1/chat/completions"), token, body).await;
+            if r.status != status {
+                still.push(i);
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }
 
 /// Which of `ids` have a usage record.

@@ -1,6 +1,7 @@
 //! Services of a test's own, which it may stop and start again on the same port: Redis,
 //! PostgreSQL and MariaDB (their binaries are installed by `tests/run.sh`), and nginx running
-//! the shipped `nginx/nginx.conf`.
+//! the shipped `nginx/nginx.conf`. The cluster benchmark includes this file too.
+#![allow(dead_code, clippy::allow_attributes, reason = "shared between the test binary and the benchmark")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

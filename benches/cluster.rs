@@ -279,6 +279,8 @@ fn main() {
             .iter()
             .chain(b.received().iter())
             .filter_map(|r| r.header("x-request-id").map(str::to_owned))
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
             .collect();
         let store = switchyard::store::Store::connect(&pg.url, 2).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -296,7 +298,8 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
         println!(
-            "usage records: {} requests reached the upstreams, {total} records; {lost} lost, {duplicated} duplicated",
+            "usage records: {} requests reached the upstreams (a failover reaches two), {total} records; {lost} \
+             lost, {duplicated} duplicated",
             reached.len()
         );
     });

@@ -12,7 +12,10 @@ trap 'rm -rf "$WORK"' EXIT
 say() { echo "[deploy/check] $*"; }
 
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-mkdir -p "$WORK/nginx/tmp" && cp "$ROOT/nginx/nginx.conf" "$WORK/nginx/"
+mkdir -p "$WORK/nginx/tmp" "$WORK/nginx/tls" && cp "$ROOT/nginx/nginx.conf" "$WORK/nginx/"
+# A throwaway certificate for the HTTPS listener (an operator supplies their own).
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$WORK/nginx/tls/server.key" -out "$WORK/nginx/tls/server.crt" 2>/dev/null
 "$NGINX" -p "$WORK/nginx/" -c nginx.conf -t 2>&1 | tail -n 1
 say "nginx/nginx.conf: ok"
 

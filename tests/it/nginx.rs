@@ -1,6 +1,7 @@
 //! `nginx/nginx.conf` in front of two cluster nodes (Postgres + Redis) and one dead address:
 //! it passes `nginx -t`, spreads requests and skips the node it cannot reach, relays SSE
-//! without buffering, and answers its own errors (413, 502) in the OpenAI shape.
+//! without buffering, and answers its own errors (413, 502) in the OpenAI shape, over HTTP/1.1
+//! and, on its HTTPS listener, HTTP/2.
 
 use std::time::Duration;
 
@@ -66,6 +67,14 @@ async fn nginx_spreads_load_relays_streams_and_answers_in_the_openai_shape() {
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["code"], "request_too_large", "{}", r.text());
 
+    // The HTTPS listener speaks HTTP/2: proxied answers and nginx's own JSON errors alike.
+    let (v, status, body) = curl_h2(nginx.tls_port, &token, chat("m", "hi").to_string().as_bytes());
+    assert_eq!((v.as_str(), status), ("2", 200), "{body}");
+    assert!(body.contains("chat.completion"), "{body}");
+    let (v, status, body) = curl_h2(nginx.tls_port, &token, &vec![b'x'; 11 * 1024 * 1024]);
+    assert_eq!((v.as_str(), status), ("2", 413), "{body}");
+    assert!(body.contains("\"code\":\"request_too_large\""), "{body}");
+
     // The node registry lists both nodes, with what each announces.
     let cluster = crate::support::get(&a.url("/admin/api/cluster"), &token).await.json();
     let listed = cluster["nodes"].as_array().unwrap();
@@ -81,4 +90,29 @@ async fn nginx_spreads_load_relays_streams_and_answers_in_the_openai_shape() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "upstream_error");
     assert!(!r.text().contains("<html"), "{}", r.text());
+    let (v, status, body) = curl_h2(nginx.tls_port, &token, chat("m", "hi").to_string().as_bytes());
+    assert_eq!((v.as_str(), status), ("2", 502), "{body}");
+    assert!(body.contains("\"code\":\"upstream_error\"") && !body.contains("<html"), "{body}");
+}
+
+/// A POST over HTTPS with HTTP/2 (curl, certificate not verified: it is a throwaway one);
+/// returns the HTTP version, the status and the body.
+fn curl_h2(port: u16, token: &str, body: &[u8]) -> (String, u16, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body");
+    std::fs::write(&file, body).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--http2", "-o", "-", "-w", "\n%{http_version} %{http_code}", "-X", "POST"])
+        .arg(format!("https://127.0.0.1:{port}/v1/chat/completions"))
+        .args(["-H", &format!("authorization: Bearer {token}"), "-H", "content-type: application/json"])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .output()
+        .expect("curl (installed by tests/run.sh)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, last) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut parts = last.split_whitespace();
+    let version = parts.next().unwrap_or("").to_owned();
+    let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (version, status, body.to_owned())
 }

@@ -589,4 +589,26 @@ async fn f10_graceful_shutdown_drains_streams_and_moves_traffic() {
         let row = switchyard::store::find_usage(store.conn(), o.request_id.as_deref().unwrap()).await.unwrap().unwrap();
         assert!(row.partial && row.outcome == "shutdown" && row.completion_tokens > 0, "{row:?}");
     }
+
+    // nginx itself: `nginx -s quit` lets a stream in flight through it finish, then exits.
+    slow.plan(Plan { times: 1, chunks: 20, chunk_interval_ms: 100, ..Plan::default() });
+    let stream = actix_web::rt::spawn(load::request(
+        client.clone(),
+        cluster.url("/v1/chat/completions"),
+        token.clone(),
+        stream_body("slow"),
+    ));
+    while slow.calls() < before + 11 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.nginx.quit();
+    let quitting = Instant::now();
+    let stream = stream.await.unwrap();
+    assert!(served(&stream) && stream.events.len() == 22, "nginx cut the stream: {:?}", stream.events.last());
+    let exit = cluster.nginx.wait_exit(Duration::from_secs(10));
+    println!(
+        "F10 (nginx -s quit): the stream in flight finished, nginx exited {:.2} s after",
+        quitting.elapsed().as_secs_f64()
+    );
+    assert!(exit.is_some(), "nginx did not exit after its streams ended");
 }

@@ -290,24 +290,47 @@ impl Drop for PrivateMariaDb {
     }
 }
 
-/// nginx running the shipped `nginx/nginx.conf` with its listen address and node list replaced.
+/// nginx running the shipped `nginx/nginx.conf` with its listen addresses and node list
+/// replaced, and a throwaway self-signed certificate for its HTTPS (HTTP/2) listener.
 pub struct Nginx {
     child: Child,
     pub port: u16,
+    /// The HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls_port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Nginx {
     pub fn start(nodes: &[u16]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        configure(dir.path(), port, nodes);
+        let (port, tls_port) = (free_port(), free_port());
+        configure(dir.path(), port, tls_port, nodes);
         let out = nginx(dir.path(), &["-t"]).output().unwrap();
         assert!(out.status.success(), "nginx -t: {}", String::from_utf8_lossy(&out.stderr));
         let child =
             nginx(dir.path(), &["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         wait_port(port, "nginx");
-        Self { child, port, _dir: dir }
+        Self { child, port, tls_port, _dir: dir }
+    }
+}
+
+impl Nginx {
+    /// `nginx -s quit`: a graceful stop (SIGQUIT to the master).
+    pub fn quit(&self) {
+        let ok = Command::new("kill").args(["-QUIT", &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits up to `timeout` for nginx to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
@@ -318,8 +341,20 @@ impl Drop for Nginx {
     }
 }
 
-/// Writes the shipped configuration with its listen address and node list replaced.
-pub fn configure(dir: &Path, listen: u16, nodes: &[u16]) {
+/// A self-signed certificate for localhost at `dir/tls/server.{crt,key}`.
+pub fn self_signed(dir: &Path) {
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    let mut c = Command::new("openssl");
+    c.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("tls/server.key"))
+        .arg("-out")
+        .arg(dir.join("tls/server.crt"));
+    run(c, "openssl req");
+}
+
+/// Writes the shipped configuration with its listen addresses and node list replaced.
+pub fn configure(dir: &Path, listen: u16, tls_listen: u16, nodes: &[u16]) {
+    self_signed(dir);
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nginx/nginx.conf")).unwrap();
     let mut out = String::new();
     let mut in_upstream = false;
@@ -339,6 +374,10 @@ pub fn configure(dir: &Path, listen: u16, nodes: &[u16]) {
         }
         if t.starts_with("listen 127.0.0.1:8080;") {
             out.push_str(&format!("        listen 127.0.0.1:{listen};\n"));
+            continue;
+        }
+        if t.starts_with("listen 127.0.0.1:8443 ") {
+            out.push_str(&format!("        listen 127.0.0.1:{tls_listen} ssl http2;\n"));
             continue;
         }
         if t.starts_with("worker_processes") {

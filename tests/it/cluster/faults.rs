@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use switchyard::types::now_ms;
 
 use super::load::{self, Outcome};
-use super::{Cluster, Options, provider_toml, serial, soak, until_all};
+use super::{Cluster, Options, background_load, provider_toml, serial, soak, until_all};
 use crate::support::mock_upstream::{MockUpstream, Plan};
 use crate::support::services::{PrivateMariaDb, PrivatePostgres};
 use crate::support::{fresh_database, service_url};
@@ -47,13 +47,9 @@ async fn f9_sigkill_one_node_mid_load_loses_and_duplicates_no_usage_record() {
     let (token, _) = cluster.user("f9", None, json!({})).await;
     let (total, kill_at, restart_at) = if soak() { (100, 30, 60) } else { (40, 10, 20) };
     let start = Instant::now();
-    let load = {
-        let (client, url) = (load::client(), cluster.url("/v1/chat/completions"));
-        actix_web::rt::spawn(load::fixed_rate(100.0, Duration::from_secs(total), move |i, _| {
-            let body = if i % 2 == 0 { crate::support::chat("m", "hi") } else { stream_body("m") };
-            load::request(client.clone(), url.clone(), token.clone(), body)
-        }))
-    };
+    let load = background_load(&cluster, 100.0, Duration::from_secs(total), move |i| {
+        (token.clone(), if i % 2 == 0 { crate::support::chat("m", "hi") } else { stream_body("m") })
+    });
     tokio::time::sleep_until((start + Duration::from_secs(kill_at)).into()).await;
     cluster.nodes[1].kill();
     let expired = cluster.wait_registered(2, Duration::from_secs(10)).await;
@@ -139,12 +135,9 @@ async fn f1_a_cooldown_set_by_one_node_is_honoured_by_all() {
     let (token, _) = cluster.user("f1", None, json!({})).await;
     let (total, fail_from, fail_for) = if soak() { (90, 5, 60) } else { (30, 5, 15) };
     let start = Instant::now();
-    let load = {
-        let (client, url) = (load::client(), cluster.url("/v1/chat/completions"));
-        actix_web::rt::spawn(load::fixed_rate(100.0, Duration::from_secs(total), move |_, _| {
-            load::request(client.clone(), url.clone(), token.clone(), crate::support::chat("rotation/r", "hi"))
-        }))
-    };
+    let load = background_load(&cluster, 100.0, Duration::from_secs(total), move |_| {
+        (token.clone(), crate::support::chat("rotation/r", "hi"))
+    });
     tokio::time::sleep_until((start + Duration::from_secs(fail_from)).into()).await;
     let failing = Instant::now();
     a.plan(Plan { times: usize::MAX, status: 503, ..Plan::default() });
@@ -199,13 +192,9 @@ async fn f7_redis_lost_and_back_under_load() {
     let (outage_at, outage) = (5u64, if soak() { 60 } else { 15 });
     let total = outage_at + outage + 10;
     let start = Instant::now();
-    let client = load::client();
-    let load = {
-        let (client, url) = (client.clone(), cluster.url("/v1/chat/completions"));
-        actix_web::rt::spawn(load::fixed_rate(100.0, Duration::from_secs(total), move |_, _| {
-            load::request(client.clone(), url.clone(), token.clone(), crate::support::chat("m", "hi"))
-        }))
-    };
+    let load = background_load(&cluster, 100.0, Duration::from_secs(total), move |_| {
+        (token.clone(), crate::support::chat("m", "hi"))
+    });
     tokio::time::sleep_until((start + Duration::from_secs(outage_at)).into()).await;
     cluster.redis.kill();
     let outage_start = Instant::now();
@@ -213,12 +202,9 @@ async fn f7_redis_lost_and_back_under_load() {
     // reconnect attempt by a node.
     let attempts = ConnectionCounter::start(cluster.redis.port);
     // A limited user who starts during the outage: each node admits its share.
-    let limited_load = {
-        let (client, url) = (client.clone(), cluster.url("/v1/chat/completions"));
-        actix_web::rt::spawn(load::fixed_rate(6.0, Duration::from_secs(outage - 3), move |_, _| {
-            load::request(client.clone(), url.clone(), limited.clone(), crate::support::chat("m", "hi"))
-        }))
-    };
+    let limited_load = background_load(&cluster, 6.0, Duration::from_secs(outage - 3), move |_| {
+        (limited.clone(), crate::support::chat("m", "hi"))
+    });
     let limited_from_ms = now_ms() as u64;
     // A revocation the nodes cannot hear of now (no pub/sub), stored in the database.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -346,17 +332,9 @@ async fn f8(mut db: Db, name: &str) {
     let (outage_at, outage) = (5u64, if soak() { 60 } else { 15 });
     let total = outage_at + outage + 10;
     let start = Instant::now();
-    let load = {
-        let (client, url) = (load::client(), cluster.url("/v1/chat/completions"));
-        actix_web::rt::spawn(load::fixed_rate(100.0, Duration::from_secs(total), move |i, _| {
-            load::request(
-                client.clone(),
-                url.clone(),
-                tokens[i % tokens.len()].clone(),
-                crate::support::chat("m", "hi"),
-            )
-        }))
-    };
+    let load = background_load(&cluster, 100.0, Duration::from_secs(total), move |i| {
+        (tokens[i % tokens.len()].clone(), crate::support::chat("m", "hi"))
+    });
     tokio::time::sleep_until((start + Duration::from_secs(outage_at)).into()).await;
     db.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -508,10 +486,10 @@ async fn f10_graceful_shutdown_drains_streams_and_moves_traffic() {
     assert_eq!(slow.calls(), n_streams);
     let stream_secs = chunks as u64 / 10;
     let load = {
-        let (client, url, token) = (client.clone(), cluster.url("/v1/chat/completions"), token.clone());
-        actix_web::rt::spawn(load::fixed_rate(50.0, Duration::from_secs(stream_secs + 4), move |_, _| {
-            load::request(client.clone(), url.clone(), token.clone(), crate::support::chat("m", "hi"))
-        }))
+        let token = token.clone();
+        background_load(&cluster, 50.0, Duration::from_secs(stream_secs + 4), move |_| {
+            (token.clone(), crate::support::chat("m", "hi"))
+        })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.nodes[0].signal("TERM");

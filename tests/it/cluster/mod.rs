@@ -291,6 +291,21 @@ impl Cluster {
     }
 }
 
+/// Chat completions through nginx at `rate` per second for `duration`, in the background;
+/// `make(i)` gives the i-th request's token and body.
+pub fn background_load(
+    cluster: &Cluster,
+    rate: f64,
+    duration: Duration,
+    make: impl Fn(usize) -> (String, Value) + 'static,
+) -> actix_web::rt::task::JoinHandle<Vec<load::Outcome>> {
+    let (client, url) = (load::client(), cluster.url("/v1/chat/completions"));
+    actix_web::rt::spawn(load::fixed_rate(rate, duration, move |i, _| {
+        let (token, body) = make(i);
+        load::request(client.clone(), url.clone(), token, body)
+    }))
+}
+
 /// Probes `token` on every running node directly until each answers `status`; returns the
 /// time taken, or `None` after `timeout`.
 pub async fn until_all(

@@ -13,7 +13,8 @@ use crate::support::mock_upstream::MockUpstream;
 use crate::support::{fresh_database, service_url};
 
 /// F12 (CI form: one whole minute window; soak: five): a user with 600 requests/min and
-/// 200 k tokens/min sends twice that through nginx, round-robin over the three nodes.
+/// 200 k tokens/min sends twice that through nginx, round-robin over the three nodes; another,
+/// with 10 k tokens/min, twice its token limit.
 #[actix_web::test]
 async fn f12_admitted_requests_stay_within_two_percent_of_the_limit_across_nodes() {
     let _serial = serial().await;
@@ -24,11 +25,17 @@ async fn f12_admitted_requests_stay_within_two_percent_of_the_limit_across_nodes
     let r = cluster.admin("PUT", "/tiers/f12", &json!({"rpm": 600, "tpm": 200_000})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let (token, _) = cluster.user("f12", Some("f12"), json!({})).await;
+    // Meanwhile a second user is held by tokens: 10,000 a minute, each request charged its prompt
+    // estimate plus `max_tokens` (50) when admitted and corrected to the 17 tokens it used.
+    let (tokens_user, tokens_user_id) = cluster.user("f12t", None, json!({"tpm": 10_000})).await;
     let windows: i64 = if soak() { 5 } else { 1 };
     let now = now_ms();
     let first = now / 60_000 + 1;
     let end = (first + windows) * 60_000 + 300;
     let duration = Duration::from_millis(u64::try_from(end - now).unwrap());
+    let by_tokens = super::background_load(&cluster, 20.0, duration, move |_| {
+        (tokens_user.clone(), json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}))
+    });
     let outcomes = {
         let (client, url) = (load::client(), cluster.url("/v1/chat/completions"));
         load::fixed_rate(20.0, duration, move |_, _| {
@@ -36,6 +43,7 @@ async fn f12_admitted_requests_stay_within_two_percent_of_the_limit_across_nodes
         })
         .await
     };
+    let by_tokens = by_tokens.await.unwrap();
     let limited: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == 429).collect();
     assert!(outcomes.iter().all(|o| o.status == 200 || o.status == 429), "other statuses");
     for o in &limited {
@@ -49,21 +57,32 @@ async fn f12_admitted_requests_stay_within_two_percent_of_the_limit_across_nodes
     let rows = switchyard::store::query_usage(store.conn(), &Default::default(), 1_000_000).await.unwrap();
     let mut per_window: BTreeMap<i64, usize> = BTreeMap::new();
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    let mut tokens_per_window: BTreeMap<i64, i64> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.status == 200) {
+        if r.token_id == Some(tokens_user_id) {
+            *tokens_per_window.entry(r.created_at / 60_000).or_default() += r.prompt_tokens + r.completion_tokens;
+            continue;
+        }
         *per_window.entry(r.created_at / 60_000).or_default() += 1;
         *per_node.entry(r.node.clone()).or_default() += 1;
     }
     println!(
         "F12: {} sent at 20/s, {} admitted, {} refused with 429; admitted per window {per_window:?}, per node \
-         {per_node:?}",
+         {per_node:?}; the 10,000 tokens/min user ({} requests at 20/s, 17 tokens each) used per window \
+         {tokens_per_window:?}",
         outcomes.len(),
         ids.len(),
         limited.len(),
+        by_tokens.len(),
     );
+    assert!(by_tokens.iter().all(|o| o.status == 200 || o.status == 429), "other statuses");
     assert_eq!(per_node.len(), 3, "{per_node:?}");
     for w in first..first + windows {
         let n = per_window.get(&w).copied().unwrap_or(0);
         assert!((600..=612).contains(&n), "window {w}: {n} admitted for a limit of 600");
+        // Tokens: within +5 % of the limit, and not far under it (the estimate is corrected).
+        let t = tokens_per_window.get(&w).copied().unwrap_or(0);
+        assert!((9_000..=10_500).contains(&t), "window {w}: {t} tokens used for a limit of 10,000");
     }
 }
 

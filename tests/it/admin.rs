@@ -73,6 +73,7 @@ async fn s4_every_admin_route_refuses_every_non_admin_credential() {
         ("DELETE", "/admin/api/tiers/gold", None),
         ("POST", "/admin/api/tokens", Some(json!({"user": "admin"}))),
         ("DELETE", "/admin/api/tokens/1", None),
+        ("PATCH", "/admin/api/tokens/2", Some(json!({"quota_usd": 1_000_000, "routes": ["*"]}))),
         ("GET", "/admin/api/prices", None),
         ("PUT", "/admin/api/prices", Some(json!({"model": "m", "input_per_million": 0, "output_per_million": 0}))),
         ("GET", "/admin/api/prices/m", None),
@@ -276,5 +277,39 @@ async fn s1_s2_self_service_stays_in_its_own_namespace_and_scope() {
     reload().await;
     post_json(&url, &child, &chat("provider/a/m", "hi")).await.assert_error(401, "invalid_token");
     let _ = child_id;
+    app.stop().await;
+}
+
+/// `PATCH /admin/api/tokens/{id}`: a field left out stays, `null` clears it, bad values and
+/// unknown fields are refused and change nothing, and the change takes effect on the data plane.
+#[actix_web::test]
+async fn token_scope_changes() {
+    let mock = MockUpstream::start(1);
+    let app = app(&mock).await;
+    let a = &app.admin_token;
+    call(&app, "POST", "/admin/api/users", a, Some(json!({"username": "carol"}))).await;
+    let t = call(&app, "POST", "/admin/api/tokens", a, Some(json!({"user": "carol", "rpm": 5}))).await.json();
+    let (token, id) = (t["token"].as_str().unwrap().to_owned(), t["id"].as_i64().unwrap());
+    let path = format!("/admin/api/tokens/{id}");
+    let r = call(&app, "PATCH", &path, a, Some(json!({"routes": ["provider/a/*"], "quota_usd": 2.5}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!((v["token"]["routes"].clone(), v["token"]["rpm"].clone()), (json!(["provider/a/*"]), json!(5)));
+    assert_eq!(v["token"]["quota_usd"], 2.5);
+    assert!(!r.text().contains(&token), "the secret came back");
+    let r = call(&app, "PATCH", &path, a, Some(json!({"rpm": null}))).await;
+    assert_eq!(r.json()["token"]["rpm"], Value::Null);
+    for bad in [json!({"rpm": -1}), json!({"routes": []}), json!({"expires_at": "tomorrow"}), json!({"owner": 1})] {
+        call(&app, "PATCH", &path, a, Some(bad.clone())).await.assert_error(400, "invalid_request");
+    }
+    call(&app, "PATCH", "/admin/api/tokens/999999", a, Some(json!({"rpm": 1}))).await.assert_error(404, "not_found");
+    let listed = call(&app, "GET", "/admin/api/users/carol/tokens", a, None).await.json();
+    assert_eq!(listed["tokens"][0]["routes"], json!(["provider/a/*"]), "{listed}");
+    // On the data plane: provider b is outside the new routes.
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    let body = json!({"model": "provider/b/m", "messages": [{"role": "user", "content": "hi"}]});
+    call(&app, "POST", "/v1/chat/completions", &token, Some(body)).await.assert_error(403, "permission_denied");
+    let body = json!({"model": "provider/a/m", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(call(&app, "POST", "/v1/chat/completions", &token, Some(body)).await.status, 200);
     app.stop().await;
 }

@@ -52,6 +52,8 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     provider: String,
     started: Instant,
+    /// The node's shutdown cut, registered once (not re-armed on every event).
+    cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     _slot: Option<crate::proxy::pipeline::Slot>,
 }
 
@@ -67,6 +69,7 @@ impl Relay {
         slot: Option<crate::proxy::pipeline::Slot>,
     ) -> Self {
         let now = tokio::time::Instant::now();
+        let cut = Box::pin(limits.cut.clone().cancelled_owned());
         Self {
             upstream: Some(upstream),
             framer: SseFramer::new(limits.max_line),
@@ -80,6 +83,7 @@ impl Relay {
             metrics,
             provider,
             started,
+            cut,
             _slot: slot,
         }
     }
@@ -129,7 +133,7 @@ impl Relay {
             () = tokio::time::sleep_until(keepalive_at) => {
                 self.out.push_back(Bytes::from_static(b": keepalive\n\n"));
             }
-            () = self.limits.cut.cancelled() => {
+            () = &mut self.cut => {
                 self.end_with_error(
                     Code::ServiceUnavailable,
                     "The gateway node is shutting down and its drain deadline passed; retry the request.",

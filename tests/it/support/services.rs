@@ -336,8 +336,13 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM: the master stops its workers and exits (SIGKILL would orphan the workers,
+        // still holding the listening socket).
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        if self.wait_exit(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

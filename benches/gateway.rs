@@ -339,7 +339,8 @@ fn main() {
                 println!("  nginx error log (last lines): {}", last.join(" | "));
             }
         }
-        let _ = n.kill();
+        // SIGTERM: the master stops its worker (SIGKILL would orphan it).
+        let _ = Command::new("kill").args(["-TERM", &n.id().to_string()]).status();
         let _ = n.wait();
     }
 }

@@ -150,7 +150,7 @@ fn start_nginx(mock_port: u16, dir: &tempfile::TempDir) -> Option<(u16, Child)> 
 
 /// Time per classification of a realistic prompt by the privacy classifier.
 fn classifier_cost(full: bool) -> (f64, f64) {
-    let c = switchyard::proxy::privacy::Classifier::new(
+    let c = switchyard::privacy::Classifier::new(
         &["patient".into(), "salary".into(), "confidential".into()],
         &[r"\bPROJ-\d{4}\b".into(), r"(?i)internal use only".into()],
     )

@@ -22,6 +22,8 @@
 //! - L0 [`types`], [`error`]: ids, route names, usage; the one error type and its code table.
 //! - L0 [`crypto`]: AES-256-GCM for provider keys at rest, bound to owner and provider.
 //! - L0 [`tokens`]: the BPE tokenizer (`o200k_base`) and the cheap byte bound used before it.
+//! - L0 [`privacy`]: the privacy classifier (secrets, personal data, keywords, regexes), compiled
+//!   into the catalog snapshot with the autoselects and burst rotations that use it.
 //!   **Architecture Invariant:** every client-visible error is an [`error::ApiError`].
 //! - L1 [`config`]: `Settings`, layered loading, validation returning every problem.
 //! - L2 [`store`]: all SQL (sea-orm), migrations in the `migration` crate.
@@ -66,6 +68,7 @@ pub mod control;
 pub mod crypto;
 pub mod error;
 pub mod ops;
+pub mod privacy;
 pub mod proxy;
 pub mod server;
 pub mod shared;

@@ -177,15 +177,14 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
             metrics: Arc::clone(&metrics),
             shared: Arc::clone(&shared),
-            classifiers: Arc::default(),
             latency: Arc::default(),
-            embeddings: Arc::default(),
             failing: Arc::default(),
             retries,
             limiter,
             quotas: Arc::new(crate::accounting::quota::Quotas::new(store.clone(), Arc::clone(&shared))),
             endpoint_allowlist: Arc::clone(&allowlist),
             drain: drain.clone(),
+            heavy: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
         });
         let admin_state =
             web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone(), Arc::clone(&shared)));

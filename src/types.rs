@@ -234,6 +234,47 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// Whether every name `inner` matches is also matched by `outer` (both globs of `*` and `?`).
+///
+/// Decided by matching `outer` against `inner`'s symbols: a `*` of `outer` takes any run of
+/// `inner`'s symbols, a `?` one literal or `?`, a literal only the same literal. That is sound
+/// (a `true` is always right) and refuses the rare equal-but-differently-written pairs such as
+/// `*?` within `?*`, which is the safe side for scopes. Patterns longer than 512 characters are
+/// never within anything.
+pub fn glob_within(inner: &str, outer: &str) -> bool {
+    let (o, i): (Vec<char>, Vec<char>) = (outer.chars().collect(), inner.chars().collect());
+    if o.len() > 512 || i.len() > 512 {
+        return false;
+    }
+    // reach[j]: `outer[..k]` can match `inner[..j]`, for the current k.
+    let mut reach = vec![false; i.len() + 1];
+    reach[0] = true;
+    for oc in &o {
+        let mut next = vec![false; i.len() + 1];
+        match oc {
+            '*' => {
+                let mut any = false;
+                for j in 0..=i.len() {
+                    any |= reach[j];
+                    next[j] = any;
+                }
+            }
+            '?' => {
+                for j in 0..i.len() {
+                    next[j + 1] = reach[j] && i[j] != '*';
+                }
+            }
+            c => {
+                for j in 0..i.len() {
+                    next[j + 1] = reach[j] && i[j] == *c;
+                }
+            }
+        }
+        reach = next;
+    }
+    reach[i.len()]
+}
+
 /// Whether `s` has the shape of a Switchyard token: `sy-` and at least 43 URL-safe characters.
 pub fn is_well_formed_token(s: &str) -> bool {
     s.strip_prefix("sy-").is_some_and(|rest| {
@@ -291,5 +332,55 @@ mod tests {
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("provider/a/*", "provider/b/x"));
         assert!(glob_match("*/m*", "provider/x/model"));
+    }
+
+    /// A child scope is checked by matching, not by comparing glob text: `provider/*/*` is not
+    /// within `provider/?/*`; and whenever `glob_within` says yes, every name the inner glob
+    /// matches is matched by the outer one (all names up to 5 characters over a small alphabet,
+    /// 3,000 generated pairs).
+    #[test]
+    fn glob_within_is_sound() {
+        assert!(glob_within("provider/x/*", "provider/*/*"));
+        assert!(glob_within("provider/x/m", "provider/?/*"));
+        assert!(!glob_within("provider/*/*", "provider/?/*"));
+        assert!(!glob_within("*", "provider/*"));
+        assert!(glob_within("provider/*", "*"));
+        assert!(!glob_within("provider/?", "provider/x"));
+        let alphabet = ['a', 'b', '/'];
+        let mut names = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for n in &frontier {
+                for c in alphabet {
+                    next.push(format!("{n}{c}"));
+                }
+            }
+            names.extend(next.iter().cloned());
+            frontier = next;
+        }
+        let symbols = ['a', 'b', '/', '*', '?'];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut pattern = |len: usize| -> String {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    symbols[usize::try_from(x % 5).unwrap_or(0)]
+                })
+                .collect()
+        };
+        let mut proved = 0;
+        for k in 0..3_000 {
+            let (inner, outer) = (pattern(1 + k % 4), pattern(1 + (k / 4) % 4));
+            if glob_within(&inner, &outer) {
+                proved += 1;
+                for n in names.iter().filter(|n| glob_match(&inner, n)) {
+                    assert!(glob_match(&outer, n), "{inner} within {outer}, but {n} escapes");
+                }
+            }
+        }
+        assert!(proved > 100, "only {proved} pairs were within");
     }
 }

@@ -151,17 +151,48 @@ pub struct Progress {
     pub relayed_text: String,
     /// The answer was cut short.
     pub partial: bool,
+    /// The most this request may be billed (what it allowed an upstream to use).
+    pub caps: Option<BillCaps>,
+}
+
+/// The most tokens a request is billed, whatever an upstream reports: the prompt it sent (its
+/// byte bound plus template slack and an allowance per image) and the output it allowed
+/// (`max_tokens` × choices, else the model's context × choices, else a default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BillCaps {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Output tokens.
+    pub completion: u64,
+}
+
+/// Clamps `usage` to `caps`; `true` when something was over.
+pub fn billable(usage: Usage, caps: BillCaps) -> (Usage, bool) {
+    let prompt = usage.prompt_tokens.min(caps.prompt);
+    let completion = usage.completion_tokens.min(caps.completion);
+    let capped = prompt < usage.prompt_tokens || completion < usage.completion_tokens;
+    (
+        Usage { prompt_tokens: prompt, completion_tokens: completion, cached_tokens: usage.cached_tokens.min(prompt) },
+        capped,
+    )
 }
 
 impl Progress {
-    /// The usage to bill and where it comes from (`reported`, `counted`, `estimated`).
+    /// The usage to bill and where it comes from (`reported`, `counted`, `estimated`, or `capped`
+    /// when the upstream reported more than the request allowed and the bound is billed).
     pub fn usage(&self) -> (Usage, &'static str) {
-        if let Some(u) = self.reported {
-            return (u, "reported");
+        let (usage, source) = if let Some(u) = self.reported {
+            (u, "reported")
+        } else {
+            let counted = crate::tokens::count(&self.relayed_text).saturating_add(self.relayed_output);
+            let source = if counted > 0 { "counted" } else { "estimated" };
+            (Usage { prompt_tokens: self.estimated_prompt, completion_tokens: counted, cached_tokens: 0 }, source)
+        };
+        match self.caps.map(|c| billable(usage, c)) {
+            Some((capped, true)) => (capped, "capped"),
+            Some((u, false)) => (u, source),
+            None => (usage, source),
         }
-        let counted = crate::tokens::count(&self.relayed_text).saturating_add(self.relayed_output);
-        let source = if counted > 0 { "counted" } else { "estimated" };
-        (Usage { prompt_tokens: self.estimated_prompt, completion_tokens: counted, cached_tokens: 0 }, source)
     }
 }
 
@@ -287,6 +318,15 @@ impl UsageGuard {
         self.write(i32::from(status), outcome);
     }
 
+    /// Writes the record of a request that no upstream answered (every attempt failed, or the
+    /// upstream refused the request): its tokens are kept for the rate limits that measure
+    /// them, and it costs nothing (SPEC §6: only what an upstream served is billed).
+    pub fn finish_unanswered(mut self, status: u16, outcome: &str) {
+        self.cost = None;
+        self.spend = None;
+        self.write(i32::from(status), outcome);
+    }
+
     fn write(&mut self, status: i32, outcome: &str) {
         let Some(mut row) = self.row.take() else {
             return;
@@ -297,7 +337,7 @@ impl UsageGuard {
         row.prompt_tokens = crate::store::to_i64(usage.prompt_tokens);
         row.completion_tokens = crate::store::to_i64(usage.completion_tokens);
         row.cached_tokens = crate::store::to_i64(usage.cached_tokens);
-        row.estimated = source != "reported";
+        row.estimated = !matches!(source, "reported" | "capped");
         row.usage_source = source.to_owned();
         row.partial = self.progress.partial;
         row.cost_usd = self.cost.as_ref().map_or(0.0, |c| cost_of(c, usage));

@@ -1,6 +1,7 @@
 //! `/api/me/`: the caller's own user, tokens and usage. A token mints child tokens only within
-//! its own scope; it sees and revokes only its user's tokens; another user's token id answers
-//! exactly like a missing one.
+//! its own scope. A token without a parent manages its user's tokens and reads all of its
+//! usage; a child token sees, revokes and reads the usage of only itself and the tokens minted
+//! below it. A token out of reach answers exactly like a missing one.
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -38,8 +39,20 @@ async fn me(s: web::Data<AdminState>, caller: Me) -> Reply {
     })))
 }
 
+/// The token ids a child token may manage and read (itself and its descendants); `None` for a
+/// token without a parent, which manages all of its user's tokens.
+async fn reach(s: &AdminState, caller: &Me) -> Result<Option<Vec<i64>>, ApiError> {
+    if caller.0.parent_id.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(s.control.subtree(caller.0.user_id, caller.0.id).await.map_err(control_error)?))
+}
+
 async fn list_tokens(s: web::Data<AdminState>, caller: Me) -> Reply {
-    let tokens = s.control.list_tokens(&caller.0.username).await.map_err(control_error)?;
+    let mut tokens = s.control.list_tokens(&caller.0.username).await.map_err(control_error)?;
+    if let Some(ids) = reach(&s, &caller).await? {
+        tokens.retain(|t| ids.contains(&t.id));
+    }
     Ok(HttpResponse::Ok().json(json!({"tokens": tokens})))
 }
 
@@ -63,6 +76,9 @@ async fn revoke_token(s: web::Data<AdminState>, caller: Me, id: web::Path<i64>) 
     if token.user_id != caller.0.user_id {
         return Err(not_found());
     }
+    if reach(&s, &caller).await?.is_some_and(|ids| !ids.contains(&token.id)) {
+        return Err(not_found());
+    }
     s.control.revoke_token(*id).await.map_err(control_error)?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -71,7 +87,8 @@ async fn usage(s: web::Data<AdminState>, caller: Me, q: web::Query<UsageQuery>) 
     if q.user.as_deref().is_some_and(|u| u != caller.0.username) {
         return Err(ApiError::new(Code::PermissionDenied, "Only your own usage is visible here."));
     }
-    let f = q.filter(Some(caller.0.user_id))?;
+    let mut f = q.filter(Some(caller.0.user_id))?;
+    f.token_ids = reach(&s, &caller).await?;
     let r = report::report(s.control.store(), &f, q.group_by).await.map_err(report_error)?;
     Ok(HttpResponse::Ok().json(r))
 }

@@ -331,6 +331,7 @@ impl UsageQuery {
             user_id,
             model: self.model.clone(),
             route: self.route.clone(),
+            token_ids: None,
         })
     }
 }

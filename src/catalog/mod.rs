@@ -144,7 +144,13 @@ pub struct Snapshot {
     tiers: HashMap<String, Arc<TierRow>>,
     prices: Arc<Vec<PriceRow>>,
     user_catalogs: HashMap<i64, Arc<UserCatalog>>,
+    /// Autoselect candidate vectors (`embedding` selection) by (embeddings route, text): derived
+    /// state of this version, so a changed route or description is embedded anew.
+    pub embeddings: EmbeddingCache,
 }
+
+/// Candidate text vectors by (owner and embeddings route, text).
+pub type EmbeddingCache = Arc<Mutex<HashMap<(String, String), Arc<Vec<f32>>>>>;
 
 /// The providers and rotations a user owns (their namespace: `user-provider/…`, `user-rotation/…`).
 #[derive(Debug, Default)]
@@ -311,6 +317,7 @@ impl Catalog {
             tiers: tiers.into_iter().map(|t| (t.name.clone(), Arc::new(t))).collect(),
             prices: Arc::new(prices),
             user_catalogs,
+            embeddings: EmbeddingCache::default(),
         };
         match self.snapshot.write() {
             Ok(mut g) => *g = Arc::new(snap),
@@ -438,6 +445,10 @@ pub struct Autoselect {
     pub privacy_keywords: Vec<String>,
     /// Extra regexes that make a request private.
     pub privacy_patterns: Vec<String>,
+    /// The privacy classifier compiled from the keywords and patterns above, derived with the
+    /// snapshot (a changed rule takes effect with the catalog version that carries it); `None`
+    /// when a pattern does not compile (configuration checks and the API refuse those).
+    pub classifier: Option<Arc<crate::privacy::Classifier>>,
     /// Candidates in configuration order.
     pub candidates: Vec<AutoCandidate>,
 }
@@ -458,6 +469,7 @@ impl Autoselect {
             classify_privacy: a.classify_privacy,
             privacy_keywords: a.privacy_keywords.clone(),
             privacy_patterns: a.privacy_patterns.clone(),
+            classifier: compile_classifier(&a.privacy_keywords, &a.privacy_patterns, &a.name),
             candidates: a
                 .available_models
                 .iter()
@@ -476,6 +488,22 @@ impl Autoselect {
         match self.owner {
             Some(_) => format!("user-autoselect/{}", self.name),
             None => format!("autoselect/{}", self.name),
+        }
+    }
+}
+
+/// Compiles a privacy classifier for the snapshot; a pattern that does not compile is logged
+/// and leaves `None`, which refuses the route's requests rather than skipping the check.
+fn compile_classifier(
+    keywords: &[String],
+    patterns: &[String],
+    owner: &str,
+) -> Option<Arc<crate::privacy::Classifier>> {
+    match crate::privacy::Classifier::new(keywords, patterns) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::error!(error = %e, route = owner, "A privacy pattern does not compile; the route refuses requests.");
+            None
         }
     }
 }
@@ -528,6 +556,7 @@ impl Rotation {
                 daily_cloud_budget_usd: r.daily_cloud_budget_usd,
                 sensitive_keywords: r.sensitive_keywords.clone(),
                 sensitive_patterns: r.sensitive_patterns.clone(),
+                classifier: compile_classifier(&r.sensitive_keywords, &r.sensitive_patterns, &r.name),
             })
         });
         // A burst rotation's candidates are its primary entries, then its secondary ones.

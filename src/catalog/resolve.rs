@@ -133,6 +133,8 @@ pub struct BurstSpec {
     pub sensitive_keywords: Vec<String>,
     /// Extra regexes that make a request sensitive.
     pub sensitive_patterns: Vec<String>,
+    /// The sensitivity classifier compiled from the two lists above, with the snapshot.
+    pub classifier: Option<Arc<crate::privacy::Classifier>>,
 }
 
 impl Plan {

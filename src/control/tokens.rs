@@ -1,7 +1,7 @@
 use crate::catalog::{TokenEntry, hex, token_hash};
 use crate::control::{Control, ControlError, random_bytes};
 use crate::store::{self, NewToken, StoreError, TokenRow};
-use crate::types::{glob_match, is_well_formed_token, now_ms};
+use crate::types::{glob_within, is_well_formed_token, now_ms};
 
 /// A token to create.
 #[derive(Clone, Debug)]
@@ -59,8 +59,9 @@ pub fn child_within(parent: &TokenEntry, req: &NewTokenRequest) -> Result<(), Co
         if r.starts_with('*') {
             return deny("wildcard namespaces are for admins only");
         }
+        // By matching, not by glob text: a parent of `provider/?/*` cannot mint `provider/*/*`.
         if let Some(mine) = &parent.routes
-            && !mine.iter().any(|p| glob_match(p, r))
+            && !mine.iter().any(|p| glob_within(r, p))
         {
             return deny(&format!("the route `{r}` is outside this token's routes"));
         }
@@ -186,8 +187,30 @@ impl Control {
         Ok(row)
     }
 
+    /// The ids of `root` and every token minted below it, among `user_id`'s tokens.
+    pub async fn subtree(&self, user_id: i64, root: i64) -> Result<Vec<i64>, ControlError> {
+        let rows = store::list_tokens(self.store.conn(), user_id).await?;
+        Ok(subtree_of(&rows, root))
+    }
+
     /// One token (for ownership checks).
     pub async fn get_token(&self, id: i64) -> Result<TokenRow, ControlError> {
         store::find_token(self.store.conn(), id).await?.ok_or_else(|| ControlError::NotFound(format!("no token {id}")))
     }
+}
+
+/// `root` and its descendants among `rows` (breadth first; a cycle cannot loop).
+pub fn subtree_of(rows: &[TokenRow], root: i64) -> Vec<i64> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        for r in rows {
+            if r.parent_id == Some(parent) && !out.contains(&r.id) {
+                out.push(r.id);
+            }
+        }
+        i += 1;
+    }
+    out
 }

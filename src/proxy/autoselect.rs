@@ -12,15 +12,14 @@
 //! fence a private request only ever reaches `privacy = true` candidates or local targets — the
 //! fallback, every failover and the selection call itself (which sees the prompt) included.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
 use crate::catalog::{AutoCandidate, Autoselect, Plan, Snapshot};
 use crate::error::{ApiError, Code};
+use crate::privacy::Classifier;
 use crate::proxy::pipeline::{self, Incoming, Scope};
-use crate::proxy::privacy::Classifier;
 use crate::proxy::{Caller, ProxyState};
 use crate::types::{Locality, Operation, RequestId};
 
@@ -30,9 +29,6 @@ const SELECTION_TEXT_BYTES: usize = 8 * 1024;
 const EMBEDDING_CACHE_ENTRIES: usize = 4096;
 /// The largest selection reply read.
 const SELECTION_REPLY_BYTES: usize = 4 << 20;
-
-/// Candidate text vectors by (embedding route, text).
-pub type EmbeddingCache = Arc<Mutex<HashMap<(String, String), Arc<Vec<f32>>>>>;
 
 /// The capabilities a request needs: `tools`, `vision` (image parts), `json` (JSON mode).
 pub fn required_capabilities(body: &Map<String, Value>) -> Vec<&'static str> {
@@ -59,19 +55,11 @@ pub fn required_capabilities(body: &Map<String, Value>) -> Vec<&'static str> {
     out
 }
 
-fn classifier(state: &ProxyState, a: &Autoselect) -> Result<Arc<Classifier>, ApiError> {
-    let key = format!("{}#{:?}", a.route(), a.owner);
-    if let Some(c) = state.classifiers.lock().ok().and_then(|m| m.get(&key).cloned()) {
-        return Ok(c);
-    }
-    let c = Arc::new(Classifier::new(&a.privacy_keywords, &a.privacy_patterns).map_err(|e| {
-        tracing::error!(error = %e, autoselect = %a.name, "Autoselect has an invalid privacy pattern.");
+fn classifier(a: &Autoselect) -> Result<&Arc<Classifier>, ApiError> {
+    a.classifier.as_ref().ok_or_else(|| {
+        tracing::error!(autoselect = %a.name, "Autoselect has an invalid privacy pattern.");
         ApiError::internal()
-    })?);
-    if let Ok(mut m) = state.classifiers.lock() {
-        m.insert(key, Arc::clone(&c));
-    }
-    Ok(c)
+    })
 }
 
 /// Keeps only the plan's targets that have every required capability; `None` when none has.
@@ -102,6 +90,9 @@ pub struct Context<'a> {
     pub caller: &'a Caller,
     /// The client request's id (selection calls get their own ids, logged with this one).
     pub id: RequestId,
+    /// The routes the caller may reach: candidates, the fallback and the selection routes out
+    /// of it are never called.
+    pub permit: &'a pipeline::Permit<'a>,
 }
 
 /// One eligible candidate and its plan.
@@ -116,10 +107,17 @@ pub async fn select(
     snapshot: &Snapshot,
     a: &Autoselect,
     body: &Map<String, Value>,
-    text: &str,
+    text: &Arc<str>,
 ) -> Result<Selection, ApiError> {
     let route = a.route();
-    let verdict = if a.classify_privacy { Some(classifier(cx.state, a)?.classify(text)) } else { None };
+    let verdict = if a.classify_privacy {
+        let c = Arc::clone(classifier(a)?);
+        let t = Arc::clone(text);
+        Some(pipeline::offload(cx.state, text.len(), move || c.classify(&t)).await?)
+    } else {
+        None
+    };
+    let text: &str = text;
     let private = verdict.as_ref().is_some_and(|v| v.is_private());
     let required = required_capabilities(body);
     let mut considered = Vec::with_capacity(a.candidates.len());
@@ -134,6 +132,11 @@ pub async fn select(
             considered.push(json!({"route": c.route, "filtered": "unavailable"}));
             continue;
         };
+        // The caller's token, its ancestors and its tier must allow the route actually called.
+        if !cx.permit.allows(&plan.route) {
+            considered.push(json!({"route": c.route, "filtered": "scope"}));
+            continue;
+        }
         match with_capabilities(plan, &required) {
             Some(plan) => {
                 considered.push(json!({"route": c.route}));
@@ -174,7 +177,7 @@ pub async fn select(
             detail["outcome"] = json!(if eligible.len() == 1 && a.selection != "rules" { "only_one" } else { "rules" });
             Some((0, chosen_reason(false)))
         }
-        ("embedding", _) => match by_embedding(cx, a, &eligible, text, private).await {
+        ("embedding", _) => match by_embedding(cx, &snapshot.embeddings, a, &eligible, text, private).await {
             Ok((i, scores)) => {
                 detail["scores"] = json!(scores);
                 if a.min_similarity.is_some_and(|m| scores.get(i).is_none_or(|s| f64::from(*s) < m)) {
@@ -213,8 +216,21 @@ pub async fn select(
         plan.route = route;
         return Ok(Selection { plan, reason, detail });
     }
-    // No candidate chosen: the fallback, else (when selection failed) the first eligible one.
-    let Some(fallback) = &a.fallback else {
+    // No candidate chosen: the fallback, else (when selection failed) the first eligible one. A
+    // fallback the caller may not reach counts as none.
+    let fallback_plan = match &a.fallback {
+        Some(f) => {
+            let plan = snapshot.resolve_as(a.owner, f)?;
+            if cx.permit.allows(&plan.route) {
+                Some((f, plan))
+            } else {
+                detail["fallback_filtered"] = json!("scope");
+                None
+            }
+        }
+        None => None,
+    };
+    let Some((fallback, mut plan)) = fallback_plan else {
         if !eligible.is_empty() {
             let Eligible { cand, mut plan } = eligible.swap_remove(0);
             detail["chosen"] = json!(cand.route);
@@ -223,11 +239,12 @@ pub async fn select(
         }
         return Err(if private {
             ApiError::new(Code::PrivacyRouteUnavailable, "The request looks private and no private route can serve it.")
+        } else if detail["fallback_filtered"].is_string() || considered_scope(&detail) {
+            ApiError::new(Code::PermissionDenied, format!("This token may not use any candidate of `{route}`."))
         } else {
             ApiError::new(Code::ModelNotFound, format!("No candidate of `{route}` can serve this request."))
         });
     };
-    let mut plan = snapshot.resolve_as(a.owner, fallback)?;
     if private {
         // The fallback is not declared private: only its local targets may take the request.
         plan.candidates.retain(|c| c.target.provider.locality == Locality::Local);
@@ -242,6 +259,11 @@ pub async fn select(
     detail["chosen"] = json!(fallback);
     plan.route = route;
     Ok(Selection { plan, reason: "fallback", detail })
+}
+
+/// Whether the receipt's candidates were all out of the caller's scope.
+fn considered_scope(detail: &Value) -> bool {
+    detail["candidates"].as_array().is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["filtered"] == "scope"))
 }
 
 /// The end of `text`, at most `max` bytes, cut at a character boundary.
@@ -273,6 +295,7 @@ async fn call(
     let res = match tokio::time::timeout(timeout, run).await {
         Err(_) => return Err("timeout"),
         Ok(Err(e)) if e.code == Code::PrivacyRouteUnavailable => return Err("no_private_selection_route"),
+        Ok(Err(e)) if e.code == Code::PermissionDenied => return Err("selection_route_forbidden"),
         Ok(Err(_)) => return Err("error"),
         Ok(Ok(res)) => res,
     };
@@ -331,6 +354,7 @@ fn vectors(reply: &Value, n: usize) -> Option<Vec<Vec<f32>>> {
 /// index of the most similar eligible candidate with every candidate's best similarity.
 async fn by_embedding(
     cx: &Context<'_>,
+    cache: &crate::catalog::EmbeddingCache,
     a: &Autoselect,
     eligible: &[Eligible<'_>],
     text: &str,
@@ -340,7 +364,6 @@ async fn by_embedding(
     // Users' routes of the same name are different routes: the cache key says whose.
     let cache_route = format!("{:?}|{route}", a.owner);
     let cache_route = cache_route.as_str();
-    let cache = &cx.state.embeddings;
     let mut missing: Vec<&str> = Vec::new();
     if let Ok(c) = cache.lock() {
         for e in eligible {

@@ -3,12 +3,10 @@
 //! sensitive requests down to local. A sensitive request only ever gets local candidates — its
 //! failovers included — and a spent daily cloud budget keeps traffic local.
 
-use std::sync::Arc;
-
 use crate::catalog::{BurstMode, BurstSpec, Candidate};
 use crate::error::{ApiError, Code};
+use crate::privacy::Classifier;
 use crate::proxy::ProxyState;
-use crate::proxy::privacy::Classifier;
 use crate::proxy::router::inflight_key;
 use crate::types::Locality;
 
@@ -38,18 +36,11 @@ pub fn latency_key(spec: &BurstSpec, locality: Locality) -> String {
     format!("{}:{}", spec.name, if locality == Locality::Local { "local" } else { "cloud" })
 }
 
-fn classifier(state: &ProxyState, spec: &BurstSpec) -> Result<Arc<Classifier>, ApiError> {
-    if let Some(c) = state.classifiers.lock().ok().and_then(|m| m.get(&spec.name).cloned()) {
-        return Ok(c);
-    }
-    let c = Arc::new(Classifier::new(&spec.sensitive_keywords, &spec.sensitive_patterns).map_err(|e| {
-        tracing::error!(error = %e, rotation = %spec.name, "Burst rotation has an invalid sensitivity pattern.");
+fn classifier(spec: &BurstSpec) -> Result<&Classifier, ApiError> {
+    spec.classifier.as_deref().ok_or_else(|| {
+        tracing::error!(rotation = %spec.name, "Burst rotation has an invalid sensitivity pattern.");
         ApiError::internal()
-    })?);
-    if let Ok(mut m) = state.classifiers.lock() {
-        m.insert(spec.name.clone(), Arc::clone(&c));
-    }
-    Ok(c)
+    })
 }
 
 /// What the decision depends on, gathered from the request, shared state and this node.
@@ -76,7 +67,7 @@ pub async fn decide(
     mode_override: Option<&str>,
 ) -> Result<Decision, ApiError> {
     let mode = mode_override.and_then(BurstMode::parse).unwrap_or(spec.mode);
-    let sensitive = classifier(state, spec)?.classify(text).is_private();
+    let sensitive = classifier(spec)?.classify(text).is_private();
     let budget_spent = match spec.daily_cloud_budget_usd {
         Some(budget) if !sensitive => match state.shared.window_add(&spend_key(spec), DAY_MS, 0, None).await {
             Ok(w) => micros_to_usd(w.count) >= budget,

@@ -11,7 +11,6 @@ mod caller;
 mod handlers;
 pub mod limits;
 pub(crate) mod pipeline;
-pub mod privacy;
 mod relay;
 pub(crate) mod router;
 mod validate;
@@ -44,12 +43,8 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     /// Shared state (concurrency slots).
     pub shared: Arc<dyn SharedState>,
-    /// Compiled sensitivity classifiers of burst rotations, by rotation name.
-    pub classifiers: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<privacy::Classifier>>>>,
     /// Moving-average latency (ms) of burst tiers on this node.
     pub latency: Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>,
-    /// Autoselect candidate vectors (`embedding` selection), by embeddings route and text.
-    pub embeddings: autoselect::EmbeddingCache,
     /// Failure-streak keys this node has added to since their last reset.
     pub failing: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Requests and failover attempts in flight on this node (the retry budget).
@@ -62,6 +57,8 @@ pub struct ProxyState {
     pub endpoint_allowlist: Arc<Vec<String>>,
     /// The node's graceful shutdown.
     pub drain: crate::types::Drain,
+    /// Permits for CPU-bound work over large prompts (classification, token counts): one per core.
+    pub heavy: Arc<tokio::sync::Semaphore>,
 }
 
 /// The retry budget of one node (Envoy's): failover attempts in flight may be at most

@@ -56,7 +56,67 @@ pub struct Incoming<'a> {
     pub burst_mode: Option<&'a str>,
 }
 
-/// Runs one request.
+/// What routes a caller may reach: its token, every token above it (a child token is held to
+/// its ancestors' current scopes), and its tier. Every route actually called is checked.
+pub struct Permit<'a> {
+    /// The caller's token.
+    pub token: &'a crate::catalog::TokenEntry,
+    /// The tokens above it, parent first.
+    pub ancestors: &'a [std::sync::Arc<crate::catalog::TokenEntry>],
+    /// The owner's tier.
+    pub tier: Option<&'a crate::store::TierRow>,
+}
+
+impl Permit<'_> {
+    /// Whether `route` (a canonical route name) may be called.
+    pub fn allows(&self, route: &str) -> bool {
+        self.check(route).is_ok()
+    }
+
+    /// `Ok` when `route` may be called, else the 403 that says who forbids it.
+    pub fn check(&self, route: &str) -> Result<(), ApiError> {
+        if !self.token.may_use(route) || !self.ancestors.iter().all(|a| a.may_use(route)) {
+            return Err(ApiError::new(Code::PermissionDenied, format!("This token may not use the route `{route}`.")));
+        }
+        if let Some(t) = self.tier
+            && let Some(globs) = &t.routes
+            && !globs.iter().any(|g| crate::types::glob_match(g, route))
+        {
+            return Err(ApiError::new(
+                Code::PermissionDenied,
+                format!("The tier `{}` does not include the route `{route}`.", t.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Prompts of at least this many bytes are classified and counted off the worker threads.
+const OFFLOAD_BYTES: usize = 256 * 1024;
+/// A prompt of more bytes per token than this is not counted to see whether it fits a window:
+/// no real text comes close (about four bytes a token), so it is refused on its byte bound.
+const MAX_BYTES_PER_TOKEN: u64 = 32;
+
+/// Runs CPU-bound work over a prompt of `bytes` bytes: inline when small, else on the blocking
+/// pool behind the node's semaphore for such work (one permit per core), so that no number of
+/// large prompts can hold the actix workers that serve every other request.
+pub(crate) async fn offload<T: Send + 'static>(
+    state: &ProxyState,
+    bytes: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if bytes < OFFLOAD_BYTES {
+        return Ok(f());
+    }
+    let _permit = state.heavy.acquire().await.map_err(|_| ApiError::internal())?;
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal())
+}
+
+/// Runs one request. The order is the cost order: cheap checks (body, scope, tier cap, route
+/// permission), then admission (rate limits and concurrency — a request refused later still
+/// counts against them), then the expensive work (autoselect classification and selection calls,
+/// exact token counts off the worker threads), the quota reservation, and the attempts. Every
+/// request past admission gets exactly one usage record, refusals included.
 pub async fn run(
     state: &ProxyState,
     client: &crate::proxy::UpstreamClient,
@@ -70,10 +130,15 @@ pub async fn run(
     // A child token is held to its ancestors' scopes (which may have narrowed since it was
     // minted) and spends their limits and quotas.
     let ancestors = if caller.0.parent_id.is_some() { state.catalog.ancestors(&caller.0).await? } else { Vec::new() };
-    let may_use = |route: &str| caller.0.may_use(route) && ancestors.iter().all(|a| a.may_use(route));
-    // The request's text, for the classifiers: built at most once, and only when one reads it.
-    let mut text: Option<String> = None;
-    let mut auto_reason = None;
+    let tier = snapshot.tier_of(caller.0.user_id);
+    let permit = Permit { token: &caller.0, ancestors: &ancestors, tier: tier.as_deref() };
+    let selection_call = matches!(scope, Scope::Selection { .. });
+    // The tier's output cap, over every field an upstream may read as the limit.
+    if let Some(t) = &tier
+        && let Some(cap) = t.max_tokens
+    {
+        checked.check_output_cap(cap, &t.name)?;
+    }
     let auto = match &scope {
         Scope::Autoselect => Some(
             snapshot
@@ -84,26 +149,14 @@ pub async fn run(
         Scope::User(u) => snapshot.autoselect_in(*u, &checked.model),
         Scope::Provider(_) | Scope::Rotation | Scope::Selection { .. } => None,
     };
-    let mut selection_detail = None;
-    let plan = match (&scope, auto) {
-        (_, Some(a)) => {
-            if !may_use(&a.route()) {
-                return Err(ApiError::new(
-                    Code::PermissionDenied,
-                    format!("This token may not use the route `{}`.", a.route()),
-                ));
-            }
-            let t = text.get_or_insert_with(|| validate::request_text(&body));
-            let cx = autoselect::Context { state, client, caller, id };
-            let sel = autoselect::select(&cx, &snapshot, &a, &body, t).await?;
-            auto_reason = Some(sel.reason);
-            selection_detail = Some(sel.detail);
-            sel.plan
-        }
-        (Scope::Provider(p), None) => snapshot.resolve_direct(p, &checked.model)?,
-        (Scope::Rotation, None) => snapshot
-            .rotation_plan(&checked.model)
-            .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
+    let resolved = match (&scope, &auto) {
+        (_, Some(_)) => None,
+        (Scope::Provider(p), None) => Some(snapshot.resolve_direct(p, &checked.model)?),
+        (Scope::Rotation, None) => Some(
+            snapshot
+                .rotation_plan(&checked.model)
+                .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
+        ),
         (Scope::Selection { private: true, owner }, None) => {
             let mut plan = snapshot.resolve_as(*owner, &checked.model)?;
             plan.candidates.retain(|c| c.target.provider.locality == Locality::Local);
@@ -113,19 +166,73 @@ pub async fn run(
                     "The request looks private and the selection route has no local target.",
                 ));
             }
-            plan
+            Some(plan)
         }
-        (Scope::Selection { private: false, owner }, None) => snapshot.resolve_as(*owner, &checked.model)?,
-        (Scope::User(user), None) => snapshot.resolve_in(*user, &checked.model)?,
-        (Scope::Owner, None) => snapshot.resolve_in(caller.0.user_id, &checked.model)?,
-        (_, None) => snapshot.resolve(&checked.model)?,
+        (Scope::Selection { private: false, owner }, None) => Some(snapshot.resolve_as(*owner, &checked.model)?),
+        (Scope::User(user), None) => Some(snapshot.resolve_in(*user, &checked.model)?),
+        (Scope::Owner, None) => Some(snapshot.resolve_in(caller.0.user_id, &checked.model)?),
+        (_, None) => Some(snapshot.resolve(&checked.model)?),
     };
-    if !matches!(scope, Scope::Selection { .. }) && !may_use(&plan.route) {
-        return Err(ApiError::new(
-            Code::PermissionDenied,
-            format!("This token may not use the route `{}`.", plan.route),
-        ));
+    let route = match (&auto, &resolved) {
+        (Some(a), _) => a.route(),
+        (None, Some(p)) => p.route.clone(),
+        (None, None) => return Err(ApiError::internal()),
+    };
+    permit.check(&route)?;
+    if !state.accounting.has_room() {
+        tracing::error!("Usage queue is full; refusing billable requests until it drains.");
+        return Err(ApiError::unavailable().with_retry_after(5));
     }
+
+    // Admission: rate limits and concurrency, charged on the cheap estimate before any costly
+    // work. Selection calls are billed (their own records) but ride on their request's admission.
+    let mut settles = Vec::new();
+    if !selection_call {
+        let estimate = checked.prompt.estimate().saturating_add(checked.output_limit().unwrap_or(0));
+        settles.extend(state.limiter.admit(&caller.0, &ancestors, tier.as_deref(), estimate, &id.to_string()).await?);
+    }
+    let mut guard = state.accounting.open(UsageStart {
+        request_id: id,
+        user_id: caller.0.user_id,
+        token_id: caller.0.id,
+        route: checked.model.clone(),
+        stream: checked.stream,
+    });
+    guard.progress.estimated_prompt = checked.prompt.estimate();
+    for s in settles {
+        guard.on_settle(s);
+    }
+    // From here on a refusal is finished into the record (cost 0, the prompt estimate counted
+    // against the token limits that measure it).
+    macro_rules! refuse {
+        ($e:expr) => {{
+            let e: ApiError = $e;
+            guard.finish_unanswered(e.code.status(), "refused");
+            return Err(e);
+        }};
+    }
+
+    // The request's text, for the classifiers and the tokenizer: built at most once, and only
+    // when one reads it.
+    let mut text: Option<std::sync::Arc<str>> = None;
+    let mut auto_reason = None;
+    let mut selection_detail = None;
+    let plan = match (resolved, auto) {
+        (Some(plan), _) => plan,
+        (None, Some(a)) => {
+            let t = text.get_or_insert_with(|| validate::request_text(&body).into()).clone();
+            let cx = autoselect::Context { state, client, caller, id, permit: &permit };
+            match autoselect::select(&cx, &snapshot, &a, &body, &t).await {
+                Ok(sel) => {
+                    auto_reason = Some(sel.reason);
+                    selection_detail = Some(sel.detail);
+                    sel.plan
+                }
+                Err(e) => refuse!(e),
+            }
+        }
+        (None, None) => refuse!(ApiError::internal()),
+    };
     // The routing receipt (rotations and autoselects: a direct route has nothing to choose).
     let mut receipt = (plan.strategy != Strategy::Direct || selection_detail.is_some()).then(|| {
         let mut r = router::Receipt::new(&plan);
@@ -133,12 +240,26 @@ pub async fn run(
         r
     });
     // Only candidates whose context window fits the request stay in the running. The prompt is
-    // counted with the tokenizer only when its byte bound exceeds some candidate's limit.
+    // counted with the tokenizer only when that can change the decision: its byte bound is over
+    // some candidate's limit, and not so far over that no real text could fit.
     let bound = checked.prompt.bound();
-    let counted = plan.candidates.iter().any(|c| window_limit(&c.target).is_some_and(|l| bound > l)).then(|| {
-        let t = text.get_or_insert_with(|| validate::request_text(&body));
-        validate::count_prompt(&body, t, checked.prompt)
-    });
+    let countable = plan
+        .candidates
+        .iter()
+        .filter_map(|c| window_limit(&c.target))
+        .any(|l| bound > l && checked.prompt.bytes <= l.saturating_mul(MAX_BYTES_PER_TOKEN));
+    let counted = if countable {
+        let t = text.get_or_insert_with(|| validate::request_text(&body).into()).clone();
+        let tools = validate::tools_text(&body);
+        let size = checked.prompt;
+        let bytes = t.len();
+        match offload(state, bytes, move || validate::count_prompt(&t, &tools, size)).await {
+            Ok(n) => Some(n),
+            Err(e) => refuse!(e),
+        }
+    } else {
+        None
+    };
     let prompt_tokens = counted.unwrap_or(bound);
     let mut fitting = Vec::with_capacity(plan.candidates.len());
     let mut too_big = None;
@@ -154,32 +275,10 @@ pub async fn run(
         }
     }
     if fitting.is_empty() {
-        return Err(too_big.unwrap_or_else(|| ApiError::model_not_found(&plan.route)));
+        refuse!(too_big.unwrap_or_else(|| ApiError::model_not_found(&plan.route)));
     }
-    // The tier: allowed routes and the largest max_tokens.
-    let tier = snapshot.tier_of(caller.0.user_id);
-    if let Some(t) = &tier {
-        if let Some(globs) = &t.routes
-            && !globs.iter().any(|g| crate::types::glob_match(g, &plan.route))
-        {
-            return Err(ApiError::new(
-                Code::PermissionDenied,
-                format!("The tier `{}` does not include the route `{}`.", t.name, plan.route),
-            ));
-        }
-        if let (Some(cap), Some(asked)) = (t.max_tokens, checked.max_tokens)
-            && i64::try_from(asked).unwrap_or(i64::MAX) > cap
-        {
-            return Err(ApiError::invalid(
-                "max_tokens",
-                format!("max_tokens is {asked}; the tier `{}` allows at most {cap}.", t.name),
-            ));
-        }
-    }
-    if !state.accounting.has_room() {
-        tracing::error!("Usage queue is full; refusing billable requests until it drains.");
-        return Err(ApiError::unavailable().with_retry_after(5));
-    }
+    let prompt_estimate = counted.unwrap_or_else(|| checked.prompt.estimate());
+    guard.progress.estimated_prompt = prompt_estimate;
 
     // The body goes upstream with only `model` rewritten (and usage requested for streams).
     let inject_usage = checked.stream && !checked.client_wants_usage;
@@ -194,11 +293,8 @@ pub async fn run(
         }
     }
 
-    // Quotas, then rate limits and concurrency. Selection calls are billed (their own records)
-    // but ride on their request's admission.
-    let prompt_estimate = counted.unwrap_or_else(|| checked.prompt.estimate());
-    let mut settles = Vec::new();
-    if !matches!(scope, Scope::Selection { .. }) {
+    // Quotas: reserved at the most the request may be billed on any of its candidates.
+    if !selection_call {
         let mut quotas = Vec::new();
         for t in std::iter::once(&caller.0).chain(ancestors.iter()) {
             if let Some(q) = t.quota_usd {
@@ -209,15 +305,19 @@ pub async fn run(
             quotas.push((quota::Basis::UserMonth(caller.0.user_id), q));
         }
         if !quotas.is_empty() {
-            let cost = worst_cost(&snapshot, &fitting, prompt_estimate, checked.max_tokens);
+            let cost = worst_cost(&snapshot, &fitting, prompt_estimate, &checked);
             match state.quotas.reserve(&quotas, cost, state.limiter.live_nodes()).await {
-                Ok(s) => settles.extend(s),
+                Ok(s) => {
+                    if let Some(s) = s {
+                        guard.on_settle(s);
+                    }
+                }
                 Err(quota::QuotaError::Insufficient { basis }) => {
                     let whose = match basis {
                         quota::Basis::Token(_) => "The token's quota",
                         quota::Basis::UserMonth(_) => "This month's quota of the user's tier",
                     };
-                    return Err(ApiError::new(
+                    refuse!(ApiError::new(
                         Code::InsufficientQuota,
                         format!(
                             "{whose} is spent, or cannot cover this request (up to ${:.6}; a lower max_tokens costs less).",
@@ -225,42 +325,19 @@ pub async fn run(
                         ),
                     ));
                 }
-                Err(quota::QuotaError::Unavailable) => return Err(ApiError::unavailable().with_retry_after(5)),
+                Err(quota::QuotaError::Unavailable) => refuse!(ApiError::unavailable().with_retry_after(5)),
             }
         }
-        let estimate = prompt_estimate.saturating_add(checked.max_tokens.unwrap_or(0));
-        match state.limiter.admit(&caller.0, &ancestors, tier.as_deref(), estimate, &id.to_string()).await {
-            Ok(s) => settles.extend(s),
-            Err(e) => {
-                // Give the quota reservation back.
-                settles.into_iter().for_each(crate::accounting::cancel);
-                return Err(e);
-            }
-        }
-    }
-    let mut guard = state.accounting.open(UsageStart {
-        request_id: id,
-        user_id: caller.0.user_id,
-        token_id: caller.0.id,
-        route: checked.model.clone(),
-        stream: checked.stream,
-    });
-    guard.progress.estimated_prompt = counted.unwrap_or_else(|| checked.prompt.estimate());
-    for s in settles {
-        guard.on_settle(s);
     }
     let request_id = id.to_string();
 
     // Burst rotations decide by sensitivity, budget, queue depth and latency.
     let decision = match &plan.burst {
         Some(spec) => {
-            let t = text.get_or_insert_with(|| validate::request_text(&body));
-            match burst::decide(state, spec, fitting.clone(), t, burst_mode).await {
+            let t = text.get_or_insert_with(|| validate::request_text(&body).into()).clone();
+            match burst::decide(state, spec, fitting.clone(), &t, burst_mode).await {
                 Ok(d) => Some(d),
-                Err(e) => {
-                    guard.finish(e.code.status(), "refused");
-                    return Err(e);
-                }
+                Err(e) => refuse!(e),
             }
         }
         None => None,
@@ -325,7 +402,7 @@ pub async fn run(
                             format!("Every candidate of `{}` is cooling down after errors.", plan.route),
                         )
                     };
-                    guard.finish(err.code.status(), "all_cooling_down");
+                    guard.finish_unanswered(err.code.status(), "all_cooling_down");
                     return Err(err.with_retry_after(retry_after));
                 }
             }
@@ -366,6 +443,10 @@ pub async fn run(
         let target = &cand.target;
         let provider = target.provider.id.as_str();
         guard.set_target(provider, &target.model, snapshot.price(provider, &target.model));
+        guard.progress.caps = Some(crate::accounting::BillCaps {
+            prompt: checked.prompt_cap(),
+            completion: output_cap(target, &checked),
+        });
         let slot = match acquire_slot(state, &plan, target, &request_id).await {
             Ok(slot) => slot,
             Err(()) => {
@@ -431,7 +512,7 @@ pub async fn run(
                 if failure.is_client_fault() {
                     // The upstream judged the client's request: not the provider's fault, no failover.
                     let err = failure_to_error(provider, &failure);
-                    guard.finish(err.code.status(), "rejected");
+                    guard.finish_unanswered(err.code.status(), "rejected");
                     return Err(err);
                 }
                 if plan.strategy != Strategy::Direct {
@@ -455,7 +536,7 @@ pub async fn run(
         Some(_) => "upstream_error",
         None => "over_capacity",
     };
-    guard.finish(err.code.status(), outcome);
+    guard.finish_unanswered(err.code.status(), outcome);
     Err(err)
 }
 
@@ -498,19 +579,36 @@ async fn acquire_slot(state: &ProxyState, plan: &Plan, target: &Target, holder: 
     }
 }
 
-/// Output tokens assumed for a quota reservation when the request sets no `max_tokens` and the
-/// model's context size is unknown.
+/// Output tokens a request may be billed when it sets no output limit and the model's context
+/// size is unknown (per choice): set `context_size` on models that write longer answers.
 const DEFAULT_OUTPUT_ESTIMATE: u64 = 4_096;
 
-/// The most a request could cost on any of its candidates (micro-USD): its prompt, and
-/// `max_tokens` of output (else the rest of the context window, else a default).
-fn worst_cost(snapshot: &crate::catalog::Snapshot, cands: &[Candidate], prompt: u64, max_tokens: Option<u64>) -> u64 {
+/// The most output tokens a request may be billed on `target`: its limit × choices, else the
+/// model's context × choices, else [`DEFAULT_OUTPUT_ESTIMATE`] × choices.
+fn output_cap(target: &Target, checked: &validate::Checked) -> u64 {
+    checked
+        .output_limit()
+        .unwrap_or_else(|| target.model.context_size.unwrap_or(DEFAULT_OUTPUT_ESTIMATE).saturating_mul(checked.choices))
+}
+
+/// The most a request could cost on any of its candidates (micro-USD): its prompt, and its
+/// output limit × choices (else the rest of the context window, else a default, per choice).
+fn worst_cost(
+    snapshot: &crate::catalog::Snapshot,
+    cands: &[Candidate],
+    prompt: u64,
+    checked: &validate::Checked,
+) -> u64 {
     cands
         .iter()
         .filter_map(|c| {
             let price = snapshot.price(&c.target.provider.id, &c.target.model)?;
-            let output = max_tokens.unwrap_or_else(|| {
-                c.target.model.context_size.map_or(DEFAULT_OUTPUT_ESTIMATE, |ctx| ctx.saturating_sub(prompt))
+            let output = checked.output_limit().unwrap_or_else(|| {
+                c.target
+                    .model
+                    .context_size
+                    .map_or(DEFAULT_OUTPUT_ESTIMATE, |ctx| ctx.saturating_sub(prompt))
+                    .saturating_mul(checked.choices)
             });
             let usage = crate::types::Usage { prompt_tokens: prompt, completion_tokens: output, cached_tokens: 0 };
             Some(quota::micros(crate::accounting::cost_of(&price, usage)))

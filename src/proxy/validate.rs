@@ -47,15 +47,30 @@ impl PromptSize {
 /// Tokens of chat framing per message (role and separators), as OpenAI's counting guide has it.
 const FRAMING_PER_MESSAGE: u64 = 4;
 
+/// The tool definitions of a body as JSON text, for counting.
+pub fn tools_text(body: &Map<String, Value>) -> Vec<String> {
+    body.get("tools").and_then(Value::as_array).map_or_else(Vec::new, |t| t.iter().map(Value::to_string).collect())
+}
+
 /// Counts a valid body's prompt tokens with the tokenizer: the text the classifiers read (`text`,
-/// from [`request_text`]), tool definitions, and what [`PromptSize::fixed`] holds.
-pub fn count_prompt(body: &Map<String, Value>, text: &str, size: PromptSize) -> u64 {
-    let tools = body
-        .get("tools")
-        .and_then(Value::as_array)
-        .map_or(0, |t| t.iter().map(|t| crate::tokens::count(&t.to_string())).sum::<u64>());
+/// from [`request_text`]), tool definitions (from [`tools_text`]), and what
+/// [`PromptSize::fixed`] holds. CPU-bound: the pipeline runs it off the worker threads.
+pub fn count_prompt(text: &str, tools: &[String], size: PromptSize) -> u64 {
+    let tools = tools.iter().map(|t| crate::tokens::count(t)).sum::<u64>();
     crate::tokens::count(text).saturating_add(tools).saturating_add(size.fixed).max(1)
 }
+
+/// The fields an OpenAI-compatible server may read as the output limit: OpenAI's two, TGI's
+/// `max_new_tokens`, llama.cpp's `n_predict`, Ollama's `num_predict`, and `max_output_tokens`.
+/// A tier's cap applies to each of them, and the largest one given is the request's limit.
+pub const OUTPUT_LIMIT_FIELDS: &[&str] =
+    &["max_tokens", "max_completion_tokens", "max_new_tokens", "n_predict", "num_predict", "max_output_tokens"];
+
+/// Tokens allowed for one non-text part (an image, audio or file) when bounding what an
+/// upstream may report as prompt tokens.
+pub const MEDIA_PART_TOKENS: u64 = 8_192;
+/// Template tokens an upstream may add around a prompt beyond [`PromptSize::fixed`].
+pub const PROMPT_SLACK_TOKENS: u64 = 64;
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
@@ -70,8 +85,42 @@ pub struct Checked {
     pub client_wants_usage: bool,
     /// The prompt's size, for token estimates.
     pub prompt: PromptSize,
-    /// `max_tokens` / `max_completion_tokens`, if given.
+    /// The output limit: the largest of the [`OUTPUT_LIMIT_FIELDS`] given, if any.
     pub max_tokens: Option<u64>,
+    /// Each output-limit field given, with its value.
+    pub limits: Vec<(&'static str, u64)>,
+    /// Completions asked for (`n`, or `best_of` when larger): each may use the output limit.
+    pub choices: u64,
+    /// Non-text message parts (images, audio, files).
+    pub media_parts: u64,
+}
+
+impl Checked {
+    /// The most output tokens the request allows across all its choices, if it sets a limit.
+    pub fn output_limit(&self) -> Option<u64> {
+        self.max_tokens.map(|m| m.saturating_mul(self.choices))
+    }
+
+    /// The most prompt tokens an upstream can honestly report for this request: the byte bound,
+    /// template slack, and an allowance per non-text part.
+    pub fn prompt_cap(&self) -> u64 {
+        self.prompt
+            .bound()
+            .saturating_add(PROMPT_SLACK_TOKENS)
+            .saturating_add(self.media_parts.saturating_mul(MEDIA_PART_TOKENS))
+    }
+
+    /// Refuses a request any of whose output-limit fields is above a tier's `cap`.
+    pub fn check_output_cap(&self, cap: i64, tier: &str) -> Result<(), ApiError> {
+        let cap_u = u64::try_from(cap).unwrap_or(0);
+        match self.limits.iter().find(|(_, v)| *v > cap_u) {
+            Some((field, v)) => Err(ApiError::invalid(
+                *field,
+                format!("{field} is {v}; the tier `{tier}` allows at most {cap} output tokens."),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -240,6 +289,8 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
     destinations(body)?;
     string(body, "user")?;
     let mut size = PromptSize::default();
+    let mut media = 0u64;
+    let mut choices = 1u64;
     match op {
         Operation::Chat => {
             let messages = match body.get("messages") {
@@ -290,6 +341,10 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                 }
                 size.bytes += m.get("content").map_or(0, text_bytes);
                 size.fixed += FRAMING_PER_MESSAGE;
+                media += m.get("content").and_then(Value::as_array).map_or(0, |parts| {
+                    let n = parts.iter().filter(|p| p.get("type").and_then(Value::as_str) != Some("text")).count();
+                    u64::try_from(n).unwrap_or(u64::MAX)
+                });
             }
             if let Some(tools) = body.get("tools") {
                 let Value::Array(tools) = tools else {
@@ -323,7 +378,7 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
                     size.bytes += serde_json::to_string(t).map_or(0, |s| len(&s));
                 }
             }
-            integer(body, "n", 1, 128)?;
+            choices = integer(body, "n", 1, 128)?.unwrap_or(1);
             number(body, "presence_penalty", -2.0, 2.0)?;
             number(body, "frequency_penalty", -2.0, 2.0)?;
             boolean(body, "logprobs")?;
@@ -332,8 +387,9 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
         }
         Operation::Completions => {
             size = text_inputs(body, "prompt")?;
-            integer(body, "n", 1, 128)?;
-            integer(body, "best_of", 1, 20)?;
+            let n = integer(body, "n", 1, 128)?.unwrap_or(1);
+            let best_of = integer(body, "best_of", 1, 20)?.unwrap_or(1);
+            choices = n.max(best_of);
             number(body, "presence_penalty", -2.0, 2.0)?;
             number(body, "frequency_penalty", -2.0, 2.0)?;
             string(body, "suffix")?;
@@ -353,8 +409,9 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
             integer(body, "dimensions", 1, 65_536)?;
         }
     }
-    let (stream, client_wants_usage, max_tokens) = if op == Operation::Embeddings {
-        (false, false, None)
+    let mut limits = Vec::new();
+    let (stream, client_wants_usage) = if op == Operation::Embeddings {
+        (false, false)
     } else {
         number(body, "temperature", 0.0, 2.0)?;
         number(body, "top_p", 0.0, 1.0)?;
@@ -375,11 +432,22 @@ pub fn check(op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiErr
             },
             Some(v) => return Err(wrong("stream_options", "an object", v)),
         };
-        let max = integer(body, "max_tokens", 1, u64::from(u32::MAX))?;
-        let max_c = integer(body, "max_completion_tokens", 1, u64::from(u32::MAX))?;
-        (stream, wants, max_c.or(max))
+        for field in OUTPUT_LIMIT_FIELDS {
+            if let Some(v) = integer(body, field, 1, u64::from(u32::MAX))? {
+                limits.push((*field, v));
+            }
+        }
+        (stream, wants)
     };
-    Ok(Checked { model, stream, client_wants_usage, prompt: size, max_tokens })
+    // Ollama reads the limit from `options.num_predict` too.
+    if let Some(Value::Object(options)) = body.get("options")
+        && let Some(v) = integer(options, "num_predict", 1, u64::from(u32::MAX))
+            .map_err(|_| out_of_range("options.num_predict", "must be an integer from 1 to 4294967295"))?
+    {
+        limits.push(("options.num_predict", v));
+    }
+    let max_tokens = limits.iter().map(|(_, v)| *v).max();
+    Ok(Checked { model, stream, client_wants_usage, prompt: size, max_tokens, limits, choices, media_parts: media })
 }
 
 #[cfg(test)]

@@ -195,6 +195,8 @@ pub struct UsageFilter {
     pub model: Option<String>,
     /// Of this route.
     pub route: Option<String>,
+    /// Only of these tokens (a child token sees its own subtree's usage).
+    pub token_ids: Option<Vec<i64>>,
 }
 
 /// The records a filter selects, oldest first, at most `limit`.
@@ -214,6 +216,9 @@ pub async fn query_usage(db: &impl ConnectionTrait, f: &UsageFilter, limit: u64)
     }
     if let Some(v) = &f.route {
         q = q.filter(usage_records::Column::Route.eq(v.as_str()));
+    }
+    if let Some(ids) = &f.token_ids {
+        q = q.filter(usage_records::Column::TokenId.is_in(ids.iter().copied()));
     }
     let rows = q
         .order_by_asc(usage_records::Column::CreatedAt)

@@ -6,7 +6,7 @@ use std::path::Path;
 
 fn layer_of(module: &str) -> Option<u8> {
     Some(match module {
-        "types" | "error" | "tokens" | "crypto" => 0,
+        "types" | "error" | "tokens" | "crypto" | "privacy" => 0,
         "config" => 1,
         "store" | "shared" | "upstream" | "telemetry" => 2,
         "catalog" | "accounting" | "broker" | "control" => 3,

@@ -260,6 +260,8 @@ pub async fn run(
     } else {
         None
     };
+    let prompt_estimate = counted.unwrap_or_else(|| checked.prompt.estimate());
+    guard.progress.estimated_prompt = prompt_estimate;
     let prompt_tokens = counted.unwrap_or(bound);
     let mut fitting = Vec::with_capacity(plan.candidates.len());
     let mut too_big = None;
@@ -277,8 +279,6 @@ pub async fn run(
     if fitting.is_empty() {
         refuse!(too_big.unwrap_or_else(|| ApiError::model_not_found(&plan.route)));
     }
-    let prompt_estimate = counted.unwrap_or_else(|| checked.prompt.estimate());
-    guard.progress.estimated_prompt = prompt_estimate;
 
     // The body goes upstream with only `model` rewritten (and usage requested for streams).
     let inject_usage = checked.stream && !checked.client_wants_usage;

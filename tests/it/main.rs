@@ -19,6 +19,7 @@ mod cluster;
 mod config;
 mod errors;
 mod faults;
+mod hardening;
 mod injection;
 mod layering;
 mod ledger;

@@ -46,6 +46,8 @@ pub struct Plan {
     pub content: Option<String>,
     /// A stream's headers go out at once, its first chunk after this long.
     pub first_chunk_delay_ms: u64,
+    /// The `usage` object reported instead of the true one (an upstream that over-reports).
+    pub usage: Option<Value>,
 }
 
 impl Default for Plan {
@@ -64,6 +66,7 @@ impl Default for Plan {
             error_body: None,
             content: None,
             first_chunk_delay_ms: 0,
+            usage: None,
         }
     }
 }
@@ -284,6 +287,9 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
         if let Some(c) = &plan.content {
             v["choices"][0]["message"]["content"] = Value::String(c.clone());
         }
+        if let Some(u) = &plan.usage {
+            v["usage"] = u.clone();
+        }
         return HttpResponse::Ok().content_type("application/json").body(v.to_string());
     }
     let include_usage = parsed.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
@@ -304,7 +310,8 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
     if include_usage && !plan.omit_usage {
         events
             .push(sse(&json!({"id":"chatcmpl-s","object":"chat.completion.chunk","created":1700000000,"model":model,
-            "choices":[],"usage":{"prompt_tokens":9,"completion_tokens":plan.chunks,"total_tokens":9 + plan.chunks}})));
+            "choices":[],"usage":plan.usage.clone().unwrap_or_else(
+                || json!({"prompt_tokens":9,"completion_tokens":plan.chunks,"total_tokens":9 + plan.chunks}))})));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let interval = Duration::from_millis(plan.chunk_interval_ms);

@@ -1,0 +1,340 @@
+//! Hardening against a hostile tenant and a careless client (issue 10): each test is a defect
+//! found by a probe, and fails without its fix. TESTPLAN S1, S2, S7, S8, S11, S13 and F6 classes.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use switchyard::config::{AutoselectCandidateConfig, AutoselectConfig, PriceConfig, Secret};
+use switchyard::types::Locality;
+
+use crate::support::mock_upstream::{MockUpstream, Plan};
+use crate::support::{Resp, TestApp, chat, openai_provider, post_json, send};
+
+const MASTER: &str = "8f3a9c1d2e4b5a6978c0d1e2f3a4b5c6d7e8f90112233445566778899aabbccd";
+
+async fn call(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> Resp {
+    let auth = format!("Bearer {token}");
+    let headers = [("content-type", "application/json"), ("authorization", auth.as_str())];
+    send(method, &app.url(path), &headers, body.map(|b| b.to_string()).unwrap_or_default()).await
+}
+
+/// Creates a user (on `tier`, if any) and a token with `scope` (extra token fields).
+async fn user(app: &TestApp, name: &str, tier: Option<&str>, scope: Value) -> (String, i64) {
+    let a = &app.admin_token;
+    let r = call(app, "POST", "/admin/api/users", a, Some(json!({"username": name}))).await;
+    assert!(r.status < 300, "{}", r.text());
+    if let Some(t) = tier {
+        let r = call(app, "PATCH", &format!("/admin/api/users/{name}"), a, Some(json!({"tier": t}))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let mut body = json!({"user": name});
+    if let (Some(b), Some(s)) = (body.as_object_mut(), scope.as_object()) {
+        b.extend(s.clone());
+    }
+    let t = call(app, "POST", "/admin/api/tokens", a, Some(body)).await;
+    assert!(t.status < 300, "{}", t.text());
+    let t = t.json();
+    (t["token"].as_str().unwrap().to_owned(), t["id"].as_i64().unwrap())
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(450)).await;
+}
+
+fn candidate(route: &str, privacy: bool) -> AutoselectCandidateConfig {
+    AutoselectCandidateConfig { route: route.into(), description: String::new(), privacy, examples: vec![] }
+}
+
+fn autoselect(name: &str, fallback: Option<&str>, candidates: Vec<AutoselectCandidateConfig>) -> AutoselectConfig {
+    AutoselectConfig {
+        name: name.into(),
+        description: String::new(),
+        selection: "rules".into(),
+        fallback: fallback.map(str::to_owned),
+        classify_privacy: true,
+        classify_semantic: false,
+        selection_model: None,
+        embedding_route: None,
+        selection_timeout_ms: 3_000,
+        min_similarity: None,
+        capabilities: vec![],
+        privacy_keywords: vec![],
+        privacy_patterns: vec![],
+        available_models: candidates,
+    }
+}
+
+/// Defect 1: a prompt far over a model's context is refused after admission (so refusals count
+/// against the token's rate limit) and without holding the workers: another tenant is served
+/// while several multi-megabyte prompts are being refused, and each refusal has its record.
+#[actix_web::test]
+async fn d1_large_prompts_are_admitted_first_and_counted_off_the_workers() {
+    let mock = MockUpstream::start(1);
+    let base = mock.base();
+    let app = TestApp::spawn(move |s| {
+        s.server.workers = 1;
+        let mut p = openai_provider("a", &base, &["small", "big"]);
+        p.models[0].context_size = Some(1_000);
+        p.models[1].context_size = Some(200_000);
+        s.providers.push(p);
+    })
+    .await;
+    let (hostile, _) = user(&app, "hostile", None, json!({"rpm": 3})).await;
+    let (other, _) = user(&app, "other", None, json!({})).await;
+    settle().await;
+    let url = app.url("/v1/chat/completions");
+    // Words, so the byte bound (2.4 MB) is within 32 bytes a token of the big model's window
+    // and the prompt is really counted (about 400,000 tokens: over it).
+    let huge = "lorem ipsum dolor sit amet ".repeat(90_000);
+    let calls = mock.calls();
+    let refused: Vec<Resp> = {
+        let big = json!({"model": "provider/a/big", "messages": [{"role": "user", "content": huge}]});
+        let hostile_calls = join_all((0..3).map(|_| post_json(&url, &hostile, &big)));
+        let served = async {
+            let mut ok = 0;
+            for _ in 0..5 {
+                ok += usize::from(post_json(&url, &other, &chat("provider/a/small", "hi")).await.status == 200);
+            }
+            ok
+        };
+        let (refused, ok) = futures_util::join!(hostile_calls, served);
+        assert_eq!(ok, 5, "the other tenant was not served while large prompts were refused");
+        refused
+    };
+    for r in &refused {
+        let e = r.assert_error(400, "invalid_request");
+        assert!(e["error"]["message"].as_str().unwrap().contains("context"), "{e}");
+    }
+    // The three refusals used the token's 3 requests a minute: the fourth is a 429 at once.
+    let small = json!({"model": "provider/a/small", "messages": [{"role": "user", "content": "x".repeat(500_000)}]});
+    post_json(&url, &hostile, &small).await.assert_error(429, "rate_limit_exceeded");
+    assert_eq!(mock.calls() - calls, 5, "only the other tenant's requests reach the upstream");
+    for r in &refused {
+        let row = app.usage(r.header("x-request-id").unwrap()).await;
+        assert_eq!((row.status, row.outcome.as_str(), row.cost_usd), (400, "refused", 0.0));
+        assert!(row.prompt_tokens > 100_000, "the refusal counts its prompt: {}", row.prompt_tokens);
+    }
+    app.stop().await;
+}
+
+/// Defect 2: a user autoselect's privacy keywords changed through `/api/me/autoselects/…` take
+/// effect with the next catalog version, not at the next restart.
+#[actix_web::test]
+async fn d2_privacy_rules_follow_the_catalog() {
+    let (local, cloud) = (MockUpstream::start(1), MockUpstream::start(1));
+    let allow = vec![format!("127.0.0.1:{}", local.port), format!("127.0.0.1:{}", cloud.port)];
+    let app = TestApp::spawn(move |s| {
+        s.security.master_key = Some(Secret::new(MASTER));
+        s.security.endpoint_allowlist = allow;
+    })
+    .await;
+    let (alice, _) = user(&app, "alice", None, json!({})).await;
+    for (name, mock, locality) in [("near", &local, "local"), ("far", &cloud, "cloud")] {
+        let p = json!({"type": "openai", "endpoint": mock.base(), "locality": locality, "models": [{"name": "m"}]});
+        let r = call(&app, "PUT", &format!("/api/me/providers/{name}"), &alice, Some(p)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let pick = |word: &str| {
+        json!({"classify_privacy": true, "privacy_keywords": [word], "available_models": [
+            {"route": "user-provider/far/m"}, {"route": "user-provider/near/m", "privacy": true}]})
+    };
+    let r = call(&app, "PUT", "/api/me/autoselects/pick", &alice, Some(pick("alpha"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    settle().await;
+    let url = app.url("/v1/chat/completions");
+    let reason = |r: &Resp| (r.status, r.header("x-switchyard-provider").map(str::to_owned));
+    let r = post_json(&url, &alice, &chat("user-autoselect/pick", "about alpha")).await;
+    assert_eq!(reason(&r), (200, Some("alice/near".into())), "{}", r.text());
+    let r = post_json(&url, &alice, &chat("user-autoselect/pick", "about beta")).await;
+    assert_eq!(reason(&r), (200, Some("alice/far".into())), "{}", r.text());
+    // The rule changes: beta is private now, alpha is not.
+    let r = call(&app, "PUT", "/api/me/autoselects/pick", &alice, Some(pick("beta"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    settle().await;
+    let r = post_json(&url, &alice, &chat("user-autoselect/pick", "about beta")).await;
+    assert_eq!(reason(&r), (200, Some("alice/near".into())), "the old rule still applies: {}", r.text());
+    let r = post_json(&url, &alice, &chat("user-autoselect/pick", "about alpha")).await;
+    assert_eq!(reason(&r), (200, Some("alice/far".into())), "{}", r.text());
+    app.stop().await;
+}
+
+/// Defect 3: every route an autoselect calls — candidates, the fallback, the selection model —
+/// is held to the caller's token, its ancestors and its tier; what is out of scope is dropped
+/// (the receipt says `scope`), and nothing out of scope is ever called.
+#[actix_web::test]
+async fn d3_autoselect_calls_only_routes_the_caller_may_use() {
+    let (local, cloud) = (MockUpstream::start(1), MockUpstream::start(1));
+    let (l2, c2) = (local.base(), cloud.base());
+    let app = TestApp::spawn(move |s| {
+        s.providers.push(openai_provider("local", &l2, &["m"]));
+        let mut c = openai_provider("cloud", &c2, &["m", "n"]);
+        c.locality = Locality::Cloud;
+        s.providers.push(c);
+        s.autoselects.push(autoselect(
+            "eng",
+            Some("provider/local/m"),
+            vec![candidate("provider/cloud/m", false), candidate("provider/local/m", true)],
+        ));
+        let mut llm =
+            autoselect("picky", None, vec![candidate("provider/cloud/m", false), candidate("provider/cloud/n", false)]);
+        llm.selection = "llm".into();
+        llm.selection_model = Some("provider/local/m".into());
+        s.autoselects.push(llm);
+    })
+    .await;
+    let a = app.admin_token.clone();
+    let r = call(&app, "PUT", "/admin/api/tiers/narrow", &a, Some(json!({"routes": ["autoselect/*"]}))).await;
+    assert!(r.status < 300, "{}", r.text());
+    let (only_auto, _) = user(&app, "t1", None, json!({"routes": ["autoselect/eng"]})).await;
+    let (local_ok, _) = user(&app, "t2", None, json!({"routes": ["autoselect/*", "provider/cloud/*"]})).await;
+    let (tiered, _) = user(&app, "t3", Some("narrow"), json!({})).await;
+    settle().await;
+    let url = app.url("/v1/chat/completions");
+    let calls = || local.calls() + cloud.calls();
+    let before = calls();
+    // Every candidate and the fallback out of scope: 403, nothing called.
+    post_json(&url, &only_auto, &chat("autoselect/eng", "hi")).await.assert_error(403, "permission_denied");
+    post_json(&url, &tiered, &chat("autoselect/eng", "hi")).await.assert_error(403, "permission_denied");
+    assert_eq!(calls(), before, "an out-of-scope route was called");
+    // The local candidate and the fallback are out of scope: cloud serves, the receipt says why.
+    let r = post_json(&url, &local_ok, &chat("autoselect/eng", "hi")).await;
+    assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("cloud")), "{}", r.text());
+    let row = app.usage(r.header("x-request-id").unwrap()).await;
+    let receipt: Value = serde_json::from_str(row.routing.as_deref().unwrap()).unwrap();
+    assert!(receipt.to_string().contains(r#""filtered":"scope""#), "{receipt}");
+    // A private prompt may only go to the local candidate, which is out of scope: refused, never
+    // sent to the cloud.
+    let r = post_json(&url, &local_ok, &chat("autoselect/eng", "my email is a@example.com")).await;
+    r.assert_error(403, "privacy_route_unavailable");
+    assert_eq!(local.calls(), 0, "the local model was called out of scope");
+    // The llm selection model is out of scope: no selection call, the first candidate serves.
+    let r = post_json(&url, &local_ok, &chat("autoselect/picky", "hi")).await;
+    assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("cloud")), "{}", r.text());
+    assert_eq!(local.calls(), 0, "the selection model was called out of scope");
+    let row = app.usage(r.header("x-request-id").unwrap()).await;
+    assert!(row.routing.as_deref().unwrap().contains("selection_route_forbidden"), "{:?}", row.routing);
+    app.stop().await;
+}
+
+/// Defect 4: an upstream that reports far more tokens than the request allowed is billed at
+/// most what the request allowed (`usage_source = capped`), so 20 concurrent `max_tokens: 1`
+/// requests cannot overdraw a $0.01 quota by more than the prompt allowance of those in flight;
+/// and a tier's cap applies to every field an upstream may read as the output limit.
+#[actix_web::test]
+async fn d4_over_reporting_upstreams_cannot_overdraw_and_caps_cover_every_limit_field() {
+    let mock = MockUpstream::start(2);
+    let base = mock.base();
+    let app = TestApp::spawn(move |s| {
+        s.providers.push(openai_provider("a", &base, &["m"]));
+        s.prices.push(PriceConfig {
+            model: "m".into(),
+            provider: None,
+            input_per_million: 1.0,
+            output_per_million: 1_000.0,
+            cached_input_per_million: None,
+            aliases: vec![],
+        });
+    })
+    .await;
+    let a = app.admin_token.clone();
+    call(&app, "PUT", "/admin/api/tiers/capped", &a, Some(json!({"max_tokens": 100}))).await;
+    let (t, _) = user(&app, "payer", Some("capped"), json!({"quota_usd": 0.01})).await;
+    settle().await;
+    let url = app.url("/v1/chat/completions");
+    mock.plan(Plan {
+        times: 1_000,
+        delay_headers_ms: 200,
+        usage: Some(json!({"prompt_tokens": 100_000, "completion_tokens": 100_000, "total_tokens": 200_000})),
+        ..Plan::default()
+    });
+    let one = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});
+    let results = join_all((0..20).map(|_| post_json(&url, &t, &one))).await;
+    let served: Vec<&Resp> = results.iter().filter(|r| r.status == 200).collect();
+    assert!(!served.is_empty());
+    let mut total = 0.0;
+    for r in &served {
+        let row = app.usage(r.header("x-request-id").unwrap()).await;
+        assert_eq!(row.usage_source, "capped");
+        assert_eq!(row.completion_tokens, 1, "billed output is at most max_tokens");
+        assert!(row.prompt_tokens <= 70, "billed prompt is at most the prompt's bound: {}", row.prompt_tokens);
+        total += row.cost_usd;
+    }
+    // Each request reserves its prompt estimate and one output token ($0.001005); what it may be
+    // billed past that is its prompt allowance (65 tokens at $1/M) — 20 in flight at most.
+    assert!(total <= 0.01 + 20.0 * 65e-6 + 1e-9, "quota overdrawn: spent ${total}");
+    assert!(served.len() < 20, "the quota never bound");
+    for r in results.iter().filter(|r| r.status != 200) {
+        r.assert_error(402, "insufficient_quota");
+    }
+    // The tier's cap (100) on every field an upstream may read as the limit.
+    let calls = mock.calls();
+    for (field, value) in [
+        ("max_tokens", json!(10_000)),
+        ("n_predict", json!(10_000)),
+        ("max_new_tokens", json!(10_000)),
+        ("num_predict", json!(10_000)),
+        ("max_output_tokens", json!(10_000)),
+    ] {
+        let mut b = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 5});
+        b[field] = value;
+        let e = post_json(&url, &t, &b).await.assert_error(400, "invalid_request");
+        assert_eq!(e["error"]["param"], field);
+    }
+    let b = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 500}});
+    post_json(&url, &t, &b).await.assert_error(400, "invalid_request");
+    assert_eq!(mock.calls(), calls, "an over-cap request reached the upstream");
+    app.stop().await;
+}
+
+/// Defect 6: a child token manages and reads only itself and the tokens below it; child scopes
+/// are checked by matching (a `provider/?/*` parent cannot mint `provider/*/*`).
+#[actix_web::test]
+async fn d6_child_tokens_reach_only_their_subtree() {
+    let mock = MockUpstream::start(1);
+    let base = mock.base();
+    let app = TestApp::spawn(move |s| s.providers.push(openai_provider("a", &base, &["m"]))).await;
+    let (root, root_id) = user(&app, "alice", None, json!({"routes": ["provider/?/*"]})).await;
+    let (sibling, sibling_id) = {
+        let r = call(&app, "POST", "/admin/api/tokens", &app.admin_token, Some(json!({"user": "alice"}))).await;
+        let v = r.json();
+        (v["token"].as_str().unwrap().to_owned(), v["id"].as_i64().unwrap())
+    };
+    let mint = |token: &str, routes: Value| {
+        let token = token.to_owned();
+        let app = &app;
+        async move { call(app, "POST", "/api/me/tokens", &token, Some(json!({"routes": routes}))).await }
+    };
+    mint(&root, json!(["provider/*/*"])).await.assert_error(403, "permission_denied");
+    let child = mint(&root, json!(["provider/a/*"])).await.json();
+    let (child, child_id) = (child["token"].as_str().unwrap().to_owned(), child["id"].as_i64().unwrap());
+    let grand = mint(&child, json!(["provider/a/m"])).await.json();
+    let (grand, grand_id) = (grand["token"].as_str().unwrap().to_owned(), grand["id"].as_i64().unwrap());
+    settle().await;
+    for t in [&root, &sibling, &child, &grand] {
+        assert_eq!(post_json(&app.url("/v1/chat/completions"), t, &chat("provider/a/m", "hi")).await.status, 200);
+    }
+    settle().await;
+    let ids = |r: Resp| -> Vec<i64> {
+        r.json()["tokens"].as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(ids(call(&app, "GET", "/api/me/tokens", &child, None).await), vec![child_id, grand_id]);
+    assert_eq!(ids(call(&app, "GET", "/api/me/tokens", &root, None).await).len(), 4);
+    // The child's usage is its subtree's (2 requests), the root's is the user's (4).
+    let count = |r: Resp| r.json()["total"]["requests"].as_u64().unwrap_or_else(|| panic!("{}", r.text()));
+    assert_eq!(count(call(&app, "GET", "/api/me/usage", &child, None).await), 2);
+    assert_eq!(count(call(&app, "GET", "/api/me/usage", &root, None).await), 4);
+    // Neither the parent nor a sibling can be revoked from below; the grandchild can.
+    for id in [root_id, sibling_id] {
+        call(&app, "DELETE", &format!("/api/me/tokens/{id}"), &child, None).await.assert_error(404, "not_found");
+    }
+    assert_eq!(call(&app, "DELETE", &format!("/api/me/tokens/{grand_id}"), &child, None).await.status, 204);
+    settle().await;
+    for t in [&root, &sibling, &child] {
+        assert_eq!(post_json(&app.url("/v1/chat/completions"), t, &chat("provider/a/m", "hi")).await.status, 200);
+    }
+    post_json(&app.url("/v1/chat/completions"), &grand, &chat("provider/a/m", "hi"))
+        .await
+        .assert_error(401, "invalid_token");
+    app.stop().await;
+}

@@ -249,3 +249,90 @@ async fn p5_quota_reservations_follow_the_model() {
     }
     assert!(admitted > 100 && refused > 100, "{admitted} admitted, {refused} refused: the generator never bound");
 }
+
+/// Issue 10, defect 4 (property): however an upstream over-reports — prompt and output counts
+/// drawn up to 10^9 — a request is billed at most its bounds (the prompt's byte bound plus
+/// slack, the output it allowed), so the spend counter never passes the quota by more than the
+/// prompt allowances (bound − estimate) of the requests in flight at the last admission.
+#[tokio::test]
+async fn p5_adversarial_upstream_reports_overdraw_at_most_the_prompt_allowance() {
+    use std::sync::Arc;
+    use switchyard::accounting::quota::{Basis, QuotaError, Quotas, micros};
+    use switchyard::accounting::{BillCaps, billable, cost_of};
+    use switchyard::config::CostConfig;
+    use switchyard::shared::{MemoryShared, SharedState};
+    use switchyard::types::Usage;
+
+    let store = switchyard::store::Store::connect("sqlite::memory:", 1).await.unwrap();
+    store.migrate().await.unwrap();
+    let shared: Arc<dyn SharedState> = Arc::new(MemoryShared::new());
+    let quotas = Quotas::new(store, Arc::clone(&shared));
+    let price = CostConfig { input_per_million: 3.0, output_per_million: 15.0, cached_input_per_million: None };
+    let quota_usd = 0.5;
+    let quota = micros(quota_usd);
+    let mut x = 0x0ddc_0ffe_e0dd_f00du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut admitted = 0;
+    for token in 1..=30i64 {
+        let counter = |shared: Arc<dyn SharedState>| async move {
+            shared.window_add(&format!("quota:tok:{token}"), 1 << 40, 0, None).await.unwrap().count
+        };
+        // Open requests: settlement, adversarial actual cost, prompt allowance (micro-USD).
+        let mut open: Vec<(switchyard::accounting::Settle, u64, u64)> = Vec::new();
+        let mut allowance_at_last_admit = 0u64;
+        for _ in 0..150 {
+            if open.is_empty() || next() % 3 != 0 {
+                let bytes = next() % 20_000;
+                let estimate = bytes.div_ceil(4) + 4;
+                let caps = BillCaps { prompt: bytes + 4 + 64, completion: 1 + next() % 2_000 };
+                let reserve = micros(cost_of(
+                    &price,
+                    Usage { prompt_tokens: estimate, completion_tokens: caps.completion, cached_tokens: 0 },
+                ));
+                let reported = Usage {
+                    prompt_tokens: next() % 1_000_000_000,
+                    completion_tokens: next() % 1_000_000_000,
+                    cached_tokens: next() % 1_000,
+                };
+                let (billed, _) = billable(reported, caps);
+                let actual = micros(cost_of(&price, billed));
+                let allowance = micros(cost_of(
+                    &price,
+                    Usage { prompt_tokens: caps.prompt - estimate, completion_tokens: 0, cached_tokens: 0 },
+                )) + 1;
+                match quotas.reserve(&[(Basis::Token(token), quota_usd)], reserve, 1).await {
+                    Ok(Some(s)) => {
+                        open.push((s, actual, allowance));
+                        allowance_at_last_admit = open.iter().map(|(_, _, a)| *a).sum();
+                        admitted += 1;
+                    }
+                    Err(QuotaError::Insufficient { .. }) => {}
+                    other => panic!("unexpected {:?}", other.map(|s| s.is_some())),
+                }
+            } else {
+                let i = usize::try_from(next()).unwrap() % open.len();
+                let (s, actual, _) = open.swap_remove(i);
+                s(&row_costing(actual));
+            }
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            let c = counter(Arc::clone(&shared)).await;
+            assert!(c <= quota + allowance_at_last_admit, "overdrawn: {c} > {quota} + {allowance_at_last_admit}");
+        }
+        for (s, actual, _) in open.drain(..) {
+            s(&row_costing(actual));
+        }
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let c = counter(Arc::clone(&shared)).await;
+        assert!(c <= quota + allowance_at_last_admit, "overdrawn at the end: {c}");
+    }
+    assert!(admitted > 200, "only {admitted} admitted");
+}

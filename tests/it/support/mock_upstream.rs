@@ -308,10 +308,11 @@ async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -
     events.push(sse(&json!({"id":"chatcmpl-s","object":"chat.completion.chunk","created":1700000000,"model":model,
         "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})));
     if include_usage && !plan.omit_usage {
-        events
-            .push(sse(&json!({"id":"chatcmpl-s","object":"chat.completion.chunk","created":1700000000,"model":model,
+        events.push(sse(
+            &json!({"id":"chatcmpl-s","object":"chat.completion.chunk","created":1700000000,"model":model,
             "choices":[],"usage":plan.usage.clone().unwrap_or_else(
-                || json!({"prompt_tokens":9,"completion_tokens":plan.chunks,"total_tokens":9 + plan.chunks}))})));
+                || json!({"prompt_tokens":9,"completion_tokens":plan.chunks,"total_tokens":9 + plan.chunks}))}),
+        ));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let interval = Duration::from_millis(plan.chunk_interval_ms);

@@ -24,6 +24,8 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     /// The node's graceful shutdown: a draining node is not ready.
     pub drain: crate::types::Drain,
+    /// SHA-256 of the bearer token `/metrics` requires, when one is configured.
+    pub metrics_token: Option<[u8; 32]>,
 }
 
 /// Registers the ops routes.
@@ -49,6 +51,24 @@ async fn ready(state: web::Data<OpsState>) -> HttpResponse {
     }
 }
 
-async fn metrics(state: web::Data<OpsState>) -> HttpResponse {
+async fn metrics(state: web::Data<OpsState>, req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    use sha2::Digest as _;
+    use subtle::ConstantTimeEq as _;
+    if let Some(want) = &state.metrics_token {
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| <[u8; 32]>::from(sha2::Sha256::digest(t.trim().as_bytes())));
+        if !given.is_some_and(|g| bool::from(g.ct_eq(want))) {
+            return crate::error::ApiError::new(
+                crate::error::Code::InvalidToken,
+                "`/metrics` needs `Authorization: Bearer <metrics.token>`.",
+            )
+            .error_response();
+        }
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -188,7 +188,13 @@ impl Application {
         });
         let admin_state =
             web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone(), Arc::clone(&shared)));
-        let ops_state = web::Data::new(OpsState { store: store.clone(), shared, metrics, drain: drain.clone() });
+        let metrics_token = settings
+            .metrics
+            .token_value()
+            .map_err(|e| StartError::Other(format!("metrics.token: {e}")))?
+            .map(|t| <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes())));
+        let ops_state =
+            web::Data::new(OpsState { store: store.clone(), shared, metrics, drain: drain.clone(), metrics_token });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
         let pool_idle = Duration::from_millis(settings.upstream.pool_idle_timeout_ms);
         let workers = if settings.server.workers == 0 {

@@ -1,8 +1,7 @@
 //! Logs and metrics. Logs are structured `tracing` events that never carry tokens, keys or
-//! prompt text; metrics are a Prometheus registry rendered by `/metrics`.
+//! prompt text; metrics are a Prometheus registry rendered by `/metrics`, labelled only by names
+//! the configuration bounds (users' own providers and routes are aggregated as `user`).
 //!
-//! Architecture Invariant: depends on `config` and `types` only.
-
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -20,6 +19,18 @@ pub fn init_logging(settings: &LogSettings) {
         registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
     };
     drop(result);
+}
+
+/// The metric label of a provider: a configured provider's id, or `user` for every user's own
+/// provider (ids `<username>/<name>`), so label sets stay bounded by the configuration and no
+/// tenant's names are exposed.
+pub fn provider_label(id: &str) -> &str {
+    if id.contains('/') { "user" } else { id }
+}
+
+/// The metric label of a canonical route: global routes as they are, every user's route as `user`.
+pub fn route_label(route: &str) -> &str {
+    if route.starts_with("user-") { "user" } else { route }
 }
 
 /// The node's Prometheus metrics.

@@ -67,6 +67,7 @@ impl Accounting {
         self.metrics.in_flight.inc();
         UsageGuard {
             accounting: self.clone(),
+            canonical_route: start.canonical_route,
             started: Instant::now(),
             first_byte_ms: None,
             row: Some(blank_row(
@@ -84,7 +85,7 @@ impl Accounting {
         }
     }
 
-    fn submit(&self, row: UsageRow) {
+    fn submit(&self, row: UsageRow, route: &str) {
         self.metrics.in_flight.dec();
         tracing::debug!(
             request_id = %row.request_id,
@@ -98,16 +99,17 @@ impl Accounting {
             estimated = row.estimated,
             "Request finished."
         );
-        let provider = row.provider.clone().unwrap_or_default();
-        let model = row.model.clone().unwrap_or_default();
-        self.metrics.requests.with_label_values(&[&row.route, &provider, &row.status.to_string()]).inc();
+        let provider = crate::telemetry::provider_label(row.provider.as_deref().unwrap_or_default());
+        let model = if provider == "user" { "user" } else { row.model.as_deref().unwrap_or_default() };
+        let route = crate::telemetry::route_label(route);
+        self.metrics.requests.with_label_values(&[route, provider, &row.status.to_string()]).inc();
         let secs = f64::from(u32::try_from(row.latency_ms).unwrap_or(u32::MAX)) / 1000.0;
-        self.metrics.latency.with_label_values(&[&row.route]).observe(secs);
+        self.metrics.latency.with_label_values(&[route]).observe(secs);
         for (kind, n) in
             [("prompt", row.prompt_tokens), ("completion", row.completion_tokens), ("cached", row.cached_tokens)]
         {
             if n > 0 {
-                self.metrics.tokens.with_label_values(&[&provider, &model, kind]).inc_by(u64::try_from(n).unwrap_or(0));
+                self.metrics.tokens.with_label_values(&[provider, model, kind]).inc_by(u64::try_from(n).unwrap_or(0));
             }
         }
         match self.tx.try_send(row) {
@@ -135,6 +137,8 @@ pub struct UsageStart {
     pub route: String,
     /// Streaming.
     pub stream: bool,
+    /// The canonical route it resolved to, for metric labels (see [`crate::telemetry::route_label`]).
+    pub canonical_route: String,
 }
 
 /// Token counts seen so far on a request, for the record written if it ends early.
@@ -243,6 +247,7 @@ fn blank_row(
 /// The open usage record of one request; see the module docs.
 pub struct UsageGuard {
     accounting: Accounting,
+    canonical_route: String,
     started: Instant,
     first_byte_ms: Option<i64>,
     row: Option<UsageRow>,
@@ -356,7 +361,7 @@ impl UsageGuard {
         for f in self.settle.drain(..) {
             f(&row);
         }
-        self.accounting.submit(row);
+        self.accounting.submit(row, &self.canonical_route);
     }
 }
 

@@ -239,6 +239,21 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         }
     }
 
+    match s.metrics.token_value() {
+        Ok(Some(t)) if t.len() < 16 => out.push(Problem::new("metrics.token", "must be at least 16 characters")),
+        Ok(_) => {}
+        Err(e) => out.push(Problem::new("metrics.token", e)),
+    }
+    if s.security.auth_failures_per_minute == 0 {
+        out.push(Problem::new("security.auth_failures_per_minute", "must be greater than 0"));
+    }
+    if s.security.unknown_token_lookups == 0 {
+        out.push(Problem::new("security.unknown_token_lookups", "must be greater than 0"));
+    }
+    if s.server.header_timeout_ms == 0 || s.server.body_timeout_ms == 0 {
+        out.push(Problem::new("server.body_timeout_ms", "header and body timeouts must be greater than 0"));
+    }
+
     // Autoselects.
     let mut auto_names = HashSet::new();
     for a in &s.autoselects {

@@ -40,6 +40,10 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// The node registry.
     pub cluster: ClusterSettings,
+    /// `/metrics`.
+    pub metrics: MetricsSettings,
+    /// How much one tenant may store and change (`/api/me/…`).
+    pub tenant_limits: TenantLimits,
     /// Global providers.
     pub providers: Vec<ProviderConfig>,
     /// Global rotations.
@@ -66,6 +70,20 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// This node's name in usage records and metrics; empty means `host:port`.
     pub node_id: String,
+    /// Milliseconds a client has to send a request's head; then 408.
+    pub header_timeout_ms: u64,
+    /// Milliseconds a client has to send a whole request body; then 408.
+    pub body_timeout_ms: u64,
+    /// The slowest body accepted, in bytes per second, measured after the first 5 seconds; a
+    /// slower one gets 408.
+    pub body_min_bytes_per_sec: u64,
+    /// Requests in flight at once from one client address (the rest get 429 at once); 0 means
+    /// no cap. nginx's `limit_conn` is the front line (`nginx/nginx.conf`).
+    pub max_requests_per_client: u32,
+    /// Addresses of the proxies in front of the node (nginx): for a connection from one of them
+    /// the client address is the last `X-Forwarded-For` hop (or `X-Real-IP`). Others' headers
+    /// are ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerSettings {
@@ -77,6 +95,65 @@ impl Default for ServerSettings {
             workers: 0,
             shutdown_timeout_secs: 30,
             node_id: String::new(),
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 60_000,
+            body_min_bytes_per_sec: 1_024,
+            max_requests_per_client: 256,
+            trusted_proxies: vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            ],
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>` (a `$ENV_VAR` reference
+    /// or the value); otherwise it is open, for a scraper on a private network.
+    pub token: Option<Secret>,
+}
+
+impl MetricsSettings {
+    /// The token's value (a `$ENV_VAR` reference resolved); `None` when not configured.
+    pub fn token_value(&self) -> Result<Option<String>, String> {
+        match &self.token {
+            None => Ok(None),
+            Some(k) if k.expose().starts_with('$') => resolve_env_ref(k.expose()).map(Some),
+            Some(k) => Ok(Some(k.expose().to_owned())),
+        }
+    }
+}
+
+/// `[tenant_limits]`: what one user may keep in the catalog, and how fast they may change it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Own providers per user.
+    pub max_providers: u32,
+    /// Models per own provider.
+    pub max_models_per_provider: u32,
+    /// Own rotations per user.
+    pub max_rotations: u32,
+    /// Own autoselects per user.
+    pub max_autoselects: u32,
+    /// Tokens per user that are not revoked (minted through `/api/me/tokens`).
+    pub max_tokens: u32,
+    /// Writes (`POST`, `PUT`, `PATCH`, `DELETE`) per minute per user on `/api/me/…`.
+    pub writes_per_minute: u32,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self {
+            max_providers: 20,
+            max_models_per_provider: 100,
+            max_rotations: 50,
+            max_autoselects: 20,
+            max_tokens: 100,
+            writes_per_minute: 60,
         }
     }
 }
@@ -241,7 +318,7 @@ impl Default for ClusterSettings {
 }
 
 /// `[security]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecuritySettings {
     /// The master key sealing users' provider keys (AES-256-GCM): 32 bytes as 64 hex characters
@@ -251,6 +328,25 @@ pub struct SecuritySettings {
     /// Exact `host:port` pairs that user endpoints may reach although the SSRF guard would refuse
     /// them (a GPU box on the private network, say).
     pub endpoint_allowlist: Vec<String>,
+    /// Failed authentications (unknown, revoked or malformed tokens) per minute from one client
+    /// address, cluster-wide, after which that address gets 429 for `auth_lockout_secs`.
+    pub auth_failures_per_minute: u32,
+    /// Seconds an address that failed too often is refused.
+    pub auth_lockout_secs: u64,
+    /// Database lookups of never-seen tokens in flight at once on a node; more wait, briefly.
+    pub unknown_token_lookups: u32,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            endpoint_allowlist: Vec::new(),
+            auth_failures_per_minute: 20,
+            auth_lockout_secs: 900,
+            unknown_token_lookups: 4,
+        }
+    }
 }
 
 impl SecuritySettings {

@@ -197,6 +197,7 @@ pub async fn run(
         token_id: caller.0.id,
         route: checked.model.clone(),
         stream: checked.stream,
+        canonical_route: route.clone(),
     });
     guard.progress.estimated_prompt = checked.prompt.estimate();
     for s in settles {
@@ -507,7 +508,11 @@ pub async fn run(
                     r.failed(&target.route, failure.kind.label());
                     guard.set_routing(r.to_json());
                 }
-                state.metrics.upstream_errors.with_label_values(&[provider, failure.kind.label()]).inc();
+                state
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[crate::telemetry::provider_label(provider), failure.kind.label()])
+                    .inc();
                 tracing::warn!(provider, kind = failure.kind.label(), detail = %failure.message, "Upstream attempt failed.");
                 if failure.is_client_fault() {
                     // The upstream judged the client's request: not the provider's fault, no failover.
@@ -782,7 +787,7 @@ async fn dispatch_openai(
         let text = read_limited(&mut resp, 64 * 1024, Duration::from_millis(up.idle_timeout_ms), deadline)
             .await
             .unwrap_or_default();
-        let detail = safe_upstream_message(&text);
+        let detail = safe_upstream_message(&text, target.provider.api_key.as_ref().map(|k| k.expose()));
         let mut f = UpstreamFailure::new(
             FailureKind::Status(status),
             detail.unwrap_or_else(|| "no usable error message".into()),
@@ -833,7 +838,11 @@ async fn dispatch_openai(
             if s.usage.is_none() {
                 guard.progress.relayed_output = s.output_tokens;
             }
-            state.metrics.upstream_latency.with_label_values(&[provider]).observe(started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .upstream_latency
+                .with_label_values(&[crate::telemetry::provider_label(provider)])
+                .observe(started.elapsed().as_secs_f64());
             guard.finish(200, "ok");
             Ok(HttpResponse::Ok().content_type("application/json").body(body))
         }

@@ -196,7 +196,10 @@ impl Relay {
         let body = ApiError::new(code, message).body();
         self.out.push_back(encode_data(&body));
         if outcome != "shutdown" {
-            self.metrics.upstream_errors.with_label_values(&[&self.provider, "mid_stream"]).inc();
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[crate::telemetry::provider_label(&self.provider), "mid_stream"])
+                .inc();
         }
         tracing::warn!(provider = %self.provider, outcome, "Stream ended early.");
         self.finish(200, outcome);
@@ -207,7 +210,7 @@ impl Relay {
         if let Some(g) = self.guard.take() {
             self.metrics
                 .upstream_latency
-                .with_label_values(&[&self.provider])
+                .with_label_values(&[crate::telemetry::provider_label(&self.provider)])
                 .observe(self.started.elapsed().as_secs_f64());
             g.finish(status, outcome);
         }

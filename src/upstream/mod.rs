@@ -80,8 +80,11 @@ impl fmt::Display for UpstreamFailure {
 }
 
 /// Turns an upstream error body into a short, safe sentence: only the `error.message` of a JSON
-/// body is used, truncated to 200 characters, with URLs and key-like words removed.
-pub fn safe_upstream_message(body: &[u8]) -> Option<String> {
+/// body is used, truncated to 200 characters, with URLs and key-like words removed, and every
+/// word that carries 8 or more consecutive characters of `secret` (the provider key the request
+/// was sent with), raw, URL-encoded or in any base64 alignment, standard or URL-safe.
+pub fn safe_upstream_message(body: &[u8], secret: Option<&str>) -> Option<String> {
+    let fragments = secret.map(secret_fragments).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let msg = v.pointer("/error/message").or_else(|| v.get("message")).or_else(|| v.get("error"))?.as_str()?;
     let cleaned: Vec<String> = msg
@@ -90,7 +93,7 @@ pub fn safe_upstream_message(body: &[u8]) -> Option<String> {
             let lower = w.to_ascii_lowercase();
             if lower.contains("://") || lower.starts_with("www.") {
                 "[url]".to_owned()
-            } else if looks_like_key(w) {
+            } else if looks_like_key(w) || fragments.iter().any(|f| w.contains(f.as_str())) {
                 "[redacted]".to_owned()
             } else {
                 w.to_owned()
@@ -99,6 +102,53 @@ pub fn safe_upstream_message(body: &[u8]) -> Option<String> {
         .collect();
     let joined = cleaned.join(" ");
     Some(joined.chars().filter(|c| !c.is_control()).take(200).collect())
+}
+
+/// The shortest run of a secret's characters that counts as leaking it.
+const FRAGMENT: usize = 8;
+
+/// Every 8-character window of `secret` in the forms an upstream may echo it: raw, URL-encoded,
+/// and base64 (standard and URL-safe, at each of the three byte alignments, without the edge
+/// characters that depend on the bytes around it).
+fn secret_fragments(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut forms: Vec<String> = vec![secret.to_owned()];
+    let encoded: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    forms.push(encoded);
+    for pad in 0..3usize {
+        let mut bytes = vec![0u8; pad];
+        bytes.extend_from_slice(secret.as_bytes());
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let e = engine.encode(&bytes);
+            // The first group mixes in the padding, the last one what follows the secret.
+            let start = if pad == 0 { 0 } else { 4 };
+            let end = e.len().saturating_sub(4);
+            if end > start {
+                forms.push(e[start..end].to_owned());
+            }
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for f in forms {
+        let chars: Vec<char> = f.chars().collect();
+        for w in chars.windows(FRAGMENT) {
+            let s: String = w.iter().collect();
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 fn looks_like_key(w: &str) -> bool {
@@ -115,11 +165,40 @@ mod tests {
     #[test]
     fn upstream_messages_are_sanitised() {
         let body = br#"{"error":{"message":"Incorrect API key provided: sk-abc123XYZ. See https://platform.example.com/keys for help."}}"#;
-        let m = safe_upstream_message(body).unwrap();
+        let m = safe_upstream_message(body, None).unwrap();
         assert!(!m.contains("sk-abc"), "{m}");
         assert!(!m.contains("https://"), "{m}");
-        assert!(safe_upstream_message(b"<html>bad gateway</html>").is_none());
+        assert!(safe_upstream_message(b"<html>bad gateway</html>", None).is_none());
         let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "word ".repeat(100));
-        assert!(safe_upstream_message(long.as_bytes()).unwrap().chars().count() <= 200);
+        assert!(safe_upstream_message(long.as_bytes(), None).unwrap().chars().count() <= 200);
+    }
+
+    /// S8: fragments (8+ characters) of the provider key and its base64 forms never pass.
+    #[test]
+    fn key_fragments_and_encodings_are_redacted() {
+        use base64::Engine as _;
+        let key = "pk.live+Canary/7f3a9b2c";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("user:{key}"));
+        let b64url = base64::engine::general_purpose::URL_SAFE.encode(format!("x{key}"));
+        for echoed in [
+            "Canary/7f3",
+            "key=Canary/7f3a9b2c;",
+            "(pk.live+Ca)",
+            "pk.live%2BCanary%2F7f3a",
+            b64.as_str(),
+            &b64[4..16],
+            b64url.as_str(),
+        ] {
+            let body = format!(r#"{{"error":{{"message":"Bad credential {echoed} for this org"}}}}"#);
+            let m = safe_upstream_message(body.as_bytes(), Some(key)).unwrap();
+            assert!(m.contains("[redacted]") && m.contains("Bad credential"), "{echoed}: {m}");
+            for w in m.split_whitespace() {
+                for f in secret_fragments(key) {
+                    assert!(!w.contains(&f), "{echoed}: {m}");
+                }
+            }
+        }
+        let body = br#"{"error":{"message":"Rate limit reached for requests"}}"#;
+        assert_eq!(safe_upstream_message(body, Some(key)).unwrap(), "Rate limit reached for requests");
     }
 }

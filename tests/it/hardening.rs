@@ -338,3 +338,68 @@ async fn d6_child_tokens_reach_only_their_subtree() {
         .assert_error(401, "invalid_token");
     app.stop().await;
 }
+
+/// Defect 10: fragments (8+ characters) and base64 forms of a provider key echoed in an upstream
+/// error never reach the client; `/metrics` takes a bearer token and labels users' providers
+/// and routes as `user` (bounded label sets, no tenant names).
+#[actix_web::test]
+async fn d10_key_fragments_never_echo_and_metrics_are_bounded_and_protected() {
+    use base64::Engine as _;
+    let mock = MockUpstream::start(1);
+    let allow = vec![format!("127.0.0.1:{}", mock.port)];
+    let app = TestApp::spawn(move |s| {
+        s.security.master_key = Some(Secret::new(MASTER));
+        s.security.endpoint_allowlist = allow;
+        s.metrics.token = Some(Secret::new("metrics-scraper-token-0123456789"));
+    })
+    .await;
+    let (alice, _) = user(&app, "alice", None, json!({})).await;
+    let key = "sk-canary-9f8e7d6c5b4a39281706";
+    let p =
+        json!({"type": "openai", "endpoint": mock.base(), "api_key": key, "models": [{"name": "tenant-secret-model"}]});
+    let r = call(&app, "PUT", "/api/me/providers/tenant-secret-name", &alice, Some(p)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    settle().await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("Bearer {key}"));
+    let echo = format!(
+        r#"{{"error":{{"message":"Invalid key 9f8e7d6c5b4a (auth {b64}) ...a39281706 for org","type":"auth"}}}}"#
+    );
+    mock.plan(Plan { status: 500, error_body: Some(echo), ..Plan::default() });
+    let r = post_json(
+        &app.url("/v1/chat/completions"),
+        &alice,
+        &chat("user-provider/tenant-secret-name/tenant-secret-model", "hi"),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("Invalid key [redacted]"), "the upstream's message is kept, redacted: {text}");
+    let b64_inner = &b64[4..b64.len() - 4];
+    for form in [key, b64_inner] {
+        let chars: Vec<char> = form.chars().collect();
+        for w in chars.windows(8) {
+            let w: String = w.iter().collect();
+            assert!(!text.contains(&w), "`{w}` of the key reached the client: {text}");
+        }
+    }
+    mock.heal();
+    let r = post_json(
+        &app.url("/v1/chat/completions"),
+        &alice,
+        &chat("user-provider/tenant-secret-name/tenant-secret-model", "hi"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    settle().await;
+    send("GET", &app.url("/metrics"), &[], "").await.assert_error(401, "invalid_token");
+    send("GET", &app.url("/metrics"), &[("authorization", "Bearer wrong-token-0123456789")], "")
+        .await
+        .assert_error(401, "invalid_token");
+    let m =
+        send("GET", &app.url("/metrics"), &[("authorization", "Bearer metrics-scraper-token-0123456789")], "").await;
+    assert_eq!(m.status, 200);
+    let m = m.text();
+    assert!(m.contains(r#"provider="user""#) && m.contains(r#"route="user""#), "{m}");
+    assert!(!m.contains("tenant-secret") && !m.contains("alice"), "tenant names in /metrics: {m}");
+    app.stop().await;
+}

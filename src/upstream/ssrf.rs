@@ -43,6 +43,15 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
     if seg[0] == 0x2002 {
         return forbidden_v4(Ipv4Addr::from((u32::from(seg[1]) << 16) | u32::from(seg[2])));
     }
+    // IPv4-translated ::ffff:0:a.b.c.d (SIIT) carries one too.
+    if seg[0..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return forbidden_v4(Ipv4Addr::from((u32::from(seg[6]) << 16) | u32::from(seg[7])));
+    }
+    // Local-use NAT64 64:ff9b:1::/48 (its IPv4 sits where the operator's prefix length puts it)
+    // and Teredo 2001::/32 (an obfuscated IPv4 server and client) are refused whole.
+    if (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1) || (seg[0] == 0x2001 && seg[1] == 0) {
+        return true;
+    }
     ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
@@ -169,10 +178,18 @@ mod tests {
             "2002:7f00:1::",
             "::127.0.0.1",
             "ff02::1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:ffff::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(is_forbidden(bad.parse().unwrap()), "{bad}");
         }
-        for good in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for good in
+            ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "2001:4860::8888"]
+        {
             assert!(!is_forbidden(good.parse().unwrap()), "{good}");
         }
     }

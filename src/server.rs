@@ -150,7 +150,10 @@ impl Application {
         }
 
         let allowlist = Arc::new(settings.security.endpoint_allowlist.clone());
-        let limiter = Arc::new(crate::proxy::limits::Limiter::new(Arc::clone(&shared), node_id, heartbeat));
+        let limiter = Arc::new(
+            crate::proxy::limits::Limiter::new(Arc::clone(&shared), node_id, heartbeat)
+                .with_node_count(catalog.live_nodes()),
+        );
         let retries = Arc::new(crate::proxy::RetryBudget::new(
             settings.upstream.retry_budget_percent,
             settings.upstream.retry_budget_min,

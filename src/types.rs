@@ -234,6 +234,22 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// The client address of a request: `peer`, or — when the peer is one of `trusted` proxies —
+/// the last hop of `X-Forwarded-For` (the address the proxy saw), else `X-Real-IP`.
+pub fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    forwarded_for: Option<&str>,
+    real_ip: Option<&str>,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let parse = |s: &str| s.trim().parse::<std::net::IpAddr>().ok();
+    forwarded_for.and_then(|f| f.rsplit(',').next()).and_then(parse).or_else(|| real_ip.and_then(parse)).or(Some(peer))
+}
+
 /// Whether every name `inner` matches is also matched by `outer` (both globs of `*` and `?`).
 ///
 /// Decided by matching `outer` against `inner`'s symbols: a `*` of `outer` takes any run of

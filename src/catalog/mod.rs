@@ -9,6 +9,7 @@
 //! Architecture Invariant: reads the store and shared state; never writes either.
 
 mod resolve;
+mod throttle;
 mod tokens;
 
 use std::collections::HashMap;
@@ -200,6 +201,12 @@ pub struct Catalog {
     misses: Mutex<HashMap<[u8; 32], i64>>,
     /// Opens users' sealed provider keys.
     master: Option<crate::crypto::MasterKey>,
+    /// Failed authentications per client address.
+    throttle: throttle::AuthThrottle,
+    /// The live-node count the heartbeat keeps (shared with the limiter).
+    live_nodes: Arc<std::sync::atomic::AtomicU64>,
+    /// Proxies whose forwarded-for headers name the client.
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Why the catalog could not be built.
@@ -250,9 +257,21 @@ impl Catalog {
             ),
             ..Snapshot::default()
         };
+        let live_nodes = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let sec = &settings.security;
+        let throttle = throttle::AuthThrottle::new(
+            Arc::clone(&shared),
+            Arc::clone(&live_nodes),
+            sec.auth_failures_per_minute,
+            sec.auth_lockout_secs,
+            sec.unknown_token_lookups,
+        );
         let catalog = Self {
             snapshot: RwLock::new(Arc::new(base)),
             store,
+            throttle,
+            live_nodes,
+            trusted_proxies: settings.server.trusted_proxies.clone(),
             shared,
             poll: Duration::from_millis(settings.catalog.poll_interval_ms.max(10)),
             late: Mutex::new(HashMap::new()),
@@ -261,6 +280,22 @@ impl Catalog {
         };
         catalog.reload().await?;
         Ok(catalog)
+    }
+
+    /// The live-node count the heartbeat keeps.
+    pub fn live_nodes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.live_nodes)
+    }
+
+    /// The client address of a request: the peer, or — when the peer is a trusted proxy — the
+    /// last `X-Forwarded-For` hop (what the proxy saw), else its `X-Real-IP`.
+    pub fn client_ip(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        forwarded_for: Option<&str>,
+        real_ip: Option<&str>,
+    ) -> Option<std::net::IpAddr> {
+        crate::types::client_ip(peer, forwarded_for, real_ip, &self.trusted_proxies)
     }
 
     /// The current view.

@@ -88,6 +88,8 @@ pub enum AuthError {
     Expired,
     /// The store is unreachable and the token is not cached.
     Unavailable,
+    /// Too many failures from this client address: retry after this many seconds.
+    Throttled(u64),
 }
 
 /// The credential of a request: `Authorization: Bearer …`, else `x-api-key` (both planes).
@@ -104,6 +106,11 @@ impl From<AuthError> for crate::error::ApiError {
             AuthError::Invalid => ApiError::new(Code::InvalidToken, "The token is invalid or has been revoked."),
             AuthError::Expired => ApiError::new(Code::TokenExpired, "The token has expired."),
             AuthError::Unavailable => ApiError::unavailable(),
+            AuthError::Throttled(secs) => ApiError::new(
+                Code::RateLimitExceeded,
+                "Too many failed authentications from this address; retry later.",
+            )
+            .with_retry_after(secs),
         }
     }
 }
@@ -170,6 +177,9 @@ fn check_valid(entry: &TokenEntry) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// How long a never-seen token waits for a database lookup slot before 503.
+const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How deep a chain of child tokens may go.
 const MAX_TOKEN_DEPTH: usize = 8;
 
@@ -177,7 +187,31 @@ impl Catalog {
     /// Authenticates a raw bearer token. A child token is valid only while every token above it
     /// is (revoking or expiring a parent ends its children).
     pub async fn authenticate(&self, raw: &str) -> Result<Arc<TokenEntry>, AuthError> {
-        let entry = self.authenticate_one(raw).await?;
+        self.authenticate_from(raw, None).await
+    }
+
+    /// [`Catalog::authenticate`] for a request from `client`: its failures count against the
+    /// address (see `throttle`), and a locked-out address's unseen tokens never reach the store.
+    pub async fn authenticate_from(
+        &self,
+        raw: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Arc<TokenEntry>, AuthError> {
+        match (self.authenticate_checked(raw, client).await, client) {
+            (Err(e @ (AuthError::Invalid | AuthError::Expired)), Some(ip)) => match self.throttle.failed(ip).await {
+                Some(secs) => Err(AuthError::Throttled(secs)),
+                None => Err(e),
+            },
+            (other, _) => other,
+        }
+    }
+
+    async fn authenticate_checked(
+        &self,
+        raw: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Arc<TokenEntry>, AuthError> {
+        let entry = self.authenticate_one(raw, client).await?;
         if entry.parent_id.is_some() {
             self.ancestors(&entry).await?;
         }
@@ -215,7 +249,11 @@ impl Catalog {
         Ok(out)
     }
 
-    async fn authenticate_one(&self, raw: &str) -> Result<Arc<TokenEntry>, AuthError> {
+    async fn authenticate_one(
+        &self,
+        raw: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Arc<TokenEntry>, AuthError> {
         if !is_well_formed_token(raw) {
             return Err(AuthError::Invalid);
         }
@@ -233,7 +271,18 @@ impl Catalog {
         if self.misses.lock().ok().and_then(|m| m.get(&hash).copied()).is_some_and(|until| until > now) {
             return Err(AuthError::Invalid);
         }
-        // Not seen since the last reload: one indexed lookup by hash (the raw token never reaches SQL).
+        // A locked-out address's unseen tokens are not looked up at all.
+        if let Some(ip) = client
+            && let Some(secs) = self.throttle.locked(ip).await
+        {
+            return Err(AuthError::Throttled(secs));
+        }
+        // Not seen since the last reload: one indexed lookup by hash (the raw token never reaches
+        // SQL), a few at a time per node, so a flood of unknown tokens cannot take the pool.
+        let _lookup = match tokio::time::timeout(LOOKUP_WAIT, self.throttle.lookups.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(AuthError::Unavailable),
+        };
         let db = self.store.conn();
         let row = store::find_token_by_hash(db, &hex(&hash)).await.map_err(|_| AuthError::Unavailable)?;
         let entry = match row {

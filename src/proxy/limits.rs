@@ -25,7 +25,7 @@ const MINUTE_MS: u64 = 60_000;
 pub struct Limiter {
     shared: Arc<dyn SharedState>,
     local: Arc<MemoryShared>,
-    nodes: AtomicU64,
+    nodes: Arc<AtomicU64>,
     node_id: String,
     heartbeat: Duration,
     info: std::sync::Mutex<Option<(serde_json::Value, Arc<crate::proxy::RetryBudget>)>>,
@@ -47,11 +47,18 @@ impl Limiter {
         Self {
             shared,
             local: Arc::new(MemoryShared::new()),
-            nodes: AtomicU64::new(1),
+            nodes: Arc::new(AtomicU64::new(1)),
             node_id,
             heartbeat,
             info: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Keeps the live-node count in `nodes` (shared with the authentication throttle).
+    #[must_use]
+    pub fn with_node_count(mut self, nodes: Arc<AtomicU64>) -> Self {
+        self.nodes = nodes;
+        self
     }
 
     /// What the heartbeat publishes about this node besides its id (address, version, start

@@ -70,7 +70,7 @@ async fn mock_provider_serves_every_operation() {
     let m = crate::support::send("GET", &app.url("/metrics"), &[], "").await.text();
     for needle in [
         r#"switchyard_requests_total{provider="mock",route="provider/mock/mock-chat",status="200"}"#,
-        r#"switchyard_request_duration_seconds_bucket{route="mock-chat""#,
+        r#"switchyard_request_duration_seconds_bucket{route="provider/mock/mock-chat""#,
         r#"switchyard_tokens_total{kind="completion",model="mock-chat",provider="mock"}"#,
         "switchyard_usage_queue_depth",
         "switchyard_requests_in_flight 0",

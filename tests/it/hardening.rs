@@ -403,3 +403,70 @@ async fn d10_key_fragments_never_echo_and_metrics_are_bounded_and_protected() {
     assert!(!m.contains("tenant-secret") && !m.contains("alice"), "tenant names in /metrics: {m}");
     app.stop().await;
 }
+
+/// Defect 9, TESTPLAN S11: wrong tokens from one client address, spread over three nodes,
+/// are throttled cluster-wide (20 a minute answered 401, then 429 with `Retry-After`); with the
+/// shared store gone, each node holds its share (≤ 1.1 × 20 in all); valid tokens from the same
+/// address, and another address's requests, are unaffected. The address is what the trusted
+/// proxy (nginx, here the loopback peer) puts in `X-Forwarded-For`.
+#[actix_web::test]
+async fn d9_s11_failed_authentications_are_throttled_per_address_across_nodes() {
+    let mut redis = crate::support::services::PrivateRedis::start();
+    let prefix = format!("{}:", crate::support::unique("s11"));
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        let (url, prefix) = (redis.url.clone(), prefix.clone());
+        apps.push(
+            TestApp::spawn(move |s| {
+                s.redis.url = Some(Secret::new(url));
+                s.redis.key_prefix = prefix;
+                s.cluster.heartbeat_interval_ms = 100;
+            })
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let attempt = |i: usize, ip: &str, token: &str| {
+        let url = apps[i % 3].url("/v1/models");
+        let (ip, auth) = (ip.to_owned(), format!("Bearer {token}"));
+        async move { send("GET", &url, &[("authorization", &auth), ("x-forwarded-for", &ip)], "").await }
+    };
+    let wrong = |i: usize| format!("sy-{:0>48}", i);
+    let run = |ip: &'static str| {
+        let attempt = &attempt;
+        async move {
+            let (mut unauthorized, mut throttled) = (0, 0);
+            for i in 0..60 {
+                let r = attempt(i, ip, &wrong(i)).await;
+                match r.status {
+                    401 => unauthorized += 1,
+                    429 => {
+                        r.assert_error(429, "rate_limit_exceeded");
+                        assert!(r.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s > 60));
+                        throttled += 1;
+                    }
+                    s => panic!("status {s}: {}", r.text()),
+                }
+            }
+            (unauthorized, throttled)
+        }
+    };
+    let (unauthorized, throttled) = run("203.0.113.7").await;
+    assert_eq!((unauthorized, throttled), (20, 40), "cluster-wide, exactly the limit is answered 401");
+    let admin = apps[0].admin_token.clone();
+    for i in 0..3 {
+        assert_eq!(attempt(i, "203.0.113.7", &admin).await.status, 200, "a valid token from the address");
+        assert_eq!(attempt(i, "198.51.100.9", &wrong(1)).await.status, 401, "another address");
+        assert_eq!(attempt(i, "198.51.100.9", &admin).await.status, 200);
+    }
+    // The shared store goes away: each node counts its share of the limit.
+    redis.kill();
+    let (unauthorized, _) = run("203.0.113.8").await;
+    assert!((1..=22).contains(&unauthorized), "{unauthorized} failures answered 401 with Redis down");
+    for i in 0..3 {
+        assert_eq!(attempt(i, "203.0.113.8", &admin).await.status, 200);
+    }
+    for app in apps {
+        app.stop().await;
+    }
+}

@@ -80,7 +80,8 @@ impl Application {
         .map_err(|e| StartError::Other(format!("cannot reach redis: {e}")))?;
         let control = Control::new(store.clone(), Arc::clone(&shared))
             .with_security(&settings.security)
-            .map_err(|e| StartError::Other(format!("security.master_key: {e}")))?;
+            .map_err(|e| StartError::Other(format!("security.master_key: {e}")))?
+            .with_tenant_limits(&settings.tenant_limits);
         let bootstrap =
             control.bootstrap(&settings).await.map_err(|e| StartError::Other(format!("bootstrap failed: {e}")))?;
         control.seed_prices(&settings).await.map_err(|e| StartError::Other(format!("cannot seed [[prices]]: {e}")))?;

@@ -56,7 +56,28 @@ async fn list_tokens(s: web::Data<AdminState>, caller: Me) -> Reply {
     Ok(HttpResponse::Ok().json(json!({"tokens": tokens})))
 }
 
+/// Counts one write of the caller's user against `tenant_limits.writes_per_minute` (cluster-wide
+/// through the shared state; an unreachable store does not block writes, which need the
+/// database anyway).
+async fn write_allowed(s: &AdminState, caller: &Me) -> Result<(), ApiError> {
+    let limit = u64::from(s.control.tenant_limits().writes_per_minute);
+    let key = format!("mewrites:{}", caller.0.user_id);
+    match s.shared.window_add(&key, 60_000, 1, Some(limit)).await {
+        Ok(o) if !o.allowed => Err(ApiError::new(
+            Code::RateLimitExceeded,
+            format!("At most {limit} changes a minute through /api/me (tenant_limits.writes_per_minute)."),
+        )
+        .with_retry_after(o.reset_ms.div_ceil(1_000).max(1))),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::debug!(error = %e, "Shared store unreachable; /api/me writes are not counted.");
+            Ok(())
+        }
+    }
+}
+
 async fn create_token(s: web::Data<AdminState>, caller: Me, body: web::Json<TokenBody>) -> Reply {
+    write_allowed(&s, &caller).await?;
     let b = body.into_inner();
     if b.user.as_deref().is_some_and(|u| u != caller.0.username) {
         return Err(ApiError::new(Code::PermissionDenied, "A token can only mint tokens for its own user."));
@@ -71,6 +92,7 @@ async fn create_token(s: web::Data<AdminState>, caller: Me, body: web::Json<Toke
 }
 
 async fn revoke_token(s: web::Data<AdminState>, caller: Me, id: web::Path<i64>) -> Reply {
+    write_allowed(&s, &caller).await?;
     let not_found = || ApiError::new(Code::NotFound, "No such token.");
     let token = s.control.get_token(*id).await.map_err(|_| not_found())?;
     if token.user_id != caller.0.user_id {
@@ -112,6 +134,7 @@ async fn put_object(
 ) -> Reply {
     let (k, name) = path.into_inner();
     only_root(&caller)?;
+    write_allowed(&s, &caller).await?;
     let o = s
         .control
         .put_user_object(&caller.0.username, kind(&k)?, &name, body.into_inner())
@@ -123,6 +146,7 @@ async fn put_object(
 async fn delete_object(s: web::Data<AdminState>, caller: Me, path: web::Path<(String, String)>) -> Reply {
     let (k, name) = path.into_inner();
     only_root(&caller)?;
+    write_allowed(&s, &caller).await?;
     s.control.delete_user_object(&caller.0.username, kind(&k)?, &name).await.map_err(control_error)?;
     Ok(HttpResponse::NoContent().finish())
 }

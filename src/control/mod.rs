@@ -47,12 +47,19 @@ pub struct Control {
     shared: Arc<dyn SharedState>,
     master: Option<crate::crypto::MasterKey>,
     allowlist: Arc<Vec<String>>,
+    limits: crate::config::TenantLimits,
 }
 
 impl Control {
     /// Control over `store`, announcing through `shared`.
     pub fn new(store: Store, shared: Arc<dyn SharedState>) -> Self {
-        Self { store, shared, master: None, allowlist: Arc::new(Vec::new()) }
+        Self {
+            store,
+            shared,
+            master: None,
+            allowlist: Arc::new(Vec::new()),
+            limits: crate::config::TenantLimits::default(),
+        }
     }
 
     /// With the master key (to seal users' provider keys) and the endpoint allowlist of the
@@ -64,6 +71,18 @@ impl Control {
         };
         self.allowlist = Arc::new(settings.endpoint_allowlist.clone());
         Ok(self)
+    }
+
+    /// With `[tenant_limits]`: what one user may keep in the catalog and how fast they may change it.
+    #[must_use]
+    pub fn with_tenant_limits(mut self, limits: &crate::config::TenantLimits) -> Self {
+        self.limits = limits.clone();
+        self
+    }
+
+    /// The tenant limits in force.
+    pub fn tenant_limits(&self) -> &crate::config::TenantLimits {
+        &self.limits
     }
 
     /// The store.

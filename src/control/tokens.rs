@@ -95,6 +95,16 @@ impl Control {
             return Err(ControlError::Invalid("token names need 1–128 printable characters".into()));
         }
         validate_scope(req.quota_usd, req.rpm, req.tpm, req.routes.as_deref())?;
+        // Tokens minted by tokens (self-service) are bounded per user.
+        if req.parent_id.is_some() {
+            let live = store::list_tokens(db, owner.id).await?.iter().filter(|t| !t.revoked).count();
+            let cap = self.limits.max_tokens;
+            if live >= usize::try_from(cap).unwrap_or(usize::MAX) {
+                return Err(ControlError::Forbidden(format!(
+                    "a user may hold at most {cap} tokens (tenant_limits.max_tokens); revoke one first"
+                )));
+            }
+        }
         let raw = match req.raw {
             Some(r) if is_well_formed_token(&r) => r,
             Some(_) => {

@@ -97,6 +97,21 @@ impl Control {
             Some(_) => return Err(invalid(format!("`{key_field}` must be `{name}`, as in the path"))),
         }
         let existing = store::find_user_object(self.store.conn(), user_id, kind.as_str(), name).await?;
+        if existing.is_none() {
+            let (cap, setting) = match kind {
+                ObjectKind::Provider => (self.limits.max_providers, "max_providers"),
+                ObjectKind::Rotation => (self.limits.max_rotations, "max_rotations"),
+                ObjectKind::Autoselect => (self.limits.max_autoselects, "max_autoselects"),
+            };
+            let have = store::list_user_objects(self.store.conn(), Some(user_id)).await?;
+            let have = have.iter().filter(|o| o.kind == kind.as_str()).count();
+            if have >= usize::try_from(cap).unwrap_or(usize::MAX) {
+                return Err(ControlError::Forbidden(format!(
+                    "a user may keep at most {cap} {}s (tenant_limits.{setting}); delete one first",
+                    kind.as_str()
+                )));
+            }
+        }
         let row = match kind {
             ObjectKind::Provider => self.provider_row(user_id, name, body, existing).await?,
             ObjectKind::Rotation => self.rotation_row(user_id, name, body).await?,
@@ -122,6 +137,12 @@ impl Control {
         let spec = Value::Object(body);
         let cfg: ProviderConfig =
             serde_json::from_value(spec.clone()).map_err(|e| invalid(format!("invalid provider: {e}")))?;
+        let max_models = self.limits.max_models_per_provider;
+        if cfg.models.len() > usize::try_from(max_models).unwrap_or(usize::MAX) {
+            return Err(invalid(format!(
+                "a provider may list at most {max_models} models (tenant_limits.max_models_per_provider)"
+            )));
+        }
         if cfg.kind != ProviderKind::Openai {
             return Err(invalid("user providers must be of type `openai` (any OpenAI-compatible server)"));
         }

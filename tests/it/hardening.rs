@@ -470,3 +470,62 @@ async fn d9_s11_failed_authentications_are_throttled_per_address_across_nodes() 
         app.stop().await;
     }
 }
+
+/// Defect 8: a tenant's stored objects are bounded (providers, models per provider, rotations,
+/// autoselects, self-minted tokens), each bound answered with a clear 4xx that names the
+/// setting, and writes through `/api/me/…` are rate limited.
+#[actix_web::test]
+async fn d8_tenant_objects_and_writes_are_bounded() {
+    let mock = MockUpstream::start(1);
+    let allow = vec![format!("127.0.0.1:{}", mock.port)];
+    let app = TestApp::spawn(move |s| {
+        s.security.endpoint_allowlist = allow;
+        s.tenant_limits.max_providers = 2;
+        s.tenant_limits.max_models_per_provider = 3;
+        s.tenant_limits.max_rotations = 1;
+        s.tenant_limits.max_autoselects = 1;
+        s.tenant_limits.max_tokens = 3;
+        s.tenant_limits.writes_per_minute = 12;
+    })
+    .await;
+    let (alice, _) = user(&app, "alice", None, json!({})).await;
+    let provider = |models: usize| {
+        let models: Vec<Value> = (0..models).map(|i| json!({"name": format!("m{i}")})).collect();
+        json!({"type": "openai", "endpoint": mock.base(), "models": models})
+    };
+    let put = |path: &str, body: Value| {
+        let (app, alice, path) = (&app, alice.clone(), path.to_owned());
+        async move { call(app, "PUT", &path, &alice, Some(body)).await }
+    };
+    // 1 write: a provider with too many models is refused (and counts as a write).
+    let e = put("/api/me/providers/p0", provider(4)).await.assert_error(400, "invalid_request");
+    assert!(e["error"]["message"].as_str().unwrap().contains("max_models_per_provider"), "{e}");
+    // 2–4: two providers, and replacing one is not a new one.
+    for name in ["p0", "p1", "p1"] {
+        assert_eq!(put(&format!("/api/me/providers/{name}"), provider(3)).await.status, 200);
+    }
+    // 5: a third provider.
+    let e = put("/api/me/providers/p2", provider(1)).await.assert_error(403, "permission_denied");
+    assert!(e["error"]["message"].as_str().unwrap().contains("tenant_limits.max_providers"), "{e}");
+    // 6–7, 8–9: one rotation, one autoselect.
+    let rotation = json!({"strategy": "priority", "entries": [{"provider_id": "p0", "model": "m0"}]});
+    assert_eq!(put("/api/me/rotations/r0", rotation.clone()).await.status, 200);
+    put("/api/me/rotations/r1", rotation).await.assert_error(403, "permission_denied");
+    let auto = json!({"available_models": [{"route": "user-provider/p0/m0"}]});
+    assert_eq!(put("/api/me/autoselects/a0", auto.clone()).await.status, 200);
+    put("/api/me/autoselects/a1", auto).await.assert_error(403, "permission_denied");
+    // 10–12: the user's own token plus two minted reach the cap of 3.
+    for _ in 0..2 {
+        let r = call(&app, "POST", "/api/me/tokens", &alice, Some(json!({"routes": ["user-provider/*"]}))).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = call(&app, "POST", "/api/me/tokens", &alice, Some(json!({"routes": ["user-provider/*"]}))).await;
+    r.assert_error(403, "permission_denied");
+    // 13: over the write rate.
+    let r = put("/api/me/providers/p0", provider(1)).await;
+    r.assert_error(429, "rate_limit_exceeded");
+    assert!(r.header("retry-after").is_some());
+    // Reads are not writes.
+    assert_eq!(call(&app, "GET", "/api/me/providers", &alice, None).await.status, 200);
+    app.stop().await;
+}

@@ -36,6 +36,8 @@ pub enum Code {
     NotFound,
     /// 405: the path exists with another method.
     MethodNotAllowed,
+    /// 408: the client did not send its request (head or body) in time.
+    RequestTimeout,
     /// 409: the object exists already, or is in use.
     Conflict,
     /// 413: the body is over `server.max_body_bytes`.
@@ -68,6 +70,7 @@ impl Code {
             Self::ModelNotFound => (404, "invalid_request_error", "model_not_found"),
             Self::NotFound => (404, "invalid_request_error", "not_found"),
             Self::MethodNotAllowed => (405, "invalid_request_error", "method_not_allowed"),
+            Self::RequestTimeout => (408, "invalid_request_error", "request_timeout"),
             Self::Conflict => (409, "invalid_request_error", "conflict"),
             Self::RequestTooLarge => (413, "invalid_request_error", "request_too_large"),
             Self::RateLimitExceeded => (429, "rate_limit_error", "rate_limit_exceeded"),

@@ -208,8 +208,16 @@ impl Application {
         };
 
         let drain_for_app = drain.clone();
+        let gate = crate::proxy::gate::ClientGate::new(settings.server.max_requests_per_client);
+        let pace = crate::proxy::body::Pace {
+            total: Duration::from_millis(settings.server.body_timeout_ms),
+            min_rate: settings.server.body_min_bytes_per_sec,
+            grace: BODY_GRACE,
+        };
         let server = HttpServer::new(move || {
             let drain_mw = drain_for_app.clone();
+            let gate = Arc::clone(&gate);
+            let catalog_mw = Arc::clone(&catalog);
             App::new()
                 .app_data(web::Data::new(UpstreamClient {
                     open: crate::upstream::client::build_client(connect_timeout, pool_idle),
@@ -230,12 +238,38 @@ impl Application {
                     web::QueryConfig::default()
                         .error_handler(|e, _| ApiError::new(Code::InvalidRequest, e.to_string()).into()),
                 )
-                .wrap_fn(move |req, srv| {
+                .wrap_fn(move |mut req, srv| {
                     let id = RequestId::new();
                     let draining = drain_mw.draining.is_cancelled();
                     req.extensions_mut().insert(id);
+                    // Every body arrives at a pace or fails (408), whichever route reads it.
+                    let payload = req.take_payload();
+                    req.set_payload(crate::proxy::body::paced(payload, pace));
+                    // At most so many requests in flight per client address.
+                    let client = {
+                        let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+                        catalog_mw.client_ip(req.peer_addr().map(|a| a.ip()), h("x-forwarded-for"), h("x-real-ip"))
+                    };
+                    let inside = match client.map(|ip| gate.enter(ip)) {
+                        Some(None) => {
+                            let err = ApiError::new(
+                                Code::RateLimitExceeded,
+                                "Too many requests in flight from this address; retry when some have finished.",
+                            )
+                            .with_retry_after(1);
+                            let mut res = req.into_response(err.error_response());
+                            res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
+                            if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+                                res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+                            }
+                            return futures_util::future::Either::Left(futures_util::future::ready(Ok(res)));
+                        }
+                        Some(Some(inside)) => Some(inside),
+                        None => None,
+                    };
                     let fut = srv.call(req);
-                    async move {
+                    futures_util::future::Either::Right(async move {
+                        let _inside = inside;
                         // A panic cannot take the worker down: it becomes a 500 in the OpenAI shape
                         // (rendered by actix from the error, since the request is gone by then).
                         let res: ServiceResponse<BoxBody> = match AssertUnwindSafe(fut).catch_unwind().await {
@@ -256,7 +290,7 @@ impl Application {
                             res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
                         }
                         Ok(res)
-                    }
+                    })
                 })
                 .configure(ops::configure)
                 .configure(crate::admin::configure)
@@ -264,6 +298,9 @@ impl Application {
                 .default_service(web::to(|| async { ApiError::new(Code::NotFound, "No such path.").error_response() }))
         })
         .workers(workers)
+        // A client has this long to send a request's head (408, in the OpenAI shape via
+        // `protocol_errors`); bodies are paced by the middleware above.
+        .client_request_timeout(Duration::from_millis(settings.server.header_timeout_ms))
         // The node handles SIGTERM/SIGINT itself (`run_until_stopped`): actix's own handling
         // would cut streams silently at the deadline, and forces on SIGINT.
         .disable_signals()
@@ -300,6 +337,9 @@ impl Application {
         result
     }
 }
+
+/// How long a slow start of a request body is forgiven before its minimum rate applies.
+const BODY_GRACE: Duration = Duration::from_secs(5);
 
 /// The first SIGTERM or SIGINT starts a graceful stop: the node stops accepting connections (so
 /// nginx moves on to the other nodes) and turns unready, in-flight requests and streams get

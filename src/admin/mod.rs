@@ -105,6 +105,12 @@ fn control_error(e: ControlError) -> ApiError {
 /// rejection in the API's error shape.
 fn json_config() -> web::JsonConfig {
     web::JsonConfig::default().limit(64 * 1024).error_handler(|err, _| {
+        // The server's pacing of request bodies fails a trickled body with a timeout.
+        if let actix_web::error::JsonPayloadError::Payload(actix_web::error::PayloadError::Io(io)) = &err
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return ApiError::new(Code::RequestTimeout, "The request body arrived too slowly.").into();
+        }
         let msg: String = err.to_string().chars().take(300).collect();
         ApiError::new(Code::InvalidRequest, format!("Invalid JSON body: {msg}")).into()
     })

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use actix_web::HttpRequest;
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web::{BytesMut, Payload};
 use futures_util::StreamExt as _;
@@ -12,7 +13,67 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, Code};
 
-/// Reads the whole body, refusing more than `limit` bytes.
+/// How a body must arrive: within `total` overall, and — after `grace` — at no less than
+/// `min_rate` bytes a second on average (a body trickled a byte at a time is cut off).
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// The whole body's deadline.
+    pub total: std::time::Duration,
+    /// Bytes a second, on average from the start, once `grace` has passed; 0 turns it off.
+    pub min_rate: u64,
+    /// How long a slow start is forgiven.
+    pub grace: std::time::Duration,
+}
+
+impl Pace {
+    /// When the next bytes must have arrived, `received` bytes in, for a body started at `start`.
+    fn next_by(&self, start: tokio::time::Instant, received: usize) -> tokio::time::Instant {
+        let deadline = start + self.total;
+        if self.min_rate == 0 {
+            return deadline;
+        }
+        // By the time `received + 1` bytes are owed at `min_rate` (never before the grace ends).
+        let owed = u64::try_from(received).unwrap_or(u64::MAX).saturating_add(1);
+        let by = std::time::Duration::from_millis(owed.saturating_mul(1_000) / self.min_rate);
+        (start + self.grace.max(by)).min(deadline)
+    }
+}
+
+/// Wraps a request's body so that it fails with a `TimedOut` I/O error when it arrives slower
+/// than `pace` allows. The server installs it on every request, so no reader of any route can
+/// be held by a trickled body.
+pub fn paced(payload: actix_web::dev::Payload, pace: Pace) -> actix_web::dev::Payload {
+    let start = tokio::time::Instant::now();
+    let stream = futures_util::stream::unfold(Some((payload, 0usize)), move |state| async move {
+        let (mut payload, received) = state?;
+        match tokio::time::timeout_at(pace.next_by(start, received), payload.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                let n = received.saturating_add(chunk.len());
+                Some((Ok(chunk), Some((payload, n))))
+            }
+            Ok(Some(Err(e))) => Some((Err(e), None)),
+            Ok(None) => None,
+            Err(_) => Some((Err(PayloadError::Io(std::io::Error::from(std::io::ErrorKind::TimedOut))), None)),
+        }
+    });
+    actix_web::dev::Payload::Stream { payload: Box::pin(stream) }
+}
+
+/// Whether a payload error is [`paced`]'s timeout.
+pub fn is_too_slow(e: &PayloadError) -> bool {
+    matches!(e, PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// The answer to a body that arrived too slowly.
+pub fn too_slow() -> ApiError {
+    ApiError::new(
+        Code::RequestTimeout,
+        "The request body arrived too slowly; send it at once, and within the time limit.",
+    )
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (and, through [`paced`], a body that
+/// arrives too slowly: 408).
 pub async fn read(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<bytes::Bytes, ApiError> {
     let too_large = || ApiError::new(Code::RequestTooLarge, format!("The request body is larger than {limit} bytes."));
     let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -37,6 +98,7 @@ pub async fn read(req: &HttpRequest, mut payload: Payload, limit: usize) -> Resu
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {
+            e if is_too_slow(&e) => too_slow(),
             actix_web::error::PayloadError::Overflow => too_large(),
             _ => ApiError::new(Code::InvalidRequest, "The request body could not be read completely."),
         })?;
@@ -128,6 +190,18 @@ impl<'de> Visitor<'de> for StrictVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pace_asks_for_the_minimum_rate_after_the_grace() {
+        use std::time::Duration;
+        let pace = Pace { total: Duration::from_secs(60), min_rate: 1_000, grace: Duration::from_secs(5) };
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(pace.next_by(t0, 0), t0 + Duration::from_secs(5));
+        assert_eq!(pace.next_by(t0, 5_999), t0 + Duration::from_secs(6));
+        assert_eq!(pace.next_by(t0, 10_000_000), t0 + Duration::from_secs(60));
+        let off = Pace { min_rate: 0, ..pace };
+        assert_eq!(off.next_by(t0, 1), t0 + Duration::from_secs(60));
+    }
 
     #[test]
     fn strict_parse() {

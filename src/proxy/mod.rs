@@ -5,9 +5,10 @@
 //! control plane only through the catalog (reads) and accounting (usage records).
 
 mod autoselect;
-mod body;
+pub mod body;
 pub(crate) mod burst;
 mod caller;
+pub mod gate;
 mod handlers;
 pub mod limits;
 pub(crate) mod pipeline;

@@ -529,3 +529,102 @@ async fn d8_tenant_objects_and_writes_are_bounded() {
     assert_eq!(call(&app, "GET", "/api/me/providers", &alice, None).await.status, 200);
     app.stop().await;
 }
+
+/// Sends a request head and then the body a byte a second; returns the status line's code and
+/// the body of the answer (or 0 when the connection closed without one).
+async fn trickle(port: u16, token: &str, client: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return (0, String::new()) };
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\nX-Forwarded-For: {client}\r\n\r\n{{"
+    );
+    if s.write_all(head.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if w.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            let text = String::from_utf8_lossy(&buf);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .and_then(|v| v.parse::<usize>().ok());
+                if len.is_some_and(|n| body.len() >= n) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    if read.is_err() {
+        return (0, text);
+    }
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// Defect 5: bodies trickled a byte a second are cut off with 408 once the grace has passed, and
+/// one address holding many of them gets 429 beyond its cap at once, while another tenant and
+/// `/health` are served normally.
+#[actix_web::test]
+async fn d5_trickled_bodies_time_out_and_one_address_cannot_hold_the_node() {
+    let mock = MockUpstream::start(1);
+    let base = mock.base();
+    let app = TestApp::spawn(move |s| {
+        s.providers.push(openai_provider("a", &base, &["m"]));
+        s.server.max_requests_per_client = 16;
+    })
+    .await;
+    let (slow, _) = user(&app, "slow", None, json!({})).await;
+    let (other, _) = user(&app, "other", None, json!({})).await;
+    settle().await;
+    let started = std::time::Instant::now();
+    let trickling = join_all((0..48).map(|_| trickle(app.port, &slow, "203.0.113.5")));
+    let normal = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut ok = 0;
+        for _ in 0..10 {
+            let auth = format!("Bearer {other}");
+            let r = send(
+                "POST",
+                &app.url("/v1/chat/completions"),
+                &[("authorization", &auth), ("content-type", "application/json"), ("x-forwarded-for", "198.51.100.9")],
+                chat("provider/a/m", "hi").to_string(),
+            )
+            .await;
+            ok += usize::from(r.status == 200);
+            assert_eq!(send("GET", &app.url("/health"), &[], "").await.status, 200);
+        }
+        ok
+    };
+    let (results, ok) = futures_util::join!(trickling, normal);
+    assert_eq!(ok, 10, "another tenant was not served while one address trickled");
+    let timed_out = results.iter().filter(|(s, _)| *s == 408).count();
+    let refused = results.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!((timed_out, refused), (16, 32), "{:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    for (status, body) in &results {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{status}: {body}"));
+        assert!(v["error"]["code"] == "request_timeout" || v["error"]["code"] == "rate_limit_exceeded", "{v}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "the trickled bodies were never cut off");
+    assert_eq!(mock.calls(), 10);
+    app.stop().await;
+}

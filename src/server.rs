@@ -298,6 +298,7 @@ impl Application {
                 .default_service(web::to(|| async { ApiError::new(Code::NotFound, "No such path.").error_response() }))
         })
         .workers(workers)
+        .on_connect(crate::proxy::disconnect::on_connect)
         // A client has this long to send a request's head (408, in the OpenAI shape via
         // `protocol_errors`); bodies are paced by the middleware above.
         .client_request_timeout(Duration::from_millis(settings.server.header_timeout_ms))

@@ -628,3 +628,93 @@ async fn d5_trickled_bodies_time_out_and_one_address_cannot_hold_the_node() {
     assert_eq!(mock.calls(), 10);
     app.stop().await;
 }
+
+/// An upstream that reads a request and then says nothing (or only a stream's head), and notes
+/// when the gateway closes each connection.
+async fn stalling_upstream(sse_head: bool) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let closed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&closed);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let mut answered = false;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if sse_head && !answered => {
+                            answered = true;
+                            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                            let _ = s.write_all(head.as_bytes()).await;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                seen.lock().unwrap().push(std::time::Instant::now());
+            });
+        }
+    });
+    (port, closed)
+}
+
+/// Defect 7, TESTPLAN F6 (CI form): a client that goes away while the upstream is still
+/// thinking — a non-streaming request, and a stream before its first event — has its upstream
+/// connection closed within a second, and its record says 499 `client_disconnected` with the
+/// prompt billed and no output.
+#[actix_web::test]
+async fn d7_f6_a_client_leaving_before_the_first_byte_cancels_the_upstream() {
+    use tokio::io::AsyncWriteExt as _;
+    for stream in [false, true] {
+        let (port, closed) = stalling_upstream(stream).await;
+        let app = TestApp::spawn(move |s| {
+            s.providers.push(openai_provider("slow", &format!("http://127.0.0.1:{port}/v1"), &["m"]));
+            s.upstream.first_byte_timeout_ms = 30_000;
+            s.upstream.total_timeout_ms = 60_000;
+        })
+        .await;
+        let (token, _) = user(&app, "leaver", None, json!({})).await;
+        settle().await;
+        let mut lags = Vec::new();
+        for _ in 0..5 {
+            let before = closed.lock().unwrap().len();
+            let body = json!({"model": "provider/slow/m", "stream": stream,
+                "messages": [{"role": "user", "content": "think about it for a while"}]})
+            .to_string();
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+            let head = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            drop(s);
+            let left = std::time::Instant::now();
+            let mut lag = None;
+            for _ in 0..60 {
+                if let Some(t) = closed.lock().unwrap().get(before) {
+                    lag = Some(t.saturating_duration_since(left));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            lags.push(lag.unwrap_or_else(|| panic!("stream={stream}: the upstream connection stayed open")));
+        }
+        assert!(lags.iter().all(|l| *l < Duration::from_secs(1)), "stream={stream}: {lags:?}");
+        // Each has one record: 499, the prompt billed, nothing relayed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let store = app.store().await;
+        let rows = switchyard::store::query_usage(store.conn(), &Default::default(), 100).await.unwrap();
+        let mine: Vec<_> = rows.iter().filter(|r| r.route == "provider/slow/m").collect();
+        assert_eq!(mine.len(), 5, "stream={stream}: {mine:?}");
+        for r in mine {
+            assert_eq!((r.status, r.outcome.as_str(), r.completion_tokens), (499, "client_disconnected", 0), "{r:?}");
+            assert!(r.prompt_tokens > 0);
+        }
+        app.stop().await;
+    }
+}

@@ -298,7 +298,12 @@ impl Application {
                 .default_service(web::to(|| async { ApiError::new(Code::NotFound, "No such path.").error_response() }))
         })
         .workers(workers)
-        .on_connect(crate::proxy::disconnect::on_connect)
+        // A client that closes its side of the connection has left (TESTPLAN F6): actix then
+        // stops the connection at once, dropping its handler or stream — the upstream call with
+        // it (its connection closed, so the upstream stops generating) — and the usage guard
+        // records 499 `client_disconnected` with what was counted. A client that half-closes
+        // after sending its request is treated as gone (HTTP/1 clients and nginx do not).
+        .h1_allow_half_closed(false)
         // A client has this long to send a request's head (408, in the OpenAI shape via
         // `protocol_errors`); bodies are paced by the middleware above.
         .client_request_timeout(Duration::from_millis(settings.server.header_timeout_ms))

@@ -289,14 +289,7 @@ async fn call(
 ) -> Result<Value, &'static str> {
     let raw = serde_json::to_vec(&body).map_err(|_| "error")?;
     let id = RequestId::new();
-    let incoming = Incoming {
-        id,
-        caller: cx.caller,
-        op,
-        scope: Scope::Selection { private, owner },
-        burst_mode: None,
-        conn: None,
-    };
+    let incoming = Incoming { id, caller: cx.caller, op, scope: Scope::Selection { private, owner }, burst_mode: None };
     tracing::debug!(request_id = %cx.id, selection_request_id = %id, "Autoselect selection call.");
     let run = Box::pin(pipeline::run(cx.state, cx.client, incoming, &raw));
     let res = match tokio::time::timeout(timeout, run).await {

@@ -4,7 +4,6 @@ use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use crate::error::{ApiError, Code};
-use crate::proxy::disconnect::ClientConn;
 use crate::proxy::pipeline::{self, Scope};
 use crate::proxy::{Caller, ProxyState, UpstreamClient};
 use crate::types::{Operation, RequestId, is_valid_username};
@@ -26,22 +25,8 @@ async fn run(
 ) -> Reply {
     let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
     let burst_mode = req.headers().get("x-burst-mode").and_then(|v| v.to_str().ok());
-    let conn = req.conn_data::<ClientConn>().cloned();
-    let incoming =
-        pipeline::Incoming { id: request_id(&req), caller: &caller, op, scope, burst_mode, conn: conn.clone() };
-    let run = pipeline::run(&state, &client, incoming, &raw);
-    // A client that leaves before its answer starts ends the request: dropping the pipeline
-    // drops the upstream call (closing its connection) and writes the 499 record.
-    match conn {
-        Some(conn) => tokio::select! {
-            res = run => res,
-            () = conn.gone() => {
-                tracing::info!(request_id = %request_id(&req), "The client went away before its answer.");
-                Err(ApiError::new(Code::InvalidRequest, "The client closed the connection."))
-            }
-        },
-        None => run.await,
-    }
+    let incoming = pipeline::Incoming { id: request_id(&req), caller: &caller, op, scope, burst_mode };
+    pipeline::run(&state, &client, incoming, &raw).await
 }
 
 /// The operation codes of the generic handlers below (`Operation` cannot be a const parameter).

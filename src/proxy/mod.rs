@@ -8,7 +8,6 @@ mod autoselect;
 pub mod body;
 pub(crate) mod burst;
 mod caller;
-pub mod disconnect;
 pub mod gate;
 mod handlers;
 pub mod limits;

@@ -54,8 +54,6 @@ pub struct Incoming<'a> {
     pub scope: Scope,
     /// The request's `X-Burst-Mode`, if any.
     pub burst_mode: Option<&'a str>,
-    /// The client's connection, watched by a stream for the client going away.
-    pub conn: Option<crate::proxy::disconnect::ClientConn>,
 }
 
 /// What routes a caller may reach: its token, every token above it (a child token is held to
@@ -125,8 +123,7 @@ pub async fn run(
     incoming: Incoming<'_>,
     raw: &[u8],
 ) -> Result<HttpResponse, ApiError> {
-    let Incoming { id, caller, op, scope, burst_mode, conn } = incoming;
-    let client_conn = conn;
+    let Incoming { id, caller, op, scope, burst_mode } = incoming;
     let mut body = body::parse_object(raw)?;
     let checked = validate::check(op, &body)?;
     let snapshot = state.catalog.snapshot();
@@ -478,14 +475,8 @@ pub async fn run(
             }
             ProviderKind::Openai => {
                 let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
-                let call = Call {
-                    op,
-                    target,
-                    request_id: &request_id,
-                    stream: checked.stream,
-                    strip_usage: inject_usage,
-                    client: client_conn.clone(),
-                };
+                let call =
+                    Call { op, target, request_id: &request_id, stream: checked.stream, strip_usage: inject_usage };
                 dispatch_openai(state, client, call, Bytes::from(bytes), guard, slot).await
             }
             other => Err(Failed {
@@ -567,7 +558,6 @@ struct Call<'a> {
     request_id: &'a str,
     stream: bool,
     strip_usage: bool,
-    client: Option<crate::proxy::disconnect::ClientConn>,
 }
 
 /// Takes an in-flight slot of the target's provider when it has a concurrency limit, or when
@@ -755,7 +745,7 @@ async fn dispatch_openai(
     mut guard: UsageGuard,
     slot: Option<Slot>,
 ) -> Result<HttpResponse, Failed> {
-    let Call { op, target, request_id, stream, strip_usage, client: client_conn } = call;
+    let Call { op, target, request_id, stream, strip_usage } = call;
     let up = &state.upstream;
     // A user-defined endpoint goes through the SSRF guard: its resolver checks host names, and
     // an IP-literal host is checked here.
@@ -827,7 +817,6 @@ async fn dispatch_openai(
                 max_line: up.max_sse_line_bytes,
                 strip_usage_only_chunk: strip_usage,
                 cut: state.drain.cut.clone(),
-                client: client_conn,
             },
             state.metrics.clone(),
             provider.to_owned(),

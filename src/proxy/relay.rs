@@ -36,17 +36,6 @@ pub struct Limits {
     pub strip_usage_only_chunk: bool,
     /// Fires when the node's shutdown deadline is near.
     pub cut: tokio_util::sync::CancellationToken,
-    /// The client's connection, watched for the client going away.
-    pub client: Option<crate::proxy::disconnect::ClientConn>,
-}
-
-type Gone = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-
-async fn wait_gone(g: &mut Option<Gone>) {
-    match g {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
 }
 
 /// One relay in progress.
@@ -65,8 +54,6 @@ pub struct Relay {
     started: Instant,
     /// The node's shutdown cut, registered once (not re-armed on every event).
     cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    /// Resolves when the client has gone away.
-    gone: Option<Gone>,
     _slot: Option<crate::proxy::pipeline::Slot>,
 }
 
@@ -83,7 +70,6 @@ impl Relay {
     ) -> Self {
         let now = tokio::time::Instant::now();
         let cut = Box::pin(limits.cut.clone().cancelled_owned());
-        let gone = limits.client.clone().map(|c| -> Gone { Box::pin(c.gone()) });
         Self {
             upstream: Some(upstream),
             framer: SseFramer::new(limits.max_line),
@@ -98,7 +84,6 @@ impl Relay {
             provider,
             started,
             cut,
-            gone,
             _slot: slot,
         }
     }
@@ -147,15 +132,6 @@ impl Relay {
             }
             () = tokio::time::sleep_until(keepalive_at) => {
                 self.out.push_back(Bytes::from_static(b": keepalive\n\n"));
-            }
-            () = wait_gone(&mut self.gone) => {
-                // The client left: the upstream connection is closed now (it stops generating)
-                // and the record says 499 with the tokens relayed so far.
-                self.upstream = None;
-                if let Some(g) = &mut self.guard {
-                    g.progress.partial = true;
-                }
-                self.finish(499, "client_disconnected");
             }
             () = &mut self.cut => {
                 self.end_with_error(

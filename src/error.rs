@@ -44,6 +44,8 @@ pub enum Code {
     RequestTooLarge,
     /// 429: a rate, token or concurrency limit.
     RateLimitExceeded,
+    /// 431: the request head is too large.
+    HeadersTooLarge,
     /// 500: a bug or an internal failure.
     Internal,
     /// 502: every candidate failed.
@@ -74,6 +76,7 @@ impl Code {
             Self::Conflict => (409, "invalid_request_error", "conflict"),
             Self::RequestTooLarge => (413, "invalid_request_error", "request_too_large"),
             Self::RateLimitExceeded => (429, "rate_limit_error", "rate_limit_exceeded"),
+            Self::HeadersTooLarge => (431, "invalid_request_error", "request_header_fields_too_large"),
             Self::Internal => (500, "server_error", "internal_error"),
             Self::UpstreamError => (502, "upstream_error", "upstream_error"),
             Self::NoAvailableUpstream => (503, "server_error", "no_available_upstream"),

@@ -7,11 +7,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _};
 use actix_web::body::BoxBody;
 use actix_web::dev::{Server, ServerHandle, Service as _, ServiceResponse};
 use actix_web::http::ConnectionType;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use actix_web::{App, HttpMessage as _, HttpResponse, HttpServer, ResponseError as _, web};
+use actix_web::{App, HttpMessage as _, HttpResponse, ResponseError as _, web};
 use futures_util::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +28,10 @@ use crate::shared;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::types::RequestId;
+
+mod protocol_errors;
+
+use protocol_errors::Shaped;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +219,7 @@ impl Application {
             min_rate: settings.server.body_min_bytes_per_sec,
             grace: BODY_GRACE,
         };
-        let server = HttpServer::new(move || {
+        let make_app = move || {
             let drain_mw = drain_for_app.clone();
             let gate = Arc::clone(&gate);
             let catalog_mw = Arc::clone(&catalog);
@@ -296,24 +301,47 @@ impl Application {
                 .configure(crate::admin::configure)
                 .configure(proxy::configure)
                 .default_service(web::to(|| async { ApiError::new(Code::NotFound, "No such path.").error_response() }))
-        })
-        .workers(workers)
-        // A client that closes its side of the connection has left (TESTPLAN F6): actix then
-        // stops the connection at once, dropping its handler or stream — the upstream call with
-        // it (its connection closed, so the upstream stops generating) — and the usage guard
-        // records 499 `client_disconnected` with what was counted. A client that half-closes
-        // after sending its request is treated as gone (HTTP/1 clients and nginx do not).
-        .h1_allow_half_closed(false)
-        // A client has this long to send a request's head (408, in the OpenAI shape via
-        // `protocol_errors`); bodies are paced by the middleware above.
-        .client_request_timeout(Duration::from_millis(settings.server.header_timeout_ms))
-        // The node handles SIGTERM/SIGINT itself (`run_until_stopped`): actix's own handling
-        // would cut streams silently at the deadline, and forces on SIGINT.
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .listen(listener)
-        .map_err(other)?
-        .run();
+        };
+        let addr = listener.local_addr().map_err(other)?;
+        let header_timeout = Duration::from_millis(settings.server.header_timeout_ms);
+        let builder = actix_server::Server::build();
+        let shutdown_signal = builder.graceful_shutdown_signal();
+        let server = builder
+            .workers(workers)
+            // The node handles SIGTERM/SIGINT itself (`run_until_stopped`): actix's own handling
+            // would cut streams silently at the deadline, and forces on SIGINT.
+            .disable_signals()
+            .shutdown_timeout(settings.server.shutdown_timeout_secs)
+            .listen("switchyard", listener, move || {
+                let signal = shutdown_signal.clone();
+                let app = make_app().into_factory().map_err(|err: actix_web::Error| err.error_response());
+                let http = actix_http::HttpService::<Shaped<actix_web::rt::net::TcpStream>, _, _>::build()
+                    .graceful_shutdown_signal(move || {
+                        let signal = signal.clone();
+                        async move { signal.notified().await }
+                    })
+                    // A client has this long to send a request's head (408); bodies are paced by
+                    // the middleware above.
+                    .client_request_timeout(header_timeout)
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    // A client that closes its side of the connection has left (TESTPLAN F6):
+                    // actix then stops the connection at once, dropping its handler or stream —
+                    // the upstream call with it (its connection closed, so the upstream stops
+                    // generating) — and the usage guard records 499 `client_disconnected` with
+                    // what was counted. A client that half-closes after sending its request is
+                    // treated as gone (HTTP/1 clients and nginx do not do that).
+                    .h1_allow_half_closed(false)
+                    .local_addr(addr)
+                    .h1(actix_service::map_config(app, |_| actix_web::dev::AppConfig::default()));
+                actix_service::fn_service(|io: actix_web::rt::net::TcpStream| async move {
+                    let peer = io.peer_addr().ok();
+                    let _ = io.set_nodelay(true);
+                    Ok::<_, actix_http::error::DispatchError>((Shaped::new(io), peer))
+                })
+                .and_then(http)
+            })
+            .map_err(other)?
+            .run();
         tracing::info!(port, workers, shared = settings.redis.url.is_some(), "Switchyard node listening.");
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         Ok(Self { server, port, cancel, tasks, store, drain, shutdown_timeout, bootstrap })

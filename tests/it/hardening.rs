@@ -718,3 +718,49 @@ async fn d7_f6_a_client_leaving_before_the_first_byte_cancels_the_upstream() {
         app.stop().await;
     }
 }
+
+/// Writes `raw` to the node and reads its answer until the connection closes (or 10 s).
+async fn raw_exchange(port: u16, raw: &[u8], hold: Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    tokio::time::sleep(hold).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Defect 11: answers the HTTP codec gives before any handler — 400 for a `Content-Length`
+/// with `Transfer-Encoding` or two `Content-Length`s, 431 for a head too large, 408 for a head
+/// that did not arrive in time — carry the OpenAI error shape, not an empty body.
+#[actix_web::test]
+async fn d11_protocol_level_errors_have_the_error_shape() {
+    let app = TestApp::spawn(|s| s.server.header_timeout_ms = 500).await;
+    let post = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    let cases = [
+        (format!("{post}Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{{}}"), 400, "invalid_request"),
+        (format!("{post}Content-Length: 2\r\nContent-Length: 3\r\n\r\n{{}}"), 400, "invalid_request"),
+        (
+            "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ".to_owned() + &"a".repeat(300_000) + "\r\n\r\n",
+            431,
+            "request_header_fields_too_large",
+        ),
+        ("GET /health HTTP/1.1\r\nHost: x\r\n".to_owned(), 408, "request_timeout"),
+        ("NOT-HTTP\r\n\r\n".to_owned(), 400, "invalid_request"),
+    ];
+    for (raw, status, code) in cases {
+        let hold = if status == 408 { Duration::from_millis(900) } else { Duration::ZERO };
+        let answer = raw_exchange(app.port, raw.as_bytes(), hold).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no answer: {answer:?}"));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{status}: not JSON: {body:?}"));
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].is_string() && v["error"]["type"].is_string());
+    }
+    // A well-formed request on the same kind of connection is untouched.
+    let answer =
+        raw_exchange(app.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with(r#"{"status":"ok"}"#), "{answer}");
+    app.stop().await;
+}

@@ -4,7 +4,9 @@
 //! process, the `switchyard` binary as a child process on loopback, and a keep-alive HTTP/1.1
 //! load client, then prints for both targets: the highest requests/s at 64 connections, p50 and
 //! p99 latency at a fixed 1,000 requests/s (non-streaming and streaming), the ratios, and the
-//! node's peak RSS. Environment: `BENCH_SECS` (default 5) per measurement.
+//! node's peak RSS. Environment: `BENCH_SECS` (default 5) per measurement; `BENCH_BASELINE_BIN`,
+//! the `switchyard` binary of another commit (say the previous one, built in a worktree), adds it
+//! as a target `baseline` alternated with the rest, for an A/B in one run.
 #![allow(
     clippy::as_conversions,
     clippy::unwrap_used,
@@ -28,8 +30,8 @@ use std::time::{Duration, Instant};
 use load::{CONNECTIONS, RATE, Target, fixed_rate, max_rate, median, pct, peak_rss_kib};
 
 /// Runs a CLI command against the benchmark's database and returns its JSON answer.
-fn cli(dir: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+fn cli(bin: &str, dir: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin)
         .current_dir(dir.path())
         .args(["--config", "bench.toml", "--json"])
         .args(args)
@@ -42,7 +44,7 @@ fn cli(dir: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
 /// Starts the node; returns it, its port, an admin token and the token of a user whose tier and
 /// token have rate limits, concurrency and quotas (set far above the load, so every check runs
 /// and none refuses).
-fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, String, String) {
+fn start_gateway(bin: &str, mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, String, String) {
     std::fs::write(
         dir.path().join("bench.toml"),
         format!(
@@ -56,9 +58,10 @@ fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, Strin
         ),
     )
     .unwrap();
-    cli(dir, &["user", "create", "admin", "--role", "admin"]);
-    let token = cli(dir, &["token", "create", "--user", "admin"])["token"].as_str().unwrap().to_owned();
+    cli(bin, dir, &["user", "create", "admin", "--role", "admin"]);
+    let token = cli(bin, dir, &["token", "create", "--user", "admin"])["token"].as_str().unwrap().to_owned();
     cli(
+        bin,
         dir,
         &[
             "tier",
@@ -76,8 +79,9 @@ fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, Strin
             "100000",
         ],
     );
-    cli(dir, &["user", "create", "limited", "--tier", "bench"]);
+    cli(bin, dir, &["user", "create", "limited", "--tier", "bench"]);
     let limited = cli(
+        bin,
         dir,
         &[
             "token",
@@ -95,7 +99,7 @@ fn start_gateway(mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, Strin
         .as_str()
         .unwrap()
         .to_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let mut child = Command::new(bin)
         .current_dir(dir.path())
         .args(["--config", "bench.toml", "serve"])
         .stdout(Stdio::piped())
@@ -214,7 +218,12 @@ fn main() {
         });
     });
     let (mock_port, mock_base) = rx.recv().unwrap();
-    let (mut child, gw_port, token, limited) = start_gateway(&mock_base, &dir);
+    let (mut child, gw_port, token, limited) = start_gateway(env!("CARGO_BIN_EXE_switchyard"), &mock_base, &dir);
+    let baseline_dir = tempfile::tempdir().unwrap();
+    let baseline = std::env::var("BENCH_BASELINE_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .map(|bin| start_gateway(&bin, &mock_base, &baseline_dir));
     let nginx = start_nginx(mock_port, &dir);
     let mut targets = vec![
         Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None, model: "qwen" },
@@ -247,6 +256,15 @@ fn main() {
             model: "qwen",
         },
     ];
+    if let Some((_, port, token, _)) = &baseline {
+        targets.push(Target {
+            name: "baseline",
+            port: *port,
+            path: "/v1/chat/completions".into(),
+            auth: Some(token.clone()),
+            model: "qwen",
+        });
+    }
     if let Some((port, _)) = &nginx {
         targets.push(Target {
             name: "nginx",
@@ -317,6 +335,7 @@ fn main() {
             ("rotation", "rotation over the direct provider route"),
             ("autoselect", "autoselect over the direct provider route"),
             ("limited", "tier limits + quotas on, over the same route with them off"),
+            ("baseline", "BENCH_BASELINE_BIN's gateway over this build's (negative: this build is slower)"),
         ] {
             if let (Some(g), Some(r)) = (g, targets.iter().position(|t| t.name == name)) {
                 println!(
@@ -332,6 +351,10 @@ fn main() {
     });
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
+    if let Some((mut b, ..)) = baseline {
+        let _ = Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
+        let _ = b.wait();
+    }
     if let Some((_, mut n)) = nginx {
         if let Ok(log) = std::fs::read_to_string(dir.path().join("nginx/error.log")) {
             let last: Vec<&str> = log.lines().rev().take(3).collect();

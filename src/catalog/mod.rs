@@ -197,8 +197,9 @@ pub struct Catalog {
     poll: Duration,
     /// Tokens found in the database since the last reload.
     late: Mutex<HashMap<[u8; 32], Arc<TokenEntry>>>,
-    /// Hashes known not to exist, with the time until which that is trusted.
-    misses: Mutex<HashMap<[u8; 32], i64>>,
+    /// Hashes that do not authenticate, with the time until which that is trusted and whether
+    /// the token exists (revoked, or its owner disabled) rather than being unknown.
+    misses: Mutex<HashMap<[u8; 32], (i64, bool)>>,
     /// Opens users' sealed provider keys.
     master: Option<crate::crypto::MasterKey>,
     /// Failed authentications per client address.

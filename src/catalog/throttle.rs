@@ -1,4 +1,5 @@
-//! Brute-force throttling (TESTPLAN S11): failed authentications are counted per client address
+//! Brute-force throttling (TESTPLAN S11): failed authentications with tokens that do not exist
+//! (guesses; a revoked or expired token is known and not counted) are counted per client address
 //! in a cluster-wide one-minute window; past `security.auth_failures_per_minute`, that address's
 //! further failures get 429 for `security.auth_lockout_secs`, and its never-seen tokens are not
 //! looked up in the database at all. Valid tokens from the same address are still served (a

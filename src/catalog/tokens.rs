@@ -82,8 +82,10 @@ impl TokenEntry {
 /// Why a token was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthError {
-    /// Missing, unknown, revoked, or its owner is disabled.
+    /// Revoked, or its owner is disabled (a token that exists).
     Invalid,
+    /// Malformed, or no such token: what guessing produces, counted against the client address.
+    Unknown,
     /// Past its expiry.
     Expired,
     /// The store is unreachable and the token is not cached.
@@ -103,7 +105,10 @@ impl From<AuthError> for crate::error::ApiError {
     fn from(e: AuthError) -> Self {
         use crate::error::{ApiError, Code};
         match e {
-            AuthError::Invalid => ApiError::new(Code::InvalidToken, "The token is invalid or has been revoked."),
+            // The same answer either way: an unknown token and a revoked one look alike.
+            AuthError::Invalid | AuthError::Unknown => {
+                ApiError::new(Code::InvalidToken, "The token is invalid or has been revoked.")
+            }
             AuthError::Expired => ApiError::new(Code::TokenExpired, "The token has expired."),
             AuthError::Unavailable => ApiError::unavailable(),
             AuthError::Throttled(secs) => ApiError::new(
@@ -198,9 +203,9 @@ impl Catalog {
         client: Option<std::net::IpAddr>,
     ) -> Result<Arc<TokenEntry>, AuthError> {
         match (self.authenticate_checked(raw, client).await, client) {
-            (Err(e @ (AuthError::Invalid | AuthError::Expired)), Some(ip)) => match self.throttle.failed(ip).await {
+            (Err(AuthError::Unknown), Some(ip)) => match self.throttle.failed(ip).await {
                 Some(secs) => Err(AuthError::Throttled(secs)),
-                None => Err(e),
+                None => Err(AuthError::Unknown),
             },
             (other, _) => other,
         }
@@ -255,7 +260,7 @@ impl Catalog {
         client: Option<std::net::IpAddr>,
     ) -> Result<Arc<TokenEntry>, AuthError> {
         if !is_well_formed_token(raw) {
-            return Err(AuthError::Invalid);
+            return Err(AuthError::Unknown);
         }
         let hash = token_hash(raw);
         let snap = self.snapshot();
@@ -268,8 +273,10 @@ impl Catalog {
             return Ok(e);
         }
         let now = now_ms();
-        if self.misses.lock().ok().and_then(|m| m.get(&hash).copied()).is_some_and(|until| until > now) {
-            return Err(AuthError::Invalid);
+        if let Some((until, known)) = self.misses.lock().ok().and_then(|m| m.get(&hash).copied())
+            && until > now
+        {
+            return Err(if known { AuthError::Invalid } else { AuthError::Unknown });
         }
         // A locked-out address's unseen tokens are not looked up at all.
         if let Some(ip) = client
@@ -285,6 +292,7 @@ impl Catalog {
         };
         let db = self.store.conn();
         let row = store::find_token_by_hash(db, &hex(&hash)).await.map_err(|_| AuthError::Unavailable)?;
+        let known = row.is_some();
         let entry = match row {
             Some(t) if !t.revoked => {
                 let owner = store::find_user_by_id(db, t.user_id).await.map_err(|_| AuthError::Unavailable)?;
@@ -313,14 +321,14 @@ impl Catalog {
             None => {
                 if let Ok(mut m) = self.misses.lock() {
                     if m.len() >= MISS_CAP {
-                        m.retain(|_, until| *until > now);
+                        m.retain(|_, (until, _)| *until > now);
                         if m.len() >= MISS_CAP {
                             m.clear();
                         }
                     }
-                    m.insert(hash, now + MISS_TTL_MS);
+                    m.insert(hash, (now + MISS_TTL_MS, known));
                 }
-                Err(AuthError::Invalid)
+                Err(if known { AuthError::Invalid } else { AuthError::Unknown })
             }
         }
     }

@@ -98,7 +98,7 @@ impl Default for ServerSettings {
             header_timeout_ms: 5_000,
             body_timeout_ms: 60_000,
             body_min_bytes_per_sec: 1_024,
-            max_requests_per_client: 256,
+            max_requests_per_client: 512,
             trusted_proxies: vec![
                 std::net::IpAddr::from([127, 0, 0, 1]),
                 std::net::IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
@@ -328,8 +328,9 @@ pub struct SecuritySettings {
     /// Exact `host:port` pairs that user endpoints may reach although the SSRF guard would refuse
     /// them (a GPU box on the private network, say).
     pub endpoint_allowlist: Vec<String>,
-    /// Failed authentications (unknown, revoked or malformed tokens) per minute from one client
-    /// address, cluster-wide, after which that address gets 429 for `auth_lockout_secs`.
+    /// Failed authentications with tokens that do not exist (unknown or malformed: guesses) per
+    /// minute from one client address, cluster-wide, after which that address's failures get 429
+    /// for `auth_lockout_secs`.
     pub auth_failures_per_minute: u32,
     /// Seconds an address that failed too often is refused.
     pub auth_lockout_secs: u64,

@@ -104,6 +104,19 @@ async fn f9_sigkill_one_node_mid_load_loses_and_duplicates_no_usage_record() {
     // Records beyond the upstream's count are requests N2 had opened (a "started" entry) but not
     // yet sent when it died: finalised as node_lost like the others.
     let reached: HashSet<&String> = reached.iter().collect();
+    let mut buckets: BTreeMap<(String, i64, String), usize> = BTreeMap::new();
+    for r in &rows {
+        *buckets.entry((r.node.clone(), (r.created_at - restarted_ms) / 2000, r.outcome.clone())).or_default() += 1;
+    }
+    println!("F9 buckets (node, 2 s since restart, outcome): {buckets:?}");
+    for n in ["n1.1", "n2.1", "n3.1", "n2.2"] {
+        let e = std::fs::read_to_string(cluster.nodes[0].dir.join(format!("{n}.err"))).unwrap_or_default();
+        let lines: Vec<&str> = e.lines().collect();
+        println!("F9 {n}.err: {} lines; first: {:?}", lines.len(), &lines[..lines.len().min(12)]);
+    }
+    for r in rows.iter().filter(|r| !(reached.contains(&r.request_id) || r.outcome == "node_lost")).take(5) {
+        println!("F9 unexpected record: {r:?}");
+    }
     assert!(
         rows.iter().all(|r| reached.contains(&r.request_id) || r.outcome == "node_lost"),
         "a record for a request that never started"

@@ -102,23 +102,13 @@ async fn f9_sigkill_one_node_mid_load_loses_and_duplicates_no_usage_record() {
     println!("F9 failures: {kinds:#?}");
     assert!(missing.is_empty(), "{} requests that reached the upstream have no usage record", missing.len());
     // Records beyond the upstream's count are requests N2 had opened (a "started" entry) but not
-    // yet sent when it died: finalised as node_lost like the others.
+    // yet sent when it died: finalised as node_lost like the others; and requests whose client
+    // gave up before they reached an upstream (F6: 499, nothing relayed).
     let reached: HashSet<&String> = reached.iter().collect();
-    let mut buckets: BTreeMap<(String, i64, String), usize> = BTreeMap::new();
-    for r in &rows {
-        *buckets.entry((r.node.clone(), (r.created_at - restarted_ms) / 2000, r.outcome.clone())).or_default() += 1;
-    }
-    println!("F9 buckets (node, 2 s since restart, outcome): {buckets:?}");
-    for n in ["n1.1", "n2.1", "n3.1", "n2.2"] {
-        let e = std::fs::read_to_string(cluster.nodes[0].dir.join(format!("{n}.err"))).unwrap_or_default();
-        let lines: Vec<&str> = e.lines().collect();
-        println!("F9 {n}.err: {} lines; first: {:?}", lines.len(), &lines[..lines.len().min(12)]);
-    }
-    for r in rows.iter().filter(|r| !(reached.contains(&r.request_id) || r.outcome == "node_lost")).take(5) {
-        println!("F9 unexpected record: {r:?}");
-    }
     assert!(
-        rows.iter().all(|r| reached.contains(&r.request_id) || r.outcome == "node_lost"),
+        rows.iter().all(|r| reached.contains(&r.request_id)
+            || r.outcome == "node_lost"
+            || (r.outcome == "client_disconnected" && r.completion_tokens == 0)),
         "a record for a request that never started"
     );
     // Only what was in flight on N2 at the kill fails (plus requests it had read but not yet sent).

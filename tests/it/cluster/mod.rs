@@ -46,7 +46,7 @@ pub fn secs(ci: u64, soak_secs: u64) -> Duration {
 pub struct Node {
     pub name: String,
     pub port: u16,
-    pub dir: PathBuf,
+    dir: PathBuf,
     admin: String,
     child: Option<Child>,
     starts: usize,

@@ -20,11 +20,11 @@
 //! ## Code map (layers: a module uses only lower layers, plus the arrows named)
 //!
 //! - L0 [`types`], [`error`]: ids, route names, usage; the one error type and its code table.
+//!   **Architecture Invariant:** every client-visible error is an [`error::ApiError`].
 //! - L0 [`crypto`]: AES-256-GCM for provider keys at rest, bound to owner and provider.
 //! - L0 [`tokens`]: the BPE tokenizer (`o200k_base`) and the cheap byte bound used before it.
 //! - L0 [`privacy`]: the privacy classifier (secrets, personal data, keywords, regexes), compiled
 //!   into the catalog snapshot with the autoselects and burst rotations that use it.
-//!   **Architecture Invariant:** every client-visible error is an [`error::ApiError`].
 //! - L1 [`config`]: `Settings`, layered loading, validation returning every problem.
 //! - L2 [`store`]: all SQL (sea-orm), migrations in the `migration` crate.
 //!   **Architecture Invariant:** no other module names `sea_orm`.
@@ -34,17 +34,25 @@
 //!   **Architecture Invariant:** knows nothing of tenants, the store or shared state.
 //! - L2 [`telemetry`]: structured logs and the Prometheus registry.
 //! - L3 [`catalog`]: the swapped-whole snapshot of providers, users and token hashes, name
-//!   resolution, and the reload loop. **Architecture Invariant:** the request path never waits
-//!   on SQL except for a token hash it has never seen.
+//!   resolution, and the reload loop; derived state (compiled classifiers, autoselect embedding
+//!   vectors) lives in the snapshot, so a change takes effect with the version that carries it;
+//!   the brute-force throttle of unknown tokens per client address. **Architecture Invariant:**
+//!   the request path never waits on SQL except for a token hash it has never seen (a few such
+//!   lookups at a time per node, none for a locked-out address).
 //! - L3 [`accounting`] (◄ catalog): usage guards and the batching writer.
 //!   **Architecture Invariant:** a guard that is dropped unfinished still writes its record.
 //! - L3 [`control`] (◄ catalog): write-side rules for users and tokens, bootstrap; every change
 //!   bumps and announces the catalog version.
-//! - L4 [`proxy`]: the data plane. **Architecture Invariant:** never imports `control`.
+//! - L4 [`proxy`]: the data plane, in cost order: cheap checks, admission (rate limits), then the
+//!   costly work (classification, selection calls, exact counts off the worker threads), quota,
+//!   attempts; the per-client gate and the request-body pacing the server installs.
+//!   **Architecture Invariant:** never imports `control`; every route it calls is checked against
+//!   the caller's token, its ancestors and its tier.
 //! - L4 [`admin`]: `/admin/api/` (admin tokens) and `/api/me/` (own objects) over `control` and
 //!   accounting reports. **Architecture Invariant:** never imports `proxy`.
 //! - L4 [`ops`]: health, readiness, metrics.
-//! - L5 [`server`], [`cli`]: composition and the command line.
+//! - L5 [`server`], [`cli`]: composition (the HTTP server assembled from actix's parts, each
+//!   connection wrapped so codec-level errors get the error shape) and the command line.
 //!
 //! `tests/it/layering.rs` enforces the layers.
 //!

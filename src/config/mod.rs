@@ -119,11 +119,7 @@ pub struct MetricsSettings {
 impl MetricsSettings {
     /// The token's value (a `$ENV_VAR` reference resolved); `None` when not configured.
     pub fn token_value(&self) -> Result<Option<String>, String> {
-        match &self.token {
-            None => Ok(None),
-            Some(k) if k.expose().starts_with('$') => resolve_env_ref(k.expose()).map(Some),
-            Some(k) => Ok(Some(k.expose().to_owned())),
-        }
+        secret_value(self.token.as_ref())
     }
 }
 
@@ -350,14 +346,19 @@ impl Default for SecuritySettings {
     }
 }
 
+/// A secret setting's value: a `$ENV_VAR` reference resolved, else the value; `None` when unset.
+fn secret_value(secret: Option<&Secret>) -> Result<Option<String>, String> {
+    match secret {
+        None => Ok(None),
+        Some(k) if k.expose().starts_with('$') => resolve_env_ref(k.expose()).map(Some),
+        Some(k) => Ok(Some(k.expose().to_owned())),
+    }
+}
+
 impl SecuritySettings {
     /// The master key's value (a `$ENV_VAR` reference is resolved); `None` when not configured.
     pub fn master_key_value(&self) -> Result<Option<String>, String> {
-        match &self.master_key {
-            None => Ok(None),
-            Some(k) if k.expose().starts_with('$') => resolve_env_ref(k.expose()).map(Some),
-            Some(k) => Ok(Some(k.expose().to_owned())),
-        }
+        secret_value(self.master_key.as_ref())
     }
 }
 

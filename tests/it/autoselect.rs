@@ -8,11 +8,11 @@ use switchyard::types::Locality;
 use crate::support::mock_upstream::{BadBody, MockUpstream, Plan};
 use crate::support::{TestApp, chat, openai_provider, post_json, rotation};
 
-fn candidate(route: &str, privacy: bool) -> AutoselectCandidateConfig {
+pub(crate) fn candidate(route: &str, privacy: bool) -> AutoselectCandidateConfig {
     AutoselectCandidateConfig { route: route.into(), description: String::new(), privacy, examples: vec![] }
 }
 
-fn autoselect(
+pub(crate) fn autoselect(
     name: &str,
     selection: &str,
     fallback: Option<&str>,

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use switchyard::config::{AutoselectCandidateConfig, AutoselectConfig, PriceConfig, Secret};
+use switchyard::config::{PriceConfig, Secret};
 use switchyard::types::Locality;
 
+use crate::autoselect::{autoselect as autoselect_with, candidate};
 use crate::support::mock_upstream::{MockUpstream, Plan};
 use crate::support::{Resp, TestApp, chat, openai_provider, post_json, send};
 
@@ -40,29 +41,6 @@ async fn user(app: &TestApp, name: &str, tier: Option<&str>, scope: Value) -> (S
 
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(450)).await;
-}
-
-fn candidate(route: &str, privacy: bool) -> AutoselectCandidateConfig {
-    AutoselectCandidateConfig { route: route.into(), description: String::new(), privacy, examples: vec![] }
-}
-
-fn autoselect(name: &str, fallback: Option<&str>, candidates: Vec<AutoselectCandidateConfig>) -> AutoselectConfig {
-    AutoselectConfig {
-        name: name.into(),
-        description: String::new(),
-        selection: "rules".into(),
-        fallback: fallback.map(str::to_owned),
-        classify_privacy: true,
-        classify_semantic: false,
-        selection_model: None,
-        embedding_route: None,
-        selection_timeout_ms: 3_000,
-        min_similarity: None,
-        capabilities: vec![],
-        privacy_keywords: vec![],
-        privacy_patterns: vec![],
-        available_models: candidates,
-    }
 }
 
 /// Defect 1: a prompt far over a model's context is refused after admission (so refusals count
@@ -171,14 +149,18 @@ async fn d3_autoselect_calls_only_routes_the_caller_may_use() {
         let mut c = openai_provider("cloud", &c2, &["m", "n"]);
         c.locality = Locality::Cloud;
         s.providers.push(c);
-        s.autoselects.push(autoselect(
+        s.autoselects.push(autoselect_with(
             "eng",
+            "rules",
             Some("provider/local/m"),
             vec![candidate("provider/cloud/m", false), candidate("provider/local/m", true)],
         ));
-        let mut llm =
-            autoselect("picky", None, vec![candidate("provider/cloud/m", false), candidate("provider/cloud/n", false)]);
-        llm.selection = "llm".into();
+        let mut llm = autoselect_with(
+            "picky",
+            "llm",
+            None,
+            vec![candidate("provider/cloud/m", false), candidate("provider/cloud/n", false)],
+        );
         llm.selection_model = Some("provider/local/m".into());
         s.autoselects.push(llm);
     })
@@ -284,6 +266,17 @@ async fn d4_over_reporting_upstreams_cannot_overdraw_and_caps_cover_every_limit_
     let b = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 500}});
     post_json(&url, &t, &b).await.assert_error(400, "invalid_request");
     assert_eq!(mock.calls(), calls, "an over-cap request reached the upstream");
+    // Defect 11's policy: a request no upstream answered costs nothing; its record keeps the
+    // prompt estimate (for the token limits) and says why.
+    mock.heal();
+    mock.plan(Plan { status: 500, ..Plan::default() });
+    let (free, _) = user(&app, "unanswered", None, json!({})).await;
+    settle().await;
+    let r = post_json(&url, &free, &chat("m", "hi")).await;
+    r.assert_error(502, "upstream_error");
+    let row = app.usage(r.header("x-request-id").unwrap()).await;
+    assert_eq!((row.status, row.outcome.as_str(), row.cost_usd), (502, "upstream_error", 0.0));
+    assert!(row.prompt_tokens > 0 && row.completion_tokens == 0);
     app.stop().await;
 }
 
@@ -629,9 +622,9 @@ async fn d5_trickled_bodies_time_out_and_one_address_cannot_hold_the_node() {
     app.stop().await;
 }
 
-/// An upstream that reads a request and then says nothing (or only a stream's head), and notes
-/// when the gateway closes each connection.
-async fn stalling_upstream(sse_head: bool) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
+/// An upstream that reads a request and then says nothing (`chunks: None`), or sends a stream's
+/// head and that many events and then nothing; it notes when the gateway closes each connection.
+async fn stalling_upstream(chunks: Option<usize>) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -646,10 +639,18 @@ async fn stalling_upstream(sse_head: bool) -> (u16, std::sync::Arc<std::sync::Mu
                 loop {
                     match s.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
-                        Ok(_) if sse_head && !answered => {
+                        Ok(_) if chunks.is_some() && !answered => {
                             answered = true;
-                            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                            let _ = s.write_all(head.as_bytes()).await;
+                            let mut out = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_owned();
+                            for word in [" one", " two", " three"].iter().take(chunks.unwrap_or(0)) {
+                                let ev = format!(
+                                    "data: {}\n\n",
+                                    json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                        "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]})
+                                );
+                                out.push_str(&format!("{:x}\r\n{ev}\r\n", ev.len()));
+                            }
+                            let _ = s.write_all(out.as_bytes()).await;
                         }
                         Ok(_) => {}
                     }
@@ -662,14 +663,15 @@ async fn stalling_upstream(sse_head: bool) -> (u16, std::sync::Arc<std::sync::Mu
 }
 
 /// Defect 7, TESTPLAN F6 (CI form): a client that goes away while the upstream is still
-/// thinking — a non-streaming request, and a stream before its first event — has its upstream
-/// connection closed within a second, and its record says 499 `client_disconnected` with the
-/// prompt billed and no output.
+/// thinking — a non-streaming request, a stream before its first event, and (as before) a stream
+/// after two events — has its upstream connection closed within a second, and its record says
+/// 499 `client_disconnected` with the prompt billed and the output relayed.
 #[actix_web::test]
 async fn d7_f6_a_client_leaving_before_the_first_byte_cancels_the_upstream() {
     use tokio::io::AsyncWriteExt as _;
-    for stream in [false, true] {
-        let (port, closed) = stalling_upstream(stream).await;
+    for (chunks, relayed) in [(None, 0), (Some(0), 0), (Some(2), 2)] {
+        let stream = chunks.is_some();
+        let (port, closed) = stalling_upstream(chunks).await;
         let app = TestApp::spawn(move |s| {
             s.providers.push(openai_provider("slow", &format!("http://127.0.0.1:{port}/v1"), &["m"]));
             s.upstream.first_byte_timeout_ms = 30_000;
@@ -702,17 +704,21 @@ async fn d7_f6_a_client_leaving_before_the_first_byte_cancels_the_upstream() {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            lags.push(lag.unwrap_or_else(|| panic!("stream={stream}: the upstream connection stayed open")));
+            lags.push(lag.unwrap_or_else(|| panic!("{chunks:?}: the upstream connection stayed open")));
         }
-        assert!(lags.iter().all(|l| *l < Duration::from_secs(1)), "stream={stream}: {lags:?}");
+        assert!(lags.iter().all(|l| *l < Duration::from_secs(1)), "{chunks:?}: {lags:?}");
         // Each has one record: 499, the prompt billed, nothing relayed.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let store = app.store().await;
         let rows = switchyard::store::query_usage(store.conn(), &Default::default(), 100).await.unwrap();
         let mine: Vec<_> = rows.iter().filter(|r| r.route == "provider/slow/m").collect();
-        assert_eq!(mine.len(), 5, "stream={stream}: {mine:?}");
+        assert_eq!(mine.len(), 5, "{chunks:?}: {mine:?}");
         for r in mine {
-            assert_eq!((r.status, r.outcome.as_str(), r.completion_tokens), (499, "client_disconnected", 0), "{r:?}");
+            assert_eq!(
+                (r.status, r.outcome.as_str(), r.completion_tokens),
+                (499, "client_disconnected", relayed),
+                "{r:?}"
+            );
             assert!(r.prompt_tokens > 0);
         }
         app.stop().await;

@@ -414,12 +414,15 @@ async fn f8_a_full_record_queue_refuses_billable_requests_until_it_drains() {
     opts.env.push(("SWITCHYARD__USAGE__BATCH_SIZE".into(), "50".into()));
     let mut cluster = Cluster::start(opts).await;
     let (token, _) = cluster.user("f8q", None, json!({})).await;
+    // The node must know the token before the database goes: one request it serves.
+    let url = cluster.url("/v1/chat/completions");
+    let ok = load::request(load::client(), url.clone(), token.clone(), crate::support::chat("m", "hi")).await;
+    assert_eq!(ok.status, 200);
     cluster.redis.kill();
     pg.stop();
     let before = mock.calls();
     let mut outcomes = Vec::new();
     let client = load::client();
-    let url = cluster.url("/v1/chat/completions");
     for _ in 0..300 {
         outcomes.push(load::request(client.clone(), url.clone(), token.clone(), crate::support::chat("m", "hi")).await);
     }

@@ -234,20 +234,33 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// The client address of a request: `peer`, or — when the peer is one of `trusted` proxies —
-/// the last hop of `X-Forwarded-For` (the address the proxy saw), else `X-Real-IP`.
+/// The client of a request, as the per-client limits key it: `peer`, or — when the peer is one
+/// of `trusted` proxies — the last hop of `X-Forwarded-For` (the address the proxy saw), else
+/// `X-Real-IP`. Addresses are canonical (`::ffff:a.b.c.d` is `a.b.c.d`), and an IPv6 client is
+/// its /64 (one host normally holds a whole /64, and could rotate addresses within it).
 pub fn client_ip(
     peer: Option<std::net::IpAddr>,
     forwarded_for: Option<&str>,
     real_ip: Option<&str>,
     trusted: &[std::net::IpAddr],
 ) -> Option<std::net::IpAddr> {
-    let peer = peer?;
-    if !trusted.contains(&peer) {
-        return Some(peer);
-    }
-    let parse = |s: &str| s.trim().parse::<std::net::IpAddr>().ok();
-    forwarded_for.and_then(|f| f.rsplit(',').next()).and_then(parse).or_else(|| real_ip.and_then(parse)).or(Some(peer))
+    let peer = peer?.to_canonical();
+    let parse = |s: &str| s.trim().parse::<std::net::IpAddr>().ok().map(|ip| ip.to_canonical());
+    let client = if trusted.iter().any(|t| t.to_canonical() == peer) {
+        forwarded_for
+            .and_then(|f| f.rsplit(',').next())
+            .and_then(parse)
+            .or_else(|| real_ip.and_then(parse))
+            .unwrap_or(peer)
+    } else {
+        peer
+    };
+    Some(match client {
+        std::net::IpAddr::V6(v6) => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX)))
+        }
+        v4 => v4,
+    })
 }
 
 /// Whether every name `inner` matches is also matched by `outer` (both globs of `*` and `?`).
@@ -348,6 +361,21 @@ mod tests {
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("provider/a/*", "provider/b/x"));
         assert!(glob_match("*/m*", "provider/x/model"));
+    }
+
+    #[test]
+    fn client_addresses() {
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let trusted = [lo];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+        // A direct client's headers are ignored; a trusted proxy's last hop counts.
+        assert_eq!(client_ip(ip("203.0.113.9"), Some("198.51.100.1"), None, &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(Some(lo), Some("10.0.0.1, 198.51.100.1"), None, &trusted), ip("198.51.100.1"));
+        assert_eq!(client_ip(Some(lo), None, Some("198.51.100.2"), &trusted), ip("198.51.100.2"));
+        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), Some("198.51.100.1"), None, &trusted), ip("198.51.100.1"));
+        // IPv6 clients by /64.
+        assert_eq!(client_ip(ip("2001:db8:1:2:aaaa::1"), None, None, &trusted), ip("2001:db8:1:2::"));
+        assert_eq!(client_ip(Some(lo), Some("garbage"), None, &trusted), Some(lo));
     }
 
     /// A child scope is checked by matching, not by comparing glob text: `provider/*/*` is not

@@ -2,8 +2,9 @@
 //! (guesses; a revoked or expired token is known and not counted) are counted per client address
 //! in a cluster-wide one-minute window; past `security.auth_failures_per_minute`, that address's
 //! further failures get 429 for `security.auth_lockout_secs`, and its never-seen tokens are not
-//! looked up in the database at all. Valid tokens from the same address are still served (a
-//! known token never reaches the throttle). When the shared store is unreachable each node
+//! looked up in the database at all. Valid tokens the node knows are still served from that
+//! address (a known token never reaches the throttle; one minted since the node's last catalog
+//! reload — at most `catalog.poll_interval_ms` — waits for it). When the shared store is unreachable each node
 //! counts its share of the limit (the limit divided by the live nodes).
 
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ pub struct AuthThrottle {
     locked: Mutex<HashMap<IpAddr, i64>>,
     /// Database lookups of never-seen tokens in flight.
     pub(crate) lookups: tokio::sync::Semaphore,
+    /// When the node-local counters were last swept of expired windows (ms).
+    swept: std::sync::atomic::AtomicI64,
 }
 
 fn fail_key(ip: IpAddr) -> String {
@@ -56,6 +59,7 @@ impl AuthThrottle {
             lockout_ms: lockout_secs.saturating_mul(1_000).max(1_000),
             locked: Mutex::new(HashMap::new()),
             lookups: tokio::sync::Semaphore::new(usize::try_from(lookups.max(1)).unwrap_or(1)),
+            swept: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -106,6 +110,12 @@ impl AuthThrottle {
         let allowed = match self.shared.window_add(&key, MINUTE_MS, 1, Some(self.per_minute)).await {
             Ok(o) => o.allowed,
             Err(_) => {
+                // The node-local windows expire after a minute; sweep them now and then so that
+                // an outage with many addresses does not grow them without bound.
+                let now = now_ms();
+                if now - self.swept.swap(now, Ordering::Relaxed) > 10_000 {
+                    self.local.sweep();
+                }
                 let share = (self.per_minute / self.live_nodes.load(Ordering::Relaxed).max(1)).max(1);
                 self.local.window_add(&key, MINUTE_MS, 1, Some(share)).await.map_or(true, |o| o.allowed)
             }

@@ -48,6 +48,9 @@ pub struct Control {
     master: Option<crate::crypto::MasterKey>,
     allowlist: Arc<Vec<String>>,
     limits: crate::config::TenantLimits,
+    /// Creations bounded by `limits` are counted and stored one at a time on this node, so
+    /// concurrent writes cannot pass a cap together (across nodes, by at most one per node).
+    pub(crate) bounded_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Control {
@@ -59,6 +62,7 @@ impl Control {
             master: None,
             allowlist: Arc::new(Vec::new()),
             limits: crate::config::TenantLimits::default(),
+            bounded_writes: Arc::default(),
         }
     }
 

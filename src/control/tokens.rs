@@ -96,6 +96,10 @@ impl Control {
         }
         validate_scope(req.quota_usd, req.rpm, req.tpm, req.routes.as_deref())?;
         // Tokens minted by tokens (self-service) are bounded per user.
+        let _one_at_a_time = match req.parent_id {
+            Some(_) => Some(self.bounded_writes.lock().await),
+            None => None,
+        };
         if req.parent_id.is_some() {
             let live = store::list_tokens(db, owner.id).await?.iter().filter(|t| !t.revoked).count();
             let cap = self.limits.max_tokens;

@@ -96,6 +96,7 @@ impl Control {
             Some(Value::String(n)) if n == name => {}
             Some(_) => return Err(invalid(format!("`{key_field}` must be `{name}`, as in the path"))),
         }
+        let _one_at_a_time = self.bounded_writes.lock().await;
         let existing = store::find_user_object(self.store.conn(), user_id, kind.as_str(), name).await?;
         if existing.is_none() {
             let (cap, setting) = match kind {

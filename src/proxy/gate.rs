@@ -1,8 +1,11 @@
-//! The per-client gate: at most `server.max_requests_per_client` requests in flight from one
-//! client address (the trusted proxy's `X-Forwarded-For` hop, else the peer). A client that opens
-//! more — slow bodies, or a flood — gets 429 at once for the rest, so it cannot exhaust the
-//! node's connections and file descriptors for everyone else. nginx's `limit_conn` is the front
-//! line; this holds when a node is reached directly.
+//! The per-client gate: at most `server.max_requests_per_client` requests from one client
+//! address (the trusted proxy's `X-Forwarded-For` hop, else the peer; an IPv6 client by its /64)
+//! between their head and the start of their answer — reading bodies, admission, waiting for the
+//! upstream. A client that opens more — slow bodies, or a flood — gets 429 at once for the rest,
+//! so it cannot hold the node's connections and file descriptors for everyone else. Streams
+//! being relayed are not counted here: a user's are bounded by the tier's concurrency, and
+//! connections by nginx's `limit_conn`, the front line (this gate holds when a node is reached
+//! directly).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

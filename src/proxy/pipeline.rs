@@ -108,8 +108,15 @@ pub(crate) async fn offload<T: Send + 'static>(
     if bytes < OFFLOAD_BYTES {
         return Ok(f());
     }
-    let _permit = state.heavy.acquire().await.map_err(|_| ApiError::internal())?;
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal())
+    // The permit goes with the work: a request dropped meanwhile (its client left) cannot free it
+    // while the blocking work still runs.
+    let permit = std::sync::Arc::clone(&state.heavy).acquire_owned().await.map_err(|_| ApiError::internal())?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|_| ApiError::internal())
 }
 
 /// Runs one request. The order is the cost order: cheap checks (body, scope, tier cap, route
@@ -474,7 +481,10 @@ pub async fn run(
                 Ok(dispatch_mock(op, &body, target, &request_id, checked.stream, checked.client_wants_usage, guard))
             }
             ProviderKind::Openai => {
-                let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
+                let Ok(bytes) = serde_json::to_vec(&body) else {
+                    guard.finish_unanswered(500, "internal_error");
+                    return Err(ApiError::internal());
+                };
                 let call =
                     Call { op, target, request_id: &request_id, stream: checked.stream, strip_usage: inject_usage };
                 dispatch_openai(state, client, call, Bytes::from(bytes), guard, slot).await

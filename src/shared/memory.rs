@@ -43,7 +43,9 @@ impl MemoryShared {
         Ok(f(&mut guard))
     }
 
-    fn sweep(&self) {
+    /// Drops what has expired (the `run` loop does it every 10 s; a holder without that loop
+    /// calls it itself).
+    pub fn sweep(&self) {
         let now = now_ms();
         let _ = self.with(|m| {
             m.windows.retain(|_, (_, _, expires)| *expires > now);

@@ -111,9 +111,19 @@ async fn f9_sigkill_one_node_mid_load_loses_and_duplicates_no_usage_record() {
             || (r.outcome == "client_disconnected" && r.completion_tokens == 0)),
         "a record for a request that never started"
     );
-    // Only what was in flight on N2 at the kill fails (plus requests it had read but not yet sent).
+    // Only what was in flight on N2 at the kill fails: its streams (finalised as node_lost), and
+    // requests it had read but not yet sent upstream, which nginx answers 502 and which have no
+    // record (as many as N2 held before the upstream at that instant: a small share of the load).
     assert!(lost > 0, "nothing was in flight on N2");
-    assert!(failed.len() <= lost + 5, "{} failures for {lost} requests in flight on N2", failed.len());
+    let (held, unrecorded): (Vec<&&Outcome>, Vec<&&Outcome>) = failed
+        .iter()
+        .partition(|f| f.request_id.as_deref().and_then(|id| by_id.get(id)).is_some_and(|r| r.outcome == "node_lost"));
+    assert!(held.len() <= lost, "{} failures for {lost} requests in flight on N2", held.len());
+    assert!(
+        unrecorded.len() <= outcomes.len() / 100,
+        "{} failures without a record (N2 held them before any upstream call)",
+        unrecorded.len()
+    );
     // The lease is three heartbeats (1.5 s); it expires within lease + 1 s.
     assert!(expired <= Duration::from_millis(2_700), "N2 stayed registered {expired:?}");
     assert!(back.is_some_and(|ms| ms <= 5_000), "N2 took no traffic within 5 s of its restart: {back:?}");

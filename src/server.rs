@@ -214,6 +214,7 @@ impl Application {
 
         let drain_for_app = drain.clone();
         let gate = crate::proxy::gate::ClientGate::new(settings.server.max_requests_per_client);
+        let trusted_proxies = Arc::new(settings.server.trusted_proxies.clone());
         let pace = crate::proxy::body::Pace {
             total: Duration::from_millis(settings.server.body_timeout_ms),
             min_rate: settings.server.body_min_bytes_per_sec,
@@ -222,7 +223,7 @@ impl Application {
         let make_app = move || {
             let drain_mw = drain_for_app.clone();
             let gate = Arc::clone(&gate);
-            let catalog_mw = Arc::clone(&catalog);
+            let trusted = Arc::clone(&trusted_proxies);
             App::new()
                 .app_data(web::Data::new(UpstreamClient {
                     open: crate::upstream::client::build_client(connect_timeout, pool_idle),
@@ -251,10 +252,19 @@ impl Application {
                     let payload = req.take_payload();
                     req.set_payload(crate::proxy::body::paced(payload, pace));
                     // At most so many requests in flight per client address.
+                    // The client address, once per request, for every limit kept per client.
                     let client = {
                         let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-                        catalog_mw.client_ip(req.peer_addr().map(|a| a.ip()), h("x-forwarded-for"), h("x-real-ip"))
+                        crate::types::client_ip(
+                            req.peer_addr().map(|a| a.ip()),
+                            h("x-forwarded-for"),
+                            h("x-real-ip"),
+                            &trusted,
+                        )
                     };
+                    if let Some(ip) = client {
+                        req.extensions_mut().insert(crate::types::ClientAddr(ip));
+                    }
                     let inside = match client.map(|ip| gate.enter(ip)) {
                         Some(None) => {
                             let err = ApiError::new(

@@ -234,6 +234,11 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// The client address of a request (see [`client_ip`]), computed once by the server's
+/// middleware and kept in the request's extensions for whoever limits by client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// The client of a request, as the per-client limits key it: `peer`, or — when the peer is one
 /// of `trusted` proxies — the last hop of `X-Forwarded-For` (the address the proxy saw), else
 /// `X-Real-IP`. Addresses are canonical (`::ffff:a.b.c.d` is `a.b.c.d`), and an IPv6 client is

@@ -44,10 +44,7 @@ fn authenticate(req: &HttpRequest) -> Pin<Box<dyn Future<Output = Result<Arc<Tok
     let state = req.app_data::<web::Data<AdminState>>().cloned();
     let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let raw = crate::catalog::credential(h(header::AUTHORIZATION.as_str()).as_deref(), h("x-api-key").as_deref());
-    let client = state.as_ref().and_then(|s| {
-        let peer = req.peer_addr().map(|a| a.ip());
-        s.catalog.client_ip(peer, h("x-forwarded-for").as_deref(), h("x-real-ip").as_deref())
-    });
+    let client = actix_web::HttpMessage::extensions(req).get::<crate::types::ClientAddr>().map(|c| c.0);
     Box::pin(async move {
         let state = state.ok_or_else(ApiError::internal)?;
         let raw = raw.ok_or_else(crate::catalog::missing_credentials)?;

@@ -206,8 +206,6 @@ pub struct Catalog {
     throttle: throttle::AuthThrottle,
     /// The live-node count the heartbeat keeps (shared with the limiter).
     live_nodes: Arc<std::sync::atomic::AtomicU64>,
-    /// Proxies whose forwarded-for headers name the client.
-    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Why the catalog could not be built.
@@ -272,7 +270,6 @@ impl Catalog {
             store,
             throttle,
             live_nodes,
-            trusted_proxies: settings.server.trusted_proxies.clone(),
             shared,
             poll: Duration::from_millis(settings.catalog.poll_interval_ms.max(10)),
             late: Mutex::new(HashMap::new()),
@@ -286,17 +283,6 @@ impl Catalog {
     /// The live-node count the heartbeat keeps.
     pub fn live_nodes(&self) -> Arc<std::sync::atomic::AtomicU64> {
         Arc::clone(&self.live_nodes)
-    }
-
-    /// The client address of a request: the peer, or — when the peer is a trusted proxy — the
-    /// last `X-Forwarded-For` hop (what the proxy saw), else its `X-Real-IP`.
-    pub fn client_ip(
-        &self,
-        peer: Option<std::net::IpAddr>,
-        forwarded_for: Option<&str>,
-        real_ip: Option<&str>,
-    ) -> Option<std::net::IpAddr> {
-        crate::types::client_ip(peer, forwarded_for, real_ip, &self.trusted_proxies)
     }
 
     /// The current view.

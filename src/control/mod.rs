@@ -16,7 +16,7 @@ use crate::store::{self, Store, StoreError};
 
 pub use prices::validate_price;
 pub use tiers::validate_tier;
-pub use tokens::{NewTokenRequest, child_within, mint_token};
+pub use tokens::{NewTokenRequest, child_within, mint_token, subtree_of};
 pub use user_catalog::ObjectKind;
 pub use users::{Bootstrap, hash_password};
 

@@ -95,12 +95,11 @@ impl Control {
             return Err(ControlError::Invalid("token names need 1–128 printable characters".into()));
         }
         validate_scope(req.quota_usd, req.rpm, req.tpm, req.routes.as_deref())?;
-        // Tokens minted by tokens (self-service) are bounded per user.
-        let _one_at_a_time = match req.parent_id {
-            Some(_) => Some(self.bounded_writes.lock().await),
-            None => None,
-        };
+        // Tokens minted by tokens (self-service) are bounded per user, counted and stored one at a
+        // time on this node.
+        let mut _one_at_a_time = None;
         if req.parent_id.is_some() {
+            _one_at_a_time = Some(self.bounded_writes.lock().await);
             let live = store::list_tokens(db, owner.id).await?.iter().filter(|t| !t.revoked).count();
             let cap = self.limits.max_tokens;
             if live >= usize::try_from(cap).unwrap_or(usize::MAX) {

@@ -123,6 +123,7 @@ pub async fn select(
     let mut considered = Vec::with_capacity(a.candidates.len());
     let mut eligible = Vec::with_capacity(a.candidates.len());
     let mut skipped_for_capability = false;
+    let mut out_of_scope = 0usize;
     for c in &a.candidates {
         if private && !c.privacy {
             considered.push(json!({"route": c.route, "filtered": "privacy"}));
@@ -134,6 +135,7 @@ pub async fn select(
         };
         // The caller's token, its ancestors and its tier must allow the route actually called.
         if !cx.permit.allows(&plan.route) {
+            out_of_scope += 1;
             considered.push(json!({"route": c.route, "filtered": "scope"}));
             continue;
         }
@@ -218,6 +220,8 @@ pub async fn select(
     }
     // No candidate chosen: the fallback, else (when selection failed) the first eligible one. A
     // fallback the caller may not reach counts as none.
+    let all_out_of_scope = out_of_scope > 0 && out_of_scope == a.candidates.len();
+    let mut fallback_out_of_scope = false;
     let fallback_plan = match &a.fallback {
         Some(f) => {
             let plan = snapshot.resolve_as(a.owner, f)?;
@@ -225,6 +229,7 @@ pub async fn select(
                 Some((f, plan))
             } else {
                 detail["fallback_filtered"] = json!("scope");
+                fallback_out_of_scope = true;
                 None
             }
         }
@@ -239,7 +244,7 @@ pub async fn select(
         }
         return Err(if private {
             ApiError::new(Code::PrivacyRouteUnavailable, "The request looks private and no private route can serve it.")
-        } else if detail["fallback_filtered"].is_string() || considered_scope(&detail) {
+        } else if fallback_out_of_scope || all_out_of_scope {
             ApiError::new(Code::PermissionDenied, format!("This token may not use any candidate of `{route}`."))
         } else {
             ApiError::new(Code::ModelNotFound, format!("No candidate of `{route}` can serve this request."))
@@ -259,11 +264,6 @@ pub async fn select(
     detail["chosen"] = json!(fallback);
     plan.route = route;
     Ok(Selection { plan, reason: "fallback", detail })
-}
-
-/// Whether the receipt's candidates were all out of the caller's scope.
-fn considered_scope(detail: &Value) -> bool {
-    detail["candidates"].as_array().is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["filtered"] == "scope"))
 }
 
 /// The end of `text`, at most `max` bytes, cut at a character boundary.

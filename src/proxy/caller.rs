@@ -19,12 +19,6 @@ fn credential(req: &HttpRequest) -> Option<String> {
     crate::catalog::credential(h(header::AUTHORIZATION.as_str()), h("x-api-key"))
 }
 
-/// The client address of a request (see [`crate::catalog::Catalog::client_ip`]).
-pub fn client_ip(catalog: &crate::catalog::Catalog, req: &HttpRequest) -> Option<std::net::IpAddr> {
-    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    catalog.client_ip(req.peer_addr().map(|a| a.ip()), h("x-forwarded-for"), h("x-real-ip"))
-}
-
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -32,7 +26,7 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<ProxyState>>().cloned();
         let raw = credential(req);
-        let client = state.as_ref().and_then(|s| client_ip(&s.catalog, req));
+        let client = actix_web::HttpMessage::extensions(req).get::<crate::types::ClientAddr>().map(|c| c.0);
         Box::pin(async move {
             let Some(state) = state else {
                 return Err(ApiError::internal());

@@ -91,6 +91,12 @@ impl Permit<'_> {
     }
 }
 
+/// What a request's `model` resolved to: a plan, or an autoselect that chooses one after admission.
+enum Resolved {
+    Plan(Plan),
+    Autoselect(std::sync::Arc<crate::catalog::Autoselect>),
+}
+
 /// Prompts of at least this many bytes are classified and counted off the worker threads.
 const OFFLOAD_BYTES: usize = 256 * 1024;
 /// A prompt of more bytes per token than this is not counted to see whether it fits a window:
@@ -156,10 +162,10 @@ pub async fn run(
         Scope::User(u) => snapshot.autoselect_in(*u, &checked.model),
         Scope::Provider(_) | Scope::Rotation | Scope::Selection { .. } => None,
     };
-    let resolved = match (&scope, &auto) {
-        (_, Some(_)) => None,
-        (Scope::Provider(p), None) => Some(snapshot.resolve_direct(p, &checked.model)?),
-        (Scope::Rotation, None) => Some(
+    let resolved = match (&scope, auto) {
+        (_, Some(a)) => Resolved::Autoselect(a),
+        (Scope::Provider(p), None) => Resolved::Plan(snapshot.resolve_direct(p, &checked.model)?),
+        (Scope::Rotation, None) => Resolved::Plan(
             snapshot
                 .rotation_plan(&checked.model)
                 .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{}", checked.model))))?,
@@ -173,17 +179,18 @@ pub async fn run(
                     "The request looks private and the selection route has no local target.",
                 ));
             }
-            Some(plan)
+            Resolved::Plan(plan)
         }
-        (Scope::Selection { private: false, owner }, None) => Some(snapshot.resolve_as(*owner, &checked.model)?),
-        (Scope::User(user), None) => Some(snapshot.resolve_in(*user, &checked.model)?),
-        (Scope::Owner, None) => Some(snapshot.resolve_in(caller.0.user_id, &checked.model)?),
-        (_, None) => Some(snapshot.resolve(&checked.model)?),
+        (Scope::Selection { private: false, owner }, None) => {
+            Resolved::Plan(snapshot.resolve_as(*owner, &checked.model)?)
+        }
+        (Scope::User(user), None) => Resolved::Plan(snapshot.resolve_in(*user, &checked.model)?),
+        (Scope::Owner, None) => Resolved::Plan(snapshot.resolve_in(caller.0.user_id, &checked.model)?),
+        (_, None) => Resolved::Plan(snapshot.resolve(&checked.model)?),
     };
-    let route = match (&auto, &resolved) {
-        (Some(a), _) => a.route(),
-        (None, Some(p)) => p.route.clone(),
-        (None, None) => return Err(ApiError::internal()),
+    let route = match &resolved {
+        Resolved::Autoselect(a) => a.route(),
+        Resolved::Plan(p) => p.route.clone(),
     };
     permit.check(&route)?;
     if !state.accounting.has_room() {
@@ -193,10 +200,11 @@ pub async fn run(
 
     // Admission: rate limits and concurrency, charged on the cheap estimate before any costly
     // work. Selection calls are billed (their own records) but ride on their request's admission.
+    let request_id = id.to_string();
     let mut settles = Vec::new();
     if !selection_call {
         let estimate = checked.prompt.estimate().saturating_add(checked.output_limit().unwrap_or(0));
-        settles.extend(state.limiter.admit(&caller.0, &ancestors, tier.as_deref(), estimate, &id.to_string()).await?);
+        settles.extend(state.limiter.admit(&caller.0, &ancestors, tier.as_deref(), estimate, &request_id).await?);
     }
     let mut guard = state.accounting.open(UsageStart {
         request_id: id,
@@ -204,7 +212,7 @@ pub async fn run(
         token_id: caller.0.id,
         route: checked.model.clone(),
         stream: checked.stream,
-        canonical_route: route.clone(),
+        canonical_route: route,
     });
     guard.progress.estimated_prompt = checked.prompt.estimate();
     for s in settles {
@@ -225,9 +233,9 @@ pub async fn run(
     let mut text: Option<std::sync::Arc<str>> = None;
     let mut auto_reason = None;
     let mut selection_detail = None;
-    let plan = match (resolved, auto) {
-        (Some(plan), _) => plan,
-        (None, Some(a)) => {
+    let plan = match resolved {
+        Resolved::Plan(plan) => plan,
+        Resolved::Autoselect(a) => {
             let t = text.get_or_insert_with(|| validate::request_text(&body).into()).clone();
             let cx = autoselect::Context { state, client, caller, id, permit: &permit };
             match autoselect::select(&cx, &snapshot, &a, &body, &t).await {
@@ -239,7 +247,6 @@ pub async fn run(
                 Err(e) => refuse!(e),
             }
         }
-        (None, None) => refuse!(ApiError::internal()),
     };
     // The routing receipt (rotations and autoselects: a direct route has nothing to choose).
     let mut receipt = (plan.strategy != Strategy::Direct || selection_detail.is_some()).then(|| {
@@ -337,7 +344,6 @@ pub async fn run(
             }
         }
     }
-    let request_id = id.to_string();
 
     // Burst rotations decide by sensitivity, budget, queue depth and latency.
     let decision = match &plan.burst {

@@ -28,11 +28,18 @@
 //! - L1 [`config`]: `Settings`, layered loading, validation returning every problem.
 //! - L2 [`store`]: all SQL (sea-orm), migrations in the `migration` crate.
 //!   **Architecture Invariant:** no other module names `sea_orm`.
-//! - L2 [`shared`]: the `SharedState` trait, in-process and Redis implementations, Lua scripts.
+//! - L2 [`shared`]: the `SharedState` trait, in-process and Redis implementations, Lua scripts;
+//!   cluster membership (the heartbeat and the live-node count).
 //!   **Architecture Invariant:** no other module names `redis`.
-//! - L2 [`upstream`]: awc transport, SSE framer, usage sniffing, the in-process `mock` provider.
-//!   **Architecture Invariant:** knows nothing of tenants, the store or shared state.
-//! - L2 [`telemetry`]: structured logs and the Prometheus registry.
+//! - L2 [`dialect`]: the wire protocols (OpenAI first): validating a client's body, building an
+//!   upstream's (passthrough: the client's bytes, only `model` spliced in), reading answers,
+//!   stream events, usage and error messages; SSE framing; the in-process `mock` upstream.
+//!   **Architecture Invariant:** nothing outside a dialect names its JSON fields.
+//! - L2 [`upstream`]: transports (HTTP over hyper, in process) that carry bytes and yield a status,
+//!   a few headers and a byte stream; failure kinds; the SSRF guard. **Architecture Invariant:**
+//!   knows nothing of tenants, the store, shared state or dialects; nothing else names hyper.
+//! - L2 [`telemetry`]: structured logs, OpenTelemetry traces over OTLP/gRPC (bounded export
+//!   queue, drops counted), and the Prometheus registry.
 //! - L3 [`catalog`]: the swapped-whole snapshot of providers, users and token hashes, name
 //!   resolution, and the reload loop; derived state (compiled classifiers, autoselect embedding
 //!   vectors) lives in the snapshot, so a change takes effect with the version that carries it;
@@ -43,24 +50,35 @@
 //!   **Architecture Invariant:** a guard that is dropped unfinished still writes its record.
 //! - L3 [`control`] (◄ catalog): write-side rules for users and tokens, bootstrap; every change
 //!   bumps and announces the catalog version.
-//! - L4 [`proxy`]: the data plane, in cost order: cheap checks, admission (rate limits), then the
-//!   costly work (classification, selection calls, exact counts off the worker threads), quota,
-//!   attempts; the per-client gate and the request-body pacing the server installs.
-//!   **Architecture Invariant:** never imports `control`; every route it calls is checked against
-//!   the caller's token, its ancestors and its tier.
+//! - L4 [`proxy`]: the data plane in named phases over one request: `admit` (cheap checks, rate
+//!   limits; the usage record opens) → `plan` (autoselect, context windows counted off the worker
+//!   threads, quota, burst, order, cooldowns) → `attempt` per candidate → a typed `Reply` that only
+//!   `respond` turns into HTTP; retries are decided in one place, and every ending without an
+//!   answer is finished into the record in one place. **The usage-record rule:** a request that
+//!   passes admission (authenticated, valid, resolved, permitted, within its rate limits, room in
+//!   the usage queue) has exactly one record whatever happens next — refusals, failures and
+//!   disconnects included; a request refused before that has none; an autoselect's selection
+//!   call has its own record naming the request it served. Also: the per-client gate and the
+//!   request-body pacing the server installs. **Architecture Invariant:** never imports
+//!   `control`; every route it calls is checked against the caller's token, its ancestors and its
+//!   tier; no import cycle between its files.
 //! - L4 [`admin`]: `/admin/api/` (admin tokens) and `/api/me/` (own objects) over `control` and
 //!   accounting reports. **Architecture Invariant:** never imports `proxy`.
 //! - L4 [`ops`]: health, readiness, metrics.
 //! - L5 [`server`], [`cli`]: composition (the HTTP server assembled from actix's parts, each
 //!   connection wrapped so codec-level errors get the error shape) and the command line.
 //!
-//! `tests/it/layering.rs` enforces the layers.
+//! `tests/it/layering.rs` enforces the layers, the forbidden arrows and the absence of import
+//! cycles between the files of a module.
 //!
 //! ## Cross-cutting concerns
 //!
 //! - **Errors**: lower layers have their own error enums; the data plane maps them to
 //!   [`error::ApiError`]; upstream failures never echo upstream URLs, keys or more than 200
 //!   characters of upstream text.
+//! - **Traces**: a server span per request (continued from the client's `traceparent`), a routing
+//!   span, a client span per upstream attempt with the GenAI attributes; spans of streams last to
+//!   the last byte; no prompt or answer text unless `telemetry.capture_content`.
 //! - **Secrets**: tokens are stored as SHA-256 and compared in constant time; provider keys come
 //!   from environment references; [`config::Secret`] never prints; logs never carry tokens, keys
 //!   or prompt text (tested at TRACE level).
@@ -74,6 +92,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod crypto;
+pub mod dialect;
 pub mod error;
 pub mod ops;
 pub mod privacy;

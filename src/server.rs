@@ -23,13 +23,14 @@ use crate::config::Settings;
 use crate::control::{Bootstrap, Control};
 use crate::error::{ApiError, Code};
 use crate::ops::{self, OpsState};
-use crate::proxy::{self, ProxyState, UpstreamClient};
+use crate::proxy::{self, ProxyState};
 use crate::shared;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::types::RequestId;
 
 mod protocol_errors;
+mod request_span;
 
 use protocol_errors::Shaped;
 
@@ -156,28 +157,34 @@ impl Application {
         }
 
         let allowlist = Arc::new(settings.security.endpoint_allowlist.clone());
-        let limiter = Arc::new(
-            crate::proxy::limits::Limiter::new(Arc::clone(&shared), node_id, heartbeat)
-                .with_node_count(catalog.live_nodes()),
-        );
+        let membership = Arc::new(crate::shared::membership::Membership::new(
+            Arc::clone(&shared),
+            node_id,
+            heartbeat,
+            catalog.live_nodes(),
+        ));
+        let limiter = Arc::new(crate::proxy::limits::Limiter::new(Arc::clone(&shared), Arc::clone(&membership)));
         let retries = Arc::new(crate::proxy::RetryBudget::new(
             settings.upstream.retry_budget_percent,
             settings.upstream.retry_budget_min,
         ));
-        limiter.describe(
-            serde_json::json!({
-                "node": node,
-                "address": format!("{}:{port}", settings.server.host),
-                "version": env!("CARGO_PKG_VERSION"),
-                "started_at": crate::types::now_ms(),
-                "shared_state": shared.kind(),
-            }),
-            Arc::clone(&retries),
-        );
         {
-            let limiter = Arc::clone(&limiter);
+            let retries = Arc::clone(&retries);
+            membership.describe(
+                serde_json::json!({
+                    "node": node,
+                    "address": format!("{}:{port}", settings.server.host),
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "started_at": crate::types::now_ms(),
+                    "shared_state": shared.kind(),
+                }),
+                move || retries.in_flight(),
+            );
+        }
+        {
+            let membership = Arc::clone(&membership);
             let token = cancel.child_token();
-            tasks.spawn(async move { limiter.heartbeat(token).await });
+            tasks.spawn(async move { membership.run(token).await });
         }
         let proxy_state = web::Data::new(ProxyState {
             catalog: Arc::clone(&catalog),
@@ -190,6 +197,8 @@ impl Application {
             failing: Arc::default(),
             retries,
             limiter,
+            membership,
+            tracing: crate::telemetry::TraceSettings { capture_content: settings.telemetry.capture_content },
             quotas: Arc::new(crate::accounting::quota::Quotas::new(store.clone(), Arc::clone(&shared))),
             endpoint_allowlist: Arc::clone(&allowlist),
             drain: drain.clone(),
@@ -205,6 +214,7 @@ impl Application {
         let ops_state =
             web::Data::new(OpsState { store: store.clone(), shared, metrics, drain: drain.clone(), metrics_token });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
+        let tls = Arc::new(crate::upstream::http::tls_config().map_err(StartError::Other)?);
         let pool_idle = Duration::from_millis(settings.upstream.pool_idle_timeout_ms);
         let workers = if settings.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -220,19 +230,19 @@ impl Application {
             min_rate: settings.server.body_min_bytes_per_sec,
             grace: BODY_GRACE,
         };
+        let node_name: Arc<str> = Arc::from(node.as_str());
         let make_app = move || {
             let drain_mw = drain_for_app.clone();
+            let node_name = Arc::clone(&node_name);
             let gate = Arc::clone(&gate);
             let trusted = Arc::clone(&trusted_proxies);
             App::new()
-                .app_data(web::Data::new(UpstreamClient {
-                    open: crate::upstream::client::build_client(connect_timeout, pool_idle),
-                    guarded: crate::upstream::client::build_guarded_client(
-                        connect_timeout,
-                        pool_idle,
-                        Arc::clone(&allowlist),
-                    ),
-                }))
+                .app_data(web::Data::new(crate::upstream::http::Clients::new(
+                    &tls,
+                    connect_timeout,
+                    pool_idle,
+                    Arc::clone(&allowlist),
+                )))
                 .app_data(proxy_state.clone())
                 .app_data(ops_state.clone())
                 .app_data(admin_state.clone())
@@ -282,7 +292,12 @@ impl Application {
                         Some(Some(inside)) => Some(inside),
                         None => None,
                     };
-                    let fut = srv.call(req);
+                    let span = request_span::start(&req, id, &node_name);
+                    let fut = {
+                        let _entered = span.enter();
+                        srv.call(req)
+                    };
+                    let fut = tracing::Instrument::instrument(fut, span.clone());
                     futures_util::future::Either::Right(async move {
                         let _inside = inside;
                         // A panic cannot take the worker down: it becomes a 500 in the OpenAI shape
@@ -304,7 +319,8 @@ impl Application {
                         if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
                             res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
                         }
-                        Ok(res)
+                        request_span::status(&span, res.status());
+                        Ok(res.map_body(|_, b| BoxBody::new(request_span::SpanBody::new(b, span))))
                     })
                 })
                 .configure(ops::configure)

@@ -12,6 +12,7 @@ mod m20261122_000006_create_tiers_and_prices;
 mod m20261122_000007_add_usage_source;
 mod m20261122_000008_add_token_parent;
 mod m20261122_000009_create_user_objects;
+mod m20261129_000010_add_usage_parent;
 
 /// Applies the migrations of this crate.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_add_usage_source::Migration),
             Box::new(m20261122_000008_add_token_parent::Migration),
             Box::new(m20261122_000009_create_user_objects::Migration),
+            Box::new(m20261129_000010_add_usage_parent::Migration),
         ]
     }
 }

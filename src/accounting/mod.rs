@@ -70,14 +70,17 @@ impl Accounting {
             canonical_route: start.canonical_route,
             started: Instant::now(),
             first_byte_ms: None,
-            row: Some(blank_row(
-                start.request_id.to_string(),
-                self.node.to_string(),
-                Some(start.user_id),
-                Some(start.token_id),
-                start.route,
-                start.stream,
-            )),
+            row: Some(Box::new(UsageRow {
+                parent_request_id: start.parent.map(|p| p.to_string()),
+                ..blank_row(
+                    start.request_id.to_string(),
+                    self.node.to_string(),
+                    Some(start.user_id),
+                    Some(start.token_id),
+                    start.route,
+                    start.stream,
+                )
+            })),
             cost: None,
             spend: None,
             settle: Vec::new(),
@@ -139,6 +142,69 @@ pub struct UsageStart {
     pub stream: bool,
     /// The canonical route it resolved to, for metric labels (see [`crate::telemetry::route_label`]).
     pub canonical_route: String,
+    /// For a selection call: the request it is made for.
+    pub parent: Option<RequestId>,
+}
+
+/// How a request ended, as its usage record says (`outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered in full.
+    Ok,
+    /// Refused after admission by the gateway (context window, quota, privacy, budget, …).
+    Refused,
+    /// The upstream judged the request invalid (a 4xx that is the client's fault).
+    Rejected,
+    /// Every attempt failed; the last with an error.
+    UpstreamError,
+    /// Every attempt failed; the last by a timeout (or a stream stalled).
+    UpstreamTimeout,
+    /// Every candidate was at its concurrency limit.
+    OverCapacity,
+    /// Every candidate was cooling down and none could be probed.
+    AllCoolingDown,
+    /// A stream broke after bytes had reached the client.
+    Partial,
+    /// The upstream sent an invalid event mid-stream.
+    InvalidResponse,
+    /// The node's drain deadline cut the stream.
+    Shutdown,
+    /// The client went away.
+    ClientDisconnected,
+    /// The gateway failed.
+    InternalError,
+}
+
+impl Outcome {
+    /// The name stored in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Refused => "refused",
+            Self::Rejected => "rejected",
+            Self::UpstreamError => "upstream_error",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::OverCapacity => "over_capacity",
+            Self::AllCoolingDown => "all_cooling_down",
+            Self::Partial => "partial",
+            Self::InvalidResponse => "invalid_response",
+            Self::Shutdown => "shutdown",
+            Self::ClientDisconnected => "client_disconnected",
+            Self::InternalError => "internal_error",
+        }
+    }
+}
+
+/// What a finished record says about the request, for whoever made it (an autoselect's receipt
+/// shows its selection call's latency and cost).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// The record's request id.
+    pub request_id: String,
+    /// Total latency.
+    pub latency_ms: i64,
+    /// Cost in USD.
+    pub cost_usd: f64,
 }
 
 /// Token counts seen so far on a request, for the record written if it ends early.
@@ -241,6 +307,7 @@ fn blank_row(
         routing: None,
         usage_source: "estimated".into(),
         partial: false,
+        parent_request_id: None,
     }
 }
 
@@ -250,7 +317,7 @@ pub struct UsageGuard {
     canonical_route: String,
     started: Instant,
     first_byte_ms: Option<i64>,
-    row: Option<UsageRow>,
+    row: Option<Box<UsageRow>>,
     cost: Option<CostConfig>,
     spend: Option<(std::sync::Arc<dyn crate::shared::SharedState>, String, u64)>,
     settle: Vec<Settle>,
@@ -287,7 +354,7 @@ impl UsageGuard {
         let Some(row) = &mut self.row else { return };
         // The estimate is what a swept record bills; `write` sets the final counts anyway.
         row.prompt_tokens = crate::store::to_i64(self.progress.estimated_prompt);
-        let Ok(json) = serde_json::to_string(&*row) else { return };
+        let Ok(json) = serde_json::to_string(&**row) else { return };
         if let Err(e) = shared.ledger_start(node_id, &row.request_id, &json).await {
             self.accounting.metrics.usage_records.with_label_values(&["unstarted"]).inc();
             tracing::warn!(error = %e, "Could not write a started usage entry; the record depends on this node.");
@@ -319,23 +386,27 @@ impl UsageGuard {
     }
 
     /// Writes the record with the final status and outcome.
-    pub fn finish(mut self, status: u16, outcome: &str) {
-        self.write(i32::from(status), outcome);
+    pub fn finish(mut self, status: u16, outcome: Outcome) -> Option<Finished> {
+        self.write(i32::from(status), outcome)
     }
 
     /// Writes the record of a request that no upstream answered (every attempt failed, or the
     /// upstream refused the request): its tokens are kept for the rate limits that measure
     /// them, and it costs nothing (SPEC §6: only what an upstream served is billed).
-    pub fn finish_unanswered(mut self, status: u16, outcome: &str) {
+    pub fn finish_unanswered(mut self, status: u16, outcome: Outcome) -> Option<Finished> {
         self.cost = None;
         self.spend = None;
-        self.write(i32::from(status), outcome);
+        self.write(i32::from(status), outcome)
     }
 
-    fn write(&mut self, status: i32, outcome: &str) {
-        let Some(mut row) = self.row.take() else {
-            return;
-        };
+    /// The usage billed so far (reported, counted or estimated; capped), for traces.
+    pub fn usage(&self) -> Usage {
+        self.progress.usage().0
+    }
+
+    fn write(&mut self, status: i32, outcome: Outcome) -> Option<Finished> {
+        let mut row = self.row.take()?;
+        let outcome = outcome.as_str();
         let (usage, source) = self.progress.usage();
         row.status = status;
         row.outcome = outcome.to_owned();
@@ -361,14 +432,17 @@ impl UsageGuard {
         for f in self.settle.drain(..) {
             f(&row);
         }
-        self.accounting.submit(row, &self.canonical_route);
+        let finished =
+            Finished { request_id: row.request_id.clone(), latency_ms: row.latency_ms, cost_usd: row.cost_usd };
+        self.accounting.submit(*row, &self.canonical_route);
+        Some(finished)
     }
 }
 
 impl Drop for UsageGuard {
     fn drop(&mut self) {
         if self.row.is_some() {
-            self.write(499, "client_disconnected");
+            self.write(499, Outcome::ClientDisconnected);
         }
     }
 }

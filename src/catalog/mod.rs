@@ -442,6 +442,38 @@ impl Catalog {
     }
 }
 
+/// How an autoselect chooses among its eligible candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectionMode {
+    /// The first eligible candidate, in configuration order.
+    Rules,
+    /// The candidate most similar to the prompt, by embeddings.
+    Embedding,
+    /// The candidate a selection model names.
+    Llm,
+}
+
+impl SelectionMode {
+    /// Parses `rules`, `embedding` or `llm`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rules" => Some(Self::Rules),
+            "embedding" => Some(Self::Embedding),
+            "llm" => Some(Self::Llm),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rules => "rules",
+            Self::Embedding => "embedding",
+            Self::Llm => "llm",
+        }
+    }
+}
+
 /// An autoselect route.
 #[derive(Debug)]
 pub struct Autoselect {
@@ -449,8 +481,8 @@ pub struct Autoselect {
     pub name: String,
     /// The owning user, for a user's autoselect.
     pub owner: Option<i64>,
-    /// `rules`, `embedding` or `llm`.
-    pub selection: String,
+    /// How it chooses.
+    pub selection: SelectionMode,
     /// `llm`: the chat route asked to choose.
     pub selection_model: Option<String>,
     /// `embedding`: the embeddings route.
@@ -482,7 +514,11 @@ impl Autoselect {
         Self {
             name: a.name.clone(),
             owner,
-            selection: a.selection.clone(),
+            // Configuration checks and the API refuse other names before a catalog is built.
+            selection: SelectionMode::parse(&a.selection).unwrap_or_else(|| {
+                tracing::error!(autoselect = %a.name, "Unknown selection mode; using rules.");
+                SelectionMode::Rules
+            }),
             selection_model: a.selection_model.clone(),
             embedding_route: a.embedding_route.clone(),
             selection_timeout: Duration::from_millis(a.selection_timeout_ms),

@@ -277,7 +277,10 @@ async fn serve(cli: &Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(cli, &e),
     };
-    crate::telemetry::init_logging(&settings.log);
+    let telemetry = match crate::telemetry::init(&settings.log, &settings.telemetry) {
+        Ok(t) => t,
+        Err(e) => return fail(cli, &e),
+    };
     let app = match Application::build(settings.clone()).await {
         Ok(a) => a,
         Err(e) => return fail(cli, &e.to_string()),
@@ -298,7 +301,10 @@ async fn serve(cli: &Cli) -> ExitCode {
         }
     }
     println!("Switchyard listening on http://{}:{}", settings.server.host, app.port());
-    match app.run_until_stopped().await {
+    let result = app.run_until_stopped().await;
+    // Spans of the last requests go out before the process does.
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(cli, &e.to_string()),
     }

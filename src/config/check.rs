@@ -52,6 +52,19 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     if s.database.max_connections == 0 {
         p("database.max_connections".into(), "must be greater than 0".into());
     }
+    if let Some(e) = &s.telemetry.otlp_endpoint
+        && (!e.starts_with("http://") || check_url(e).is_err())
+    {
+        p("telemetry.otlp_endpoint".into(), "must be an http:// URL (OTLP/gRPC, e.g. http://127.0.0.1:4317)".into());
+    }
+    if let Some(r) = s.telemetry.sample_ratio
+        && !(0.0..=1.0).contains(&r)
+    {
+        p("telemetry.sample_ratio".into(), "must be between 0 and 1".into());
+    }
+    if s.telemetry.max_queue == 0 {
+        p("telemetry.max_queue".into(), "must be greater than 0".into());
+    }
     if let Some(url) = &s.redis.url
         && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
     {
@@ -359,7 +372,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
 }
 
 fn check_url(s: &str) -> Result<(), String> {
-    let uri: awc::http::Uri = s.parse().map_err(|_| format!("`{s}` is not a URL"))?;
+    let uri: http::Uri = s.parse().map_err(|_| format!("`{s}` is not a URL"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => return Err("must be an http:// or https:// URL".into()),

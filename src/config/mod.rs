@@ -42,6 +42,8 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     /// `/metrics`.
     pub metrics: MetricsSettings,
+    /// Traces.
+    pub telemetry: TelemetrySettings,
     /// How much one tenant may store and change (`/api/me/…`).
     pub tenant_limits: TenantLimits,
     /// Global providers.
@@ -114,6 +116,38 @@ pub struct MetricsSettings {
     /// When set, `/metrics` answers only `Authorization: Bearer <this>` (a `$ENV_VAR` reference
     /// or the value); otherwise it is open, for a scraper on a private network.
     pub token: Option<Secret>,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC (SPEC §8). Unset keys fall back to the
+/// standard `OTEL_*` variables; with no endpoint anywhere, nothing is exported.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// The collector's OTLP/gRPC endpoint (`http://jaeger:4317`).
+    pub otlp_endpoint: Option<String>,
+    /// The fraction of new traces sampled (0 to 1); a client's `traceparent` decides for its own.
+    pub sample_ratio: Option<f64>,
+    /// `service.name`.
+    pub service_name: Option<String>,
+    /// Put prompt and answer text on spans. Off: spans never carry either.
+    pub capture_content: bool,
+    /// Finished spans waiting for export, at most; more are dropped (and counted in `/metrics`).
+    pub max_queue: usize,
+    /// How long one export may take.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: None,
+            service_name: None,
+            capture_content: false,
+            max_queue: 4096,
+            export_timeout_ms: 5_000,
+        }
+    }
 }
 
 impl MetricsSettings {

@@ -16,43 +16,120 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::catalog::{AutoCandidate, Autoselect, Plan, Snapshot};
+use crate::catalog::{AutoCandidate, Autoselect, Plan, SelectionMode, Snapshot};
+use crate::dialect::{Capability, Dialect};
 use crate::error::{ApiError, Code};
 use crate::privacy::Classifier;
-use crate::proxy::pipeline::{self, Incoming, Scope};
-use crate::proxy::{Caller, ProxyState};
-use crate::types::{Locality, Operation, RequestId};
+use crate::proxy::offload::offload;
+use crate::proxy::permit::Permit;
+use crate::proxy::state::ProxyState;
+use crate::types::{Locality, Operation};
 
 /// The most prompt text a selection call sends (bytes, the end of the prompt kept).
 const SELECTION_TEXT_BYTES: usize = 8 * 1024;
 /// Cached candidate vectors, at most (the cache is cleared when full).
 const EMBEDDING_CACHE_ENTRIES: usize = 4096;
-/// The largest selection reply read.
-const SELECTION_REPLY_BYTES: usize = 4 << 20;
 
-/// The capabilities a request needs: `tools`, `vision` (image parts), `json` (JSON mode).
-pub fn required_capabilities(body: &Map<String, Value>) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
-        out.push("tools");
+/// Why an autoselect chose what it chose (`X-Switchyard-Reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectionReason {
+    /// A private request, chosen among private candidates.
+    Privacy,
+    /// The most similar candidate by embeddings.
+    Semantic,
+    /// The selection model named it.
+    Llm,
+    /// Earlier candidates lacked a capability the request needs.
+    Capability,
+    /// The first eligible candidate.
+    Rules,
+    /// No mode could place the request.
+    Fallback,
+}
+
+impl SelectionReason {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Privacy => "privacy",
+            Self::Semantic => "semantic",
+            Self::Llm => "llm",
+            Self::Capability => "capability",
+            Self::Rules => "rules",
+            Self::Fallback => "fallback",
+        }
     }
-    let has_image = body.get("messages").and_then(Value::as_array).is_some_and(|msgs| {
-        msgs.iter().any(|m| {
-            m.get("content").and_then(Value::as_array).is_some_and(|parts| {
-                parts.iter().any(|p| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "input_image")))
-            })
-        })
-    });
-    if has_image {
-        out.push("vision");
+}
+
+/// How a selection ended (the receipt's `selection.outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectionOutcome {
+    /// `rules`: the first eligible candidate.
+    Rules,
+    /// One candidate was eligible: nothing to ask.
+    OnlyOne,
+    /// The mode chose a candidate.
+    Chosen,
+    /// `embedding`: the best similarity was under `min_similarity`.
+    BelowMinSimilarity,
+    /// The selection call took too long.
+    Timeout,
+    /// The selection answer could not be read.
+    Garbage,
+    /// The selection model named no candidate.
+    UnknownId,
+    /// The selection model named several candidates.
+    Ambiguous,
+    /// The selection call failed.
+    Error,
+    /// There was no prompt text to compare.
+    EmptyPrompt,
+    /// A private prompt, and the selection route has no local target.
+    NoPrivateSelectionRoute,
+    /// The caller may not use the selection route.
+    SelectionRouteForbidden,
+}
+
+impl SelectionOutcome {
+    /// The receipt's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rules => "rules",
+            Self::OnlyOne => "only_one",
+            Self::Chosen => "chosen",
+            Self::BelowMinSimilarity => "below_min_similarity",
+            Self::Timeout => "timeout",
+            Self::Garbage => "garbage",
+            Self::UnknownId => "unknown_id",
+            Self::Ambiguous => "ambiguous",
+            Self::Error => "error",
+            Self::EmptyPrompt => "empty_prompt",
+            Self::NoPrivateSelectionRoute => "no_private_selection_route",
+            Self::SelectionRouteForbidden => "selection_route_forbidden",
+        }
     }
-    if matches!(
-        body.get("response_format").and_then(|r| r.get("type")).and_then(Value::as_str),
-        Some("json_object" | "json_schema")
-    ) {
-        out.push("json");
-    }
-    out
+}
+
+/// A selection call's answer: the body, and what its own usage record says.
+pub struct CallReply {
+    /// The whole answer body.
+    pub body: bytes::Bytes,
+    /// The call's record: request id, latency, cost.
+    pub served: Option<crate::accounting::Finished>,
+}
+
+/// Selection calls: ordinary requests on the caller's behalf (the data plane implements this;
+/// autoselect never sees how).
+pub trait Calls {
+    /// Sends `body` (an upstream body in the route's dialect) for `op` to the route `body` names,
+    /// resolved in `owner`'s namespace (or globally), kept on local targets when `private`.
+    fn call(
+        &self,
+        op: Operation,
+        body: Vec<u8>,
+        private: bool,
+        owner: Option<i64>,
+    ) -> impl std::future::Future<Output = Result<CallReply, SelectionOutcome>>;
 }
 
 fn classifier(a: &Autoselect) -> Result<&Arc<Classifier>, ApiError> {
@@ -63,36 +140,34 @@ fn classifier(a: &Autoselect) -> Result<&Arc<Classifier>, ApiError> {
 }
 
 /// Keeps only the plan's targets that have every required capability; `None` when none has.
-fn with_capabilities(mut plan: Plan, required: &[&str]) -> Option<Plan> {
-    plan.candidates.retain(|c| required.iter().all(|r| c.target.model.capabilities.iter().any(|have| have == r)));
+fn with_capabilities(mut plan: Plan, required: &[Capability]) -> Option<Plan> {
+    plan.candidates
+        .retain(|c| required.iter().all(|r| c.target.model.capabilities.iter().any(|have| have == r.as_str())));
     (!plan.candidates.is_empty()).then_some(plan)
 }
 
 /// The outcome of a selection: the plan (carrying the autoselect's route name), the reason for
-/// the headers (`privacy`, `semantic`, `capability`, `rules`, `fallback`), and what the routing
-/// receipt records about it.
+/// the headers, and what the routing receipt records about it.
 pub struct Selection {
     /// What to dispatch.
     pub plan: Plan,
-    /// `privacy`, `semantic`, `capability`, `rules` or `fallback`.
-    pub reason: &'static str,
+    /// Why.
+    pub reason: SelectionReason,
     /// The receipt's `selection` object.
     pub detail: Value,
 }
 
-/// What the selection call needs to make requests on the caller's behalf.
-pub struct Context<'a> {
+/// What a selection needs besides the autoselect and the request.
+pub struct Context<'a, C> {
     /// Shared proxy state.
     pub state: &'a ProxyState,
-    /// This worker's upstream client.
-    pub client: &'a crate::proxy::UpstreamClient,
-    /// The caller, who pays for the selection call.
-    pub caller: &'a Caller,
-    /// The client request's id (selection calls get their own ids, logged with this one).
-    pub id: RequestId,
+    /// How selection calls are made (on the caller's behalf, billed to the caller).
+    pub calls: &'a C,
     /// The routes the caller may reach: candidates, the fallback and the selection routes out
     /// of it are never called.
-    pub permit: &'a pipeline::Permit<'a>,
+    pub permit: &'a Permit,
+    /// The request's dialect (for its capabilities) and the selection calls' (OpenAI).
+    pub dialect: Dialect,
 }
 
 /// One eligible candidate and its plan.
@@ -102,8 +177,8 @@ struct Eligible<'a> {
 }
 
 /// Chooses the plan of an autoselect request.
-pub async fn select(
-    cx: &Context<'_>,
+pub async fn select<C: Calls>(
+    cx: &Context<'_, C>,
     snapshot: &Snapshot,
     a: &Autoselect,
     body: &Map<String, Value>,
@@ -113,13 +188,13 @@ pub async fn select(
     let verdict = if a.classify_privacy {
         let c = Arc::clone(classifier(a)?);
         let t = Arc::clone(text);
-        Some(pipeline::offload(cx.state, text.len(), move || c.classify(&t)).await?)
+        Some(offload(cx.state, text.len(), move || c.classify(&t)).await?)
     } else {
         None
     };
     let text: &str = text;
     let private = verdict.as_ref().is_some_and(|v| v.is_private());
-    let required = required_capabilities(body);
+    let required = cx.dialect.required_capabilities(body);
     let mut considered = Vec::with_capacity(a.candidates.len());
     let mut eligible = Vec::with_capacity(a.candidates.len());
     let mut skipped_for_capability = false;
@@ -152,7 +227,7 @@ pub async fn select(
     }
     let mut detail = json!({
         "autoselect": route,
-        "mode": a.selection,
+        "mode": a.selection.as_str(),
         "private": private,
         "candidates": considered,
     });
@@ -162,54 +237,38 @@ pub async fn select(
         detail["privacy_kinds"] = json!(v.kinds);
     }
     // A private request is only chosen among private candidates; that is the reason it went there.
-    let chosen_reason = |semantic: bool| {
-        if private {
-            "privacy"
-        } else if semantic {
-            "semantic"
-        } else if skipped_for_capability {
-            "capability"
-        } else {
-            "rules"
-        }
+    let chosen_reason = |by_mode: Option<SelectionReason>| match by_mode {
+        _ if private => SelectionReason::Privacy,
+        Some(r) => r,
+        None if skipped_for_capability => SelectionReason::Capability,
+        None => SelectionReason::Rules,
     };
-    let picked = match (a.selection.as_str(), eligible.len()) {
-        (_, 0) => None,
-        ("rules", _) | (_, 1) => {
-            detail["outcome"] = json!(if eligible.len() == 1 && a.selection != "rules" { "only_one" } else { "rules" });
-            Some((0, chosen_reason(false)))
-        }
-        ("embedding", _) => match by_embedding(cx, &snapshot.embeddings, a, &eligible, text, private).await {
-            Ok((i, scores)) => {
-                detail["scores"] = json!(scores);
-                if a.min_similarity.is_some_and(|m| scores.get(i).is_none_or(|s| f64::from(*s) < m)) {
-                    detail["outcome"] = json!("below_min_similarity");
-                    None
-                } else {
-                    detail["outcome"] = json!("chosen");
-                    Some((i, chosen_reason(true)))
+    let (picked, outcome) = match (a.selection, eligible.len()) {
+        (_, 0) => (None, None),
+        (SelectionMode::Rules, _) => (Some((0, chosen_reason(None))), Some(SelectionOutcome::Rules)),
+        (_, 1) => (Some((0, chosen_reason(None))), Some(SelectionOutcome::OnlyOne)),
+        (SelectionMode::Embedding, _) => {
+            match by_embedding(cx, &snapshot.embeddings, a, &eligible, text, private, &mut detail).await {
+                Ok((i, scores)) => {
+                    let below = a.min_similarity.is_some_and(|m| scores.get(i).is_none_or(|s| f64::from(*s) < m));
+                    detail["scores"] = json!(scores);
+                    if below {
+                        (None, Some(SelectionOutcome::BelowMinSimilarity))
+                    } else {
+                        (Some((i, chosen_reason(Some(SelectionReason::Semantic)))), Some(SelectionOutcome::Chosen))
+                    }
                 }
+                Err(why) => (None, Some(why)),
             }
-            Err(why) => {
-                detail["outcome"] = json!(why);
-                None
-            }
-        },
-        ("llm", _) => match by_llm(cx, a, &eligible, text, private).await {
-            Ok(i) => {
-                detail["outcome"] = json!("chosen");
-                Some((i, chosen_reason(true)))
-            }
-            Err(why) => {
-                detail["outcome"] = json!(why);
-                None
-            }
-        },
-        (other, _) => {
-            tracing::error!(autoselect = %a.name, selection = other, "Unknown selection mode.");
-            return Err(ApiError::internal());
         }
+        (SelectionMode::Llm, _) => match by_llm(cx, a, &eligible, text, private, &mut detail).await {
+            Ok(i) => (Some((i, chosen_reason(Some(SelectionReason::Llm)))), Some(SelectionOutcome::Chosen)),
+            Err(why) => (None, Some(why)),
+        },
     };
+    if let Some(o) = outcome {
+        detail["outcome"] = json!(o.as_str());
+    }
     if let Some((i, reason)) = picked
         && i < eligible.len()
     {
@@ -240,7 +299,7 @@ pub async fn select(
             let Eligible { cand, mut plan } = eligible.swap_remove(0);
             detail["chosen"] = json!(cand.route);
             plan.route = route;
-            return Ok(Selection { plan, reason: "fallback", detail });
+            return Ok(Selection { plan, reason: SelectionReason::Fallback, detail });
         }
         return Err(if private {
             ApiError::new(Code::PrivacyRouteUnavailable, "The request looks private and no private route can serve it.")
@@ -263,7 +322,7 @@ pub async fn select(
     };
     detail["chosen"] = json!(fallback);
     plan.route = route;
-    Ok(Selection { plan, reason: "fallback", detail })
+    Ok(Selection { plan, reason: SelectionReason::Fallback, detail })
 }
 
 /// The end of `text`, at most `max` bytes, cut at a character boundary.
@@ -278,35 +337,24 @@ fn tail(text: &str, max: usize) -> &str {
     &text[start..]
 }
 
-/// Sends one selection request through the pipeline and returns the JSON reply, or why not.
-async fn call(
-    cx: &Context<'_>,
+/// Sends one selection request and returns its answer body, recording the call (its request
+/// id, latency and cost) in the receipt's `selection.call`; a timeout is the fallback's business.
+async fn call<C: Calls>(
+    cx: &Context<'_, C>,
     op: Operation,
-    body: Value,
+    body: Vec<u8>,
     private: bool,
-    owner: Option<i64>,
-    timeout: std::time::Duration,
-) -> Result<Value, &'static str> {
-    let raw = serde_json::to_vec(&body).map_err(|_| "error")?;
-    let id = RequestId::new();
-    let incoming = Incoming { id, caller: cx.caller, op, scope: Scope::Selection { private, owner }, burst_mode: None };
-    tracing::debug!(request_id = %cx.id, selection_request_id = %id, "Autoselect selection call.");
-    let run = Box::pin(pipeline::run(cx.state, cx.client, incoming, &raw));
-    let res = match tokio::time::timeout(timeout, run).await {
-        Err(_) => return Err("timeout"),
-        Ok(Err(e)) if e.code == Code::PrivacyRouteUnavailable => return Err("no_private_selection_route"),
-        Ok(Err(e)) if e.code == Code::PermissionDenied => return Err("selection_route_forbidden"),
-        Ok(Err(_)) => return Err("error"),
-        Ok(Ok(res)) => res,
+    a: &Autoselect,
+    detail: &mut Value,
+) -> Result<bytes::Bytes, SelectionOutcome> {
+    let reply = match tokio::time::timeout(a.selection_timeout, cx.calls.call(op, body, private, a.owner)).await {
+        Err(_) => return Err(SelectionOutcome::Timeout),
+        Ok(r) => r?,
     };
-    if !res.status().is_success() {
-        return Err("error");
+    if let Some(f) = &reply.served {
+        detail["call"] = json!({"request_id": f.request_id, "latency_ms": f.latency_ms, "cost_usd": f.cost_usd});
     }
-    let bytes = match actix_web::body::to_bytes_limited(res.into_body(), SELECTION_REPLY_BYTES).await {
-        Ok(Ok(b)) => b,
-        _ => return Err("error"),
-    };
-    serde_json::from_slice(&bytes).map_err(|_| "garbage")
+    Ok(reply.body)
 }
 
 /// The texts a candidate is compared by: its description and each example prompt.
@@ -330,37 +378,18 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     if na == 0.0 || nb == 0.0 { -1.0 } else { dot / (na.sqrt() * nb.sqrt()) }
 }
 
-#[expect(clippy::as_conversions, reason = "embedding components are f32 precision; there is no From")]
-fn to_f32(f: f64) -> f32 {
-    f as f32
-}
-
-/// Reads `data[i].embedding` of an embeddings reply, for `n` inputs.
-fn vectors(reply: &Value, n: usize) -> Option<Vec<Vec<f32>>> {
-    let data = reply.get("data")?.as_array()?;
-    let mut out: Vec<Option<Vec<f32>>> = vec![None; n];
-    for (k, item) in data.iter().enumerate() {
-        let i = item.get("index").and_then(Value::as_u64).and_then(|i| usize::try_from(i).ok()).unwrap_or(k);
-        let v: Vec<f32> =
-            item.get("embedding")?.as_array()?.iter().map(|x| x.as_f64().map(to_f32)).collect::<Option<_>>()?;
-        *out.get_mut(i)? = Some(v);
-    }
-    let out: Vec<Vec<f32>> = out.into_iter().collect::<Option<_>>()?;
-    let dims = out.first().map(Vec::len)?;
-    (dims > 0 && out.iter().all(|v| v.len() == dims)).then_some(out)
-}
-
 /// Embeds the prompt (and every candidate text not cached yet) in one call, and returns the
 /// index of the most similar eligible candidate with every candidate's best similarity.
-async fn by_embedding(
-    cx: &Context<'_>,
+async fn by_embedding<C: Calls>(
+    cx: &Context<'_, C>,
     cache: &crate::catalog::EmbeddingCache,
     a: &Autoselect,
     eligible: &[Eligible<'_>],
     text: &str,
     private: bool,
-) -> Result<(usize, Vec<f32>), &'static str> {
-    let route = a.embedding_route.as_deref().ok_or("error")?;
+    detail: &mut Value,
+) -> Result<(usize, Vec<f32>), SelectionOutcome> {
+    let route = a.embedding_route.as_deref().ok_or(SelectionOutcome::Error)?;
     // Users' routes of the same name are different routes: the cache key says whose.
     let cache_route = format!("{:?}|{route}", a.owner);
     let cache_route = cache_route.as_str();
@@ -376,24 +405,18 @@ async fn by_embedding(
     }
     let prompt = tail(text.trim(), SELECTION_TEXT_BYTES);
     if prompt.is_empty() {
-        return Err("empty_prompt");
+        return Err(SelectionOutcome::EmptyPrompt);
     }
     let mut inputs = vec![prompt];
     inputs.extend(missing.iter().copied());
-    let reply = call(
-        cx,
-        Operation::Embeddings,
-        json!({"model": route, "input": inputs}),
-        private,
-        a.owner,
-        a.selection_timeout,
-    )
-    .await?;
-    let mut got = vectors(&reply, inputs.len()).ok_or("garbage")?.into_iter();
-    let prompt_vec = got.next().ok_or("garbage")?;
+    let body = crate::dialect::openai::embeddings_request(route, &inputs);
+    let reply = call(cx, Operation::Embeddings, body, private, a, detail).await?;
+    let vectors = crate::dialect::openai::read_vectors(&reply, inputs.len()).ok_or(SelectionOutcome::Garbage)?;
+    let mut got = vectors.into_iter();
+    let prompt_vec = got.next().ok_or(SelectionOutcome::Garbage)?;
     let mut scores = Vec::with_capacity(eligible.len());
     {
-        let Ok(mut c) = cache.lock() else { return Err("error") };
+        let Ok(mut c) = cache.lock() else { return Err(SelectionOutcome::Error) };
         if c.len() + missing.len() > EMBEDDING_CACHE_ENTRIES {
             c.clear();
         }
@@ -419,14 +442,15 @@ async fn by_embedding(
 }
 
 /// Asks the selection model for one candidate id (the candidates' routes).
-async fn by_llm(
-    cx: &Context<'_>,
+async fn by_llm<C: Calls>(
+    cx: &Context<'_, C>,
     a: &Autoselect,
     eligible: &[Eligible<'_>],
     text: &str,
     private: bool,
-) -> Result<usize, &'static str> {
-    let route = a.selection_model.as_deref().ok_or("error")?;
+    detail: &mut Value,
+) -> Result<usize, SelectionOutcome> {
+    let route = a.selection_model.as_deref().ok_or(SelectionOutcome::Error)?;
     let mut listing = String::new();
     for e in eligible {
         listing.push_str(&format!("- id: {}\n  description: {}\n", e.cand.route, e.cand.description.trim()));
@@ -438,26 +462,18 @@ async fn by_llm(
         "You choose which model should answer a user's request. The candidates:\n{listing}\n\
          Reply with the id of the single best candidate and nothing else."
     );
-    let body = json!({
-        "model": route,
-        "messages": [
-            {"role": "system", "content": system},
-            {"role": "user", "content": tail(text.trim(), SELECTION_TEXT_BYTES)},
-        ],
-        "temperature": 0,
-        "max_tokens": 64,
-        "stream": false,
-    });
-    let reply = call(cx, Operation::Chat, body, private, a.owner, a.selection_timeout).await?;
-    let answer = reply.pointer("/choices/0/message/content").and_then(Value::as_str).ok_or("garbage")?;
+    let body = crate::dialect::openai::selection_request(route, &system, tail(text.trim(), SELECTION_TEXT_BYTES), 64);
+    let reply = call(cx, Operation::Chat, body, private, a, detail).await?;
+    let answer = crate::dialect::openai::answer_text(&reply).ok_or(SelectionOutcome::Garbage)?;
+    detail["answer"] = json!(answer.chars().take(200).collect::<String>());
     let ids: Vec<&str> = eligible.iter().map(|e| e.cand.route.as_str()).collect();
-    parse_choice(answer, &ids)
+    parse_choice(&answer, &ids)
 }
 
 /// Finds the one candidate id an answer names: exactly, as JSON (`"id"`, `{"id": …}`), quoted,
 /// fenced or inside a sentence (as a whole word); thinking blocks are ignored. Several different
 /// ids, or none, is `Err`.
-pub fn parse_choice(answer: &str, ids: &[&str]) -> Result<usize, &'static str> {
+pub fn parse_choice(answer: &str, ids: &[&str]) -> Result<usize, SelectionOutcome> {
     let mut text = answer.to_owned();
     // Drop <think>…</think> blocks of reasoning models (an unclosed one drops the rest).
     while let Some(start) = text.find("<think>") {
@@ -469,7 +485,7 @@ pub fn parse_choice(answer: &str, ids: &[&str]) -> Result<usize, &'static str> {
     let trimmed =
         text.trim().trim_matches(|c: char| c == '`' || c == '"' || c == '\'' || c == '.' || c.is_whitespace());
     if trimmed.is_empty() {
-        return Err("garbage");
+        return Err(SelectionOutcome::Garbage);
     }
     if let Some(i) = ids.iter().position(|id| id.eq_ignore_ascii_case(trimmed)) {
         return Ok(i);
@@ -483,7 +499,7 @@ pub fn parse_choice(answer: &str, ids: &[&str]) -> Result<usize, &'static str> {
             _ => None,
         };
         if let Some(n) = named {
-            return ids.iter().position(|id| id.eq_ignore_ascii_case(n.trim())).ok_or("unknown_id");
+            return ids.iter().position(|id| id.eq_ignore_ascii_case(n.trim())).ok_or(SelectionOutcome::UnknownId);
         }
     }
     // Whole-word mentions: an id followed by an id character is a different, longer id.
@@ -499,12 +515,12 @@ pub fn parse_choice(answer: &str, ids: &[&str]) -> Result<usize, &'static str> {
         });
         if mentioned {
             if found.is_some() {
-                return Err("ambiguous");
+                return Err(SelectionOutcome::Ambiguous);
             }
             found = Some(i);
         }
     }
-    found.ok_or("unknown_id")
+    found.ok_or(SelectionOutcome::UnknownId)
 }
 
 #[cfg(test)]
@@ -539,22 +555,16 @@ mod tests {
             ("I'm sorry, I cannot help with that.", "unknown_id"),
         ];
         for (answer, want) in bad {
-            assert_eq!(parse_choice(answer, IDS), Err(want), "{answer}");
+            assert_eq!(parse_choice(answer, IDS).map_err(SelectionOutcome::as_str), Err(want), "{answer}");
         }
     }
 
     #[test]
-    fn cosine_and_vectors() {
+    fn cosine_similarity() {
         assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
         assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
         assert!((cosine(&[1.0, 0.0], &[1.0]) + 1.0).abs() < 1e-6, "dimension mismatch is the worst score");
         assert!((cosine(&[0.0, 0.0], &[1.0, 0.0]) + 1.0).abs() < 1e-6);
-        let reply = json!({"data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]});
-        assert_eq!(vectors(&reply, 2), Some(vec![vec![1.0, 0.0], vec![0.0, 1.0]]));
-        assert_eq!(vectors(&reply, 3), None, "a missing vector");
-        assert_eq!(vectors(&json!({"data": [{"embedding": [1.0]}, {"embedding": [1.0, 2.0]}]}), 2), None);
-        assert_eq!(vectors(&json!({"data": [{"embedding": "AAAA"}]}), 1), None);
-        assert_eq!(vectors(&json!({"error": {}}), 1), None);
     }
 
     #[test]

@@ -6,12 +6,58 @@
 use crate::catalog::{BurstMode, BurstSpec, Candidate};
 use crate::error::{ApiError, Code};
 use crate::privacy::Classifier;
-use crate::proxy::ProxyState;
-use crate::proxy::router::inflight_key;
+use crate::proxy::slot::inflight_key;
+use crate::proxy::state::ProxyState;
 use crate::types::Locality;
 
 /// One UTC day, the window of the cloud budget.
 pub const DAY_MS: u64 = 86_400_000;
+
+/// Why a burst rotation ordered its candidates as it did (`X-Burst-Reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BurstReason {
+    /// Edge mode: a sensitive request stays local.
+    SensitiveForcedLocal,
+    /// Cloud mode: a sensitive request goes down to local.
+    SensitiveBurstDownToLocal,
+    /// Today's cloud budget is spent.
+    BudgetExhausted,
+    /// Edge mode: local is at `max_queue`.
+    LocalOverloaded,
+    /// Edge mode: local's average latency is over the threshold.
+    LocalSlow,
+    /// Edge mode, normal: local first.
+    EdgeFirst,
+    /// Edge mode without a local target.
+    NoLocalTarget,
+    /// Cloud mode: cloud is at `max_queue`.
+    CloudOverloaded,
+    /// Cloud mode: cloud's average latency is over the threshold.
+    CloudSlow,
+    /// Cloud mode, normal: cloud first.
+    CloudFirst,
+    /// Cloud mode without a cloud target.
+    NoCloudTarget,
+}
+
+impl BurstReason {
+    /// aiburstcloud's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SensitiveForcedLocal => "sensitive_forced_local",
+            Self::SensitiveBurstDownToLocal => "sensitive_burst_down_to_local",
+            Self::BudgetExhausted => "budget_exhausted",
+            Self::LocalOverloaded => "local_overloaded_burst_to_cloud",
+            Self::LocalSlow => "local_slow_burst_to_cloud",
+            Self::EdgeFirst => "edge_first",
+            Self::NoLocalTarget => "no_local_target",
+            Self::CloudOverloaded => "cloud_overloaded_burst_to_local",
+            Self::CloudSlow => "cloud_slow_burst_to_local",
+            Self::CloudFirst => "cloud_first",
+            Self::NoCloudTarget => "no_cloud_target",
+        }
+    }
+}
 
 /// The routing decision of a burst rotation.
 #[derive(Debug)]
@@ -19,7 +65,7 @@ pub struct Decision {
     /// Candidates in the order to try; for sensitive or over-budget requests, local ones only.
     pub candidates: Vec<Candidate>,
     /// `X-Burst-Reason` of the first attempt.
-    pub reason: &'static str,
+    pub reason: BurstReason,
     /// The mode in force (configured, or the request's `X-Burst-Mode`).
     pub mode: BurstMode,
     /// Whether the classifier found secrets or personal data.
@@ -64,9 +110,9 @@ pub async fn decide(
     spec: &BurstSpec,
     candidates: Vec<Candidate>,
     text: &str,
-    mode_override: Option<&str>,
+    mode_override: Option<BurstMode>,
 ) -> Result<Decision, ApiError> {
-    let mode = mode_override.and_then(BurstMode::parse).unwrap_or(spec.mode);
+    let mode = mode_override.unwrap_or(spec.mode);
     let sensitive = classifier(spec)?.classify(text).is_private();
     let budget_spent = match spec.daily_cloud_budget_usd {
         Some(budget) if !sensitive => match state.shared.window_add(&spend_key(spec), DAY_MS, 0, None).await {
@@ -114,7 +160,11 @@ pub fn order(f: Facts, candidates: Vec<Candidate>) -> Result<Decision, ApiError>
                 "The request looks sensitive and this route has no local target to keep it on.",
             ));
         }
-        let reason = if mode == BurstMode::Edge { "sensitive_forced_local" } else { "sensitive_burst_down_to_local" };
+        let reason = if mode == BurstMode::Edge {
+            BurstReason::SensitiveForcedLocal
+        } else {
+            BurstReason::SensitiveBurstDownToLocal
+        };
         return decision(local, reason);
     }
     if f.budget_spent {
@@ -125,19 +175,16 @@ pub fn order(f: Facts, candidates: Vec<Candidate>) -> Result<Decision, ApiError>
             )
             .with_retry_after(60));
         }
-        return decision(local, "budget_exhausted");
+        return decision(local, BurstReason::BudgetExhausted);
     }
     let (lead, other) = match mode {
         BurstMode::Edge => (local, cloud),
         BurstMode::Cloud => (cloud, local),
     };
+    use BurstReason as R;
     let (over_reason, slow_reason, first_reason, unavailable) = match mode {
-        BurstMode::Edge => {
-            ("local_overloaded_burst_to_cloud", "local_slow_burst_to_cloud", "edge_first", "no_local_target")
-        }
-        BurstMode::Cloud => {
-            ("cloud_overloaded_burst_to_local", "cloud_slow_burst_to_local", "cloud_first", "no_cloud_target")
-        }
+        BurstMode::Edge => (R::LocalOverloaded, R::LocalSlow, R::EdgeFirst, R::NoLocalTarget),
+        BurstMode::Cloud => (R::CloudOverloaded, R::CloudSlow, R::CloudFirst, R::NoCloudTarget),
     };
     if lead.is_empty() {
         return decision(other, unavailable);

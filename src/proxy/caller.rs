@@ -9,7 +9,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use crate::catalog::TokenEntry;
 use crate::error::ApiError;
-use crate::proxy::ProxyState;
+use crate::proxy::state::ProxyState;
 
 /// An authenticated caller.
 pub struct Caller(pub Arc<TokenEntry>);
@@ -34,7 +34,10 @@ impl FromRequest for Caller {
             let Some(raw) = raw else {
                 return Err(crate::catalog::missing_credentials());
             };
-            Ok(Self(state.catalog.authenticate_from(&raw, client).await?))
+            let token = state.catalog.authenticate_from(&raw, client).await?;
+            // The request's server span names who is calling.
+            tracing::Span::current().record("switchyard.user_id", token.user_id);
+            Ok(Self(token))
         })
     }
 }

@@ -3,10 +3,15 @@
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use serde_json::json;
 
+use crate::catalog::BurstMode;
+use crate::dialect::Dialect;
 use crate::error::{ApiError, Code};
-use crate::proxy::pipeline::{self, Scope};
-use crate::proxy::{Caller, ProxyState, UpstreamClient};
+use crate::proxy::caller::Caller;
+use crate::proxy::pipeline;
+use crate::proxy::request::{Request, Scope};
+use crate::proxy::state::ProxyState;
 use crate::types::{Operation, RequestId, is_valid_username};
+use crate::upstream::http::Clients;
 
 type Reply = Result<HttpResponse, ApiError>;
 
@@ -18,15 +23,25 @@ async fn run(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<ProxyState>,
-    client: web::Data<UpstreamClient>,
+    clients: web::Data<Clients>,
     caller: Caller,
     op: Operation,
     scope: Scope,
 ) -> Reply {
     let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
-    let burst_mode = req.headers().get("x-burst-mode").and_then(|v| v.to_str().ok());
-    let incoming = pipeline::Incoming { id: request_id(&req), caller: &caller, op, scope, burst_mode };
-    pipeline::run(&state, &client, incoming, &raw).await
+    let burst_mode = req.headers().get("x-burst-mode").and_then(|v| v.to_str().ok()).and_then(BurstMode::parse);
+    let request = Request {
+        id: request_id(&req),
+        caller: &caller,
+        op,
+        scope,
+        burst_mode,
+        raw: &raw,
+        dialect: Dialect::OpenAi,
+        parent: None,
+    };
+    let reply = pipeline::run(&state, &clients, request).await?;
+    Ok(crate::proxy::reply::respond(reply))
 }
 
 /// The operation codes of the generic handlers below (`Operation` cannot be a const parameter).
@@ -66,7 +81,7 @@ pub async fn owner<const OP: u8, const NAMES: u8>(
     req: HttpRequest,
     body: web::Payload,
     s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
+    c: web::Data<Clients>,
     caller: Caller,
 ) -> Reply {
     run(req, body, s, c, caller, operation(OP), names(NAMES)).await
@@ -78,7 +93,7 @@ pub async fn user<const OP: u8>(
     path: web::Path<String>,
     body: web::Payload,
     s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
+    c: web::Data<Clients>,
     caller: Caller,
 ) -> Reply {
     let scope = namespace(&s, &caller, &path)?;
@@ -107,7 +122,7 @@ pub async fn provider_chat(
     path: web::Path<String>,
     body: web::Payload,
     s: web::Data<ProxyState>,
-    c: web::Data<UpstreamClient>,
+    c: web::Data<Clients>,
     caller: Caller,
 ) -> Reply {
     let provider = path.into_inner();
@@ -125,7 +140,7 @@ pub async fn provider_chat(
 pub async fn health(s: web::Data<ProxyState>, caller: Option<Caller>) -> HttpResponse {
     match caller {
         Some(c) if c.0.role == crate::types::Role::Admin => {
-            HttpResponse::Ok().json(json!({"status": "ok", "routing": crate::proxy::router::status(&s).await}))
+            HttpResponse::Ok().json(json!({"status": "ok", "routing": crate::proxy::routing_status::status(&s).await}))
         }
         _ => HttpResponse::Ok().json(json!({"status": "ok"})),
     }
@@ -136,28 +151,21 @@ pub async fn routing_health(s: web::Data<ProxyState>, caller: Caller) -> Reply {
     if caller.0.role != crate::types::Role::Admin {
         return Err(ApiError::new(Code::PermissionDenied, "Routing detail is for admin tokens."));
     }
-    Ok(HttpResponse::Ok().json(crate::proxy::router::status(&s).await))
+    Ok(HttpResponse::Ok().json(crate::proxy::routing_status::status(&s).await))
 }
 
 fn model_list(state: &ProxyState, caller: &Caller) -> HttpResponse {
-    let data: Vec<_> = state
-        .catalog
-        .snapshot()
-        .routes()
-        .into_iter()
-        .filter(|(route, _)| caller.0.may_use(route))
-        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
-        .collect();
     let snapshot = state.catalog.snapshot();
-    let mut data = data;
-    data.extend(
+    let mut models: Vec<(String, String)> =
+        snapshot.routes().into_iter().filter(|(route, _)| caller.0.may_use(route)).collect();
+    models.extend(
         snapshot
             .user_routes(caller.0.user_id)
             .into_iter()
             .filter(|route| caller.0.may_use(route))
-            .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": caller.0.username})),
+            .map(|id| (id, caller.0.username.clone())),
     );
-    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+    HttpResponse::Ok().json(crate::dialect::openai::model_list(models))
 }
 
 /// `GET /v1/models`, `/api/v1/models`, `/api/user/models`.

@@ -8,15 +8,12 @@
 //! so a Redis outage neither opens the gates nor closes them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 use crate::accounting::Settle;
 use crate::catalog::TokenEntry;
 use crate::error::{ApiError, Code};
-use crate::shared::{MemoryShared, NODES_KEY, SharedState, WindowCheck, node_info_key};
+use crate::shared::membership::Membership;
+use crate::shared::{MemoryShared, SharedState, WindowCheck};
 use crate::store::TierRow;
 
 const MINUTE_MS: u64 = 60_000;
@@ -25,10 +22,7 @@ const MINUTE_MS: u64 = 60_000;
 pub struct Limiter {
     shared: Arc<dyn SharedState>,
     local: Arc<MemoryShared>,
-    nodes: Arc<AtomicU64>,
-    node_id: String,
-    heartbeat: Duration,
-    info: std::sync::Mutex<Option<(serde_json::Value, Arc<crate::proxy::RetryBudget>)>>,
+    membership: Arc<Membership>,
 }
 
 /// What an admitted request holds until its record is written.
@@ -41,68 +35,13 @@ struct Held {
 }
 
 impl Limiter {
-    /// A limiter on `shared`; `node_id` names this process in the node registry, which it
-    /// renews every `heartbeat` (a lease of three heartbeats).
-    pub fn new(shared: Arc<dyn SharedState>, node_id: String, heartbeat: Duration) -> Self {
-        Self {
-            shared,
-            local: Arc::new(MemoryShared::new()),
-            nodes: Arc::new(AtomicU64::new(1)),
-            node_id,
-            heartbeat,
-            info: std::sync::Mutex::new(None),
-        }
+    /// A limiter on `shared`; per-node shares divide by `membership`'s live nodes.
+    pub fn new(shared: Arc<dyn SharedState>, membership: Arc<Membership>) -> Self {
+        Self { shared, local: Arc::new(MemoryShared::new()), membership }
     }
 
-    /// Keeps the live-node count in `nodes` (shared with the authentication throttle).
-    #[must_use]
-    pub fn with_node_count(mut self, nodes: Arc<AtomicU64>) -> Self {
-        self.nodes = nodes;
-        self
-    }
-
-    /// What the heartbeat publishes about this node besides its id (address, version, start
-    /// time), and where its in-flight count comes from.
-    pub fn describe(&self, info: serde_json::Value, in_flight: Arc<crate::proxy::RetryBudget>) {
-        if let Ok(mut i) = self.info.lock() {
-            *i = Some((info, in_flight));
-        }
-    }
-
-    /// Live nodes last counted (at least 1).
-    pub fn live_nodes(&self) -> u64 {
-        self.nodes.load(Ordering::Relaxed).max(1)
-    }
-
-    /// Announces this node every few seconds and counts the live ones, until `cancel` fires.
-    pub async fn heartbeat(&self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(self.heartbeat);
-        let lease = u64::try_from(self.heartbeat.as_millis()).unwrap_or(u64::MAX).saturating_mul(3);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => {
-                    let _ = self.shared.slot_release(NODES_KEY, &self.node_id).await;
-                    let _ = self.shared.kv_delete(&node_info_key(&self.node_id)).await;
-                    return;
-                }
-                _ = tick.tick() => {
-                    let beat = self.shared.slot_acquire(NODES_KEY, &self.node_id, u64::MAX, lease).await;
-                    let info = self.info.lock().ok().and_then(|i| i.clone());
-                    if let Some((mut info, budget)) = info {
-                        info["id"] = serde_json::json!(self.node_id);
-                        info["in_flight"] = serde_json::json!(budget.in_flight());
-                        info["seen_at"] = serde_json::json!(crate::types::now_ms());
-                        let _ = self.shared.kv_set(&node_info_key(&self.node_id), info.to_string().as_bytes(), lease).await;
-                    }
-                    match (beat, self.shared.slot_count(NODES_KEY).await) {
-                        (Ok(_), Ok(n)) => self.nodes.store(n.max(1), Ordering::Relaxed),
-                        (Err(e), _) | (_, Err(e)) => {
-                            tracing::debug!(error = %e, "Heartbeat failed; keeping the last node count.");
-                        }
-                    }
-                }
-            }
-        }
+    fn live_nodes(&self) -> u64 {
+        self.membership.live_nodes()
     }
 
     /// This node's share of `limit` while the shared store is down.

@@ -1,8 +1,10 @@
 //! The streaming relay: forwards each upstream SSE event as soon as it is complete, byte for
-//! byte, reads usage from it on the way, sends `: keepalive` comments during long silences, and
-//! ends a broken stream with one OpenAI-shaped error event (never a silent cut, never `[DONE]`).
+//! byte, reads usage and response facts from it on the way (the dialect decodes), sends
+//! `: keepalive` comments during long silences, and ends a broken stream with one error event in
+//! the client's dialect (never a silent cut, never a false end marker).
 //! If the client goes away, the stream is dropped and so is the usage guard, which records the
-//! request as `client_disconnected` with the tokens relayed so far.
+//! request as `client_disconnected` with the tokens relayed so far. The attempt's span and the
+//! provider's concurrency slot live as long as the relay: until the stream's last byte.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -12,12 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 
-use crate::accounting::UsageGuard;
+use crate::accounting::{Outcome, UsageGuard};
+use crate::dialect::sse::SseFramer;
+use crate::dialect::{Dialect, Event, ResponseMeta};
 use crate::error::{ApiError, Code};
+use crate::proxy::slot::Slot;
+use crate::proxy::trace;
 use crate::telemetry::Metrics;
-use crate::upstream::client::Response;
-use crate::upstream::sse::{SseFramer, encode_data};
-use crate::upstream::usage::summarize_chunk;
+use crate::upstream::BodyStream;
 
 /// Time and size limits of one relay.
 pub struct Limits {
@@ -38,9 +42,24 @@ pub struct Limits {
     pub cut: tokio_util::sync::CancellationToken,
 }
 
+/// Who the relay reports to.
+pub struct Reporting {
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The provider id (for metric labels and logs).
+    pub provider: String,
+    /// When the attempt started.
+    pub started: Instant,
+    /// The attempt's span (a client span; it ends when the relay does).
+    pub span: tracing::Span,
+    /// Record generated text on the span (`telemetry.capture_content`).
+    pub capture_content: bool,
+}
+
 /// One relay in progress.
 pub struct Relay {
-    upstream: Option<Response>,
+    upstream: Option<BodyStream>,
+    dialect: Dialect,
     framer: SseFramer,
     guard: Option<UsageGuard>,
     out: VecDeque<Bytes>,
@@ -49,29 +68,28 @@ pub struct Relay {
     got_event: bool,
     last_sent: tokio::time::Instant,
     done: bool,
-    metrics: Arc<Metrics>,
-    provider: String,
-    started: Instant,
+    report: Reporting,
+    meta: ResponseMeta,
     /// The node's shutdown cut, registered once (not re-armed on every event).
     cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    _slot: Option<crate::proxy::pipeline::Slot>,
+    _slot: Option<Slot>,
 }
 
 impl Relay {
-    /// A relay of `upstream` into the client response.
+    /// A relay of `upstream` (an event stream in `dialect`) into the client response.
     pub fn new(
-        upstream: Response,
+        upstream: BodyStream,
+        dialect: Dialect,
         guard: UsageGuard,
         limits: Limits,
-        metrics: Arc<Metrics>,
-        provider: String,
-        started: Instant,
-        slot: Option<crate::proxy::pipeline::Slot>,
+        report: Reporting,
+        slot: Option<Slot>,
     ) -> Self {
         let now = tokio::time::Instant::now();
         let cut = Box::pin(limits.cut.clone().cancelled_owned());
         Self {
             upstream: Some(upstream),
+            dialect,
             framer: SseFramer::new(limits.max_line),
             guard: Some(guard),
             out: VecDeque::new(),
@@ -80,15 +98,14 @@ impl Relay {
             got_event: false,
             last_sent: now,
             done: false,
-            metrics,
-            provider,
-            started,
+            report,
+            meta: ResponseMeta::default(),
             cut,
             _slot: slot,
         }
     }
 
-    /// The body stream for actix.
+    /// The body stream for the client.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
         futures_util::stream::unfold(self, |mut st| async move {
             loop {
@@ -123,12 +140,12 @@ impl Relay {
                     self.got_event |= !chunk.is_empty();
                     self.on_chunk(&chunk);
                 }
-                Some(Err(_)) => self.end_with_error(Code::UpstreamError, "The upstream connection broke mid-stream.", "partial"),
-                None => self.end_with_error(Code::UpstreamError, "The upstream ended the stream before it was complete.", "partial"),
+                Some(Err(_)) => self.end_with_error(Code::UpstreamError, "The upstream connection broke mid-stream.", Outcome::Partial),
+                None => self.end_with_error(Code::UpstreamError, "The upstream ended the stream before it was complete.", Outcome::Partial),
             },
             () = tokio::time::sleep_until(idle_at) => {
                 let msg = if idle_at == self.limits.deadline { "The request exceeded its time limit." } else { "The upstream stopped sending mid-stream." };
-                self.end_with_error(Code::UpstreamTimeout, msg, "upstream_timeout");
+                self.end_with_error(Code::UpstreamTimeout, msg, Outcome::UpstreamTimeout);
             }
             () = tokio::time::sleep_until(keepalive_at) => {
                 self.out.push_back(Bytes::from_static(b": keepalive\n\n"));
@@ -137,7 +154,7 @@ impl Relay {
                 self.end_with_error(
                     Code::ServiceUnavailable,
                     "The gateway node is shutting down and its drain deadline passed; retry the request.",
-                    "shutdown",
+                    Outcome::Shutdown,
                 );
             }
         }
@@ -147,7 +164,11 @@ impl Relay {
         let events = match self.framer.push(chunk) {
             Ok(e) => e,
             Err(_) => {
-                self.end_with_error(Code::UpstreamError, "The upstream sent an oversized event.", "invalid_response");
+                self.end_with_error(
+                    Code::UpstreamError,
+                    "The upstream sent an oversized event.",
+                    Outcome::InvalidResponse,
+                );
                 return;
             }
         };
@@ -156,32 +177,39 @@ impl Relay {
                 self.out.push_back(ev.raw);
                 continue;
             };
-            if data.as_slice().trim_ascii() == b"[DONE]" {
-                self.out.push_back(ev.raw);
-                self.finish(200, "ok");
-                // Read the upstream body to its end in the background, so its connection goes
-                // back to the pool instead of being closed (a new connection per stream costs a
-                // handshake on every request).
-                if let Some(up) = self.upstream.take() {
-                    actix_web::rt::spawn(drain(up));
-                }
-                return;
-            }
-            match summarize_chunk(data) {
-                Err(_) => {
-                    self.end_with_error(Code::UpstreamError, "The upstream sent an invalid event.", "invalid_response");
+            match self.dialect.decode_event(data) {
+                Ok(Event::Done) => {
+                    self.out.push_back(ev.raw);
+                    self.finish(Outcome::Ok);
+                    // Read the upstream body to its end in the background, so its connection goes
+                    // back to the pool instead of being closed (a new connection per stream costs a
+                    // handshake on every request).
+                    if let Some(up) = self.upstream.take() {
+                        actix_web::rt::spawn(drain(up));
+                    }
                     return;
                 }
-                Ok(s) => {
+                Err(_) => {
+                    self.end_with_error(
+                        Code::UpstreamError,
+                        "The upstream sent an invalid event.",
+                        Outcome::InvalidResponse,
+                    );
+                    return;
+                }
+                Ok(Event::Chunk(c)) => {
                     if let Some(g) = &mut self.guard {
-                        if let Some(u) = s.usage {
+                        if let Some(u) = c.usage {
                             g.progress.reported = Some(u);
                         }
-                        if s.has_output {
-                            g.progress.relayed_text.push_str(&s.text);
+                        if c.has_output {
+                            g.progress.relayed_text.push_str(&c.text);
                         }
                     }
-                    if !(self.limits.strip_usage_only_chunk && s.empty_choices && s.usage.is_some()) {
+                    self.meta.id = self.meta.id.take().or(c.meta.id);
+                    self.meta.model = self.meta.model.take().or(c.meta.model);
+                    self.meta.finish_reasons.extend(c.meta.finish_reasons);
+                    if !(self.limits.strip_usage_only_chunk && c.usage_only) {
                         self.out.push_back(ev.raw);
                     }
                 }
@@ -189,30 +217,35 @@ impl Relay {
         }
     }
 
-    fn end_with_error(&mut self, code: Code, message: &str, outcome: &str) {
+    fn end_with_error(&mut self, code: Code, message: &str, outcome: Outcome) {
         if let Some(g) = &mut self.guard {
             g.progress.partial = true;
         }
-        let body = ApiError::new(code, message).body();
-        self.out.push_back(encode_data(&body));
-        if outcome != "shutdown" {
-            self.metrics
+        let err = ApiError::new(code, message);
+        self.out.push_back(self.dialect.error_event(&err));
+        if outcome != Outcome::Shutdown {
+            self.report
+                .metrics
                 .upstream_errors
-                .with_label_values(&[crate::telemetry::provider_label(&self.provider), "mid_stream"])
+                .with_label_values(&[crate::telemetry::provider_label(&self.report.provider), "mid_stream"])
                 .inc();
         }
-        tracing::warn!(provider = %self.provider, outcome, "Stream ended early.");
-        self.finish(200, outcome);
+        trace::record_error(&self.report.span, outcome.as_str());
+        tracing::warn!(provider = %self.report.provider, outcome = outcome.as_str(), "Stream ended early.");
+        self.finish(outcome);
     }
 
-    fn finish(&mut self, status: u16, outcome: &str) {
+    fn finish(&mut self, outcome: Outcome) {
         self.done = true;
         if let Some(g) = self.guard.take() {
-            self.metrics
+            self.report
+                .metrics
                 .upstream_latency
-                .with_label_values(&[crate::telemetry::provider_label(&self.provider)])
-                .observe(self.started.elapsed().as_secs_f64());
-            g.finish(status, outcome);
+                .with_label_values(&[crate::telemetry::provider_label(&self.report.provider)])
+                .observe(self.report.started.elapsed().as_secs_f64());
+            let text = self.report.capture_content.then_some(g.progress.relayed_text.as_str());
+            trace::record_response(&self.report.span, &self.meta, g.usage(), text);
+            g.finish(200, outcome);
         }
     }
 }
@@ -221,16 +254,18 @@ impl Drop for Relay {
     fn drop(&mut self) {
         // Dropped with its record still open: the client left mid-stream. The record (written as
         // the guard drops, with the tokens relayed so far) is partial, and dropping the upstream
-        // response closes its connection at once, so the upstream stops generating.
+        // body closes its connection at once, so the upstream stops generating.
         if let Some(g) = &mut self.guard {
             g.progress.partial = true;
+            trace::record_response(&self.report.span, &self.meta, g.usage(), None);
+            trace::record_error(&self.report.span, Outcome::ClientDisconnected.as_str());
         }
     }
 }
 
 /// Reads what is left of a finished upstream body (normally just the terminating chunk), for at
 /// most a second and 64 KiB, then drops it.
-async fn drain(mut upstream: Response) {
+async fn drain(mut upstream: BodyStream) {
     let mut left = 64 * 1024usize;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while let Some(Ok(chunk)) = upstream.next().await {

@@ -3,7 +3,8 @@
 //! an all-cooling route from going dark, and the cooldown a failure starts.
 
 use crate::catalog::{Candidate, Health, Plan, Strategy};
-use crate::proxy::ProxyState;
+use crate::proxy::slot::inflight_key;
+use crate::proxy::state::ProxyState;
 use crate::types::now_ms;
 use crate::upstream::UpstreamFailure;
 
@@ -11,11 +12,6 @@ use crate::upstream::UpstreamFailure;
 /// upstream model is skipped by every route that uses it, on every node.
 pub fn cooldown_key(c: &Candidate) -> String {
     format!("cooldown:{}:{}", c.target.provider.id, c.target.model.name)
-}
-
-/// The shared-state key of a provider's in-flight slots.
-pub fn inflight_key(provider: &str) -> String {
-    format!("provider:{provider}:inflight")
 }
 
 fn random_unit() -> f64 {
@@ -218,126 +214,6 @@ pub async fn cool_down(state: &ProxyState, c: &Candidate, f: &UpstreamFailure) {
             "Candidate cooling down."
         ),
         Err(e) => tracing::warn!(error = %e, "Could not record a cooldown."),
-    }
-}
-
-/// What `/health/routing` shows: in-flight requests per provider (cluster-wide, where tracked),
-/// cooldowns in force, and for burst rotations the latency averages of this node and today's
-/// cloud spend. Shared-state errors show as `null`s, never as a failed health check.
-pub async fn status(state: &ProxyState) -> serde_json::Value {
-    use serde_json::json;
-    let snapshot = state.catalog.snapshot();
-    let mut providers = Vec::new();
-    for p in snapshot.providers() {
-        let inflight = state.shared.slot_count(&inflight_key(&p.id)).await.ok();
-        providers.push(
-            json!({"id": p.id, "locality": p.locality, "in_flight": inflight, "max_concurrency": p.max_concurrency}),
-        );
-    }
-    let now = now_ms();
-    let mut cooldowns = Vec::new();
-    let mut rotations = Vec::new();
-    for r in snapshot.rotations() {
-        for c in &r.candidates {
-            if let Ok(Some(until)) = state.shared.cooldown_until(&cooldown_key(c)).await {
-                cooldowns.push(json!({"rotation": r.name, "target": c.target.route, "remaining_ms": until - now}));
-            }
-        }
-        if let Some(b) = &r.burst {
-            let spend =
-                state.shared.window_add(&crate::proxy::burst::spend_key(b), crate::proxy::burst::DAY_MS, 0, None).await;
-            let latency =
-                |loc| state.latency.lock().ok().and_then(|m| m.get(&crate::proxy::burst::latency_key(b, loc)).copied());
-            rotations.push(json!({
-                "rotation": r.name,
-                "mode": b.mode.as_str(),
-                "latency_ms": {"local": latency(crate::types::Locality::Local), "cloud": latency(crate::types::Locality::Cloud)},
-                "cloud_spend_today_usd": spend.ok().map(|w| crate::proxy::burst::micros_to_usd(w.count)),
-                "daily_cloud_budget_usd": b.daily_cloud_budget_usd,
-                "max_queue": b.max_queue,
-            }));
-        }
-    }
-    json!({"shared_state": state.shared.kind(), "providers": providers, "cooldowns": cooldowns, "burst": rotations})
-}
-
-/// The routing receipt stored on a rotation's usage record.
-#[derive(Debug, serde::Serialize)]
-pub struct Receipt {
-    route: String,
-    strategy: &'static str,
-    candidates: Vec<ReceiptEntry>,
-    chosen: Option<String>,
-    reason: Option<&'static str>,
-    /// An autoselect's choice: candidates considered, filters, scores, outcome.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub selection: Option<serde_json::Value>,
-    /// A failover was skipped because the node's retry budget was spent.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub retry_budget_exhausted: bool,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct ReceiptEntry {
-    target: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    filtered: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attempt: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    failure: Option<&'static str>,
-}
-
-impl Receipt {
-    /// A receipt listing every candidate of `plan`.
-    pub fn new(plan: &Plan) -> Self {
-        Self {
-            route: plan.route.clone(),
-            strategy: plan.strategy.reason(),
-            candidates: plan
-                .candidates
-                .iter()
-                .map(|c| ReceiptEntry { target: c.target.route.clone(), filtered: None, attempt: None, failure: None })
-                .collect(),
-            chosen: None,
-            reason: None,
-            selection: None,
-            retry_budget_exhausted: false,
-        }
-    }
-
-    fn entry(&mut self, target: &str) -> Option<&mut ReceiptEntry> {
-        self.candidates.iter_mut().find(|e| e.target == target && e.attempt.is_none() && e.filtered.is_none())
-    }
-
-    /// A candidate was removed before any attempt (`context`, `cooldown`, `over_capacity`).
-    pub fn filtered(&mut self, target: &str, why: &'static str) {
-        if let Some(e) = self.entry(target) {
-            e.filtered = Some(why);
-        }
-    }
-
-    /// Attempt `n` (from 1) goes to `target` for `reason`.
-    pub fn attempt(&mut self, target: &str, n: usize, reason: &'static str) {
-        if let Some(e) = self.entry(target) {
-            e.attempt = Some(n);
-        }
-        self.chosen = Some(target.to_owned());
-        self.reason = Some(reason);
-    }
-
-    /// The attempt at `target` failed with `kind`.
-    pub fn failed(&mut self, target: &str, kind: &'static str) {
-        if let Some(e) = self.candidates.iter_mut().rev().find(|e| e.target == target && e.attempt.is_some()) {
-            e.failure = Some(kind);
-        }
-        self.chosen = None;
-        self.reason = None;
-    }
-
-    /// The receipt as stored.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
     }
 }
 

@@ -10,6 +10,7 @@
 //! `keys.rs`; every multi-step update is one Lua script.
 
 mod keys;
+pub mod membership;
 mod memory;
 mod redis;
 

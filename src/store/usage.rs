@@ -54,6 +54,9 @@ pub struct UsageRow {
     pub usage_source: String,
     /// The answer was cut short (a broken or stalled stream, a client that left mid-stream).
     pub partial: bool,
+    /// For an autoselect's selection call: the request it was made for.
+    #[serde(default)]
+    pub parent_request_id: Option<String>,
 }
 
 impl From<usage_records::Model> for UsageRow {
@@ -81,6 +84,7 @@ impl From<usage_records::Model> for UsageRow {
             routing: m.routing,
             usage_source: m.usage_source,
             partial: m.partial,
+            parent_request_id: m.parent_request_id,
         }
     }
 }
@@ -109,6 +113,7 @@ fn active(r: &UsageRow) -> usage_records::ActiveModel {
         routing: Set(r.routing.clone()),
         usage_source: Set(r.usage_source.clone()),
         partial: Set(r.partial),
+        parent_request_id: Set(r.parent_request_id.clone()),
     }
 }
 

@@ -281,7 +281,18 @@ async fn llm_mode_parses_the_choice_and_falls_back_on_garbage_unknown_ids_errors
     let r = post_json(&url, t, &chat("autoselect/judge", "write a limerick")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-switchyard-provider"), Some("cloud"));
-    assert_eq!(r.header("x-switchyard-reason"), Some("semantic"));
+    // SPEC §3: the llm mode's reason is `llm` (`semantic` is the embedding mode's).
+    assert_eq!(r.header("x-switchyard-reason"), Some("llm"));
+    // The selection call's record names the request it served; the receipt shows the call's
+    // request id, latency and cost, and the answer.
+    let id = r.header("x-request-id").unwrap().to_owned();
+    let sel = receipt_selection(&app.usage(&id).await);
+    let call_id = sel["call"]["request_id"].as_str().expect("the selection call in the receipt").to_owned();
+    assert!(sel["call"]["latency_ms"].is_i64() && sel["call"]["cost_usd"].is_f64(), "{sel}");
+    assert_eq!(sel["answer"], "provider/cloud/m", "{sel}");
+    let call = app.usage(&call_id).await;
+    assert_eq!(call.parent_request_id.as_deref(), Some(id.as_str()));
+    assert_eq!((call.route.as_str(), call.outcome.as_str()), ("provider/sel/judge", "ok"));
     // The selection model saw every candidate's id and description, and the prompt.
     let asked = m.sel.received()[0].json();
     let system = asked["messages"][0]["content"].as_str().unwrap();
@@ -292,7 +303,7 @@ async fn llm_mode_parses_the_choice_and_falls_back_on_garbage_unknown_ids_errors
     m.sel.plan(answer("<think>poetry? no, code</think>\nI choose `provider/local/m`."));
     let r = post_json(&url, t, &chat("autoselect/judge", "fix the bug")).await;
     assert_eq!(r.header("x-switchyard-provider"), Some("local"));
-    assert_eq!(r.header("x-switchyard-reason"), Some("semantic"));
+    assert_eq!(r.header("x-switchyard-reason"), Some("llm"));
 
     for (plan, outcome) in [
         (answer("I cannot decide."), "unknown_id"),

@@ -178,6 +178,7 @@ mod p6 {
     use async_trait::async_trait;
     use switchyard::catalog::TokenEntry;
     use switchyard::proxy::limits::Limiter;
+    use switchyard::shared::membership::Membership;
     use switchyard::shared::{Admission, MemoryShared, SharedError, SharedState, WindowCheck, WindowOutcome};
     use tokio::sync::watch;
     use tokio_util::sync::CancellationToken;
@@ -330,20 +331,25 @@ mod p6 {
         for trial in 0..40i64 {
             let store = Arc::new(Flaky { inner: MemoryShared::new(), down: AtomicBool::new(false) });
             let shared: Arc<dyn SharedState> = store.clone();
-            let nodes: Vec<Arc<Limiter>> = (0..NODES)
-                .map(|i| Arc::new(Limiter::new(Arc::clone(&shared), format!("n{i}"), Duration::from_millis(20))))
+            let members: Vec<Arc<Membership>> = (0..NODES)
+                .map(|i| {
+                    let count = Arc::new(std::sync::atomic::AtomicU64::new(1));
+                    Arc::new(Membership::new(Arc::clone(&shared), format!("n{i}"), Duration::from_millis(20), count))
+                })
                 .collect();
+            let nodes: Vec<Arc<Limiter>> =
+                members.iter().map(|m| Arc::new(Limiter::new(Arc::clone(&shared), Arc::clone(m)))).collect();
             // Heartbeats run throughout; let the registry settle so every node counts the others.
             let cancel = CancellationToken::new();
-            let beats: Vec<_> = nodes
+            let beats: Vec<_> = members
                 .iter()
-                .map(|n| {
-                    let (n, c) = (Arc::clone(n), cancel.clone());
-                    tokio::spawn(async move { n.heartbeat(c).await })
+                .map(|m| {
+                    let (m, c) = (Arc::clone(m), cancel.clone());
+                    tokio::spawn(async move { m.run(c).await })
                 })
                 .collect();
             tokio::time::sleep(Duration::from_millis(120)).await;
-            let counts: Vec<u64> = nodes.iter().map(|n| n.live_nodes()).collect();
+            let counts: Vec<u64> = members.iter().map(|m| m.live_nodes()).collect();
             assert!(counts.iter().all(|c| *c == 3), "{counts:?}");
             // Half the trials keep the store up; the others lose it at a random request.
             let fail_at = if trial % 2 == 0 { usize::MAX } else { usize::try_from(next() % 90).unwrap() };

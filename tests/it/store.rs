@@ -29,6 +29,7 @@ fn usage(id: &str, user: i64) -> UsageRow {
         routing: Some(r#"{"route":"rotation/r"}"#.into()),
         usage_source: "reported".into(),
         partial: false,
+        parent_request_id: None,
     }
 }
 

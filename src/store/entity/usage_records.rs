@@ -26,6 +26,7 @@ pub struct Model {
     pub routing: Option<String>,
     pub usage_source: String,
     pub partial: bool,
+    pub parent_request_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

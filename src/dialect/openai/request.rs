@@ -1,4 +1,4 @@
-//! Validation of OpenAI-dialect request bodies, before anything is sent upstream. Errors name the
+//! Reading OpenAI-dialect request bodies: validation, before anything is sent upstream. Errors name the
 //! offending field in `param`, as OpenAI does. Unknown fields are forwarded (OpenAI-compatible
 //! servers such as vLLM and Ollama define their own sampling fields), but fields that could
 //! change where a request goes are refused, at the top level and one level down.

@@ -1,24 +1,70 @@
-//! Logs and metrics. Logs are structured `tracing` events that never carry tokens, keys or
-//! prompt text; metrics are a Prometheus registry rendered by `/metrics`, labelled only by names
+//! Logs, traces and metrics. Logs are structured `tracing` events that never carry tokens, keys
+//! or prompt text; each line of a request carries its request id and trace id (from the request's
+//! span). Traces are the same spans exported over OTLP/gRPC ([`otlp`]), filtered independently of
+//! the log level. Metrics are a Prometheus registry rendered by `/metrics`, labelled only by names
 //! the configuration bounds (users' own providers and routes are aggregated as `user`).
-//!
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
-use tracing_subscriber::EnvFilter;
+
+pub mod otlp;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::config::LogSettings;
+use crate::config::{LogSettings, TelemetrySettings};
 
-/// Installs the global log subscriber (once per process; later calls are ignored).
-pub fn init_logging(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if settings.format == "json" {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
+/// The target of every request's server span: always on for the log lines (they carry its
+/// request id and trace id whatever the level), never an event target.
+pub const REQUEST_TARGET: &str = "switchyard::request";
+
+/// What the data plane's spans may carry.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceSettings {
+    /// Record prompt and answer text on spans (`telemetry.capture_content`).
+    pub capture_content: bool,
+}
+
+/// The process's telemetry, to flush at shutdown.
+pub struct Telemetry {
+    traces: Option<otlp::Tracing>,
+}
+
+impl Telemetry {
+    /// Flushes and stops trace export (off the async runtime: the exporter blocks).
+    pub async fn shutdown(self) {
+        if let Some(t) = self.traces {
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        }
+    }
+}
+
+/// Installs the global subscriber: logs at `settings.level` (`RUST_LOG` wins), and, when an OTLP
+/// endpoint is configured, trace export of the gateway's spans, whatever the log level. Once per
+/// process; later calls change nothing.
+pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetry, String> {
+    let directives =
+        std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| log.level.clone());
+    let filter = EnvFilter::try_new(format!("{directives},{REQUEST_TARGET}=trace"))
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .map_err(|e| format!("log.level: {e}"))?;
+    let fmt = if log.format == "json" {
+        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter).boxed()
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed()
     };
-    drop(result);
+    let traces = otlp::Tracing::from_settings(telemetry)?;
+    let otel = traces.as_ref().map(otlp::Tracing::layer);
+    let result = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    if result.is_err() {
+        // A subscriber is already installed (tests): keep it; export nothing new.
+        return Ok(Telemetry { traces: None });
+    }
+    if let Some(t) = &traces {
+        tracing::info!(endpoint = %t.endpoint, sample_ratio = t.sample_ratio, "Exporting traces over OTLP/gRPC.");
+    }
+    Ok(Telemetry { traces })
 }
 
 /// The metric label of a provider: a configured provider's id, or `user` for every user's own
@@ -52,6 +98,8 @@ pub struct Metrics {
     pub usage_queue: IntGauge,
     /// Usage records written, and the ones dropped because the queue was full.
     pub usage_records: IntCounterVec,
+    /// Spans exported, and spans dropped (export queue full, collector unreachable).
+    pub spans: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -97,6 +145,11 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(usage_queue.clone()))?;
         registry.register(Box::new(usage_records.clone()))?;
+        let spans = IntCounterVec::new(
+            Opts::new("switchyard_trace_spans_total", "Spans by fate (exported, dropped)."),
+            &["fate"],
+        )?;
+        registry.register(Box::new(spans.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -107,11 +160,17 @@ impl Metrics {
             in_flight,
             usage_queue,
             usage_records,
+            spans,
         })
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        let (exported, dropped) = otlp::span_counts();
+        for (fate, total) in [("exported", exported), ("dropped", dropped)] {
+            let c: IntCounter = self.spans.with_label_values(&[fate]);
+            c.inc_by(total.saturating_sub(c.get()));
+        }
         let mut buf = Vec::new();
         if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
             return String::new();

@@ -1,9 +1,11 @@
-//! Reading token usage out of OpenAI-shaped bodies and stream chunks, without re-serialising them.
+//! Reading token usage (and the response facts traces carry) out of OpenAI-shaped bodies and
+//! stream chunks, without re-serialising them.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use crate::dialect::facts::ResponseMeta;
 use crate::types::Usage;
 
 #[derive(Deserialize)]
@@ -36,17 +38,23 @@ impl WireUsage {
     }
 }
 
-/// What a non-streaming body says, as far as accounting and validation care.
+/// What a non-streaming body says, as far as accounting, validation and traces care.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BodySummary {
     /// The upstream's own usage figures, if it sent any.
     pub usage: Option<Usage>,
     /// Tokens of generated text, counted with the tokenizer when `usage` is absent (else 0).
     pub output_tokens: u64,
+    /// The response's `id`, `model` and finish reasons.
+    pub meta: ResponseMeta,
 }
 
 #[derive(Deserialize)]
 struct Body<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     choices: Option<Vec<BodyChoice<'a>>>,
     #[serde(default)]
@@ -61,6 +69,8 @@ struct BodyChoice<'a> {
     message: Option<BodyMessage<'a>>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -94,7 +104,11 @@ pub fn summarize_body(body: &[u8], embeddings: bool) -> Result<BodySummary, &'st
             .sum(),
         _ => return Err("the upstream answered with JSON of an unexpected shape"),
     };
-    Ok(BodySummary { usage: parsed.usage.map(WireUsage::into_usage), output_tokens })
+    let finish_reasons =
+        parsed.choices.iter().flatten().filter_map(|c| c.finish_reason.as_deref().map(str::to_owned)).collect();
+    let meta =
+        ResponseMeta { id: parsed.id.map(Cow::into_owned), model: parsed.model.map(Cow::into_owned), finish_reasons };
+    Ok(BodySummary { usage: parsed.usage.map(WireUsage::into_usage), output_tokens, meta })
 }
 
 /// What one streamed chunk says.
@@ -108,10 +122,16 @@ pub struct ChunkSummary {
     pub usage: Option<Usage>,
     /// The generated text of the chunk (content, reasoning, completion text, tool-call arguments).
     pub text: String,
+    /// The chunk's `id` and `model` (every chunk repeats them) and any finish reasons.
+    pub meta: ResponseMeta,
 }
 
 #[derive(Deserialize)]
 struct Chunk<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     choices: Option<Vec<ChunkChoice<'a>>>,
     #[serde(default)]
@@ -124,6 +144,8 @@ struct ChunkChoice<'a> {
     delta: Option<Delta<'a>>,
     #[serde(default, borrow)]
     text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -182,11 +204,17 @@ pub fn summarize_chunk(data: &[u8]) -> Result<ChunkSummary, NotJson> {
             }
         }
     }
+    let finish_reasons = choices.iter().filter_map(|c| c.finish_reason.as_deref().map(str::to_owned)).collect();
     Ok(ChunkSummary {
         has_output,
         empty_choices: choices.is_empty(),
         usage: chunk.usage.map(WireUsage::into_usage),
         text,
+        meta: ResponseMeta {
+            id: chunk.id.map(Cow::into_owned),
+            model: chunk.model.map(Cow::into_owned),
+            finish_reasons,
+        },
     })
 }
 

@@ -1,11 +1,13 @@
-//! The `mock` provider type: answers in process, in the OpenAI wire format (JSON and SSE, with
-//! usage), so a fresh install can serve its first request and load tests need no upstream.
+//! The `mock` provider type: an upstream in process that speaks the OpenAI wire format (JSON and
+//! SSE, with usage when asked for), so a fresh install can serve its first request and load tests
+//! need no upstream. It reads the bytes the gateway would send an OpenAI server and answers with
+//! the bytes such a server would; the in-process transport carries them through the same relay.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::dialect::sse::encode_data;
 use crate::types::{Operation, Usage};
-use crate::upstream::sse::encode_data;
 
 /// A mock answer.
 pub enum MockReply {
@@ -13,6 +15,19 @@ pub enum MockReply {
     Json(Bytes),
     /// SSE events, `[DONE]` included.
     Stream(Vec<Bytes>),
+}
+
+/// Answers an upstream request body for `op` as an OpenAI server would: `Err` is a 400 body.
+pub fn respond(op: Operation, body: &[u8], request_id: &str) -> Result<MockReply, Bytes> {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+        let e = json!({"error": {"message": "The body is not a JSON object.", "type": "invalid_request_error"}});
+        return Err(Bytes::from(e.to_string()));
+    };
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage =
+        body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    Ok(answer(op, &body, &model, request_id, stream, include_usage))
 }
 
 fn text_of(v: &Value) -> String {

@@ -1,0 +1,76 @@
+//! What dialects report about requests and answers, in no dialect's terms.
+
+use crate::types::Usage;
+
+/// Facts about a response that traces record (`gen_ai.response.*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseMeta {
+    /// The upstream's response id.
+    pub id: Option<String>,
+    /// The model that answered, as the upstream names it.
+    pub model: Option<String>,
+    /// Why each choice stopped.
+    pub finish_reasons: Vec<String>,
+}
+
+/// What a whole (non-streaming) answer says.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Whole {
+    /// The upstream's own usage figures, if it sent any.
+    pub usage: Option<Usage>,
+    /// Output tokens counted with the tokenizer when the upstream reported no usage.
+    pub output_tokens: u64,
+    /// Response id, model and finish reasons.
+    pub meta: ResponseMeta,
+}
+
+/// What one stream event's data says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The end-of-stream marker: the answer is complete.
+    Done,
+    /// A chunk of the answer.
+    Chunk(Chunk),
+}
+
+/// One chunk of a streamed answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Chunk {
+    /// Generated text (content, reasoning, tool-call names and arguments), for counting.
+    pub text: String,
+    /// The chunk carries generated output.
+    pub has_output: bool,
+    /// The chunk only carries usage (the one the gateway asked for on the client's behalf).
+    pub usage_only: bool,
+    /// Usage figures in the chunk.
+    pub usage: Option<Usage>,
+    /// Response id, model and finish reasons the chunk names.
+    pub meta: ResponseMeta,
+}
+
+/// A body or event that is not what the dialect promises; the text says what, for a 502.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub &'static str);
+
+/// A capability a request needs from the model that serves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// Tool definitions.
+    Tools,
+    /// Image parts.
+    Vision,
+    /// JSON mode or a JSON schema.
+    Json,
+}
+
+impl Capability {
+    /// The name used in model `capabilities` lists.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Vision => "vision",
+            Self::Json => "json",
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Dialects: the wire protocols spoken on each side of a request — what a client's body means
+//! (its route, prompt, limits, whether it streams), how the body an upstream receives is built,
+//! and how an upstream's answer is read (usage, response facts, stream events, error messages).
+//!
+//! A dialect is pure: bytes and JSON in, facts and bytes out; no I/O, no tenants. The data plane
+//! asks it through [`Dialect`]; the transports (`upstream`) never look inside a body. OpenAI is the
+//! first dialect; when both sides speak the same one, the request body is the client's bytes with
+//! only `model` spliced in (and usage asked for on streams), and the answer is relayed untouched.
+//!
+//! Architecture Invariant: nothing outside a dialect's module names its JSON fields.
+
+pub mod facts;
+pub mod json;
+pub mod openai;
+pub mod sse;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::types::Operation;
+
+pub use facts::{Capability, Chunk, Event, Malformed, ResponseMeta, Whole};
+pub use openai::request::{Checked, PromptSize};
+
+/// The wire protocol of one side of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's Chat Completions, Completions and Embeddings (and every server that copies them).
+    OpenAi,
+}
+
+impl Dialect {
+    /// The path an operation is posted to, below a provider's endpoint.
+    pub fn path(self, op: Operation) -> &'static str {
+        match self {
+            Self::OpenAi => openai::path(op),
+        }
+    }
+
+    /// Validates a client body for `op`.
+    pub fn check(self, op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiError> {
+        match self {
+            Self::OpenAi => openai::request::check(op, body),
+        }
+    }
+
+    /// The prompt text classifiers and the tokenizer read.
+    pub fn request_text(self, body: &Map<String, Value>) -> String {
+        match self {
+            Self::OpenAi => openai::request::request_text(body),
+        }
+    }
+
+    /// Counts a valid body's prompt tokens (CPU-bound: run it off the worker threads).
+    pub fn count_prompt(self, body: &Map<String, Value>, text: &str, size: PromptSize) -> u64 {
+        match self {
+            Self::OpenAi => openai::request::count_prompt(text, &openai::request::tools_text(body), size),
+        }
+    }
+
+    /// The capabilities a request needs.
+    pub fn required_capabilities(self, body: &Map<String, Value>) -> Vec<Capability> {
+        match self {
+            Self::OpenAi => openai::required_capabilities(body),
+        }
+    }
+
+    /// The body for an upstream speaking `self` when the client spoke `self` too: the client's
+    /// bytes with `model` replaced and, when `ask_usage`, usage requested in the stream.
+    pub fn passthrough_body(
+        self,
+        raw: &[u8],
+        body: &Map<String, Value>,
+        model: &str,
+        ask_usage: bool,
+    ) -> Result<Bytes, ApiError> {
+        match self {
+            Self::OpenAi => openai::upstream_body(raw, body, model, ask_usage),
+        }
+    }
+
+    /// Reads a 2xx non-streaming answer.
+    pub fn parse_whole(self, op: Operation, body: &[u8]) -> Result<Whole, Malformed> {
+        match self {
+            Self::OpenAi => openai::usage::summarize_body(body, op == Operation::Embeddings)
+                .map(|s| Whole { usage: s.usage, output_tokens: s.output_tokens, meta: s.meta })
+                .map_err(Malformed),
+        }
+    }
+
+    /// Reads the data of one stream event.
+    pub fn decode_event(self, data: &[u8]) -> Result<Event, Malformed> {
+        match self {
+            Self::OpenAi => openai::decode_event(data),
+        }
+    }
+
+    /// The message of an upstream's error body, unsanitised (`None`: not this dialect's shape).
+    pub fn error_message(self, body: &[u8]) -> Option<String> {
+        match self {
+            Self::OpenAi => openai::error_message(body),
+        }
+    }
+
+    /// The event that ends a broken stream in this dialect (never a silent cut).
+    pub fn error_event(self, err: &ApiError) -> Bytes {
+        match self {
+            Self::OpenAi => openai::error_event(err),
+        }
+    }
+}

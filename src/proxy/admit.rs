@@ -1,0 +1,117 @@
+//! Phase `admit`: the cheap checks and the rate limits, in cost order — parse and validate the
+//! body, resolve the model, the tier's output cap, the route's permission, room in the usage
+//! queue, then rate limits and concurrency charged on the cheap estimate. An admitted request
+//! has its usage record open; nothing refused here has one.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::accounting::{UsageGuard, UsageStart};
+use crate::catalog::{Autoselect, Plan, Snapshot};
+use crate::dialect::Checked;
+use crate::error::ApiError;
+use crate::proxy::permit::Permit;
+use crate::proxy::request::{Request, Scope};
+use crate::proxy::state::ProxyState;
+
+/// What a request's `model` resolved to: a plan, or an autoselect that chooses one after admission.
+pub enum Resolved {
+    /// The candidates are known.
+    Plan(Plan),
+    /// An autoselect chooses them (after admission: it may classify and call a model).
+    Autoselect(Arc<Autoselect>),
+}
+
+/// An admitted request.
+pub struct Admitted {
+    /// The parsed body.
+    pub body: Map<String, Value>,
+    /// What validation found in it.
+    pub checked: Checked,
+    /// The catalog version the request runs on.
+    pub snapshot: Arc<Snapshot>,
+    /// The routes the caller may reach.
+    pub permit: Permit,
+    /// What `model` resolved to.
+    pub resolved: Resolved,
+}
+
+/// Admits a request: `Ok` carries its open usage record.
+pub async fn admit(state: &ProxyState, req: &Request<'_>) -> Result<(Admitted, UsageGuard), ApiError> {
+    let body = crate::proxy::body::parse_object(req.raw)?;
+    let checked = req.dialect.check(req.op, &body)?;
+    let snapshot = state.catalog.snapshot();
+    let caller = &req.caller.0;
+    // A child token is held to its ancestors' scopes (which may have narrowed since it was
+    // minted) and spends their limits and quotas.
+    let ancestors = if caller.parent_id.is_some() { state.catalog.ancestors(caller).await? } else { Vec::new() };
+    let tier = snapshot.tier_of(caller.user_id);
+    let permit = Permit { token: Arc::clone(caller), ancestors, tier };
+    // The tier's output cap, over every field an upstream may read as the limit.
+    if let Some(t) = &permit.tier
+        && let Some(cap) = t.max_tokens
+    {
+        checked.check_output_cap(cap, &t.name)?;
+    }
+    let resolved = resolve(&snapshot, req, &checked.model)?;
+    let route = match &resolved {
+        Resolved::Autoselect(a) => a.route(),
+        Resolved::Plan(p) => p.route.clone(),
+    };
+    permit.check(&route)?;
+    if !state.accounting.has_room() {
+        tracing::error!("Usage queue is full; refusing billable requests until it drains.");
+        return Err(ApiError::unavailable().with_retry_after(5));
+    }
+    // Rate limits and concurrency, charged on the cheap estimate before any costly work.
+    // Selection calls are billed (their own records) but ride on their request's admission.
+    let settles = if req.is_selection() {
+        None
+    } else {
+        let estimate = checked.prompt.estimate().saturating_add(checked.output_limit().unwrap_or(0));
+        let holder = req.id.to_string();
+        state.limiter.admit(caller, &permit.ancestors, permit.tier.as_deref(), estimate, &holder).await?
+    };
+    let mut guard = state.accounting.open(UsageStart {
+        request_id: req.id,
+        user_id: caller.user_id,
+        token_id: caller.id,
+        route: checked.model.clone(),
+        stream: checked.stream,
+        canonical_route: route,
+        parent: req.parent,
+    });
+    guard.progress.estimated_prompt = checked.prompt.estimate();
+    if let Some(s) = settles {
+        guard.on_settle(s);
+    }
+    Ok((Admitted { body, checked, snapshot, permit, resolved }, guard))
+}
+
+/// Resolves `model` in the request's scope.
+fn resolve(snapshot: &Snapshot, req: &Request<'_>, model: &str) -> Result<Resolved, ApiError> {
+    let user = req.caller.0.user_id;
+    let auto = match &req.scope {
+        Scope::Autoselect => {
+            Some(snapshot.autoselect(model).ok_or_else(|| ApiError::model_not_found(&format!("autoselect/{model}")))?)
+        }
+        Scope::Owner => snapshot.autoselect_in(user, model),
+        Scope::User(u) => snapshot.autoselect_in(*u, model),
+        Scope::Provider(_) | Scope::Rotation | Scope::Selection { .. } => None,
+    };
+    if let Some(a) = auto {
+        return Ok(Resolved::Autoselect(a));
+    }
+    let plan = match &req.scope {
+        Scope::Provider(p) => snapshot.resolve_direct(p, model)?,
+        Scope::Rotation => snapshot
+            .rotation_plan(model)
+            .unwrap_or_else(|| Err(ApiError::model_not_found(&format!("rotation/{model}"))))?,
+        Scope::Selection { owner, .. } => snapshot.resolve_as(*owner, model)?,
+        Scope::User(u) => snapshot.resolve_in(*u, model)?,
+        Scope::Owner => snapshot.resolve_in(user, model)?,
+        Scope::Autoselect => snapshot.resolve(model)?,
+    };
+    Ok(Resolved::Plan(plan))
+}

@@ -1,0 +1,200 @@
+//! Phase `attempt`: one candidate, one upstream call. The target's dialect builds nothing here
+//! (the pipeline hands over the body it built); the transport carries it; the dialect reads the
+//! answer. Before any byte reaches the client a failure comes back with the usage record, so the
+//! pipeline may try another candidate; once a stream is committed, failures end it in-band.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::Instrument as _;
+
+use crate::accounting::{Finished, Outcome, UsageGuard};
+use crate::catalog::Target;
+use crate::dialect::Dialect;
+use crate::proxy::relay::{Limits, Relay, Reporting};
+use crate::proxy::reply::Body;
+use crate::proxy::slot::Slot;
+use crate::proxy::state::ProxyState;
+use crate::proxy::trace;
+use crate::types::{Operation, ProviderKind};
+use crate::upstream::http::Clients;
+use crate::upstream::transport::read_body;
+use crate::upstream::{FailureKind, Outgoing, Response, Transport, UpstreamFailure, sanitize};
+
+/// One attempt at one candidate.
+pub struct Attempt<'a> {
+    /// Chat, completions or embeddings.
+    pub op: Operation,
+    /// Where it goes.
+    pub target: &'a Target,
+    /// The upstream body.
+    pub body: Bytes,
+    /// The request id (sent upstream).
+    pub request_id: &'a str,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// The gateway asked for stream usage on the client's behalf: drop that chunk.
+    pub strip_usage: bool,
+    /// Which attempt of the request this is (from 1).
+    pub number: usize,
+}
+
+/// A failed attempt hands the usage record back, so the next candidate can carry it on.
+pub struct Failed {
+    /// What went wrong.
+    pub failure: UpstreamFailure,
+    /// The request's open record.
+    pub guard: Box<UsageGuard>,
+}
+
+/// The dialect a provider type speaks, if this version speaks it.
+pub fn upstream_dialect(kind: ProviderKind) -> Option<Dialect> {
+    match kind {
+        ProviderKind::Openai | ProviderKind::Mock => Some(Dialect::OpenAi),
+        ProviderKind::Azure | ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Broker => None,
+    }
+}
+
+/// Makes one attempt: the answer's body, and for a whole answer its finished record.
+pub async fn attempt(
+    state: &ProxyState,
+    clients: &Clients,
+    a: Attempt<'_>,
+    guard: UsageGuard,
+    slot: Option<Slot>,
+) -> Result<(Body, Option<Finished>), Failed> {
+    let target = a.target;
+    let fail =
+        |guard, kind, msg: &str| Err(Failed { failure: UpstreamFailure::new(kind, msg), guard: Box::new(guard) });
+    let Some(dialect) = upstream_dialect(target.provider.kind) else {
+        let msg = format!("provider type `{}` is not supported by this version", target.provider.kind.as_str());
+        return fail(guard, FailureKind::Protocol, &msg);
+    };
+    let transport = match (target.provider.kind, target.provider.endpoint.as_deref()) {
+        (ProviderKind::Mock, _) => Transport::InProcess(mock_upstream),
+        (_, None) => return fail(guard, FailureKind::Connect, "the provider has no endpoint"),
+        (_, Some(endpoint)) => {
+            let client = if target.provider.guarded { &clients.guarded } else { &clients.open };
+            Transport::Http { client, endpoint }
+        }
+    };
+    let span = trace::attempt_span(a.op, target, a.number, a.stream);
+    let up = &state.upstream;
+    let total = target.provider.timeout.unwrap_or(Duration::from_millis(up.total_timeout_ms));
+    let deadline = tokio::time::Instant::now() + total;
+    let first_byte = Duration::from_millis(up.first_byte_timeout_ms).min(total);
+    let idle = Duration::from_millis(up.idle_timeout_ms);
+    let api_key = target.provider.api_key.as_ref().map(|k| k.expose());
+    let trace_headers = trace::context_headers(&span);
+    let out = Outgoing {
+        path: dialect.path(a.op),
+        body: a.body,
+        stream: a.stream,
+        request_id: a.request_id,
+        trace_headers: &trace_headers,
+        api_key,
+    };
+    let started = Instant::now();
+    let sent = transport.send(out, first_byte).instrument(span.clone()).await;
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(failure) => {
+            trace::record_error(&span, failure.kind.label());
+            return Err(Failed { failure, guard: Box::new(guard) });
+        }
+    };
+    span.record("http.response.status_code", resp.status);
+    if !(200..300).contains(&resp.status) {
+        let failure = status_failure(&mut resp, dialect, api_key, idle, deadline).await;
+        trace::record_error(&span, failure.kind.label());
+        return Err(Failed { failure, guard: Box::new(guard) });
+    }
+    let mut guard = guard;
+    if a.stream {
+        if !resp.is_event_stream() {
+            trace::record_error(&span, FailureKind::Protocol.label());
+            return fail(guard, FailureKind::Protocol, "the upstream did not answer with an event stream");
+        }
+        guard.mark_first_byte();
+        let limits = Limits {
+            idle,
+            first_event_by: tokio::time::Instant::from_std(started) + first_byte,
+            keepalive: Duration::from_millis(up.keepalive_interval_ms),
+            deadline,
+            max_line: up.max_sse_line_bytes,
+            strip_usage_only_chunk: a.strip_usage,
+            cut: state.drain.cut.clone(),
+        };
+        let report = Reporting {
+            metrics: state.metrics.clone(),
+            provider: target.provider.id.clone(),
+            started,
+            span,
+            capture_content: state.tracing.capture_content,
+        };
+        return Ok((Body::Stream(Box::new(Relay::new(resp.body, dialect, guard, limits, report, slot))), None));
+    }
+    let body = match read_body(&mut resp.body, up.max_response_bytes, idle, deadline).await {
+        Ok(b) => b,
+        Err(failure) => {
+            trace::record_error(&span, failure.kind.label());
+            return Err(Failed { failure, guard: Box::new(guard) });
+        }
+    };
+    guard.mark_first_byte();
+    match dialect.parse_whole(a.op, &body) {
+        Ok(w) => {
+            guard.progress.reported = w.usage;
+            if w.usage.is_none() {
+                guard.progress.relayed_output = w.output_tokens;
+            }
+            state
+                .metrics
+                .upstream_latency
+                .with_label_values(&[crate::telemetry::provider_label(&target.provider.id)])
+                .observe(started.elapsed().as_secs_f64());
+            let text = state.tracing.capture_content.then(|| String::from_utf8_lossy(&body).into_owned());
+            trace::record_response(&span, &w.meta, guard.usage(), text.as_deref());
+            drop(slot);
+            let finished = guard.finish(200, Outcome::Ok);
+            Ok((Body::Whole(body), finished))
+        }
+        Err(why) => {
+            trace::record_error(&span, FailureKind::Protocol.label());
+            fail(guard, FailureKind::Protocol, why.0)
+        }
+    }
+}
+
+/// The failure of a non-2xx answer: its status, `Retry-After`, and the dialect's error message,
+/// sanitised (no URL, no key, at most 200 characters).
+async fn status_failure(
+    resp: &mut Response,
+    dialect: Dialect,
+    api_key: Option<&str>,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+) -> UpstreamFailure {
+    let text = read_body(&mut resp.body, 64 * 1024, idle, deadline).await.unwrap_or_default();
+    let detail = dialect.error_message(&text).map(|m| sanitize(&m, api_key));
+    let mut f = UpstreamFailure::new(
+        FailureKind::Status(resp.status),
+        detail.unwrap_or_else(|| "no usable error message".into()),
+    );
+    f.retry_after = resp.retry_after;
+    f
+}
+
+/// The `mock` provider's transport: the OpenAI-speaking mock answers in process.
+fn mock_upstream(out: &Outgoing<'_>) -> Response {
+    use crate::dialect::openai::{self, mock};
+    let op = [Operation::Chat, Operation::Completions, Operation::Embeddings]
+        .into_iter()
+        .find(|op| openai::path(*op) == out.path)
+        .unwrap_or(Operation::Chat);
+    match mock::respond(op, &out.body, out.request_id) {
+        Ok(mock::MockReply::Json(b)) => Response::in_process(200, "application/json", vec![b]),
+        Ok(mock::MockReply::Stream(events)) => Response::in_process(200, "text/event-stream", events),
+        Err(b) => Response::in_process(400, "application/json", vec![b]),
+    }
+}

@@ -1,0 +1,167 @@
+//! The spans of the data plane (SPEC §8): one routing span per request and one client span per
+//! upstream attempt with the OpenTelemetry GenAI attributes, lasting until the answer's last
+//! byte. Never prompt or answer text unless `telemetry.capture_content` is on.
+
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::catalog::Target;
+use crate::dialect::ResponseMeta;
+use crate::types::{Operation, ProviderKind, Usage};
+
+/// `gen_ai.operation.name` of an operation.
+pub fn operation_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Chat => "chat",
+        Operation::Completions => "text_completion",
+        Operation::Embeddings => "embeddings",
+    }
+}
+
+/// `gen_ai.provider.name` of a provider type.
+fn provider_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Openai => "openai",
+        ProviderKind::Azure => "azure.ai.openai",
+        ProviderKind::Anthropic => "anthropic",
+        ProviderKind::Gemini => "gcp.gemini",
+        ProviderKind::Mock => "switchyard.mock",
+        ProviderKind::Broker => "switchyard.broker",
+    }
+}
+
+/// The routing span of a request for `model` (a selection call's is marked).
+pub fn routing_span(model: &str, selection: bool) -> tracing::Span {
+    tracing::info_span!(
+        target: "switchyard::route",
+        "route",
+        otel.name = "route",
+        otel.status_code = Empty,
+        "switchyard.requested_model" = model,
+        "switchyard.selection_call" = selection,
+        "switchyard.route" = Empty,
+        "switchyard.strategy" = Empty,
+        "switchyard.candidates" = Empty,
+        "switchyard.filtered" = Empty,
+        "switchyard.reason" = Empty,
+        "switchyard.target" = Empty,
+        "switchyard.outcome" = Empty,
+    )
+}
+
+/// Records the plan on the routing span: route, strategy, candidates in order, filters.
+pub fn record_plan(span: &tracing::Span, planned: &crate::proxy::plan::Planned) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("switchyard.route", planned.plan.route.as_str());
+    span.record("switchyard.strategy", planned.plan.strategy.reason());
+    let order: Vec<&str> = planned.queue.iter().map(|(c, _)| c.target.route.as_str()).collect();
+    span.record("switchyard.candidates", order.join(",").as_str());
+    if let Some(r) = &planned.receipt {
+        span.record("switchyard.filtered", r.filtered_summary().as_str());
+    }
+}
+
+/// Records how routing ended: the target that answered and why, or the outcome.
+pub fn record_routing_end(span: &tracing::Span, routing: Option<&crate::proxy::reply::Routing>, outcome: Option<&str>) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(r) = routing {
+        span.record("switchyard.route", r.route.as_str());
+        span.record("switchyard.target", format_args!("{}/{}", r.provider, r.model).to_string().as_str());
+        span.record("switchyard.reason", r.reason.as_str());
+        span.record("switchyard.outcome", "ok");
+    }
+    if let Some(o) = outcome {
+        span.record("switchyard.outcome", o);
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// The client span of one upstream attempt, named `{operation} {model}`.
+pub fn attempt_span(op: Operation, target: &Target, attempt: usize, stream: bool) -> tracing::Span {
+    let operation = operation_name(op);
+    tracing::info_span!(
+        target: "switchyard::attempt",
+        "attempt",
+        otel.name = %format_args!("{operation} {}", target.model.name),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        "gen_ai.operation.name" = operation,
+        "gen_ai.provider.name" = provider_name(target.provider.kind),
+        "gen_ai.request.model" = %target.model.name,
+        "gen_ai.response.model" = Empty,
+        "gen_ai.response.id" = Empty,
+        "gen_ai.usage.input_tokens" = Empty,
+        "gen_ai.usage.output_tokens" = Empty,
+        "gen_ai.usage.cache_read.input_tokens" = Empty,
+        "gen_ai.output.messages" = Empty,
+        "error.type" = Empty,
+        "switchyard.provider" = %target.provider.id,
+        "switchyard.route" = %target.route,
+        "switchyard.attempt" = attempt,
+        "switchyard.stream" = stream,
+        "http.response.status_code" = Empty,
+    )
+}
+
+/// Records what an answer said on its attempt's span: response id and model, finish reasons,
+/// usage, and (only with `capture_content`) the generated text.
+pub fn record_response(span: &tracing::Span, meta: &ResponseMeta, usage: Usage, text: Option<&str>) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(id) = &meta.id {
+        span.record("gen_ai.response.id", id.as_str());
+    }
+    if let Some(m) = &meta.model {
+        span.record("gen_ai.response.model", m.as_str());
+    }
+    if !meta.finish_reasons.is_empty() {
+        let reasons: Vec<opentelemetry::StringValue> =
+            meta.finish_reasons.iter().map(|r| opentelemetry::StringValue::from(r.clone())).collect();
+        span.set_attribute("gen_ai.response.finish_reasons", opentelemetry::Value::Array(reasons.into()));
+    }
+    span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+    span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+    span.record("gen_ai.usage.cache_read.input_tokens", usage.cached_tokens);
+    if let Some(t) = text {
+        span.record("gen_ai.output.messages", t);
+    }
+}
+
+/// Marks a span failed with `error.type` (a low-cardinality kind, never upstream text).
+pub fn record_error(span: &tracing::Span, kind: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("error.type", kind);
+    span.record("otel.status_code", "error");
+}
+
+/// The W3C trace-context headers of `span`, for the upstream (empty when the span is not sampled).
+pub fn context_headers(span: &tracing::Span) -> Vec<(&'static str, String)> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return Vec::new();
+    }
+    let mut headers = Headers(Vec::new());
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut headers));
+    headers.0
+}
+
+struct Headers(Vec<(&'static str, String)>);
+
+impl opentelemetry::propagation::Injector for Headers {
+    fn set(&mut self, key: &str, value: String) {
+        let key = match key {
+            "traceparent" => "traceparent",
+            "tracestate" => "tracestate",
+            _ => return,
+        };
+        self.0.push((key, value));
+    }
+}

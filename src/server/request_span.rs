@@ -1,0 +1,109 @@
+//! The server span of every request (SPEC §8): named `{method} {route}`, continued from the
+//! client's W3C `traceparent`, carrying the request id, the node and (once authenticated) the
+//! user id; it lives until the response's last byte, so a stream's span covers the stream. Log
+//! lines of the request carry its fields, the trace id among them.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::ServiceRequest;
+use actix_web::http::StatusCode;
+use bytes::Bytes;
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::types::RequestId;
+
+struct Headers<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(actix_web::http::header::HeaderName::as_str).collect()
+    }
+}
+
+/// Opens the span of `req`.
+pub fn start(req: &ServiceRequest, id: RequestId, node: &str) -> tracing::Span {
+    let method = req.method().as_str();
+    let route = req.match_pattern();
+    let route = route.as_deref().unwrap_or("unmatched");
+    let span = tracing::info_span!(
+        target: "switchyard::request",
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        "http.request.method" = method,
+        "http.route" = route,
+        "http.response.status_code" = Empty,
+        "switchyard.request_id" = %id,
+        "switchyard.node" = node,
+        "switchyard.user_id" = Empty,
+        trace_id = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract_with_context(&opentelemetry::Context::new(), &Headers(req.headers()))
+    });
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+    span
+}
+
+/// Records the response status on the span (5xx marks it failed).
+pub fn status(span: &tracing::Span, status: StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// A response body that holds the request's span until its last byte (or until it is dropped:
+/// the client left).
+pub struct SpanBody<B> {
+    inner: B,
+    span: Option<tracing::Span>,
+}
+
+impl<B> SpanBody<B> {
+    /// `inner`, holding `span`.
+    pub fn new(inner: B, span: tracing::Span) -> Self {
+        Self { inner, span: Some(span) }
+    }
+}
+
+impl<B: MessageBody + Unpin> MessageBody for SpanBody<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = &mut *self;
+        let polled = match &this.span {
+            Some(span) => {
+                let _entered = span.enter();
+                Pin::new(&mut this.inner).poll_next(cx)
+            }
+            None => Pin::new(&mut this.inner).poll_next(cx),
+        };
+        if matches!(polled, Poll::Ready(None)) {
+            this.span = None;
+        }
+        polled
+    }
+}

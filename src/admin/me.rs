@@ -7,8 +7,8 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::accounting::report;
+use crate::admin::context::{AdminState, Me, Reply, control_error};
 use crate::admin::resources::{TokenBody, UsageQuery, kind, objects_of, report_error};
-use crate::admin::{AdminState, Me, Reply, control_error};
 use crate::control::child_within;
 use crate::error::{ApiError, Code};
 use crate::types::Role;

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::accounting::report::{self, GroupBy, ReportError};
-use crate::admin::{Admin, AdminState, Reply, control_error};
+use crate::admin::context::{Admin, AdminState, Reply, control_error};
 use crate::control::{NewTokenRequest, ObjectKind};
 use crate::error::{ApiError, Code};
 use crate::store::{PriceRow, TierRow, UsageFilter};

@@ -45,6 +45,24 @@ impl Dialect {
         }
     }
 
+    /// The request field an error about the prompt's size names (`param`).
+    pub fn prompt_param(self, op: Operation) -> &'static str {
+        match self {
+            Self::OpenAi => match op {
+                Operation::Chat => "messages",
+                Operation::Completions => "prompt",
+                Operation::Embeddings => "input",
+            },
+        }
+    }
+
+    /// The request field an error about the output limit names (`param`).
+    pub fn output_param(self) -> &'static str {
+        match self {
+            Self::OpenAi => "max_tokens",
+        }
+    }
+
     /// The prompt text classifiers and the tokenizer read.
     pub fn request_text(self, body: &Map<String, Value>) -> String {
         match self {

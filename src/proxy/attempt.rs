@@ -18,8 +18,7 @@ use crate::proxy::state::ProxyState;
 use crate::proxy::trace;
 use crate::types::{Operation, ProviderKind};
 use crate::upstream::http::Clients;
-use crate::upstream::transport::read_body;
-use crate::upstream::{FailureKind, Outgoing, Response, Transport, UpstreamFailure, sanitize};
+use crate::upstream::{FailureKind, Outgoing, Response, Transport, UpstreamFailure, read_body, sanitize};
 
 /// One attempt at one candidate.
 pub struct Attempt<'a> {

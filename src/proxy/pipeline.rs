@@ -47,19 +47,24 @@ async fn route(
     let planned = match plan(state, req, admitted, &mut guard, &calls).await {
         Ok(p) => p,
         Err(r) => {
-            trace::record_routing_end(span, None, Some(r.outcome.as_str()));
+            trace::record_unanswered(span, r.outcome.as_str());
             return Err(end(guard, r));
         }
     };
-    trace::record_plan(span, &planned);
+    if !span.is_disabled() {
+        let order: Vec<&str> = planned.queue.iter().map(|(c, _)| c.target.route.as_str()).collect();
+        let filtered = planned.receipt.as_ref().map(|r| r.filtered_summary()).unwrap_or_default();
+        trace::record_plan(span, &planned.plan.route, planned.plan.strategy, &order, &filtered);
+    }
     let result = attempts(state, clients, req, admitted, planned, guard).await;
     match result {
         Ok(reply) => {
-            trace::record_routing_end(span, Some(&reply.routing), None);
+            let r = &reply.routing;
+            trace::record_answered(span, &format!("provider/{}/{}", r.provider, r.model), r.reason.as_str());
             Ok(reply)
         }
         Err((guard, r)) => {
-            trace::record_routing_end(span, None, Some(r.outcome.as_str()));
+            trace::record_unanswered(span, r.outcome.as_str());
             Err(end(guard, r))
         }
     }

@@ -138,8 +138,9 @@ async fn fit(
     let prompt_tokens = counted.unwrap_or(bound);
     let mut fitting = Vec::with_capacity(plan.candidates.len());
     let mut too_big = None;
+    let params = (req.dialect.prompt_param(req.op), req.dialect.output_param());
     for c in &plan.candidates {
-        match check_window(&c.target, prompt_tokens, checked.max_tokens) {
+        match check_window(&c.target, prompt_tokens, checked.max_tokens, params) {
             Ok(()) => fitting.push(c.clone()),
             Err(e) => {
                 too_big = too_big.or(Some(e));
@@ -306,26 +307,36 @@ fn window_limit(target: &Target) -> Option<u64> {
     }
 }
 
-fn check_window(target: &Target, prompt: u64, max_tokens: Option<u64>) -> Result<(), ApiError> {
+/// Whether a prompt of `prompt` tokens and an output limit fit `target`; the error names the
+/// request's (prompt, output-limit) fields `params`.
+fn check_window(
+    target: &Target,
+    prompt: u64,
+    max_tokens: Option<u64>,
+    (prompt_param, output_param): (&str, &str),
+) -> Result<(), ApiError> {
     if let Some(limit) = target.model.max_request_tokens
         && prompt > limit
     {
         return Err(ApiError::invalid(
-            "messages",
+            prompt_param,
             format!("The request has {prompt} prompt tokens; this route accepts at most {limit}."),
         ));
     }
     if let Some(ctx) = target.model.context_size {
         if prompt > ctx {
             return Err(ApiError::invalid(
-                "messages",
+                prompt_param,
                 format!("The request has {prompt} prompt tokens; the model's context is {ctx}."),
             ));
         }
         if let Some(max) = max_tokens
             && max > ctx
         {
-            return Err(ApiError::invalid("max_tokens", format!("max_tokens is {max}; the model's context is {ctx}.")));
+            return Err(ApiError::invalid(
+                output_param,
+                format!("{output_param} is {max}; the model's context is {ctx}."),
+            ));
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::catalog::Target;
+use crate::catalog::{Strategy, Target};
 use crate::dialect::ResponseMeta;
 use crate::types::{Operation, ProviderKind, Usage};
 
@@ -50,35 +50,37 @@ pub fn routing_span(model: &str, selection: bool) -> tracing::Span {
     )
 }
 
-/// Records the plan on the routing span: route, strategy, candidates in order, filters.
-pub fn record_plan(span: &tracing::Span, planned: &crate::proxy::plan::Planned) {
+/// Records the plan on the routing span: route, strategy, the candidates in the order they will
+/// be tried, and the ones filtered out (`target=why`).
+pub fn record_plan(span: &tracing::Span, route: &str, strategy: Strategy, order: &[&str], filtered: &str) {
     if span.is_disabled() {
         return;
     }
-    span.record("switchyard.route", planned.plan.route.as_str());
-    span.record("switchyard.strategy", planned.plan.strategy.reason());
-    let order: Vec<&str> = planned.queue.iter().map(|(c, _)| c.target.route.as_str()).collect();
+    span.record("switchyard.route", route);
+    span.record("switchyard.strategy", strategy.reason());
     span.record("switchyard.candidates", order.join(",").as_str());
-    if let Some(r) = &planned.receipt {
-        span.record("switchyard.filtered", r.filtered_summary().as_str());
+    if !filtered.is_empty() {
+        span.record("switchyard.filtered", filtered);
     }
 }
 
-/// Records how routing ended: the target that answered and why, or the outcome.
-pub fn record_routing_end(span: &tracing::Span, routing: Option<&crate::proxy::reply::Routing>, outcome: Option<&str>) {
+/// Records the target that answered and why.
+pub fn record_answered(span: &tracing::Span, target: &str, reason: &str) {
     if span.is_disabled() {
         return;
     }
-    if let Some(r) = routing {
-        span.record("switchyard.route", r.route.as_str());
-        span.record("switchyard.target", format_args!("{}/{}", r.provider, r.model).to_string().as_str());
-        span.record("switchyard.reason", r.reason.as_str());
-        span.record("switchyard.outcome", "ok");
+    span.record("switchyard.target", target);
+    span.record("switchyard.reason", reason);
+    span.record("switchyard.outcome", "ok");
+}
+
+/// Records how a request without an answer ended.
+pub fn record_unanswered(span: &tracing::Span, outcome: &str) {
+    if span.is_disabled() {
+        return;
     }
-    if let Some(o) = outcome {
-        span.record("switchyard.outcome", o);
-        span.record("otel.status_code", "error");
-    }
+    span.record("switchyard.outcome", outcome);
+    span.record("otel.status_code", "error");
 }
 
 /// The client span of one upstream attempt, named `{operation} {model}`.

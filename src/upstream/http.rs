@@ -24,9 +24,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::upstream::exchange::{BodyError, Outgoing, Response};
 use crate::upstream::failure::{FailureKind, UpstreamFailure};
 use crate::upstream::ssrf;
-use crate::upstream::transport::{BodyError, Outgoing, Response};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;

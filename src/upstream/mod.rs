@@ -7,10 +7,12 @@
 //! Architecture Invariant: depends on `config` and `types` only; no store, no shared state, no
 //! catalog, no dialect. Nothing outside `upstream::http` names the HTTP client library.
 
+pub mod exchange;
 pub mod failure;
 pub mod http;
 pub mod ssrf;
 pub mod transport;
 
+pub use exchange::{BodyError, BodyStream, Outgoing, Response, read_body};
 pub use failure::{Disposition, FailureKind, UpstreamFailure, sanitize};
-pub use transport::{BodyError, BodyStream, InProcess, Outgoing, Response, Transport};
+pub use transport::{InProcess, Transport};

@@ -159,3 +159,37 @@ async fn broken_streams_end_with_one_error_event() {
     }
     app.stop().await;
 }
+
+/// Every legal framing of an upstream's body arrives whole, JSON and streams alike — the body
+/// that ends when the upstream closes the connection included (no `Content-Length`, no chunked
+/// encoding, `Connection: close`, or HTTP/1.0), which the gateway once lost entirely.
+#[actix_web::test]
+async fn every_body_framing_arrives_whole() {
+    use crate::support::framed_upstream::{FramedUpstream, Framing, TEXT, events, whole_body};
+    for framing in [Framing::Length, Framing::Chunked, Framing::Close, Framing::Http10] {
+        let up = FramedUpstream::start(framing).await;
+        let base = up.base();
+        let app = TestApp::spawn(|s| s.providers.push(openai_provider("framed", &base, &["m"]))).await;
+        let t = &app.admin_token;
+        let r = post_json(&app.url("/v1/chat/completions"), t, &chat("m", "hi")).await;
+        assert_eq!(r.status, 200, "{framing:?}: {}", r.text());
+        assert_eq!(r.text(), whole_body("m"), "{framing:?}: the JSON body changed on the way");
+        let rec = app.usage(r.header("x-request-id").unwrap()).await;
+        assert_eq!((rec.outcome.as_str(), rec.completion_tokens, rec.usage_source.as_str()), ("ok", 5, "reported"));
+
+        let body = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hi"}]});
+        let r = post_json(&app.url("/v1/chat/completions"), t, &body).await;
+        assert_eq!(r.status, 200, "{framing:?}");
+        assert_eq!(r.text(), events("m").concat(), "{framing:?}: the stream changed on the way");
+        let text: String = sse_data(r.text().as_bytes())
+            .iter()
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(text, TEXT, "{framing:?}");
+        let rec = app.usage(r.header("x-request-id").unwrap()).await;
+        assert_eq!((rec.outcome.as_str(), rec.partial, rec.completion_tokens), ("ok", false, 5), "{framing:?}");
+        app.stop().await;
+    }
+}

@@ -79,6 +79,20 @@ redis-server --port "$RPORT" --bind 127.0.0.1 --daemonize yes --dir "$WORK/redis
 for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 log "redis on 127.0.0.1:$RPORT"
 
+# 5. An OTLP trace receiver (OTLP/gRPC in, spans out as JSON for the assertions). No Jaeger
+# package exists for Debian or PyPI; the receiver speaks the same protocol (ECOSYSTEM.md §3).
+VENV="$WORK/venv"
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check opentelemetry-proto grpcio >"$WORK/pip.log" 2>&1 \
+  || { cat "$WORK/pip.log" >&2; exit 1; }
+OTLP_GRPC=$(free_port); OTLP_HTTP=$(free_port)
+"$VENV/bin/python" tests/fixtures/otlp/otlp_sink.py "$OTLP_GRPC" "$OTLP_HTTP" >"$WORK/otlp.log" 2>&1 &
+PIDS_TO_STOP+=($!)
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$OTLP_HTTP/health" >/dev/null 2>&1 && break; sleep 0.1; done
+log "otlp receiver on 127.0.0.1:$OTLP_GRPC (grpc), 127.0.0.1:$OTLP_HTTP (spans)"
+export SWITCHYARD_TEST_OTLP_GRPC="http://127.0.0.1:$OTLP_GRPC"
+export SWITCHYARD_TEST_OTLP_SPANS="http://127.0.0.1:$OTLP_HTTP"
+
 export SWITCHYARD_TEST_PG_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 export SWITCHYARD_TEST_MYSQL_URL="mysql://sy:sy@127.0.0.1:$MYPORT/sy"
 export SWITCHYARD_TEST_REDIS_URL="redis://127.0.0.1:$RPORT/0"
@@ -86,7 +100,7 @@ export SWITCHYARD_TEST_PROVIDER_KEY="sk-test-$(python3 -c 'import secrets; print
 export RUST_BACKTRACE=1
 export CARGO_TERM_COLOR=never
 
-# 5. Checks and tests.
+# 6. Checks and tests.
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

@@ -63,6 +63,17 @@ impl Dialect {
         }
     }
 
+    /// The request's input as traces record it with `telemetry.capture_content` (JSON text).
+    pub fn input_messages(self, body: &Map<String, Value>) -> String {
+        match self {
+            Self::OpenAi => ["messages", "prompt", "input"]
+                .iter()
+                .find_map(|k| body.get(*k))
+                .map(Value::to_string)
+                .unwrap_or_default(),
+        }
+    }
+
     /// The prompt text classifiers and the tokenizer read.
     pub fn request_text(self, body: &Map<String, Value>) -> String {
         match self {

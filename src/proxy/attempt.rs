@@ -36,6 +36,8 @@ pub struct Attempt<'a> {
     pub strip_usage: bool,
     /// Which attempt of the request this is (from 1).
     pub number: usize,
+    /// The request's input, for the span (only with `telemetry.capture_content`).
+    pub input: Option<&'a str>,
 }
 
 /// A failed attempt hands the usage record back, so the next candidate can carry it on.
@@ -78,91 +80,101 @@ pub async fn attempt(
         }
     };
     let span = trace::attempt_span(a.op, target, a.number, a.stream);
-    let up = &state.upstream;
-    let total = target.provider.timeout.unwrap_or(Duration::from_millis(up.total_timeout_ms));
-    let deadline = tokio::time::Instant::now() + total;
-    let first_byte = Duration::from_millis(up.first_byte_timeout_ms).min(total);
-    let idle = Duration::from_millis(up.idle_timeout_ms);
-    let api_key = target.provider.api_key.as_ref().map(|k| k.expose());
-    let trace_headers = trace::context_headers(&span);
-    let out = Outgoing {
-        path: dialect.path(a.op),
-        body: a.body,
-        stream: a.stream,
-        request_id: a.request_id,
-        trace_headers: &trace_headers,
-        api_key,
-    };
-    let started = Instant::now();
-    let sent = transport.send(out, first_byte).instrument(span.clone()).await;
-    let mut resp = match sent {
-        Ok(r) => r,
-        Err(failure) => {
-            trace::record_error(&span, failure.kind.label());
-            return Err(Failed { failure, guard: Box::new(guard) });
-        }
-    };
-    span.record("http.response.status_code", resp.status);
-    if !(200..300).contains(&resp.status) {
-        let failure = status_failure(&mut resp, dialect, api_key, idle, deadline).await;
-        trace::record_error(&span, failure.kind.label());
-        return Err(Failed { failure, guard: Box::new(guard) });
+    if let Some(input) = a.input {
+        trace::record_input(&span, input);
     }
-    let mut guard = guard;
-    if a.stream {
-        if !resp.is_event_stream() {
-            trace::record_error(&span, FailureKind::Protocol.label());
-            return fail(guard, FailureKind::Protocol, "the upstream did not answer with an event stream");
-        }
-        guard.mark_first_byte();
-        let limits = Limits {
-            idle,
-            first_event_by: tokio::time::Instant::from_std(started) + first_byte,
-            keepalive: Duration::from_millis(up.keepalive_interval_ms),
-            deadline,
-            max_line: up.max_sse_line_bytes,
-            strip_usage_only_chunk: a.strip_usage,
-            cut: state.drain.cut.clone(),
+    // The span is entered whenever the attempt runs (its end is its last exit: a stream's last
+    // poll), so its logs carry it and it lasts as long as the attempt does.
+    let in_span = span.clone();
+    async move {
+        let up = &state.upstream;
+        let total = target.provider.timeout.unwrap_or(Duration::from_millis(up.total_timeout_ms));
+        let deadline = tokio::time::Instant::now() + total;
+        let first_byte = Duration::from_millis(up.first_byte_timeout_ms).min(total);
+        let idle = Duration::from_millis(up.idle_timeout_ms);
+        let api_key = target.provider.api_key.as_ref().map(|k| k.expose());
+        let trace_headers = trace::context_headers(&span);
+        let out = Outgoing {
+            path: dialect.path(a.op),
+            body: a.body,
+            stream: a.stream,
+            request_id: a.request_id,
+            trace_headers: &trace_headers,
+            api_key,
         };
-        let report = Reporting {
-            metrics: state.metrics.clone(),
-            provider: target.provider.id.clone(),
-            started,
-            span,
-            capture_content: state.tracing.capture_content,
-        };
-        return Ok((Body::Stream(Box::new(Relay::new(resp.body, dialect, guard, limits, report, slot))), None));
-    }
-    let body = match read_body(&mut resp.body, up.max_response_bytes, idle, deadline).await {
-        Ok(b) => b,
-        Err(failure) => {
-            trace::record_error(&span, failure.kind.label());
-            return Err(Failed { failure, guard: Box::new(guard) });
-        }
-    };
-    guard.mark_first_byte();
-    match dialect.parse_whole(a.op, &body) {
-        Ok(w) => {
-            guard.progress.reported = w.usage;
-            if w.usage.is_none() {
-                guard.progress.relayed_output = w.output_tokens;
+        let started = Instant::now();
+        let sent = transport.send(out, first_byte).await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(failure) => {
+                trace::record_error(&span, failure.kind.label());
+                return Err(Failed { failure, guard: Box::new(guard) });
             }
-            state
-                .metrics
-                .upstream_latency
-                .with_label_values(&[crate::telemetry::provider_label(&target.provider.id)])
-                .observe(started.elapsed().as_secs_f64());
-            let text = state.tracing.capture_content.then(|| String::from_utf8_lossy(&body).into_owned());
-            trace::record_response(&span, &w.meta, guard.usage(), text.as_deref());
-            drop(slot);
-            let finished = guard.finish(200, Outcome::Ok);
-            Ok((Body::Whole(body), finished))
+        };
+        span.record("http.response.status_code", i64::from(resp.status));
+        if !(200..300).contains(&resp.status) {
+            let failure = status_failure(&mut resp, dialect, api_key, idle, deadline).await;
+            trace::record_error(&span, failure.kind.label());
+            return Err(Failed { failure, guard: Box::new(guard) });
         }
-        Err(why) => {
-            trace::record_error(&span, FailureKind::Protocol.label());
-            fail(guard, FailureKind::Protocol, why.0)
+        let mut guard = guard;
+        if a.stream {
+            if !resp.is_event_stream() {
+                trace::record_error(&span, FailureKind::Protocol.label());
+                return fail(guard, FailureKind::Protocol, "the upstream did not answer with an event stream");
+            }
+            guard.mark_first_byte();
+            let limits = Limits {
+                idle,
+                first_event_by: tokio::time::Instant::from_std(started) + first_byte,
+                keepalive: Duration::from_millis(up.keepalive_interval_ms),
+                deadline,
+                max_line: up.max_sse_line_bytes,
+                strip_usage_only_chunk: a.strip_usage,
+                cut: state.drain.cut.clone(),
+            };
+            let report = Reporting {
+                metrics: state.metrics.clone(),
+                provider: target.provider.id.clone(),
+                started,
+                span,
+                capture_content: state.tracing.capture_content,
+            };
+            return Ok((Body::Stream(Box::new(Relay::new(resp.body, dialect, guard, limits, report, slot))), None));
+        }
+        let body = match read_body(&mut resp.body, up.max_response_bytes, idle, deadline).await {
+            Ok(b) => b,
+            Err(failure) => {
+                trace::record_error(&span, failure.kind.label());
+                return Err(Failed { failure, guard: Box::new(guard) });
+            }
+        };
+        guard.mark_first_byte();
+        match dialect.parse_whole(a.op, &body) {
+            Ok(w) => {
+                guard.progress.reported = w.usage;
+                if w.usage.is_none() {
+                    guard.progress.relayed_output = w.output_tokens;
+                }
+                state
+                    .metrics
+                    .upstream_latency
+                    .with_label_values(&[crate::telemetry::provider_label(&target.provider.id)])
+                    .observe(started.elapsed().as_secs_f64());
+                let text = state.tracing.capture_content.then(|| String::from_utf8_lossy(&body).into_owned());
+                trace::record_response(&span, &w.meta, guard.usage(), text.as_deref());
+                drop(slot);
+                let finished = guard.finish(200, Outcome::Ok);
+                Ok((Body::Whole(body), finished))
+            }
+            Err(why) => {
+                trace::record_error(&span, FailureKind::Protocol.label());
+                fail(guard, FailureKind::Protocol, why.0)
+            }
         }
     }
+    .instrument(in_span)
+    .await
 }
 
 /// The failure of a non-2xx answer: its status, `Retry-After`, and the dialect's error message,

@@ -114,6 +114,7 @@ async fn attempts(
     let mut last: Option<(String, UpstreamFailure)> = None;
     let mut over_capacity = false;
     let mut number = 0;
+    let input = state.tracing.capture_content.then(|| req.dialect.input_messages(&a.body));
     for (cand, first) in queue.into_iter().take(max) {
         // A failover needs the node's retry budget, so an outage cannot multiply the load.
         let _retry = match &last {
@@ -165,6 +166,7 @@ async fn attempts(
             stream: checked.stream,
             strip_usage: ask_usage,
             number,
+            input: input.as_deref(),
         };
         let result = attempt(state, clients, one, guard, slot).await;
         if let Some(spec) = &plan.burst {

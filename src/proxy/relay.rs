@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
+use tracing::Instrument as _;
 
 use crate::accounting::{Outcome, UsageGuard};
 use crate::dialect::sse::SseFramer;
@@ -105,19 +106,24 @@ impl Relay {
         }
     }
 
-    /// The body stream for the client.
+    /// The body stream for the client. Each poll runs in the attempt's span, so the span ends
+    /// (its last exit) with the stream's last byte.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
-        futures_util::stream::unfold(self, |mut st| async move {
-            loop {
-                if let Some(b) = st.out.pop_front() {
-                    st.last_sent = tokio::time::Instant::now();
-                    return Some((Ok(b), st));
+        futures_util::stream::unfold(self, |mut st| {
+            let span = st.report.span.clone();
+            async move {
+                loop {
+                    if let Some(b) = st.out.pop_front() {
+                        st.last_sent = tokio::time::Instant::now();
+                        return Some((Ok(b), st));
+                    }
+                    if st.done {
+                        return None;
+                    }
+                    st.step().await;
                 }
-                if st.done {
-                    return None;
-                }
-                st.step().await;
             }
+            .instrument(span)
         })
     }
 

@@ -100,14 +100,20 @@ pub fn attempt_span(op: Operation, target: &Target, attempt: usize, stream: bool
         "gen_ai.usage.input_tokens" = Empty,
         "gen_ai.usage.output_tokens" = Empty,
         "gen_ai.usage.cache_read.input_tokens" = Empty,
+        "gen_ai.input.messages" = Empty,
         "gen_ai.output.messages" = Empty,
         "error.type" = Empty,
         "switchyard.provider" = %target.provider.id,
         "switchyard.route" = %target.route,
-        "switchyard.attempt" = attempt,
+        "switchyard.attempt" = i64::try_from(attempt).unwrap_or(i64::MAX),
         "switchyard.stream" = stream,
         "http.response.status_code" = Empty,
     )
+}
+
+/// Records the request's input on its attempt's span (only with `capture_content`).
+pub fn record_input(span: &tracing::Span, input: &str) {
+    span.record("gen_ai.input.messages", input);
 }
 
 /// Records what an answer said on its attempt's span: response id and model, finish reasons,
@@ -127,9 +133,10 @@ pub fn record_response(span: &tracing::Span, meta: &ResponseMeta, usage: Usage, 
             meta.finish_reasons.iter().map(|r| opentelemetry::StringValue::from(r.clone())).collect();
         span.set_attribute("gen_ai.response.finish_reasons", opentelemetry::Value::Array(reasons.into()));
     }
-    span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-    span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
-    span.record("gen_ai.usage.cache_read.input_tokens", usage.cached_tokens);
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    span.record("gen_ai.usage.input_tokens", n(usage.prompt_tokens));
+    span.record("gen_ai.usage.output_tokens", n(usage.completion_tokens));
+    span.record("gen_ai.usage.cache_read.input_tokens", n(usage.cached_tokens));
     if let Some(t) = text {
         span.record("gen_ai.output.messages", t);
     }

@@ -65,7 +65,7 @@ pub fn start(req: &ServiceRequest, id: RequestId, node: &str) -> tracing::Span {
 
 /// Records the response status on the span (5xx marks it failed).
 pub fn status(span: &tracing::Span, status: StatusCode) {
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }

@@ -49,10 +49,11 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
     let filter = EnvFilter::try_new(format!("{directives},{REQUEST_TARGET}=trace"))
         .or_else(|_| EnvFilter::try_new(&log.level))
         .map_err(|e| format!("log.level: {e}"))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = if log.format == "json" {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed()
+        tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter).boxed()
     };
     let traces = otlp::Tracing::from_settings(telemetry)?;
     let otel = traces.as_ref().map(otlp::Tracing::layer);

@@ -33,5 +33,6 @@ mod shared;
 mod shutdown;
 mod store;
 mod support;
+mod traces;
 mod upstream_faults;
 mod user_catalog;

@@ -20,11 +20,15 @@ async fn canaries_never_reach_logs_metrics_or_bodies() {
     let key = "sk-canary-KEY-7f3a9b1c5d2e8f4a6b0c";
     let admin = format!("sy-{}", "c0ffee".repeat(8));
     let prompt = "CANARY-PROMPT-zq81xv";
+    // Traces go to the test's OTLP receiver: every exported attribute is checked too.
+    let service = format!("sy-s8-{}", uuid::Uuid::now_v7().simple());
+    let otlp = crate::support::service_url("SWITCHYARD_TEST_OTLP_GRPC");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("sy.toml"),
         format!(
             "[server]\nport = 0\nworkers = 1\n[database]\nurl = \"sqlite://sy.db?mode=rwc\"\n[log]\nlevel = \"trace\"\n\
+             [telemetry]\notlp_endpoint = \"{otlp}\"\nservice_name = \"{service}\"\n\
              [[providers]]\nid = \"local\"\ntype = \"openai\"\nendpoint = \"{}\"\napi_key = \"$SY_CANARY_KEY\"\nmodels = [{{ name = \"qwen\" }}]\n",
             mock.base()
         ),
@@ -133,9 +137,12 @@ async fn canaries_never_reach_logs_metrics_or_bodies() {
     }
     assert!(logs.contains("STDERR-END"));
     assert!(logs.len() > 2_000, "TRACE logging produced too little to be a real check: {} bytes", logs.len());
+    let spans = serde_json::to_string(&crate::support::node::spans(&service).await).unwrap();
+    assert!(spans.contains("gen_ai.usage.input_tokens"), "no attempt span was exported: {spans}");
     for (what, secret) in [("provider key", key), ("admin token", admin.as_str()), ("prompt", prompt)] {
         for w in windows(secret) {
             assert!(!logs.contains(&w), "{what} fragment `{w}` is in the logs");
+            assert!(!spans.contains(&w), "{what} fragment `{w}` is in an exported span");
             if what != "prompt" {
                 assert!(!bodies.contains(&w), "{what} fragment `{w}` is in a response body");
             }

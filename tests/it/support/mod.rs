@@ -2,6 +2,7 @@
 
 pub mod framed_upstream;
 pub mod mock_upstream;
+pub mod node;
 pub mod services;
 
 use std::time::Duration;

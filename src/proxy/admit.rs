@@ -115,3 +115,58 @@ fn resolve(snapshot: &Snapshot, req: &Request<'_>, model: &str) -> Result<Resolv
     };
     Ok(Resolved::Plan(plan))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::Dialect;
+    use crate::error::Code;
+    use crate::proxy::testing::{Fixture, MOCKS};
+    use crate::types::{Operation, RequestId};
+
+    fn request<'a>(f: &'a Fixture, raw: &'a [u8]) -> Request<'a> {
+        Request {
+            id: RequestId::new(),
+            caller: &f.caller,
+            op: Operation::Chat,
+            scope: Scope::Owner,
+            burst_mode: None,
+            raw,
+            dialect: Dialect::OpenAi,
+            parent: None,
+        }
+    }
+
+    /// `admit` alone: resolution, rate limits (the fixture's token has 5 RPM), the record opened.
+    #[actix_web::test]
+    async fn admits_within_the_limits_and_opens_the_record() {
+        let mut f = Fixture::new(MOCKS).await;
+        let raw = br#"{"model":"rotation/r","messages":[{"role":"user","content":"x"}]}"#;
+        for _ in 0..5 {
+            let (a, guard) = admit(&f.state, &request(&f, raw)).await.expect("admitted");
+            assert!(matches!(&a.resolved, Resolved::Plan(p) if p.route == "rotation/r" && p.candidates.len() == 2));
+            drop(guard);
+        }
+        let e = admit(&f.state, &request(&f, raw)).await.err().expect("over the RPM");
+        assert_eq!(e.code, Code::RateLimitExceeded);
+        // Each admitted request's guard wrote its record when dropped; the refused one has none.
+        let records = f.records();
+        assert_eq!(records.len(), 5);
+        assert!(records.iter().all(|r| r.outcome == "client_disconnected" && r.status == 499));
+    }
+
+    #[actix_web::test]
+    async fn scope_decides_the_namespace() {
+        let f = Fixture::new(MOCKS).await;
+        let raw = br#"{"model":"r","messages":[{"role":"user","content":"x"}]}"#;
+        let mut req = request(&f, raw);
+        req.scope = Scope::Rotation;
+        let (a, _g) = admit(&f.state, &req).await.expect("a rotation by its bare name");
+        assert!(matches!(&a.resolved, Resolved::Plan(p) if p.route == "rotation/r"));
+        req.scope = Scope::Provider("local".into());
+        let raw = br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
+        req.raw = raw;
+        let (a, _g) = admit(&f.state, &req).await.expect("a provider's own model name");
+        assert!(matches!(&a.resolved, Resolved::Plan(p) if p.route == "provider/local/m"));
+    }
+}

@@ -209,3 +209,69 @@ fn mock_upstream(out: &Outgoing<'_>) -> Response {
         Err(b) => Response::in_process(400, "application/json", vec![b]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::UsageStart;
+    use crate::proxy::testing::{Fixture, MOCKS};
+    use crate::types::RequestId;
+
+    fn guard(f: &Fixture) -> UsageGuard {
+        f.state.accounting.open(UsageStart {
+            request_id: RequestId::new(),
+            user_id: 1,
+            token_id: 1,
+            route: "m".into(),
+            stream: false,
+            canonical_route: "m".into(),
+            parent: None,
+        })
+    }
+
+    fn target(f: &Fixture, route: &str) -> Target {
+        let plan = f.state.catalog.snapshot().resolve(route).expect("route");
+        plan.candidates[0].target.clone()
+    }
+
+    fn one<'a>(t: &'a Target, body: &'static [u8], stream: bool) -> Attempt<'a> {
+        Attempt {
+            op: Operation::Chat,
+            target: t,
+            body: Bytes::from_static(body),
+            request_id: "r1",
+            stream,
+            strip_usage: false,
+            number: 1,
+            input: None,
+        }
+    }
+
+    /// `attempt` alone, over the in-process transport (the `mock` provider) and over HTTP to an
+    /// address nobody listens on.
+    #[actix_web::test]
+    async fn an_attempt_answers_or_hands_the_record_back() {
+        let mut f = Fixture::new(MOCKS).await;
+        let t = target(&f, "provider/local/m");
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"ping"}]}"#;
+        let (reply, finished) =
+            attempt(&f.state, &f.clients, one(&t, body, false), guard(&f), None).await.ok().expect("an answer");
+        let Body::Whole(b) = reply else { panic!("a whole body") };
+        assert!(String::from_utf8_lossy(&b).contains("You said: ping"));
+        assert!(finished.is_some());
+        let stream = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"ping"}]}"#;
+        let (reply, finished) =
+            attempt(&f.state, &f.clients, one(&t, stream, true), guard(&f), None).await.ok().expect("a stream");
+        assert!(matches!(reply, Body::Stream(_)) && finished.is_none(), "a stream's record ends with the stream");
+        drop(reply);
+
+        let nowhere = target(&f, "provider/nowhere/m");
+        let Err(failed) = attempt(&f.state, &f.clients, one(&nowhere, body, false), guard(&f), None).await else {
+            panic!("nobody listens there")
+        };
+        assert_eq!(failed.failure.kind, FailureKind::Connect);
+        failed.guard.finish_unanswered(502, Outcome::UpstreamError);
+        let outcomes: Vec<String> = f.records().into_iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, ["ok", "client_disconnected", "upstream_error"]);
+    }
+}

@@ -38,6 +38,8 @@ pub mod router;
 pub mod routing_status;
 pub mod slot;
 pub mod state;
+#[cfg(test)]
+pub mod testing;
 pub mod trace;
 
 use actix_web::web;

@@ -307,3 +307,81 @@ pub fn failure_to_error(provider: &str, f: &UpstreamFailure) -> ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::Dialect;
+    use crate::proxy::testing::{Fixture, MOCKS};
+
+    fn request<'a>(f: &'a Fixture, raw: &'a [u8]) -> Request<'a> {
+        Request {
+            id: RequestId::new(),
+            caller: &f.caller,
+            op: Operation::Chat,
+            scope: Scope::Owner,
+            burst_mode: None,
+            raw,
+            dialect: Dialect::OpenAi,
+            parent: None,
+        }
+    }
+
+    #[test]
+    fn retries_are_decided_by_what_failed() {
+        let f = |kind| UpstreamFailure::new(kind, "x");
+        for kind in [FailureKind::Connect, FailureKind::Timeout, FailureKind::Protocol] {
+            assert_eq!(after_failure(&f(kind)), Next::Failover, "{kind:?}");
+        }
+        for s in [500, 502, 503, 429, 408, 401, 403] {
+            assert_eq!(after_failure(&f(FailureKind::Status(s))), Next::Failover, "{s}");
+        }
+        for s in [400, 404, 413, 422] {
+            assert_eq!(after_failure(&f(FailureKind::Status(s))), Next::Stop, "{s}");
+        }
+    }
+
+    /// The whole pipeline without an HTTP server: a rotation whose first candidate cannot be
+    /// reached fails over to the in-process mock; the reply is a typed value with its routing.
+    #[actix_web::test]
+    async fn a_rotation_fails_over_to_a_typed_reply() {
+        let mut f = Fixture::new(MOCKS).await;
+        let raw = br#"{"model":"rotation/r","messages":[{"role":"user","content":"hi there"}]}"#;
+        let reply = run(&f.state, &f.clients, request(&f, raw)).await.expect("a reply");
+        assert_eq!((reply.routing.provider.as_str(), reply.routing.reason), ("cloud", Reason::Failover));
+        let Body::Whole(body) = reply.body else { panic!("a whole body") };
+        assert!(String::from_utf8_lossy(&body).contains("You said: hi there"));
+        let served = reply.served.expect("the record of a whole reply");
+        let records = f.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].request_id, served.request_id);
+        assert_eq!((records[0].outcome.as_str(), records[0].provider.as_deref()), ("ok", Some("cloud")));
+        let receipt = records[0].routing.as_deref().unwrap_or_default();
+        assert!(receipt.contains(r#""failure":"connect""#), "{receipt}");
+    }
+
+    /// The usage-record rule: nothing before admission has a record; every admitted request has
+    /// exactly one, refusals included.
+    #[actix_web::test]
+    async fn records_begin_at_admission() {
+        let mut f = Fixture::new(MOCKS).await;
+        let bad = br#"{"model":"provider/local/m","messages":"not a list"}"#;
+        let e = run(&f.state, &f.clients, request(&f, bad)).await.err().expect("refused");
+        assert_eq!(e.code, Code::InvalidRequest);
+        let unknown = br#"{"model":"provider/nope/m","messages":[{"role":"user","content":"x"}]}"#;
+        assert_eq!(
+            run(&f.state, &f.clients, request(&f, unknown)).await.err().map(|e| e.code),
+            Some(Code::ModelNotFound)
+        );
+        assert!(f.records().is_empty(), "a request refused before admission has no record");
+        // Over the local model's context of 1000 tokens: admitted, then refused.
+        let big = serde_json::json!({"model": "provider/local/m",
+            "messages": [{"role": "user", "content": "word ".repeat(3_000)}]})
+        .to_string();
+        let e = run(&f.state, &f.clients, request(&f, big.as_bytes())).await.err().expect("refused");
+        assert_eq!(e.code, Code::InvalidRequest);
+        let records = f.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!((records[0].status, records[0].outcome.as_str(), records[0].cost_usd), (400, "refused", 0.0));
+    }
+}

@@ -341,3 +341,66 @@ fn check_window(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::Dialect;
+    use crate::proxy::admit::admit;
+    use crate::proxy::autoselect::{CallReply, SelectionOutcome, SelectionReason};
+    use crate::proxy::testing::{Fixture, MOCKS};
+    use crate::types::{Operation, RequestId};
+
+    /// Selection calls answered in the test, not by an upstream: the seam autoselect calls through.
+    struct Answering(&'static str);
+
+    impl Calls for Answering {
+        async fn call(
+            &self,
+            _: Operation,
+            body: Vec<u8>,
+            _: bool,
+            _: Option<i64>,
+        ) -> Result<CallReply, SelectionOutcome> {
+            assert!(String::from_utf8_lossy(&body).contains("provider/local/m"), "the candidates are listed");
+            let answer = serde_json::json!({"choices": [{"message": {"content": self.0}}]}).to_string();
+            Ok(CallReply { body: bytes::Bytes::from(answer), served: None })
+        }
+    }
+
+    fn autoselect() -> String {
+        format!(
+            "{MOCKS}\n[[autoselects]]\nname = \"pick\"\nselection = \"llm\"\nselection_model = \"provider/cloud/m\"\n\
+             fallback = \"provider/cloud/m\"\navailable_models = [{{ route = \"provider/local/m\" }}, {{ route = \"provider/cloud/m\" }}]\n"
+        )
+    }
+
+    /// `plan` alone: an autoselect in `llm` mode chooses through the `Calls` seam, and says `llm`.
+    #[actix_web::test]
+    async fn an_llm_selection_plans_the_named_candidate() {
+        let f = Fixture::new(&autoselect()).await;
+        let raw = br#"{"model":"autoselect/pick","messages":[{"role":"user","content":"fix my code"}]}"#;
+        let req = Request {
+            id: RequestId::new(),
+            caller: &f.caller,
+            op: Operation::Chat,
+            scope: Scope::Owner,
+            burst_mode: None,
+            raw,
+            dialect: Dialect::OpenAi,
+            parent: None,
+        };
+        let (a, mut guard) = admit(&f.state, &req).await.expect("admitted");
+        let p = plan(&f.state, &req, &a, &mut guard, &Answering("provider/local/m"))
+            .await
+            .unwrap_or_else(|r| panic!("{}", r.error));
+        assert_eq!(p.queue[0].0.target.route, "provider/local/m");
+        assert_eq!(p.queue[0].1, Reason::Selection(SelectionReason::Llm));
+        let p =
+            plan(&f.state, &req, &a, &mut guard, &Answering("no idea")).await.unwrap_or_else(|r| panic!("{}", r.error));
+        assert_eq!(
+            (p.queue[0].0.target.route.as_str(), p.queue[0].1),
+            ("provider/cloud/m", Reason::Selection(SelectionReason::Fallback))
+        );
+    }
+}

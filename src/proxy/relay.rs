@@ -283,3 +283,68 @@ async fn drain(mut upstream: BodyStream) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::UsageStart;
+    use crate::proxy::testing::{Fixture, MOCKS};
+    use crate::types::RequestId;
+
+    async fn relay(f: &Fixture, pieces: &[&'static [u8]]) -> Vec<u8> {
+        let pieces: Vec<&'static [u8]> = pieces.to_vec();
+        let guard = f.state.accounting.open(UsageStart {
+            request_id: RequestId::new(),
+            user_id: 1,
+            token_id: 1,
+            route: "m".into(),
+            stream: true,
+            canonical_route: "m".into(),
+            parent: None,
+        });
+        let body: BodyStream =
+            Box::pin(futures_util::stream::iter(pieces.into_iter().map(|p| Ok(Bytes::from_static(p)))));
+        let now = tokio::time::Instant::now();
+        let limits = Limits {
+            idle: Duration::from_secs(5),
+            first_event_by: now + Duration::from_secs(5),
+            keepalive: Duration::from_secs(5),
+            deadline: now + Duration::from_secs(10),
+            max_line: 1 << 16,
+            strip_usage_only_chunk: true,
+            cut: tokio_util::sync::CancellationToken::new(),
+        };
+        let report = Reporting {
+            metrics: Arc::clone(&f.state.metrics),
+            provider: "p".into(),
+            started: Instant::now(),
+            span: tracing::Span::none(),
+            capture_content: false,
+        };
+        let out: Vec<Bytes> = Relay::new(body, Dialect::OpenAi, guard, limits, report, None)
+            .into_stream()
+            .map(|r| r.unwrap_or_default())
+            .collect()
+            .await;
+        out.concat()
+    }
+
+    /// The relay alone, fed bytes cut anywhere: events pass byte for byte, the usage-only chunk
+    /// the gateway asked for is dropped and read, and a stream cut before its end marker ends with
+    /// one error event and a partial record.
+    #[actix_web::test]
+    async fn relays_events_whole_and_ends_broken_streams_in_band() {
+        let mut f = Fixture::new(MOCKS).await;
+        let a: &[u8] = b"data: {\"id\":\"r\",\"choices\":[{\"delta\":{\"content\":\"hel";
+        let b: &[u8] =
+            b"lo\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\n";
+        let out = relay(&f, &[a, b, b"data: [DONE]\n\n"]).await;
+        let want = "data: {\"id\":\"r\",\"choices\":[{\"delta\":{\"content\":\"hello\"}}]}\n\ndata: [DONE]\n\n";
+        assert_eq!(String::from_utf8_lossy(&out), want);
+        let out = relay(&f, &[a, b"lo\"}}]}\n\n"]).await;
+        assert!(String::from_utf8_lossy(&out).ends_with("\"code\":\"upstream_error\",\"param\":null}}\n\n"), "{out:?}");
+        let r = f.records();
+        assert_eq!((r[0].outcome.as_str(), r[0].completion_tokens, r[0].usage_source.as_str()), ("ok", 1, "reported"));
+        assert_eq!((r[1].outcome.as_str(), r[1].partial), ("partial", true));
+    }
+}

@@ -7,6 +7,12 @@
 //! node's peak RSS. Environment: `BENCH_SECS` (default 5) per measurement; `BENCH_BASELINE_BIN`,
 //! the `switchyard` binary of another commit (say the previous one, built in a worktree), adds it
 //! as a target `baseline` alternated with the rest, for an A/B in one run.
+//!
+//! Tracing: two more nodes of this build export spans over OTLP/gRPC, one sampling every request
+//! (`traced`), one 1 % (`traced_1pct`), to `BENCH_OTLP_GRPC` (an OTLP receiver, e.g. the tests'
+//! `tests/fixtures/otlp/otlp_sink.py` with `OTLP_SINK_DISCARD=1`); without it, the benchmark starts
+//! that receiver itself when `python3` can import `grpc`, else exports to a closed port (spans
+//! are then built and queued but dropped at export, and the run says so).
 #![allow(
     clippy::as_conversions,
     clippy::unwrap_used,
@@ -44,11 +50,11 @@ fn cli(bin: &str, dir: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
 /// Starts the node; returns it, its port, an admin token and the token of a user whose tier and
 /// token have rate limits, concurrency and quotas (set far above the load, so every check runs
 /// and none refuses).
-fn start_gateway(bin: &str, mock_base: &str, dir: &tempfile::TempDir) -> (Child, u16, String, String) {
+fn start_gateway(bin: &str, mock_base: &str, dir: &tempfile::TempDir, extra: &str) -> (Child, u16, String, String) {
     std::fs::write(
         dir.path().join("bench.toml"),
         format!(
-            "[server]\nport = 0\n[database]\nurl = \"sqlite://bench.db?mode=rwc\"\n[log]\nlevel = \"error\"\n\
+            "[server]\nport = 0\n[database]\nurl = \"sqlite://bench.db?mode=rwc\"\n[log]\nlevel = \"error\"\n{extra}\n\
              [[providers]]\nid = \"local\"\ntype = \"openai\"\nendpoint = \"{mock_base}\"\nmodels = [{{ name = \"qwen\" }}]\n\
              [[rotations]]\nname = \"bench\"\nstrategy = \"weighted\"\n\
              entries = [{{ provider_id = \"local\", model = \"qwen\", weight = 1 }}]\n\
@@ -116,6 +122,56 @@ fn start_gateway(bin: &str, mock_base: &str, dir: &tempfile::TempDir) -> (Child,
     }
     assert!(port != 0, "the gateway did not start");
     (child, port, token, limited)
+}
+
+/// CPU time a process has used so far (every thread), in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// A node's `/metrics` text.
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The OTLP/gRPC receiver the traced nodes export to: `BENCH_OTLP_GRPC`, else the tests' sink
+/// started here (when `python3` has `grpc`), else a closed port.
+fn otlp_receiver() -> (String, Option<Child>) {
+    if let Some(url) = std::env::var("BENCH_OTLP_GRPC").ok().filter(|u| !u.is_empty()) {
+        println!("Traced nodes export to {url}.\n");
+        return (url, None);
+    }
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (grpc, http) = (free(), free());
+    let has_grpc =
+        Command::new("python3").args(["-c", "import grpc, opentelemetry.proto"]).status().is_ok_and(|s| s.success());
+    if has_grpc {
+        let sink = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp/otlp_sink.py");
+        if let Ok(child) = Command::new("python3")
+            .args([sink, &grpc.to_string(), &http.to_string()])
+            .env("OTLP_SINK_DISCARD", "1")
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            std::thread::sleep(Duration::from_secs(1));
+            println!("Traced nodes export to the test OTLP receiver on 127.0.0.1:{grpc}.\n");
+            return (format!("http://127.0.0.1:{grpc}"), Some(child));
+        }
+    }
+    println!(
+        "No OTLP receiver (set BENCH_OTLP_GRPC): traced nodes export to a closed port; their spans are dropped at export.\n"
+    );
+    (format!("http://127.0.0.1:{grpc}"), None)
 }
 
 /// An nginx `proxy_pass` to the mock, as the floor of what any proxy costs on this machine.
@@ -218,12 +274,24 @@ fn main() {
         });
     });
     let (mock_port, mock_base) = rx.recv().unwrap();
-    let (mut child, gw_port, token, limited) = start_gateway(env!("CARGO_BIN_EXE_switchyard"), &mock_base, &dir);
+    let bin = env!("CARGO_BIN_EXE_switchyard");
+    let (mut child, gw_port, token, limited) = start_gateway(bin, &mock_base, &dir, "");
     let baseline_dir = tempfile::tempdir().unwrap();
     let baseline = std::env::var("BENCH_BASELINE_BIN")
         .ok()
         .filter(|b| !b.is_empty())
-        .map(|bin| start_gateway(&bin, &mock_base, &baseline_dir));
+        .map(|bin| start_gateway(&bin, &mock_base, &baseline_dir, ""));
+    let (otlp, mut sink) = otlp_receiver();
+    let traced_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let traced: Vec<_> = [1.0, 0.01]
+        .iter()
+        .zip(&traced_dirs)
+        .map(|(ratio, d)| {
+            let cfg =
+                format!("[telemetry]\notlp_endpoint = \"{otlp}\"\nsample_ratio = {ratio}\nservice_name = \"bench\"");
+            start_gateway(bin, &mock_base, d, &cfg)
+        })
+        .collect();
     let nginx = start_nginx(mock_port, &dir);
     let mut targets = vec![
         Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None, model: "qwen" },
@@ -265,6 +333,15 @@ fn main() {
             model: "qwen",
         });
     }
+    for (name, (_, port, token, _)) in ["traced", "traced_1pct"].into_iter().zip(&traced) {
+        targets.push(Target {
+            name,
+            port: *port,
+            path: "/v1/chat/completions".into(),
+            auth: Some(token.clone()),
+            model: "qwen",
+        });
+    }
     if let Some((port, _)) = &nginx {
         targets.push(Target {
             name: "nginx",
@@ -274,6 +351,22 @@ fn main() {
             model: "qwen",
         });
     }
+
+    // `BENCH_TARGETS=gateway,baseline` keeps only those (and `direct`, the reference).
+    if let Some(keep) = std::env::var("BENCH_TARGETS").ok().filter(|v| !v.is_empty()) {
+        let keep: Vec<String> = keep.split(',').map(|k| k.trim().to_owned()).collect();
+        targets.retain(|t| t.name == "direct" || keep.iter().any(|k| k == t.name));
+    }
+    // The node behind each target, for its CPU time per request.
+    let mut pids: Vec<(&str, u32)> =
+        vec![("gateway", child.id()), ("rotation", child.id()), ("autoselect", child.id()), ("limited", child.id())];
+    if let Some((b, ..)) = &baseline {
+        pids.push(("baseline", b.id()));
+    }
+    for (name, (t, ..)) in ["traced", "traced_1pct"].into_iter().zip(&traced) {
+        pids.push((name, t.id()));
+    }
+    let pid_of = |name: &str| pids.iter().find(|(n, _)| *n == name).map(|(_, p)| *p);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let local = tokio::task::LocalSet::new();
@@ -298,10 +391,17 @@ fn main() {
         println!();
         // Fixed rate: three alternated rounds, medians reported (this machine is shared and noisy).
         let mut lat: Vec<[Vec<f64>; 4]> = targets.iter().map(|_| Default::default()).collect();
+        let mut cpu: Vec<[Vec<f64>; 2]> = targets.iter().map(|_| Default::default()).collect();
         for round in 0..latency_rounds {
             for (i, t) in targets.iter().enumerate() {
                 for (k, stream) in [false, true].into_iter().enumerate() {
+                    let before = pid_of(t.name).map(cpu_ns);
                     let o = fixed_rate(t, secs, stream).await;
+                    if let (Some(b), Some(pid)) = (before, pid_of(t.name))
+                        && o.ok > 0
+                    {
+                        cpu[i][k].push((cpu_ns(pid) - b) as f64 / 1000.0 / o.ok as f64);
+                    }
                     let (p50, p99) = (pct(&o.latencies_us, 0.50), pct(&o.latencies_us, 0.99));
                     println!(
                         "round {round} {} at {RATE} req/s {:<10} p50 {p50:>7.3} ms  p99 {p99:>7.3} ms  ({} ok, {} errors)",
@@ -316,6 +416,7 @@ fn main() {
             }
         }
         let m: Vec<[f64; 4]> = lat.into_iter().map(|l| l.map(median)).collect();
+        let c: Vec<[f64; 2]> = cpu.into_iter().map(|l| l.map(|v| if v.is_empty() { f64::NAN } else { median(v) })).collect();
         println!("\nSummary (throughput: best of 2 rounds; latency: median of 3 rounds)");
         for (i, t) in targets.iter().enumerate().skip(1) {
             println!("  {:<10} max throughput {:>7.0} req/s = {:.2} x direct ({:.0} req/s)", t.name, best[i], best[i] / best[0], best[0]);
@@ -330,12 +431,22 @@ fn main() {
                 m[i][3] - m[0][3]
             );
         }
+        for (i, t) in targets.iter().enumerate() {
+            if !c[i][0].is_nan() {
+                println!(
+                    "  {:<10} node CPU per request at {RATE} req/s: non-streaming {:.1} µs, streaming {:.1} µs",
+                    t.name, c[i][0], c[i][1]
+                );
+            }
+        }
         let g = targets.iter().position(|t| t.name == "gateway");
         for (name, label) in [
             ("rotation", "rotation over the direct provider route"),
             ("autoselect", "autoselect over the direct provider route"),
             ("limited", "tier limits + quotas on, over the same route with them off"),
             ("baseline", "BENCH_BASELINE_BIN's gateway over this build's (negative: this build is slower)"),
+            ("traced", "tracing at 100 % sampling over tracing off"),
+            ("traced_1pct", "tracing at 1 % sampling over tracing off"),
         ] {
             if let (Some(g), Some(r)) = (g, targets.iter().position(|t| t.name == name)) {
                 println!(
@@ -348,12 +459,27 @@ fn main() {
             }
         }
         println!("  gateway peak RSS: {:.1} MB", peak_rss_kib(child.id()) as f64 / 1024.0);
+        for (name, (_, port, ..)) in ["traced", "traced_1pct"].into_iter().zip(&traced) {
+            let m = metrics_text(*port);
+            let count = |fate: &str| {
+                m.lines()
+                    .find(|l| l.starts_with(&format!("switchyard_trace_spans_total{{fate=\"{fate}\"}}")))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .unwrap_or("0")
+                    .to_owned()
+            };
+            println!("  {name}: spans exported {}, dropped {}", count("exported"), count("dropped"));
+        }
     });
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
-    if let Some((mut b, ..)) = baseline {
+    for (mut b, ..) in baseline.into_iter().chain(traced) {
         let _ = Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
         let _ = b.wait();
+    }
+    if let Some(s) = sink.as_mut() {
+        let _ = s.kill();
+        let _ = s.wait();
     }
     if let Some((_, mut n)) = nginx {
         if let Ok(log) = std::fs::read_to_string(dir.path().join("nginx/error.log")) {

@@ -31,7 +31,9 @@ for n in ["node1", "node2", "node3"]:
     for key in ["SWITCHYARD__DATABASE__URL", "SWITCHYARD__REDIS__URL", "SWITCHYARD__SECURITY__MASTER_KEY"]:
         assert key in env, f"{n}: {key} missing"
     ids.add(env["SWITCHYARD__SERVER__NODE_ID"])
-    assert set(s[n]["depends_on"]) == {"postgres", "redis"}, n
+    assert env.get("SWITCHYARD__TELEMETRY__OTLP_ENDPOINT") == "http://jaeger:4317", f"{n}: traces must go to Jaeger"
+    assert set(s[n]["depends_on"]) == {"postgres", "redis", "jaeger"}, n
+assert s["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true", "Jaeger must accept OTLP"
 assert len(ids) == 3, "node ids must differ"
 PY
 say "deploy/docker-compose.yml: ok"

@@ -166,6 +166,10 @@ struct Headers(Vec<(&'static str, String)>);
 
 impl opentelemetry::propagation::Injector for Headers {
     fn set(&mut self, key: &str, value: String) {
+        // The propagator writes an empty `tracestate` when there is none; send none.
+        if value.is_empty() {
+            return;
+        }
         let key = match key {
             "traceparent" => "traceparent",
             "tracestate" => "tracestate",

@@ -15,8 +15,8 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{LogSettings, TelemetrySettings};
 
-/// The target of every request's server span: always on for the log lines (they carry its
-/// request id and trace id whatever the level), never an event target.
+/// The target of every request's server span (never an event target): with trace export on, it
+/// is on for the log lines whatever the level, so they carry the request id and trace id.
 pub const REQUEST_TARGET: &str = "switchyard::request";
 
 /// What the data plane's spans may carry.
@@ -40,22 +40,46 @@ impl Telemetry {
     }
 }
 
+/// How text log lines show fields: the span attributes meant for the trace collector
+/// (`otel.*`, `http.*`, `gen_ai.*`) stay out of the lines; the request id, trace id and every
+/// event field stay in.
+fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let name = field.name();
+        if ["otel.", "http.", "gen_ai."].iter().any(|p| name.starts_with(p)) {
+            return Ok(());
+        }
+        if name == "message" { write!(w, "{value:?}") } else { write!(w, "{name}={value:?}") }
+    })
+    .delimited(" ")
+}
+
 /// Installs the global subscriber: logs at `settings.level` (`RUST_LOG` wins), and, when an OTLP
 /// endpoint is configured, trace export of the gateway's spans, whatever the log level. Once per
 /// process; later calls change nothing.
 pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetry, String> {
+    let traces = otlp::Tracing::from_settings(telemetry)?;
     let directives =
         std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| log.level.clone());
-    let filter = EnvFilter::try_new(format!("{directives},{REQUEST_TARGET}=trace"))
+    // With export on, every log line of a request carries its request id and trace id whatever
+    // the level (the request's span is always on for the log layer); without it, the span follows
+    // the level like any other (on at `info`).
+    let forced = if traces.is_some() { format!(",{REQUEST_TARGET}=trace") } else { String::new() };
+    let filter = EnvFilter::try_new(format!("{directives}{forced}"))
         .or_else(|_| EnvFilter::try_new(&log.level))
         .map_err(|e| format!("log.level: {e}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = if log.format == "json" {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter).boxed()
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(log_fields())
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     };
-    let traces = otlp::Tracing::from_settings(telemetry)?;
     let otel = traces.as_ref().map(otlp::Tracing::layer);
     let result = tracing_subscriber::registry().with(fmt).with(otel).try_init();
     if result.is_err() {
@@ -63,6 +87,7 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
         return Ok(Telemetry { traces: None });
     }
     if let Some(t) = &traces {
+        t.installed();
         tracing::info!(endpoint = %t.endpoint, sample_ratio = t.sample_ratio, "Exporting traces over OTLP/gRPC.");
     }
     Ok(Telemetry { traces })

@@ -22,6 +22,13 @@ use tracing_subscriber::Layer as _;
 use crate::config::TelemetrySettings;
 
 static EXPORTED: AtomicU64 = AtomicU64::new(0);
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports traces (spans then carry what the collector needs; without
+/// export they carry only what the log lines show).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Spans exported and dropped by this process so far.
@@ -87,6 +94,11 @@ impl Tracing {
             .build();
         opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
         Ok(Some(Self { provider, endpoint, sample_ratio }))
+    }
+
+    /// Marks this process as exporting (once its layer is installed).
+    pub fn installed(&self) {
+        EXPORTING.store(true, Ordering::Relaxed);
     }
 
     /// The `tracing` layer that turns the gateway's spans (and only spans: log events stay in

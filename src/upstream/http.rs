@@ -1,5 +1,6 @@
-//! The HTTP transport: hyper's client (HTTP/1.1, rustls with the ring provider and the webpki
-//! roots), one per actix worker so every connection is driven by the thread that uses it.
+//! The HTTP transport: hyper's HTTP/1.1 client connections (rustls with the ring provider and the
+//! webpki roots), pooled per actix worker and driven by the request that uses them — no task of
+//! their own, so a response's body chunks reach the relay without a hop between tasks.
 //!
 //! hyper reads every body framing HTTP/1.1 allows — `Content-Length`, chunked, and a body that
 //! ends when the upstream closes the connection (RFC 9112 §6.3; what Python's `http.server` and
@@ -9,20 +10,24 @@
 //! User endpoints go through the SSRF guard: IP-literal hosts are checked in the connector (it
 //! sees host and port, for the allowlist), host names by the resolver at connect time.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
+use futures_util::Stream;
+use http_body_util::Full;
+use hyper::body::{Body as _, Incoming};
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tower_service::Service as _;
 
 use crate::upstream::exchange::{BodyError, Outgoing, Response};
 use crate::upstream::failure::{FailureKind, UpstreamFailure};
@@ -30,6 +35,7 @@ use crate::upstream::ssrf;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 
 /// The HTTP clients of one worker.
 pub struct Clients {
@@ -64,9 +70,33 @@ impl Clients {
     }
 }
 
-/// One HTTP client and its connection pool.
+/// One HTTP/1.1 connection: the handle requests go through, and the connection itself, which
+/// whoever waits on it drives.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    conn: http1::Connection<Io, Full<Bytes>>,
+}
+
+impl Conn {
+    /// Drives the connection once without waiting; `false` when it has ended (the upstream
+    /// closed it, or it failed) or cannot take a request.
+    fn alive(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if Pin::new(&mut self.conn).poll(&mut cx).is_ready() {
+            return false;
+        }
+        !self.sender.is_closed() && self.sender.is_ready()
+    }
+}
+
+/// Idle connections by `scheme://authority`, newest last.
+type Idle = Arc<Mutex<HashMap<String, Vec<(Conn, Instant)>>>>;
+
+/// One HTTP client and its pool of idle connections.
 pub struct HttpClient {
-    inner: Client<hyper_rustls::HttpsConnector<Endpoints>, Full<Bytes>>,
+    connector: HttpsConnector<Endpoints>,
+    idle: Idle,
+    pool_idle: Duration,
 }
 
 impl HttpClient {
@@ -88,16 +118,37 @@ impl HttpClient {
             guarded: guard
                 .map(|allow| (tune(HttpConnector::new_with_resolver(GuardedResolver), connect_timeout), allow)),
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(endpoints);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(pool_idle)
-            .build(https);
-        Self { inner }
+        Self { connector, idle: Arc::default(), pool_idle }
+    }
+
+    /// An idle connection to `key` that is still alive, if any.
+    fn checkout(&self, key: &str) -> Option<Conn> {
+        let mut idle = self.idle.lock().ok()?;
+        let conns = idle.get_mut(key)?;
+        while let Some((mut c, since)) = conns.pop() {
+            if since.elapsed() < self.pool_idle && c.alive() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, uri: http::Uri) -> Result<Conn, UpstreamFailure> {
+        let refused = |e: &dyn std::fmt::Display| {
+            // The transport's own words (never a key: its errors hold no headers).
+            tracing::debug!(error = %e, "Upstream connection not made.");
+            UpstreamFailure::new(FailureKind::Connect, "the gateway could not connect to the upstream")
+        };
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| refused(&e))?;
+        let io = connector.call(uri).await.map_err(|e| refused(&e))?;
+        let (sender, conn) = http1::handshake(io).await.map_err(|e| refused(&e))?;
+        Ok(Conn { sender, conn })
     }
 
     /// Posts `out` to `endpoint` + its path, waiting at most `first_byte` for the answer's head.
@@ -107,10 +158,27 @@ impl HttpClient {
         out: Outgoing<'_>,
         first_byte: Duration,
     ) -> Result<Response, UpstreamFailure> {
-        let url = format!("{endpoint}{}", out.path);
+        match tokio::time::timeout(first_byte, self.exchange(endpoint, out)).await {
+            Err(_) => Err(UpstreamFailure::new(FailureKind::Timeout, "the upstream did not answer in time")),
+            Ok(r) => r,
+        }
+    }
+
+    async fn exchange(&self, endpoint: &str, out: Outgoing<'_>) -> Result<Response, UpstreamFailure> {
+        let bad_url = || UpstreamFailure::new(FailureKind::Connect, "the provider's endpoint is not a valid URL");
+        let uri: http::Uri = format!("{endpoint}{}", out.path).parse().map_err(|_| bad_url())?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { return Err(bad_url()) };
+        let key = format!("{scheme}://{authority}");
+        let host = authority.as_str().to_owned();
+        let path = uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str).to_owned();
+        let mut conn = match self.checkout(&key) {
+            Some(c) => c,
+            None => self.connect(uri).await?,
+        };
         let mut b = http::Request::builder()
             .method(http::Method::POST)
-            .uri(url)
+            .uri(path)
+            .header(http::header::HOST, host)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, if out.stream { "text/event-stream" } else { "application/json" })
             .header("x-request-id", out.request_id)
@@ -121,31 +189,86 @@ impl HttpClient {
         if let Some(key) = out.api_key {
             b = b.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
         }
-        let req = b
-            .body(Full::new(out.body))
-            .map_err(|_| UpstreamFailure::new(FailureKind::Connect, "the provider's endpoint is not a valid URL"))?;
-        let resp = match tokio::time::timeout(first_byte, self.inner.request(req)).await {
-            Err(_) => return Err(UpstreamFailure::new(FailureKind::Timeout, "the upstream did not answer in time")),
-            Ok(Err(e)) if e.is_connect() => {
-                // The transport's own words (never a key: its errors hold no headers).
-                tracing::debug!(error = %e, "Upstream connection not made.");
-                return Err(UpstreamFailure::new(
-                    FailureKind::Connect,
-                    "the gateway could not connect to the upstream",
-                ));
+        let req = b.body(Full::new(out.body)).map_err(|_| bad_url())?;
+        // The request future and the connection are driven together until the answer's head.
+        let mut sent = std::pin::pin!(conn.sender.send_request(req));
+        let mut ended = false;
+        let resp = std::future::poll_fn(|cx| {
+            if !ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
+                ended = true;
             }
-            Ok(Err(e)) => {
+            sent.as_mut().poll(cx)
+        })
+        .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
                 tracing::debug!(error = %e, "Upstream request failed.");
                 return Err(UpstreamFailure::new(FailureKind::Protocol, "the upstream connection failed"));
             }
-            Ok(Ok(r)) => r,
         };
         let header = |name: http::header::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok());
         let content_type = header(http::header::CONTENT_TYPE).map(str::to_ascii_lowercase);
         let retry_after = header(http::header::RETRY_AFTER).and_then(|v| v.trim().parse::<u64>().ok());
         let status = resp.status().as_u16();
-        let body = resp.into_body().into_data_stream().map(|r| r.map_err(|_| BodyError));
+        let body = Driven { body: resp.into_body(), conn: (!ended).then_some(conn), idle: Arc::clone(&self.idle), key };
         Ok(Response { status, content_type, retry_after, body: Box::pin(body) })
+    }
+}
+
+/// An answer's body with the connection it arrives on: polling the body drives the connection;
+/// at the body's end a connection that can take another request goes back to the pool.
+struct Driven {
+    body: Incoming,
+    conn: Option<Conn>,
+    idle: Idle,
+    key: String,
+}
+
+impl Driven {
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(c) = &mut self.conn
+            && Pin::new(&mut c.conn).poll(cx).is_ready()
+        {
+            self.conn = None;
+        }
+    }
+
+    fn release(&mut self) {
+        let Some(mut c) = self.conn.take() else { return };
+        if c.alive()
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.entry(std::mem::take(&mut self.key)).or_default().push((c, Instant::now()));
+        }
+    }
+}
+
+impl Stream for Driven {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            this.drive(cx);
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(BodyError)));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    // Trailers: nothing for the relay; read on.
+                }
+            }
+        }
     }
 }
 

@@ -171,49 +171,70 @@ impl HttpClient {
         let key = format!("{scheme}://{authority}");
         let host = authority.as_str().to_owned();
         let path = uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str).to_owned();
-        let mut conn = match self.checkout(&key) {
-            Some(c) => c,
-            None => self.connect(uri).await?,
-        };
-        let mut b = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(path)
-            .header(http::header::HOST, host)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, if out.stream { "text/event-stream" } else { "application/json" })
-            .header("x-request-id", out.request_id)
-            .header(http::header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")));
-        for (k, v) in out.trace_headers {
-            b = b.header(*k, v.as_str());
-        }
-        if let Some(key) = out.api_key {
-            b = b.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let req = b.body(Full::new(out.body)).map_err(|_| bad_url())?;
-        // The request future and the connection are driven together until the answer's head.
-        let mut sent = std::pin::pin!(conn.sender.send_request(req));
-        let mut ended = false;
-        let resp = std::future::poll_fn(|cx| {
-            if !ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
-                ended = true;
+        let key = key.as_str();
+        let build = || {
+            let mut b = http::Request::builder()
+                .method(http::Method::POST)
+                .uri(path.as_str())
+                .header(http::header::HOST, host.as_str())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::ACCEPT, if out.stream { "text/event-stream" } else { "application/json" })
+                .header("x-request-id", out.request_id)
+                .header(http::header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+            for (k, v) in out.trace_headers {
+                b = b.header(*k, v.as_str());
             }
-            sent.as_mut().poll(cx)
-        })
-        .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "Upstream request failed.");
-                return Err(UpstreamFailure::new(FailureKind::Protocol, "the upstream connection failed"));
+            if let Some(key) = out.api_key {
+                b = b.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
             }
+            b.body(Full::new(out.body.clone())).map_err(|_| bad_url())
         };
-        let header = |name: http::header::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok());
-        let content_type = header(http::header::CONTENT_TYPE).map(str::to_ascii_lowercase);
-        let retry_after = header(http::header::RETRY_AFTER).and_then(|v| v.trim().parse::<u64>().ok());
-        let status = resp.status().as_u16();
-        let body = Driven { body: resp.into_body(), conn: (!ended).then_some(conn), idle: Arc::clone(&self.idle), key };
-        Ok(Response { status, content_type, retry_after, body: Box::pin(body) })
+        // A pooled connection the upstream closed just as the request went out refuses it before
+        // writing it (hyper: "canceled"); that request is sent again on a new connection. Nothing
+        // that reached the upstream is ever sent twice.
+        let mut pooled = self.checkout(key);
+        loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(c) => c,
+                None => self.connect(uri.clone()).await?,
+            };
+            let (resp, ended) = send_on(&mut conn, build()?).await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) if reused && e.is_canceled() => {
+                    tracing::debug!(error = %e, "A pooled upstream connection had closed; sending on a new one.");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Upstream request failed.");
+                    return Err(UpstreamFailure::new(FailureKind::Protocol, "the upstream connection failed"));
+                }
+            };
+            let header = |name: http::header::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok());
+            let content_type = header(http::header::CONTENT_TYPE).map(str::to_ascii_lowercase);
+            let retry_after = header(http::header::RETRY_AFTER).and_then(|v| v.trim().parse::<u64>().ok());
+            let status = resp.status().as_u16();
+            let idle = Arc::clone(&self.idle);
+            let body = Driven { body: resp.into_body(), conn: (!ended).then_some(conn), idle, key: key.to_owned() };
+            return Ok(Response { status, content_type, retry_after, body: Box::pin(body) });
+        }
     }
+}
+
+/// Sends `req` on `conn`, driving the connection until the answer's head; says whether the
+/// connection ended meanwhile.
+async fn send_on(conn: &mut Conn, req: http::Request<Full<Bytes>>) -> (hyper::Result<http::Response<Incoming>>, bool) {
+    let mut sent = std::pin::pin!(conn.sender.send_request(req));
+    let mut ended = false;
+    let resp = std::future::poll_fn(|cx| {
+        if !ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
+            ended = true;
+        }
+        sent.as_mut().poll(cx)
+    })
+    .await;
+    (resp, ended)
 }
 
 /// An answer's body with the connection it arrives on: polling the body drives the connection;

@@ -121,6 +121,7 @@ async fn failover_span_tree_and_trace_context() {
         let got = mock.received()[0].header("traceparent").map(str::to_owned);
         let want = format!("00-{trace}-{}-01", span["span_id"].as_str().unwrap());
         assert_eq!(got.as_deref(), Some(want.as_str()));
+        assert_eq!(mock.received()[0].header("tracestate"), None, "an empty tracestate was sent");
     }
     // The failed attempt's log line (a warning: the level the node runs at) carries the request
     // id and the trace id.

@@ -1,5 +1,7 @@
 //! What dialects report about requests and answers, in no dialect's terms.
 
+use std::borrow::Cow;
+
 use crate::types::Usage;
 
 /// Facts about a response that traces record (`gen_ai.response.*`).
@@ -24,18 +26,43 @@ pub struct Whole {
     pub meta: ResponseMeta,
 }
 
-/// What one stream event's data says.
+/// What one stream event's data says (borrowing from it).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<'a> {
     /// The end-of-stream marker: the answer is complete.
     Done,
     /// A chunk of the answer.
-    Chunk(Chunk),
+    Chunk(Chunk<'a>),
+}
+
+/// Response id, model and finish reasons as one chunk names them, borrowed from the event: every
+/// chunk repeats id and model, and only the first is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkMeta<'a> {
+    /// The upstream's response id.
+    pub id: Option<Cow<'a, str>>,
+    /// The model that answered, as the upstream names it.
+    pub model: Option<Cow<'a, str>>,
+    /// Why each choice that stopped in this chunk stopped.
+    pub finish_reasons: Vec<Cow<'a, str>>,
+}
+
+impl ResponseMeta {
+    /// Takes what a chunk adds: the first id and model, every finish reason.
+    pub fn absorb(&mut self, c: ChunkMeta<'_>) {
+        if self.id.is_none() {
+            self.id = c.id.map(Cow::into_owned);
+        }
+        if self.model.is_none() {
+            self.model = c.model.map(Cow::into_owned);
+        }
+        self.finish_reasons.extend(c.finish_reasons.into_iter().map(Cow::into_owned));
+    }
 }
 
 /// One chunk of a streamed answer.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Chunk {
+pub struct Chunk<'a> {
     /// Generated text (content, reasoning, tool-call names and arguments), for counting.
     pub text: String,
     /// The chunk carries generated output.
@@ -45,7 +72,7 @@ pub struct Chunk {
     /// Usage figures in the chunk.
     pub usage: Option<Usage>,
     /// Response id, model and finish reasons the chunk names.
-    pub meta: ResponseMeta,
+    pub meta: ChunkMeta<'a>,
 }
 
 /// A body or event that is not what the dialect promises; the text says what, for a 502.

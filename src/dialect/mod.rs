@@ -119,7 +119,7 @@ impl Dialect {
     }
 
     /// Reads the data of one stream event.
-    pub fn decode_event(self, data: &[u8]) -> Result<Event, Malformed> {
+    pub fn decode_event(self, data: &[u8]) -> Result<Event<'_>, Malformed> {
         match self {
             Self::OpenAi => openai::decode_event(data),
         }

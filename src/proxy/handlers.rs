@@ -40,7 +40,8 @@ async fn run(
         dialect: Dialect::OpenAi,
         parent: None,
     };
-    let reply = pipeline::run(&state, &clients, request).await?;
+    // Boxed: the pipeline's future is large; actix boxes the handler's, which stays small.
+    let reply = Box::pin(pipeline::run(&state, &clients, request)).await?;
     Ok(crate::proxy::reply::respond(reply))
 }
 

@@ -107,9 +107,10 @@ impl Relay {
     }
 
     /// The body stream for the client. Each poll runs in the attempt's span, so the span ends
-    /// (its last exit) with the stream's last byte.
+    /// (its last exit) with the stream's last byte. The state is boxed: `unfold` moves it in and
+    /// out of its future at every event.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
-        futures_util::stream::unfold(self, |mut st| {
+        futures_util::stream::unfold(Box::new(self), |mut st| {
             let span = st.report.span.clone();
             async move {
                 loop {
@@ -212,9 +213,7 @@ impl Relay {
                             g.progress.relayed_text.push_str(&c.text);
                         }
                     }
-                    self.meta.id = self.meta.id.take().or(c.meta.id);
-                    self.meta.model = self.meta.model.take().or(c.meta.model);
-                    self.meta.finish_reasons.extend(c.meta.finish_reasons);
+                    self.meta.absorb(c.meta);
                     if !(self.limits.strip_usage_only_chunk && c.usage_only) {
                         self.out.push_back(ev.raw);
                     }

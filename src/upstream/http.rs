@@ -75,6 +75,83 @@ impl Clients {
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     conn: http1::Connection<Io, Full<Bytes>>,
+    /// What the connection and its answers are polled with.
+    relay: Polled,
+}
+
+/// A relay and its waker (made once per connection).
+#[derive(Clone)]
+struct Polled {
+    relay: Arc<Relay>,
+    waker: std::task::Waker,
+}
+
+impl Polled {
+    fn new() -> Self {
+        let relay = Arc::new(Relay {
+            state: std::sync::atomic::AtomicU8::new(IDLE),
+            outer: futures_util::task::AtomicWaker::new(),
+        });
+        Self { waker: std::task::Waker::from(Arc::clone(&relay)), relay }
+    }
+}
+
+/// The waker a connection and the answer waiting on it are polled with. The connection hands
+/// what it reads to the answer through hyper's channels, which wake their reader: in one task
+/// that is the task waking itself, and each such wake would poll the whole request again (and
+/// actix's dispatcher around it) for nothing. A wake that comes while the relay is polling is
+/// absorbed: the relay polls again at once. Any other wake (the socket is readable, a timer)
+/// reaches the task that polled last.
+struct Relay {
+    state: std::sync::atomic::AtomicU8,
+    outer: futures_util::task::AtomicWaker,
+}
+
+const IDLE: u8 = 0;
+const POLLING: u8 = 1;
+const WOKEN: u8 = 2;
+
+impl std::task::Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering::AcqRel;
+        if let Err(IDLE) = self.state.compare_exchange(POLLING, WOKEN, AcqRel, std::sync::atomic::Ordering::Acquire) {
+            self.outer.wake();
+        }
+    }
+}
+
+impl Polled {
+    /// Polls `f` with the relay's waker until it is ready or nothing it did woke it.
+    fn poll<T>(&self, cx: &mut Context<'_>, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+        let this = &self.relay;
+        this.outer.register(cx.waker());
+        let mut inner = Context::from_waker(&self.waker);
+        // A bound, so that a connection busy with a long answer still lets its worker's other
+        // tasks run: past it, the task is woken and yields.
+        for _ in 0..16 {
+            this.state.store(POLLING, Release);
+            if let Poll::Ready(v) = f(&mut inner) {
+                this.state.store(IDLE, Release);
+                return Poll::Ready(v);
+            }
+            if this.state.compare_exchange(POLLING, IDLE, AcqRel, Acquire).is_ok() {
+                return Poll::Pending;
+            }
+        }
+        this.state.store(IDLE, Release);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// No task waits on the connection any more (it goes back to the pool).
+    fn park(&self) {
+        self.relay.outer.register(std::task::Waker::noop());
+    }
 }
 
 impl Conn {
@@ -90,7 +167,7 @@ impl Conn {
 }
 
 /// Idle connections by `scheme://authority`, newest last.
-type Idle = Arc<Mutex<HashMap<String, Vec<(Conn, Instant)>>>>;
+type Idle = Arc<Mutex<HashMap<String, Vec<(Box<Conn>, Instant)>>>>;
 
 /// One HTTP client and its pool of idle connections.
 pub struct HttpClient {
@@ -127,7 +204,7 @@ impl HttpClient {
     }
 
     /// An idle connection to `key` that is still alive, if any.
-    fn checkout(&self, key: &str) -> Option<Conn> {
+    fn checkout(&self, key: &str) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().ok()?;
         let conns = idle.get_mut(key)?;
         while let Some((mut c, since)) = conns.pop() {
@@ -138,7 +215,7 @@ impl HttpClient {
         None
     }
 
-    async fn connect(&self, uri: http::Uri) -> Result<Conn, UpstreamFailure> {
+    async fn connect(&self, uri: http::Uri) -> Result<Box<Conn>, UpstreamFailure> {
         let refused = |e: &dyn std::fmt::Display| {
             // The transport's own words (never a key: its errors hold no headers).
             tracing::debug!(error = %e, "Upstream connection not made.");
@@ -148,7 +225,7 @@ impl HttpClient {
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| refused(&e))?;
         let io = connector.call(uri).await.map_err(|e| refused(&e))?;
         let (sender, conn) = http1::handshake(io).await.map_err(|e| refused(&e))?;
-        Ok(Conn { sender, conn })
+        Ok(Box::new(Conn { sender, conn, relay: Polled::new() }))
     }
 
     /// Posts `out` to `endpoint` + its path, waiting at most `first_byte` for the answer's head.
@@ -158,7 +235,9 @@ impl HttpClient {
         out: Outgoing<'_>,
         first_byte: Duration,
     ) -> Result<Response, UpstreamFailure> {
-        match tokio::time::timeout(first_byte, self.exchange(endpoint, out)).await {
+        // Boxed: a connection's state (TLS, buffers, hyper's) is kilobytes, and a future holding
+        // it inline makes every future around it as large, copied whole at each move.
+        match tokio::time::timeout(first_byte, Box::pin(self.exchange(endpoint, out))).await {
             Err(_) => Err(UpstreamFailure::new(FailureKind::Timeout, "the upstream did not answer in time")),
             Ok(r) => r,
         }
@@ -169,25 +248,33 @@ impl HttpClient {
         let uri: http::Uri = format!("{endpoint}{}", out.path).parse().map_err(|_| bad_url())?;
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { return Err(bad_url()) };
         let key = format!("{scheme}://{authority}");
-        let host = authority.as_str().to_owned();
-        let path = uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str).to_owned();
+        let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| bad_url())?;
+        let path = Bytes::copy_from_slice(uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str).as_bytes());
         let key = key.as_str();
-        let build = || {
-            let mut b = http::Request::builder()
-                .method(http::Method::POST)
-                .uri(path.as_str())
-                .header(http::header::HOST, host.as_str())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header(http::header::ACCEPT, if out.stream { "text/event-stream" } else { "application/json" })
-                .header("x-request-id", out.request_id)
-                .header(http::header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+        let build = || -> Result<http::Request<Full<Bytes>>, UpstreamFailure> {
+            use http::header::{self, HeaderName, HeaderValue};
+            let value = |v: &str| HeaderValue::from_str(v).map_err(|_| bad_url());
+            let mut req = http::Request::new(Full::new(out.body.clone()));
+            *req.method_mut() = http::Method::POST;
+            *req.uri_mut() = http::Uri::from_maybe_shared(path.clone()).map_err(|_| bad_url())?;
+            let h = req.headers_mut();
+            h.insert(header::HOST, host.clone());
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                header::ACCEPT,
+                HeaderValue::from_static(if out.stream { "text/event-stream" } else { "application/json" }),
+            );
+            h.insert(HeaderName::from_static("x-request-id"), value(out.request_id)?);
+            h.insert(header::USER_AGENT, HeaderValue::from_static(concat!("switchyard/", env!("CARGO_PKG_VERSION"))));
             for (k, v) in out.trace_headers {
-                b = b.header(*k, v.as_str());
+                h.insert(HeaderName::from_static(k), value(v)?);
             }
             if let Some(key) = out.api_key {
-                b = b.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+                let mut auth = value(&format!("Bearer {key}"))?;
+                auth.set_sensitive(true);
+                h.insert(header::AUTHORIZATION, auth);
             }
-            b.body(Full::new(out.body.clone())).map_err(|_| bad_url())
+            Ok(req)
         };
         // A pooled connection the upstream closed just as the request went out refuses it before
         // writing it (hyper: "canceled"); that request is sent again on a new connection. Nothing
@@ -197,7 +284,7 @@ impl HttpClient {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(c) => c,
-                None => self.connect(uri.clone()).await?,
+                None => Box::pin(self.connect(uri.clone())).await?,
             };
             let (resp, ended) = send_on(&mut conn, build()?).await;
             let resp = match resp {
@@ -216,7 +303,9 @@ impl HttpClient {
             let retry_after = header(http::header::RETRY_AFTER).and_then(|v| v.trim().parse::<u64>().ok());
             let status = resp.status().as_u16();
             let idle = Arc::clone(&self.idle);
-            let body = Driven { body: resp.into_body(), conn: (!ended).then_some(conn), idle, key: key.to_owned() };
+            let relay = conn.relay.clone();
+            let reading = Reading { body: resp.into_body(), conn: (!ended).then_some(conn), idle, key: key.to_owned() };
+            let body = Driven { reading, relay };
             return Ok(Response { status, content_type, retry_after, body: Box::pin(body) });
         }
     }
@@ -227,11 +316,14 @@ impl HttpClient {
 async fn send_on(conn: &mut Conn, req: http::Request<Full<Bytes>>) -> (hyper::Result<http::Response<Incoming>>, bool) {
     let mut sent = std::pin::pin!(conn.sender.send_request(req));
     let mut ended = false;
+    let relay = conn.relay.clone();
     let resp = std::future::poll_fn(|cx| {
-        if !ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
-            ended = true;
-        }
-        sent.as_mut().poll(cx)
+        relay.poll(cx, |cx| {
+            if !ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
+                ended = true;
+            }
+            sent.as_mut().poll(cx)
+        })
     })
     .await;
     (resp, ended)
@@ -240,13 +332,19 @@ async fn send_on(conn: &mut Conn, req: http::Request<Full<Bytes>>) -> (hyper::Re
 /// An answer's body with the connection it arrives on: polling the body drives the connection;
 /// at the body's end a connection that can take another request goes back to the pool.
 struct Driven {
+    reading: Reading,
+    relay: Polled,
+}
+
+/// The body and its connection.
+struct Reading {
     body: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     idle: Idle,
     key: String,
 }
 
-impl Driven {
+impl Reading {
     fn drive(&mut self, cx: &mut Context<'_>) {
         if let Some(c) = &mut self.conn
             && Pin::new(&mut c.conn).poll(cx).is_ready()
@@ -257,19 +355,17 @@ impl Driven {
 
     fn release(&mut self) {
         let Some(mut c) = self.conn.take() else { return };
+        c.relay.park();
         if c.alive()
             && let Ok(mut idle) = self.idle.lock()
         {
             idle.entry(std::mem::take(&mut self.key)).or_default().push((c, Instant::now()));
         }
     }
-}
 
-impl Stream for Driven {
-    type Item = Result<Bytes, BodyError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+    /// Drives the connection and reads the body's next piece.
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let this = self;
         loop {
             this.drive(cx);
             match Pin::new(&mut this.body).poll_frame(cx) {
@@ -290,6 +386,15 @@ impl Stream for Driven {
                 }
             }
         }
+    }
+}
+
+impl Stream for Driven {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Driven { reading, relay } = &mut *self;
+        relay.poll(cx, |cx| reading.step(cx))
     }
 }
 
@@ -352,5 +457,59 @@ impl tower_service::Service<Name> for GuardedResolver {
             let addrs = ssrf::resolve_checked(&host, 0).await.map_err(BoxError::from)?;
             Ok(addrs.into_iter())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts the wakes of the task that polls.
+    struct Count(AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_during_the_poll_is_absorbed_and_a_later_one_reaches_the_task() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let outer = std::task::Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&outer);
+        let polled = Polled::new();
+        // Woken by what it does itself twice, then ready: polled again at once, the task never woken.
+        let mut left = 2;
+        let r = polled.poll(&mut cx, |cx| {
+            if left == 0 {
+                return Poll::Ready(7);
+            }
+            left -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        assert_eq!((r, count.0.load(Ordering::SeqCst)), (Poll::Ready(7), 0));
+        // Pending with nothing woken: the waker it kept wakes the task later (a readable socket).
+        let mut kept = None;
+        let r: Poll<()> = polled.poll(&mut cx, |cx| {
+            kept = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        assert_eq!((r, count.0.load(Ordering::SeqCst)), (Poll::Pending, 0));
+        kept.expect("kept").wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // A future that never stops waking itself yields after a bound: the task is woken to come back.
+        let r: Poll<()> = polled.poll(&mut cx, |cx| {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        assert_eq!((r, count.0.load(Ordering::SeqCst)), (Poll::Pending, 2));
+        // Parked (back in the pool): a wake goes nowhere.
+        polled.park();
+        polled.waker.wake_by_ref();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 }

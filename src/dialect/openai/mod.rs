@@ -63,7 +63,7 @@ fn splice_body(raw: &[u8], body: &Map<String, Value>, model: &str, ask_usage: bo
 }
 
 /// Reads the data of one stream event: `[DONE]`, or a chunk object.
-pub fn decode_event(data: &[u8]) -> Result<Event, Malformed> {
+pub fn decode_event(data: &[u8]) -> Result<Event<'_>, Malformed> {
     if data.trim_ascii() == b"[DONE]" {
         return Ok(Event::Done);
     }

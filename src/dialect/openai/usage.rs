@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::dialect::facts::ResponseMeta;
+use crate::dialect::facts::{ChunkMeta, ResponseMeta};
 use crate::types::Usage;
 
 #[derive(Deserialize)]
@@ -113,7 +113,7 @@ pub fn summarize_body(body: &[u8], embeddings: bool) -> Result<BodySummary, &'st
 
 /// What one streamed chunk says.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ChunkSummary {
+pub struct ChunkSummary<'a> {
     /// The chunk carries generated text (content, reasoning or tool-call arguments).
     pub has_output: bool,
     /// The chunk has an empty `choices` list (the usage-only chunk of `include_usage`).
@@ -123,7 +123,7 @@ pub struct ChunkSummary {
     /// The generated text of the chunk (content, reasoning, completion text, tool-call arguments).
     pub text: String,
     /// The chunk's `id` and `model` (every chunk repeats them) and any finish reasons.
-    pub meta: ResponseMeta,
+    pub meta: ChunkMeta<'a>,
 }
 
 #[derive(Deserialize)]
@@ -178,9 +178,10 @@ struct FunctionDelta<'a> {
 pub struct NotJson;
 
 /// Reads one `data:` payload of an OpenAI stream. `Err` when it is not a JSON object.
-pub fn summarize_chunk(data: &[u8]) -> Result<ChunkSummary, NotJson> {
+pub fn summarize_chunk(data: &[u8]) -> Result<ChunkSummary<'_>, NotJson> {
     let chunk: Chunk<'_> = serde_json::from_slice(data).map_err(|_| NotJson)?;
     let choices = chunk.choices.unwrap_or_default();
+    let empty_choices = choices.is_empty();
     let has_output = choices.iter().any(|c| {
         let d = c.delta.as_ref();
         let nonempty = |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
@@ -204,17 +205,13 @@ pub fn summarize_chunk(data: &[u8]) -> Result<ChunkSummary, NotJson> {
             }
         }
     }
-    let finish_reasons = choices.iter().filter_map(|c| c.finish_reason.as_deref().map(str::to_owned)).collect();
+    let finish_reasons = choices.into_iter().filter_map(|c| c.finish_reason).collect();
     Ok(ChunkSummary {
         has_output,
-        empty_choices: choices.is_empty(),
+        empty_choices,
         usage: chunk.usage.map(WireUsage::into_usage),
         text,
-        meta: ResponseMeta {
-            id: chunk.id.map(Cow::into_owned),
-            model: chunk.model.map(Cow::into_owned),
-            finish_reasons,
-        },
+        meta: ChunkMeta { id: chunk.id, model: chunk.model, finish_reasons },
     })
 }
 

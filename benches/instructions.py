@@ -9,7 +9,7 @@ one at a time over a keep-alive connection (non-streaming, then streaming), and 
 node executed (every thread) are divided by N. With two binaries, it prints the A/B. `--top K`
 prints each run's K costliest functions (inclusive), `--traced` adds a run of the last binary with trace export at
 100 % to a closed port (spans built, queued and dropped: the cost on the request path).
-Environment: `N` (default 400) requests per kind; `KEEP=1` keeps the dumps (for callgrind_annotate).
+Environment: `N` (default 400) requests per kind; `CONC` clients sending them at once (default 1); `KEEP=1` keeps the dumps (for callgrind_annotate).
 """
 
 import argparse
@@ -119,9 +119,10 @@ def measure(binary, mock_port, n, top, traced):
                 if time.time() > deadline or node.poll() is not None:
                     raise SystemExit(f"{binary}: the node did not start")
                 time.sleep(0.5)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conc = int(os.environ.get("CONC", "1"))
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=120) for _ in range(conc)]
 
-        def send(stream):
+        def send(stream, conn=conns[0]):
             body = json.dumps({"model": "qwen", "stream": stream,
                                "messages": [{"role": "user", "content": "Say hello in one short sentence."}]})
             conn.request("POST", "/v1/chat/completions", body=body,
@@ -137,8 +138,26 @@ def measure(binary, mock_port, n, top, traced):
                 send(stream)
             time.sleep(1.0)  # let the ledger's batch writer settle
             subprocess.run(["callgrind_control", "-z", str(node.pid)], check=True, capture_output=True)
-            for _ in range(n):
-                send(stream)
+
+            failures = []
+
+            def client(c, count, stream=stream):
+                try:
+                    for _ in range(count):
+                        send(stream, c)
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    failures.append(repr(e))
+
+            # New connections: idle ones may have reached the node's keep-alive timeout meanwhile.
+            for c in conns:
+                c.close()
+            threads = [threading.Thread(target=client, args=(c, n // conc)) for c in conns]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if failures:
+                raise SystemExit(f"{binary}: {len(failures)} clients failed: {failures[0]}")
             time.sleep(1.0)  # the records of these requests are written too: part of their cost
             dump = subprocess.run(["callgrind_control", "-d", str(node.pid)], check=True, capture_output=True, text=True)
             del dump

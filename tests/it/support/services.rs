@@ -7,8 +7,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A free loopback port.
+/// A free loopback port for a server that starts later (or starts again on it): below Linux's
+/// ephemeral range (32768–60999), which outgoing connections take their local ports from — a
+/// port of that range, free when picked, can be some connection's by the time the server binds
+/// it (seen: a cluster node's "Address already in use").
 pub fn free_port() -> u16 {
+    let mut seed = [0u8; 2];
+    for _ in 0..1000 {
+        getrandom::fill(&mut seed).unwrap();
+        let port = 20_000 + u16::from_le_bytes(seed) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -8,7 +8,7 @@ loopback) runs under callgrind; after a warm-up the counters are zeroed, N reque
 one at a time over a keep-alive connection (non-streaming, then streaming), and the instructions the
 node executed (every thread) are divided by N. With two binaries, it prints the A/B. `--top K`
 prints each run's K costliest functions (inclusive), `--traced` adds a run of the last binary with trace export at
-100 % to a closed port (spans built, queued and dropped: the cost on the request path).
+100 % (`TRACE_RATIO`) to a closed port (spans built, queued and dropped: the cost on the request path).
 Environment: `N` (default 400) requests per kind; `CONC` clients sending them at once (default 1); `KEEP=1` keeps the dumps (for callgrind_annotate).
 """
 
@@ -94,7 +94,8 @@ def measure(binary, mock_port, n, top, traced):
     port = free_port()
     extra = ""
     if traced:
-        extra = f'[telemetry]\notlp_endpoint = "http://127.0.0.1:{free_port()}"\nsample_ratio = 1.0\n'
+        ratio = os.environ.get("TRACE_RATIO", "1.0")
+        extra = f'[telemetry]\notlp_endpoint = "http://127.0.0.1:{free_port()}"\nsample_ratio = {ratio}\n'
     with open(os.path.join(cwd, "bench.toml"), "w") as f:
         f.write(
             f'[server]\nport = {port}\n[database]\nurl = "sqlite://bench.db?mode=rwc"\n[log]\nlevel = "error"\n{extra}'
@@ -208,7 +209,7 @@ def main():
     runs = [(b, False) for b in a.binaries] + ([(a.binaries[-1], True)] if a.traced else [])
     table = []
     for binary, traced in runs:
-        label = binary + (" (trace export 100 %)" if traced else "")
+        label = binary + (f" (trace export, ratio {os.environ.get('TRACE_RATIO', '1.0')})" if traced else "")
         r = measure(binary, mock.server_address[1], n, a.top, traced)
         table.append((label, r))
     print(f"\nInstructions per request executed by the node (callgrind, {n} requests of each kind, all threads):")

@@ -119,23 +119,8 @@ fn resolve(snapshot: &Snapshot, req: &Request<'_>, model: &str) -> Result<Resolv
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::Dialect;
     use crate::error::Code;
     use crate::proxy::testing::{Fixture, MOCKS};
-    use crate::types::{Operation, RequestId};
-
-    fn request<'a>(f: &'a Fixture, raw: &'a [u8]) -> Request<'a> {
-        Request {
-            id: RequestId::new(),
-            caller: &f.caller,
-            op: Operation::Chat,
-            scope: Scope::Owner,
-            burst_mode: None,
-            raw,
-            dialect: Dialect::OpenAi,
-            parent: None,
-        }
-    }
 
     /// `admit` alone: resolution, rate limits (the fixture's token has 5 RPM), the record opened.
     #[actix_web::test]
@@ -143,11 +128,11 @@ mod tests {
         let mut f = Fixture::new(MOCKS).await;
         let raw = br#"{"model":"rotation/r","messages":[{"role":"user","content":"x"}]}"#;
         for _ in 0..5 {
-            let (a, guard) = admit(&f.state, &request(&f, raw)).await.expect("admitted");
+            let (a, guard) = admit(&f.state, &f.request(raw)).await.expect("admitted");
             assert!(matches!(&a.resolved, Resolved::Plan(p) if p.route == "rotation/r" && p.candidates.len() == 2));
             drop(guard);
         }
-        let e = admit(&f.state, &request(&f, raw)).await.err().expect("over the RPM");
+        let e = admit(&f.state, &f.request(raw)).await.err().expect("over the RPM");
         assert_eq!(e.code, Code::RateLimitExceeded);
         // Each admitted request's guard wrote its record when dropped; the refused one has none.
         let records = f.records();
@@ -159,7 +144,7 @@ mod tests {
     async fn scope_decides_the_namespace() {
         let f = Fixture::new(MOCKS).await;
         let raw = br#"{"model":"r","messages":[{"role":"user","content":"x"}]}"#;
-        let mut req = request(&f, raw);
+        let mut req = f.request(raw);
         req.scope = Scope::Rotation;
         let (a, _g) = admit(&f.state, &req).await.expect("a rotation by its bare name");
         assert!(matches!(&a.resolved, Resolved::Plan(p) if p.route == "rotation/r"));

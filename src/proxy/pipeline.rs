@@ -311,21 +311,7 @@ pub fn failure_to_error(provider: &str, f: &UpstreamFailure) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::Dialect;
     use crate::proxy::testing::{Fixture, MOCKS};
-
-    fn request<'a>(f: &'a Fixture, raw: &'a [u8]) -> Request<'a> {
-        Request {
-            id: RequestId::new(),
-            caller: &f.caller,
-            op: Operation::Chat,
-            scope: Scope::Owner,
-            burst_mode: None,
-            raw,
-            dialect: Dialect::OpenAi,
-            parent: None,
-        }
-    }
 
     #[test]
     fn retries_are_decided_by_what_failed() {
@@ -347,7 +333,7 @@ mod tests {
     async fn a_rotation_fails_over_to_a_typed_reply() {
         let mut f = Fixture::new(MOCKS).await;
         let raw = br#"{"model":"rotation/r","messages":[{"role":"user","content":"hi there"}]}"#;
-        let reply = run(&f.state, &f.clients, request(&f, raw)).await.expect("a reply");
+        let reply = run(&f.state, &f.clients, f.request(raw)).await.expect("a reply");
         assert_eq!((reply.routing.provider.as_str(), reply.routing.reason), ("cloud", Reason::Failover));
         let Body::Whole(body) = reply.body else { panic!("a whole body") };
         assert!(String::from_utf8_lossy(&body).contains("You said: hi there"));
@@ -366,11 +352,11 @@ mod tests {
     async fn records_begin_at_admission() {
         let mut f = Fixture::new(MOCKS).await;
         let bad = br#"{"model":"provider/local/m","messages":"not a list"}"#;
-        let e = run(&f.state, &f.clients, request(&f, bad)).await.err().expect("refused");
+        let e = run(&f.state, &f.clients, f.request(bad)).await.err().expect("refused");
         assert_eq!(e.code, Code::InvalidRequest);
         let unknown = br#"{"model":"provider/nope/m","messages":[{"role":"user","content":"x"}]}"#;
         assert_eq!(
-            run(&f.state, &f.clients, request(&f, unknown)).await.err().map(|e| e.code),
+            run(&f.state, &f.clients, f.request(unknown)).await.err().map(|e| e.code),
             Some(Code::ModelNotFound)
         );
         assert!(f.records().is_empty(), "a request refused before admission has no record");
@@ -378,7 +364,7 @@ mod tests {
         let big = serde_json::json!({"model": "provider/local/m",
             "messages": [{"role": "user", "content": "word ".repeat(3_000)}]})
         .to_string();
-        let e = run(&f.state, &f.clients, request(&f, big.as_bytes())).await.err().expect("refused");
+        let e = run(&f.state, &f.clients, f.request(big.as_bytes())).await.err().expect("refused");
         assert_eq!(e.code, Code::InvalidRequest);
         let records = f.records();
         assert_eq!(records.len(), 1);

@@ -28,6 +28,20 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// A chat request of the fixture's caller in its own namespace, with body `raw`.
+    pub fn request<'a>(&'a self, raw: &'a [u8]) -> crate::proxy::request::Request<'a> {
+        crate::proxy::request::Request {
+            id: crate::types::RequestId::new(),
+            caller: &self.caller,
+            op: crate::types::Operation::Chat,
+            scope: crate::proxy::request::Scope::Owner,
+            burst_mode: None,
+            raw,
+            dialect: crate::dialect::Dialect::OpenAi,
+            parent: None,
+        }
+    }
+
     /// A data plane over `toml` (providers, rotations, autoselects).
     pub async fn new(toml: &str) -> Self {
         let mut settings: Settings = config::Config::builder()

@@ -160,8 +160,7 @@ def measure(binary, mock_port, n, top, traced):
             if failures:
                 raise SystemExit(f"{binary}: {len(failures)} clients failed: {failures[0]}")
             time.sleep(1.0)  # the records of these requests are written too: part of their cost
-            dump = subprocess.run(["callgrind_control", "-d", str(node.pid)], check=True, capture_output=True, text=True)
-            del dump
+            subprocess.run(["callgrind_control", "-d", str(node.pid)], check=True, capture_output=True)
             files = sorted((f for f in os.listdir(cwd) if f.startswith("callgrind.out.")), key=lambda f: os.path.getmtime(os.path.join(cwd, f)))
             last = os.path.join(cwd, files[-1])
             total = None

@@ -8,11 +8,14 @@ use std::time::Duration;
 use crate::accounting::{Accounting, UsageQueue};
 use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::dialect::Dialect;
 use crate::proxy::caller::Caller;
+use crate::proxy::request::{Request, Scope};
 use crate::proxy::state::{ProxyState, RetryBudget};
 use crate::shared::membership::Membership;
 use crate::shared::{MemoryShared, SharedState};
 use crate::store::{NewToken, NewUser, Store, UsageRow};
+use crate::types::{Operation, RequestId};
 use crate::upstream::http::Clients;
 
 /// A data plane and its caller.
@@ -29,15 +32,15 @@ pub struct Fixture {
 
 impl Fixture {
     /// A chat request of the fixture's caller in its own namespace, with body `raw`.
-    pub fn request<'a>(&'a self, raw: &'a [u8]) -> crate::proxy::request::Request<'a> {
-        crate::proxy::request::Request {
-            id: crate::types::RequestId::new(),
+    pub fn request<'a>(&'a self, raw: &'a [u8]) -> Request<'a> {
+        Request {
+            id: RequestId::new(),
             caller: &self.caller,
-            op: crate::types::Operation::Chat,
-            scope: crate::proxy::request::Scope::Owner,
+            op: Operation::Chat,
+            scope: Scope::Owner,
             burst_mode: None,
             raw,
-            dialect: crate::dialect::Dialect::OpenAi,
+            dialect: Dialect::OpenAi,
             parent: None,
         }
     }

@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -76,34 +78,25 @@ struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     conn: http1::Connection<Io, Full<Bytes>>,
     /// What the connection and its answers are polled with.
-    relay: Polled,
+    polled: Polled,
 }
 
-/// A relay and its waker (made once per connection).
+/// A connection's [`SelfWakes`] and the waker made of it (once per connection: a `Waker` from
+/// the `Arc` at each poll would cost two atomic operations).
 #[derive(Clone)]
 struct Polled {
-    relay: Arc<Relay>,
+    wakes: Arc<SelfWakes>,
     waker: std::task::Waker,
 }
 
-impl Polled {
-    fn new() -> Self {
-        let relay = Arc::new(Relay {
-            state: std::sync::atomic::AtomicU8::new(IDLE),
-            outer: futures_util::task::AtomicWaker::new(),
-        });
-        Self { waker: std::task::Waker::from(Arc::clone(&relay)), relay }
-    }
-}
-
-/// The waker a connection and the answer waiting on it are polled with. The connection hands
+/// What a connection and the answer waiting on it are woken through. The connection hands
 /// what it reads to the answer through hyper's channels, which wake their reader: in one task
 /// that is the task waking itself, and each such wake would poll the whole request again (and
-/// actix's dispatcher around it) for nothing. A wake that comes while the relay is polling is
-/// absorbed: the relay polls again at once. Any other wake (the socket is readable, a timer)
+/// actix's dispatcher around it) for nothing. A wake that comes while it is being polled is
+/// absorbed: it is polled again at once. Any other wake (the socket is readable, a timer)
 /// reaches the task that polled last.
-struct Relay {
-    state: std::sync::atomic::AtomicU8,
+struct SelfWakes {
+    state: AtomicU8,
     outer: futures_util::task::AtomicWaker,
 }
 
@@ -111,24 +104,27 @@ const IDLE: u8 = 0;
 const POLLING: u8 = 1;
 const WOKEN: u8 = 2;
 
-impl std::task::Wake for Relay {
+impl std::task::Wake for SelfWakes {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        use std::sync::atomic::Ordering::AcqRel;
-        if let Err(IDLE) = self.state.compare_exchange(POLLING, WOKEN, AcqRel, std::sync::atomic::Ordering::Acquire) {
+        if let Err(IDLE) = self.state.compare_exchange(POLLING, WOKEN, AcqRel, Acquire) {
             self.outer.wake();
         }
     }
 }
 
 impl Polled {
-    /// Polls `f` with the relay's waker until it is ready or nothing it did woke it.
+    fn new() -> Self {
+        let wakes = Arc::new(SelfWakes { state: AtomicU8::new(IDLE), outer: futures_util::task::AtomicWaker::new() });
+        Self { waker: std::task::Waker::from(Arc::clone(&wakes)), wakes }
+    }
+
+    /// Polls `f` with the connection's waker until it is ready or nothing it did woke it.
     fn poll<T>(&self, cx: &mut Context<'_>, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
-        use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
-        let this = &self.relay;
+        let this = &self.wakes;
         this.outer.register(cx.waker());
         let mut inner = Context::from_waker(&self.waker);
         // A bound, so that a connection busy with a long answer still lets its worker's other
@@ -150,7 +146,7 @@ impl Polled {
 
     /// No task waits on the connection any more (it goes back to the pool).
     fn park(&self) {
-        self.relay.outer.register(std::task::Waker::noop());
+        self.wakes.outer.register(std::task::Waker::noop());
     }
 }
 
@@ -225,7 +221,7 @@ impl HttpClient {
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| refused(&e))?;
         let io = connector.call(uri).await.map_err(|e| refused(&e))?;
         let (sender, conn) = http1::handshake(io).await.map_err(|e| refused(&e))?;
-        Ok(Box::new(Conn { sender, conn, relay: Polled::new() }))
+        Ok(Box::new(Conn { sender, conn, polled: Polled::new() }))
     }
 
     /// Posts `out` to `endpoint` + its path, waiting at most `first_byte` for the answer's head.
@@ -250,7 +246,6 @@ impl HttpClient {
         let key = format!("{scheme}://{authority}");
         let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| bad_url())?;
         let path = Bytes::copy_from_slice(uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str).as_bytes());
-        let key = key.as_str();
         let build = || -> Result<http::Request<Full<Bytes>>, UpstreamFailure> {
             use http::header::{self, HeaderName, HeaderValue};
             let value = |v: &str| HeaderValue::from_str(v).map_err(|_| bad_url());
@@ -279,7 +274,7 @@ impl HttpClient {
         // A pooled connection the upstream closed just as the request went out refuses it before
         // writing it (hyper: "canceled"); that request is sent again on a new connection. Nothing
         // that reached the upstream is ever sent twice.
-        let mut pooled = self.checkout(key);
+        let mut pooled = self.checkout(&key);
         loop {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
@@ -303,9 +298,9 @@ impl HttpClient {
             let retry_after = header(http::header::RETRY_AFTER).and_then(|v| v.trim().parse::<u64>().ok());
             let status = resp.status().as_u16();
             let idle = Arc::clone(&self.idle);
-            let relay = conn.relay.clone();
-            let reading = Reading { body: resp.into_body(), conn: (!ended).then_some(conn), idle, key: key.to_owned() };
-            let body = Driven { reading, relay };
+            let polled = conn.polled.clone();
+            let reading = Reading { body: resp.into_body(), conn: (!ended).then_some(conn), idle, key };
+            let body = Driven { reading, polled };
             return Ok(Response { status, content_type, retry_after, body: Box::pin(body) });
         }
     }
@@ -314,12 +309,12 @@ impl HttpClient {
 /// Sends `req` on `conn`, driving the connection until the answer's head; says whether the
 /// connection ended meanwhile.
 async fn send_on(conn: &mut Conn, req: http::Request<Full<Bytes>>) -> (hyper::Result<http::Response<Incoming>>, bool) {
-    let mut sent = std::pin::pin!(conn.sender.send_request(req));
+    let Conn { sender, conn, polled } = conn;
+    let mut sent = std::pin::pin!(sender.send_request(req));
     let mut ended = false;
-    let relay = conn.relay.clone();
     let resp = std::future::poll_fn(|cx| {
-        relay.poll(cx, |cx| {
-            if !ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
+        polled.poll(cx, |cx| {
+            if !ended && Pin::new(&mut *conn).poll(cx).is_ready() {
                 ended = true;
             }
             sent.as_mut().poll(cx)
@@ -333,7 +328,7 @@ async fn send_on(conn: &mut Conn, req: http::Request<Full<Bytes>>) -> (hyper::Re
 /// at the body's end a connection that can take another request goes back to the pool.
 struct Driven {
     reading: Reading,
-    relay: Polled,
+    polled: Polled,
 }
 
 /// The body and its connection.
@@ -355,7 +350,7 @@ impl Reading {
 
     fn release(&mut self) {
         let Some(mut c) = self.conn.take() else { return };
-        c.relay.park();
+        c.polled.park();
         if c.alive()
             && let Ok(mut idle) = self.idle.lock()
         {
@@ -365,17 +360,16 @@ impl Reading {
 
     /// Drives the connection and reads the body's next piece.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
-        let this = self;
         loop {
-            this.drive(cx);
-            match Pin::new(&mut this.body).poll_frame(cx) {
+            self.drive(cx);
+            match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
-                    this.release();
+                    self.release();
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(_))) => {
-                    this.conn = None;
+                    self.conn = None;
                     return Poll::Ready(Some(Err(BodyError)));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
@@ -393,8 +387,8 @@ impl Stream for Driven {
     type Item = Result<Bytes, BodyError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Driven { reading, relay } = &mut *self;
-        relay.poll(cx, |cx| reading.step(cx))
+        let Driven { reading, polled } = &mut *self;
+        polled.poll(cx, |cx| reading.step(cx))
     }
 }
 

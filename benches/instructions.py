@@ -9,7 +9,9 @@ one at a time over a keep-alive connection (non-streaming, then streaming), and 
 node executed (every thread) are divided by N. With two binaries, it prints the A/B. `--top K`
 prints each run's K costliest functions (inclusive), `--traced` adds a run of the last binary with trace export at
 100 % (`TRACE_RATIO`) to a closed port (spans built, queued and dropped: the cost on the request path).
-Environment: `N` (default 400) requests per kind; `CONC` clients sending them at once (default 1); `KEEP=1` keeps the dumps (for callgrind_annotate).
+Environment: `N` (default 400) requests per kind; `CONC` clients sending them at once (default 1); `KEEP=1` keeps the dumps (for callgrind_annotate);
+`THREADS=1` counts each thread apart and splits the total into the request path (the HTTP workers,
+where a request waits), the trace exporter's thread, and the rest (ledger writer, database pool).
 """
 
 import argparse
@@ -89,6 +91,22 @@ def cli(binary, cwd, *args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+SEPARATE = ["--separate-threads=yes"] if os.environ.get("THREADS") else []
+splits = {}
+
+
+def dump_total(path):
+    """A callgrind dump's total instructions, and its function names (one string)."""
+    total, names = 0, []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                total = int(line.split()[1])
+            elif line.startswith("fn=") or line.startswith("cfn="):
+                names.append(line)
+    return total, "".join(names)
+
+
 def measure(binary, mock_port, n, top, traced):
     cwd = tempfile.mkdtemp(prefix="sy-instr-")
     port = free_port()
@@ -107,7 +125,7 @@ def measure(binary, mock_port, n, top, traced):
     token = cli(binary, cwd, "token", "create", "--user", "admin")["token"]
     out_file = os.path.join(cwd, "callgrind.out")
     node = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", binary, "--config", "bench.toml", "serve"],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *SEPARATE, binary, "--config", "bench.toml", "serve"],
         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -161,14 +179,22 @@ def measure(binary, mock_port, n, top, traced):
                 raise SystemExit(f"{binary}: {len(failures)} clients failed: {failures[0]}")
             time.sleep(1.0)  # the records of these requests are written too: part of their cost
             subprocess.run(["callgrind_control", "-d", str(node.pid)], check=True, capture_output=True)
+            kind = "streaming" if stream else "non-streaming"
+            if SEPARATE:
+                dumps = [(int(m.group(1)), f) for f in os.listdir(cwd) if (m := re.fullmatch(r"callgrind\.out\.(\d+)-\d+", f))]
+                newest = max(d for d, _ in dumps)
+                split = {"request path": 0, "trace export": 0, "other": 0}
+                for _, f in (x for x in dumps if x[0] == newest):
+                    total, names = dump_total(os.path.join(cwd, f))
+                    where = "request path" if "actix_server::worker" in names else "trace export" if "export_loop" in names else "other"
+                    split[where] += total
+                results[kind] = (sum(split.values()) / n, None)
+                splits[kind] = {k: v / n for k, v in split.items()}
+                continue
             files = sorted((f for f in os.listdir(cwd) if f.startswith("callgrind.out.")), key=lambda f: os.path.getmtime(os.path.join(cwd, f)))
             last = os.path.join(cwd, files[-1])
-            total = None
-            with open(last) as f:
-                for line in f:
-                    if line.startswith("summary:") or line.startswith("totals:"):
-                        total = int(line.split()[1])
-            results["streaming" if stream else "non-streaming"] = (total / n, last)
+            total, _ = dump_total(last)
+            results[kind] = (total / n, last)
     finally:
         node.terminate()
         try:
@@ -177,7 +203,9 @@ def measure(binary, mock_port, n, top, traced):
             node.kill()
     try:
         for kind, (_, path) in results.items():
-            if top:
+            if kind in splits:
+                print(f"{binary}{' (traced)' if traced else ''} {kind}: " + ", ".join(f"{k} {v:.0f}" for k, v in splits.pop(kind).items()))
+            if top and path:
                 print(f"\n{binary} {kind}: costliest functions (inclusive instructions per request)")
                 out = subprocess.run(["callgrind_annotate", "--inclusive=yes", path], capture_output=True, text=True).stdout
                 rows = 0

@@ -16,6 +16,7 @@ use crate::proxy::reply::Body;
 use crate::proxy::slot::Slot;
 use crate::proxy::state::ProxyState;
 use crate::proxy::trace;
+use crate::telemetry::Sampling;
 use crate::types::{Operation, ProviderKind};
 use crate::upstream::http::Clients;
 use crate::upstream::{FailureKind, Outgoing, Response, Transport, UpstreamFailure, read_body, sanitize};
@@ -38,6 +39,8 @@ pub struct Attempt<'a> {
     pub number: usize,
     /// The request's input, for the span (only with `telemetry.capture_content`).
     pub input: Option<&'a str>,
+    /// Whether the request's spans are exported.
+    pub sampling: &'a Sampling,
 }
 
 /// A failed attempt hands the usage record back, so the next candidate can carry it on.
@@ -79,7 +82,7 @@ pub async fn attempt(
             Transport::Http { client, endpoint }
         }
     };
-    let span = trace::attempt_span(a.op, target, a.number, a.stream);
+    let span = trace::attempt_span(a.op, target, a.number, a.stream, a.sampling.sampled());
     if let Some(input) = a.input {
         trace::record_input(&span, input);
     }
@@ -93,7 +96,7 @@ pub async fn attempt(
         let first_byte = Duration::from_millis(up.first_byte_timeout_ms).min(total);
         let idle = Duration::from_millis(up.idle_timeout_ms);
         let api_key = target.provider.api_key.as_ref().map(|k| k.expose());
-        let trace_headers = trace::context_headers(&span);
+        let trace_headers = trace::context_headers(&span, a.sampling);
         let out = Outgoing {
             path: dialect.path(a.op),
             body: a.body,
@@ -244,6 +247,7 @@ mod tests {
             strip_usage: false,
             number: 1,
             input: None,
+            sampling: &Sampling::Off,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::proxy::caller::Caller;
 use crate::proxy::pipeline;
 use crate::proxy::request::{Request, Scope};
 use crate::proxy::state::ProxyState;
+use crate::telemetry::Sampling;
 use crate::types::{Operation, RequestId, is_valid_username};
 use crate::upstream::http::Clients;
 
@@ -39,6 +40,7 @@ async fn run(
         raw: &raw,
         dialect: Dialect::OpenAi,
         parent: None,
+        sampling: req.extensions().get::<Sampling>().cloned().unwrap_or_default(),
     };
     // Boxed: the pipeline's future is large; actix boxes the handler's, which stays small.
     let reply = Box::pin(pipeline::run(&state, &clients, request)).await?;

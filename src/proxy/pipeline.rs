@@ -30,7 +30,7 @@ use crate::upstream::{Disposition, FailureKind, UpstreamFailure};
 pub async fn run(state: &ProxyState, clients: &Clients, req: Request<'_>) -> Result<Reply, ApiError> {
     let (admitted, guard) = admit(state, &req).await?;
     // The routing span: the plan and every attempt (the attempts' spans are its children).
-    let span = trace::routing_span(&admitted.checked.model, req.is_selection());
+    let span = trace::routing_span(&admitted.checked.model, req.is_selection(), req.sampling.sampled());
     route(state, clients, &req, &admitted, guard, &span).instrument(span.clone()).await
 }
 
@@ -43,7 +43,7 @@ async fn route(
     mut guard: UsageGuard,
     span: &tracing::Span,
 ) -> Result<Reply, ApiError> {
-    let calls = SelectionCalls { state, clients, caller: req.caller, parent: req.id };
+    let calls = SelectionCalls { state, clients, caller: req.caller, parent: req.id, sampling: &req.sampling };
     let planned = match plan(state, req, admitted, &mut guard, &calls).await {
         Ok(p) => p,
         Err(r) => {
@@ -167,6 +167,7 @@ async fn attempts(
             strip_usage: ask_usage,
             number,
             input: input.as_deref(),
+            sampling: &req.sampling,
         };
         let result = attempt(state, clients, one, guard, slot).await;
         if let Some(spec) = &plan.burst {
@@ -245,6 +246,7 @@ struct SelectionCalls<'a> {
     clients: &'a Clients,
     caller: &'a crate::proxy::caller::Caller,
     parent: RequestId,
+    sampling: &'a crate::telemetry::Sampling,
 }
 
 impl Calls for SelectionCalls<'_> {
@@ -266,6 +268,7 @@ impl Calls for SelectionCalls<'_> {
             raw: &body,
             dialect: crate::dialect::Dialect::OpenAi,
             parent: Some(self.parent),
+            sampling: self.sampling.clone(),
         };
         match Box::pin(run(self.state, self.clients, req)).await {
             Ok(Reply { body: Body::Whole(body), served, .. }) => Ok(CallReply { body, served }),

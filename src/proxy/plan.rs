@@ -389,6 +389,7 @@ mod tests {
             raw,
             dialect: Dialect::OpenAi,
             parent: None,
+            sampling: crate::telemetry::Sampling::Off,
         };
         let (a, mut guard) = admit(&f.state, &req).await.expect("admitted");
         let p = plan(&f.state, &req, &a, &mut guard, &Answering("provider/local/m"))

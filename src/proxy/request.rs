@@ -6,6 +6,7 @@ use crate::catalog::BurstMode;
 use crate::dialect::Dialect;
 use crate::error::ApiError;
 use crate::proxy::caller::Caller;
+use crate::telemetry::Sampling;
 use crate::types::{Operation, RequestId};
 
 /// Whose names a request is resolved among.
@@ -49,6 +50,8 @@ pub struct Request<'a> {
     pub dialect: Dialect,
     /// For a selection call: the request it is made for.
     pub parent: Option<RequestId>,
+    /// Whether its spans are exported (and what trace context an unsampled one sends upstream).
+    pub sampling: Sampling,
 }
 
 impl Request<'_> {

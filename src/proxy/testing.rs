@@ -42,6 +42,7 @@ impl Fixture {
             raw,
             dialect: Dialect::OpenAi,
             parent: None,
+            sampling: crate::telemetry::Sampling::Off,
         }
     }
 

@@ -8,6 +8,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::catalog::{Strategy, Target};
 use crate::dialect::ResponseMeta;
+use crate::telemetry::Sampling;
 use crate::types::{Operation, ProviderKind, Usage};
 
 /// `gen_ai.operation.name` of an operation.
@@ -31,8 +32,24 @@ fn provider_name(kind: ProviderKind) -> &'static str {
     }
 }
 
-/// The routing span of a request for `model` (a selection call's is marked).
-pub fn routing_span(model: &str, selection: bool) -> tracing::Span {
+/// The routing span of a request for `model` (a selection call's is marked); a light one, with
+/// only what the log lines show, when the request's spans are not exported.
+pub fn routing_span(model: &str, selection: bool, sampled: bool) -> tracing::Span {
+    if !sampled {
+        return tracing::info_span!(
+            target: "switchyard::route::untraced",
+            "route",
+            "switchyard.requested_model" = model,
+            "switchyard.selection_call" = selection,
+            "switchyard.route" = Empty,
+            "switchyard.strategy" = Empty,
+            "switchyard.candidates" = Empty,
+            "switchyard.filtered" = Empty,
+            "switchyard.reason" = Empty,
+            "switchyard.target" = Empty,
+            "switchyard.outcome" = Empty,
+        );
+    }
     tracing::info_span!(
         target: "switchyard::route",
         "route",
@@ -83,8 +100,19 @@ pub fn record_unanswered(span: &tracing::Span, outcome: &str) {
     span.record("otel.status_code", "error");
 }
 
-/// The client span of one upstream attempt, named `{operation} {model}`.
-pub fn attempt_span(op: Operation, target: &Target, attempt: usize, stream: bool) -> tracing::Span {
+/// The client span of one upstream attempt, named `{operation} {model}`; a light one, with only
+/// what the log lines show, when the request's spans are not exported.
+pub fn attempt_span(op: Operation, target: &Target, attempt: usize, stream: bool, sampled: bool) -> tracing::Span {
+    if !sampled {
+        return tracing::info_span!(
+            target: "switchyard::attempt::untraced",
+            "attempt",
+            "switchyard.provider" = %target.provider.id,
+            "switchyard.route" = %target.route,
+            "switchyard.attempt" = i64::try_from(attempt).unwrap_or(i64::MAX),
+            "switchyard.stream" = stream,
+        );
+    }
     let operation = operation_name(op);
     tracing::info_span!(
         target: "switchyard::attempt",
@@ -151,8 +179,15 @@ pub fn record_error(span: &tracing::Span, kind: &str) {
     span.record("otel.status_code", "error");
 }
 
-/// The W3C trace-context headers of `span`, for the upstream (empty when the span is not sampled).
-pub fn context_headers(span: &tracing::Span) -> Vec<(&'static str, String)> {
+/// The W3C trace-context headers of an attempt, for its upstream: its span's context when the
+/// request is sampled, else the request's unsampled context (flags `00`).
+pub fn context_headers(span: &tracing::Span, sampling: &Sampling) -> Vec<(&'static str, String)> {
+    match sampling {
+        Sampling::Off => return Vec::new(),
+        Sampling::Unsampled(u) => return u.headers(),
+        Sampling::Sampled if span.is_disabled() => return Vec::new(),
+        Sampling::Sampled => {}
+    }
     let cx = span.context();
     if !cx.span().span_context().is_valid() {
         return Vec::new();

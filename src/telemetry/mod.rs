@@ -19,6 +19,54 @@ use crate::config::{LogSettings, TelemetrySettings};
 /// is on for the log lines whatever the level, so they carry the request id and trace id.
 pub const REQUEST_TARGET: &str = "switchyard::request";
 
+/// The target suffix of the light spans of a request whose spans are not exported (no export,
+/// or not sampled): they carry only what the log lines show, and the trace layer never sees them.
+/// A log directive for `switchyard::route` covers `switchyard::route::untraced` too.
+pub const UNTRACED: &str = "::untraced";
+
+/// Whether a request's spans go to the collector, decided once, at its server span.
+#[derive(Clone, Debug, Default)]
+pub enum Sampling {
+    /// No trace export: light spans, and no trace context sent upstream.
+    #[default]
+    Off,
+    /// Sampled: full spans, exported; the upstreams get the attempts' contexts.
+    Sampled,
+    /// Not sampled: light spans; the upstreams get this context.
+    Unsampled(UnsampledTrace),
+}
+
+impl Sampling {
+    /// The request's spans are exported (they carry the collector's attributes).
+    pub fn sampled(&self) -> bool {
+        matches!(self, Self::Sampled)
+    }
+}
+
+/// The W3C trace context of a request that is not sampled: no span of it is built for the
+/// collector, yet its log lines carry its trace id and its upstreams receive a `traceparent`
+/// (flags `00`) in the same trace, as an OpenTelemetry SDK's non-recording span would send.
+#[derive(Clone, Debug)]
+pub struct UnsampledTrace {
+    /// The client's trace, or a new one.
+    pub trace_id: opentelemetry::trace::TraceId,
+    /// The id that stands for the gateway's span (the upstream's parent).
+    pub span_id: opentelemetry::trace::SpanId,
+    /// The client's `tracestate`, passed on.
+    pub tracestate: Option<std::sync::Arc<str>>,
+}
+
+impl UnsampledTrace {
+    /// The `traceparent` and (when the client sent one) `tracestate` headers for an upstream.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![("traceparent", format!("00-{}-{}-00", self.trace_id, self.span_id))];
+        if let Some(state) = &self.tracestate {
+            h.push(("tracestate", state.to_string()));
+        }
+        h
+    }
+}
+
 /// What the data plane's spans may carry.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TraceSettings {

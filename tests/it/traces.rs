@@ -212,3 +212,95 @@ async fn content_is_captured_only_when_asked() {
     assert!(attr(attempt[0], "gen_ai.input.messages").as_str().is_some_and(|t| t.contains("the secret plan")));
     assert!(attr(attempt[0], "gen_ai.output.messages").as_str().is_some_and(|t| t.contains("Hello from the mock")));
 }
+
+/// Sampling is decided once, at the server span: at `sample_ratio = 0` a new trace exports no
+/// span at all (no routing or attempt span turns up as a root of its own), yet its upstreams get
+/// a `traceparent` in its trace with flags `00` and its log lines carry that trace id; a client's
+/// unsampled trace is continued unsampled (its `tracestate` passed on); a client's sampled trace
+/// is exported whatever the ratio.
+#[actix_web::test]
+async fn sampling_is_decided_once_per_request() {
+    let (a, b) = (MockUpstream::start(1), MockUpstream::start(1));
+    a.plan(Plan { status: 503, ..Plan::default() });
+    let svc = service();
+    let rotation = "[[rotations]]\nname = \"r\"\nstrategy = \"priority\"\nentries = [{ provider_id = \"a\", model = \"m\" }, { provider_id = \"b\", model = \"m\" }]\n";
+    let mut cfg = config(&svc, &service_url("SWITCHYARD_TEST_OTLP_GRPC"), &[("a", &a), ("b", &b)], "")
+        .replace("sample_ratio = 1.0", "sample_ratio = 0.0");
+    cfg.push_str(rotation);
+    let node = Node::spawn(&cfg, &[("RUST_LOG", "warn")]);
+    let body = json!({"model": "rotation/r", "messages": [{"role": "user", "content": "hello"}]});
+
+    // A new trace, not sampled: both attempts carry the same unsampled trace.
+    let r = chat(&node, body.clone(), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let request_id = r.header("x-request-id").unwrap().to_owned();
+    let parent =
+        |m: &MockUpstream, i: usize| m.received()[i].header("traceparent").map(str::to_owned).unwrap_or_default();
+    let (pa, pb) = (parent(&a, 0), parent(&b, 0));
+    let parts: Vec<&str> = pb.split('-').collect();
+    assert!(parts.len() == 4 && parts[0] == "00" && parts[1].len() == 32 && parts[2].len() == 16, "{pb}");
+    assert_eq!(parts[3], "00", "an unsampled trace was sent as sampled: {pb}");
+    assert_ne!(parts[1], "0".repeat(32));
+    assert_eq!(pa, pb, "the attempts of one unsampled request are in one trace");
+    let new_trace = parts[1].to_owned();
+
+    // The client's unsampled trace: continued, unsampled, with its tracestate.
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("00-{client_trace}-00f067aa0ba902b7-00");
+    let auth = format!("Bearer {}", node.admin);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("traceparent", tp.as_str()),
+        ("tracestate", "vendor=abc"),
+    ];
+    let r = send("POST", &node.url("/v1/chat/completions"), &headers, body.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = parent(&b, 1);
+    assert!(got.starts_with(&format!("00-{client_trace}-")) && got.ends_with("-00"), "{got}");
+    assert!(!got.contains("00f067aa0ba902b7"), "the client's span id was passed on as the gateway's: {got}");
+    assert_eq!(b.received()[1].header("tracestate"), Some("vendor=abc"));
+
+    // The client's sampled trace: exported at ratio 0.
+    let sampled = "0af7651916cd43dd8448eb211c80319c";
+    let r = chat(&node, body.clone(), Some(&format!("00-{sampled}-b7ad6b7169203331-01"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let logs = node.stop();
+
+    let all = spans(&svc).await;
+    assert!(all.iter().all(|s| s["trace_id"] == sampled), "an unsampled request exported spans: {all:#?}");
+    assert_eq!(find(&all, |s| s["kind"] == SERVER).len(), 1, "{all:#?}");
+    assert_eq!(find(&all, |s| s["name"] == "route").len(), 1, "{all:#?}");
+    // `a` is cooling down by then: one attempt.
+    assert_eq!(find(&all, |s| s["kind"] == CLIENT).len(), 1, "{all:#?}");
+    // The unsampled request's warning carries its request id and its trace id.
+    let line = logs
+        .lines()
+        .find(|l| l.contains("Upstream attempt failed") && l.contains(&request_id))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains(&new_trace), "{line}");
+}
+
+/// Spans go out while the node runs, within the batch delay (half a second) of the request — not
+/// only when it flushes at shutdown — and `/metrics` counts them.
+#[actix_web::test]
+async fn spans_are_exported_while_the_node_runs() {
+    let up = MockUpstream::start(1);
+    let svc = service();
+    let node = Node::spawn(&config(&svc, &service_url("SWITCHYARD_TEST_OTLP_GRPC"), &[("up", &up)], ""), &[]);
+    let r = chat(&node, json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut all = Vec::new();
+    while std::time::Instant::now() < deadline {
+        all = spans(&svc).await;
+        if all.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(all.len(), 3, "server, routing and attempt spans, before shutdown: {all:#?}");
+    let metrics = get(&node.url("/metrics"), &node.admin).await.text();
+    assert!(metrics.contains("switchyard_trace_spans_total{fate=\"exported\"} 3"), "{metrics}");
+    node.stop();
+}

@@ -4,7 +4,10 @@
 //! process, the `switchyard` binary as a child process on loopback, and a keep-alive HTTP/1.1
 //! load client, then prints for both targets: the highest requests/s at 64 connections, p50 and
 //! p99 latency at a fixed 1,000 requests/s (non-streaming and streaming), the ratios, and the
-//! node's peak RSS. Environment: `BENCH_SECS` (default 5) per measurement; `BENCH_BASELINE_BIN`,
+//! node's peak RSS; then, for `baseline` and the traced nodes, what each adds to one request's
+//! p50 over this build's gateway, measured sequentially in alternated blocks (microsecond
+//! resolution, unlike the fixed-rate figures on a shared machine; `BENCH_BLOCKS`, default 30, blocks
+//! of 100 requests per target and kind). Environment: `BENCH_SECS` (default 5) per measurement; `BENCH_BASELINE_BIN`,
 //! the `switchyard` binary of another commit (say the previous one, built in a worktree), adds it
 //! as a target `baseline` alternated with the rest, for an A/B in one run.
 //!
@@ -33,7 +36,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use load::{CONNECTIONS, RATE, Target, fixed_rate, max_rate, median, pct, peak_rss_kib};
+use load::{CONNECTIONS, RATE, Target, fixed_rate, max_rate, median, paired_blocks, pct, peak_rss_kib};
 
 /// Runs a CLI command against the benchmark's database and returns its JSON answer.
 fn cli(bin: &str, dir: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
@@ -129,6 +132,19 @@ fn cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
     tasks
         .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// CPU time the HTTP workers of a node (threads `actix-rt|system:…`, where a request is served
+/// and waited for) have used so far, in nanoseconds: the request path's own cost, without the
+/// ledger writer, the database pool or the trace exporter.
+fn worker_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("actix-rt")))
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
         .sum()
@@ -429,6 +445,47 @@ fn main() {
                 }
             }
         }
+        // Paired sequential latency: what a feature adds to one request's time on an otherwise idle
+        // node, resolved to microseconds (the fixed-rate p50s above move by ±0.3 ms between runs).
+        let blocks = std::env::var("BENCH_BLOCKS").ok().and_then(|b| b.parse().ok()).filter(|b| *b > 0).unwrap_or(30);
+        let (blocks, per_block) = if full { (blocks, 100) } else { (2, 5) };
+        // The HTTP workers' CPU per request is read around each paired run: each node serves only
+        // its own blocks, so each counter holds only its own requests.
+        // Per target: each block's p50 difference, and the workers' CPU difference per request
+        // (non-streaming, streaming).
+        struct Paired<'a> {
+            name: &'a str,
+            diffs: [Vec<f64>; 2],
+            cpu: [f64; 2],
+        }
+        let mut paired: Vec<Paired<'_>> = Vec::new();
+        if let Some(g) = targets.iter().find(|t| t.name == "gateway") {
+            for name in ["baseline", "traced", "traced_1pct"] {
+                let Some(t) = targets.iter().find(|t| t.name == name) else { continue };
+                let (mut diffs, mut cpu): ([Vec<f64>; 2], [f64; 2]) = Default::default();
+                for (k, stream) in [false, true].into_iter().enumerate() {
+                    let (pg, pt) = (pid_of("gateway"), pid_of(name));
+                    let before = (pg.map(worker_cpu_ns), pt.map(worker_cpu_ns));
+                    let got = paired_blocks(g, t, blocks, per_block, stream).await;
+                    let n = (blocks * per_block) as f64;
+                    let per = |pid: Option<u32>, b: Option<u64>| match (pid, b) {
+                        (Some(p), Some(b)) => (worker_cpu_ns(p) - b) as f64 / 1000.0 / n,
+                        _ => f64::NAN,
+                    };
+                    let (cg, ct) = (per(pg, before.0), per(pt, before.1));
+                    cpu[k] = ct - cg;
+                    diffs[k] = got.iter().map(|(a, b)| b - a).collect();
+                    let (a, b): (Vec<f64>, Vec<f64>) = got.into_iter().unzip();
+                    println!(
+                        "sequential {} gateway p50 {:.0} µs, workers' CPU {cg:.1} µs/request; {name} p50 {:.0} µs, {ct:.1} µs/request ({blocks} blocks of {per_block})",
+                        if stream { "streaming    " } else { "non-streaming" },
+                        median(a),
+                        median(b)
+                    );
+                }
+                paired.push(Paired { name, diffs, cpu });
+            }
+        }
         let m: Vec<[f64; 4]> = lat.into_iter().map(|l| l.map(median)).collect();
         let c: Vec<[f64; 2]> = cpu.into_iter().map(|l| l.map(|v| if v.is_empty() { f64::NAN } else { median(v) })).collect();
         println!("\nSummary (throughput: best of 2 rounds; latency: median of 3 rounds)");
@@ -476,6 +533,17 @@ fn main() {
                     m[r][3] - m[g][3]
                 );
             }
+        }
+        for Paired { name, diffs, cpu } in &paired {
+            let [n, st] = diffs.clone().map(|mut d| {
+                d.sort_by(f64::total_cmp);
+                let q = |p: f64| d[((d.len() - 1) as f64 * p).round() as usize];
+                (q(0.5), q(0.25), q(0.75))
+            });
+            println!(
+                "  {name:<10} over gateway, sequential p50 (median of {blocks} alternated blocks of {per_block}, blocks' IQR): non-streaming {:+.1} µs ({:+.1}..{:+.1}), streaming {:+.1} µs ({:+.1}..{:+.1}); HTTP workers' CPU per request: non-streaming {:+.1} µs, streaming {:+.1} µs",
+                n.0, n.1, n.2, st.0, st.1, st.2, cpu[0], cpu[1]
+            );
         }
         println!("  gateway peak RSS: {:.1} MB", peak_rss_kib(child.id()) as f64 / 1024.0);
         for (name, (_, port, ..)) in ["traced", "traced_1pct"].into_iter().zip(&traced) {

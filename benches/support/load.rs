@@ -223,3 +223,46 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// Sequential requests (one keep-alive connection to each target, one request at a time) to `a`
+/// and `b` in alternated blocks (`blocks` of `per_block` each, the order swapped every block), so
+/// that drift and noise on a shared machine fall on both alike. Returns each block's p50 latency
+/// (µs) for `a` and for `b`.
+pub async fn paired_blocks(a: &Target, b: &Target, blocks: usize, per_block: usize, stream: bool) -> Vec<(f64, f64)> {
+    async fn connect(port: u16) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+    async fn block(s: &mut TcpStream, t: &Target, req: &[u8], n: usize, buf: &mut Vec<u8>, tmp: &mut [u8]) -> f64 {
+        let mut lat = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            let sent = s.write_all(req).await;
+            match (sent, read_response(s, buf, tmp).await) {
+                (Ok(()), Ok(200)) => lat.push(started.elapsed().as_micros() as u64),
+                _ => {
+                    buf.clear();
+                    *s = connect(t.port).await;
+                }
+            }
+        }
+        lat.sort_unstable();
+        pct(&lat, 0.50) * 1000.0
+    }
+    let (ra, rb) = (request(a, stream), request(b, stream));
+    let (mut sa, mut sb) = (connect(a.port).await, connect(b.port).await);
+    let (mut buf, mut tmp) = (Vec::new(), vec![0u8; 16 * 1024]);
+    let mut out = Vec::with_capacity(blocks);
+    for i in 0..blocks {
+        let (pa, pb) = if i % 2 == 0 {
+            let pa = block(&mut sa, a, &ra, per_block, &mut buf, &mut tmp).await;
+            (pa, block(&mut sb, b, &rb, per_block, &mut buf, &mut tmp).await)
+        } else {
+            let pb = block(&mut sb, b, &rb, per_block, &mut buf, &mut tmp).await;
+            (block(&mut sa, a, &ra, per_block, &mut buf, &mut tmp).await, pb)
+        };
+        out.push((pa, pb));
+    }
+    out
+}

@@ -114,7 +114,7 @@ pub async fn attempt(
                 return Err(Failed { failure, guard: Box::new(guard) });
             }
         };
-        span.record("http.response.status_code", i64::from(resp.status));
+        trace::record_status(&span, resp.status);
         if !(200..300).contains(&resp.status) {
             let failure = status_failure(&mut resp, dialect, api_key, idle, deadline).await;
             trace::record_error(&span, failure.kind.label());

@@ -54,7 +54,6 @@ pub fn routing_span(model: &str, selection: bool, sampled: bool) -> tracing::Spa
         target: "switchyard::route",
         "route",
         otel.name = "route",
-        otel.status_code = Empty,
         "switchyard.requested_model" = model,
         "switchyard.selection_call" = selection,
         "switchyard.route" = Empty,
@@ -97,7 +96,9 @@ pub fn record_unanswered(span: &tracing::Span, outcome: &str) {
         return;
     }
     span.record("switchyard.outcome", outcome);
-    span.record("otel.status_code", "error");
+    if exported(span) {
+        span.set_status(opentelemetry::trace::Status::error(""));
+    }
 }
 
 /// The client span of one upstream attempt, named `{operation} {model}`; a light one, with only
@@ -119,42 +120,42 @@ pub fn attempt_span(op: Operation, target: &Target, attempt: usize, stream: bool
         "attempt",
         otel.name = %format_args!("{operation} {}", target.model.name),
         otel.kind = "client",
-        otel.status_code = Empty,
         "gen_ai.operation.name" = operation,
         "gen_ai.provider.name" = provider_name(target.provider.kind),
         "gen_ai.request.model" = %target.model.name,
-        "gen_ai.response.model" = Empty,
-        "gen_ai.response.id" = Empty,
-        "gen_ai.usage.input_tokens" = Empty,
-        "gen_ai.usage.output_tokens" = Empty,
-        "gen_ai.usage.cache_read.input_tokens" = Empty,
-        "gen_ai.input.messages" = Empty,
-        "gen_ai.output.messages" = Empty,
-        "error.type" = Empty,
         "switchyard.provider" = %target.provider.id,
         "switchyard.route" = %target.route,
         "switchyard.attempt" = i64::try_from(attempt).unwrap_or(i64::MAX),
         "switchyard.stream" = stream,
-        "http.response.status_code" = Empty,
     )
+}
+
+/// Whether `span` is one the collector receives (a sampled request's; not a light one).
+fn exported(span: &tracing::Span) -> bool {
+    span.metadata().is_some_and(|m| !m.target().ends_with(crate::telemetry::UNTRACED))
 }
 
 /// Records the request's input on its attempt's span (only with `capture_content`).
 pub fn record_input(span: &tracing::Span, input: &str) {
-    span.record("gen_ai.input.messages", input);
+    if !exported(span) {
+        return;
+    }
+    span.set_attribute("gen_ai.input.messages", input.to_owned());
 }
 
 /// Records what an answer said on its attempt's span: response id and model, finish reasons,
-/// usage, and (only with `capture_content`) the generated text.
+/// usage, and (only with `capture_content`) the generated text. Attributes only the collector
+/// reads are set on the OpenTelemetry span directly (not through `tracing`'s fields, which every
+/// layer visits).
 pub fn record_response(span: &tracing::Span, meta: &ResponseMeta, usage: Usage, text: Option<&str>) {
-    if span.is_disabled() {
+    if !exported(span) {
         return;
     }
     if let Some(id) = &meta.id {
-        span.record("gen_ai.response.id", id.as_str());
+        span.set_attribute("gen_ai.response.id", id.clone());
     }
     if let Some(m) = &meta.model {
-        span.record("gen_ai.response.model", m.as_str());
+        span.set_attribute("gen_ai.response.model", m.clone());
     }
     if !meta.finish_reasons.is_empty() {
         let reasons: Vec<opentelemetry::StringValue> =
@@ -162,21 +163,29 @@ pub fn record_response(span: &tracing::Span, meta: &ResponseMeta, usage: Usage, 
         span.set_attribute("gen_ai.response.finish_reasons", opentelemetry::Value::Array(reasons.into()));
     }
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    span.record("gen_ai.usage.input_tokens", n(usage.prompt_tokens));
-    span.record("gen_ai.usage.output_tokens", n(usage.completion_tokens));
-    span.record("gen_ai.usage.cache_read.input_tokens", n(usage.cached_tokens));
+    span.set_attribute("gen_ai.usage.input_tokens", n(usage.prompt_tokens));
+    span.set_attribute("gen_ai.usage.output_tokens", n(usage.completion_tokens));
+    span.set_attribute("gen_ai.usage.cache_read.input_tokens", n(usage.cached_tokens));
     if let Some(t) = text {
-        span.record("gen_ai.output.messages", t);
+        span.set_attribute("gen_ai.output.messages", t.to_owned());
     }
 }
 
-/// Marks a span failed with `error.type` (a low-cardinality kind, never upstream text).
-pub fn record_error(span: &tracing::Span, kind: &str) {
-    if span.is_disabled() {
+/// Records the upstream's HTTP status on an attempt's span.
+pub fn record_status(span: &tracing::Span, status: u16) {
+    if !exported(span) {
         return;
     }
-    span.record("error.type", kind);
-    span.record("otel.status_code", "error");
+    span.set_attribute("http.response.status_code", i64::from(status));
+}
+
+/// Marks a span failed with `error.type` (a low-cardinality kind, never upstream text).
+pub fn record_error(span: &tracing::Span, kind: &'static str) {
+    if !exported(span) {
+        return;
+    }
+    span.set_attribute("error.type", kind);
+    span.set_status(opentelemetry::trace::Status::error(""));
 }
 
 /// The W3C trace-context headers of an attempt, for its upstream: its span's context when the

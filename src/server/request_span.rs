@@ -72,10 +72,8 @@ pub fn start(req: &ServiceRequest, id: RequestId, node: &str) -> tracing::Span {
         "request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
-        otel.status_code = Empty,
         "http.request.method" = method,
         "http.route" = route,
-        "http.response.status_code" = Empty,
         "switchyard.request_id" = %id,
         "switchyard.node" = node,
         "switchyard.user_id" = Empty,
@@ -113,14 +111,14 @@ pub fn status(span: &tracing::Span, status: StatusCode) {
     if !crate::telemetry::otlp::exporting() || span.metadata().is_none_or(|m| m.target() != REQUEST_TARGET) {
         return;
     }
-    span.record("http.response.status_code", i64::from(status.as_u16()));
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
-        span.record("otel.status_code", "error");
+        span.set_status(opentelemetry::trace::Status::error(""));
     }
 }
 
 /// A response body that holds the request's span until its last byte (or until it is dropped:
-/// the client left).
+/// the client left), entered while a stream is polled (its end is the stream's end).
 pub struct SpanBody<B> {
     inner: B,
     span: Option<tracing::Span>,
@@ -143,11 +141,12 @@ impl<B: MessageBody + Unpin> MessageBody for SpanBody<B> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = &mut *self;
         let polled = match &this.span {
-            Some(span) => {
+            // A body of known size is bytes already made: no work of the request's to log.
+            Some(span) if matches!(this.inner.size(), BodySize::Stream) => {
                 let _entered = span.enter();
                 Pin::new(&mut this.inner).poll_next(cx)
             }
-            None => Pin::new(&mut this.inner).poll_next(cx),
+            _ => Pin::new(&mut this.inner).poll_next(cx),
         };
         if matches!(polled, Poll::Ready(None)) {
             this.span = None;

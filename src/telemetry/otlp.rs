@@ -145,6 +145,10 @@ impl Tracing {
             .with_threads(false)
             .with_target(false)
             .with_tracked_inactivity(false)
+            // Nothing reads the thread's current OpenTelemetry context (an attempt's context is
+            // taken from its span): attaching one on every poll of every span would cost a
+            // context clone and a guard each time.
+            .with_context_activation(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|m| {
                 m.is_span() && m.target().starts_with("switchyard") && !m.target().ends_with(crate::telemetry::UNTRACED)
             }))

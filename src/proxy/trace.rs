@@ -32,15 +32,14 @@ fn provider_name(kind: ProviderKind) -> &'static str {
     }
 }
 
-/// The routing span of a request for `model` (a selection call's is marked); a light one, with
-/// only what the log lines show, when the request's spans are not exported.
-pub fn routing_span(model: &str, selection: bool, sampled: bool) -> tracing::Span {
-    if !sampled {
-        return tracing::info_span!(
-            target: "switchyard::route::untraced",
+/// A routing span at `target` (its name, `route`, is its OpenTelemetry name).
+macro_rules! routing_span {
+    ($target:literal, $model:expr, $selection:expr) => {
+        tracing::info_span!(
+            target: $target,
             "route",
-            "switchyard.requested_model" = model,
-            "switchyard.selection_call" = selection,
+            "switchyard.requested_model" = $model,
+            "switchyard.selection_call" = $selection,
             "switchyard.route" = Empty,
             "switchyard.strategy" = Empty,
             "switchyard.candidates" = Empty,
@@ -48,22 +47,19 @@ pub fn routing_span(model: &str, selection: bool, sampled: bool) -> tracing::Spa
             "switchyard.reason" = Empty,
             "switchyard.target" = Empty,
             "switchyard.outcome" = Empty,
-        );
+        )
+    };
+}
+
+/// The routing span of a request for `model` (a selection call's is marked); a light one (the
+/// same fields, a callsite the trace layer never admits) when the request's spans are not
+/// exported.
+pub fn routing_span(model: &str, selection: bool, sampled: bool) -> tracing::Span {
+    if sampled {
+        routing_span!("switchyard::route", model, selection)
+    } else {
+        routing_span!("switchyard::route::untraced", model, selection)
     }
-    tracing::info_span!(
-        target: "switchyard::route",
-        "route",
-        otel.name = "route",
-        "switchyard.requested_model" = model,
-        "switchyard.selection_call" = selection,
-        "switchyard.route" = Empty,
-        "switchyard.strategy" = Empty,
-        "switchyard.candidates" = Empty,
-        "switchyard.filtered" = Empty,
-        "switchyard.reason" = Empty,
-        "switchyard.target" = Empty,
-        "switchyard.outcome" = Empty,
-    )
 }
 
 /// Records the plan on the routing span: route, strategy, the candidates in the order they will

@@ -6,6 +6,8 @@
 
 pub mod otlp;
 
+pub use otlp::UNTRACED;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -18,11 +20,6 @@ use crate::config::{LogSettings, TelemetrySettings};
 /// The target of every request's server span (never an event target): with trace export on, it
 /// is on for the log lines whatever the level, so they carry the request id and trace id.
 pub const REQUEST_TARGET: &str = "switchyard::request";
-
-/// The target suffix of the light spans of a request whose spans are not exported (no export,
-/// or not sampled): they carry only what the log lines show, and the trace layer never sees them.
-/// A log directive for `switchyard::route` covers `switchyard::route::untraced` too.
-pub const UNTRACED: &str = "::untraced";
 
 /// Whether a request's spans go to the collector, decided once, at its server span.
 #[derive(Clone, Debug, Default)]

@@ -35,6 +35,11 @@ pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
+/// The target suffix of the light spans of a request whose spans are not exported (no export,
+/// or not sampled): they carry only what the log lines show, and the trace layer never sees them.
+/// A log directive for `switchyard::route` covers `switchyard::route::untraced` too.
+pub const UNTRACED: &str = "::untraced";
+
 /// Whether a new trace (no sampled or unsampled parent from the client) with `trace_id` is
 /// sampled at the configured ratio: the OpenTelemetry `TraceIdRatioBased` rule, decided once, at
 /// the request's server span, so that an unsampled request builds no span for the collector.
@@ -133,7 +138,7 @@ impl Tracing {
     /// The `tracing` layer that turns the gateway's spans of sampled requests (and only spans:
     /// log events stay in the logs) into OpenTelemetry spans, whatever the log level. An
     /// unsampled request's spans are the light ones (targets ending in
-    /// [`UNTRACED`](crate::telemetry::UNTRACED)), which it never sees: no span data is built
+    /// [`UNTRACED`]), which it never sees: no span data is built
     /// for them, and at a log level that hides them they are not even created.
     pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + 'static
     where
@@ -150,7 +155,7 @@ impl Tracing {
             // context clone and a guard each time.
             .with_context_activation(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                m.is_span() && m.target().starts_with("switchyard") && !m.target().ends_with(crate::telemetry::UNTRACED)
+                m.is_span() && m.target().starts_with("switchyard") && !m.target().ends_with(UNTRACED)
             }))
     }
 

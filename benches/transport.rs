@@ -68,6 +68,7 @@ fn main() {
                     std::time::Duration::from_secs(30),
                     std::sync::Arc::new(vec![]),
                 );
+                let endpoint = switchyard::upstream::Endpoint::parse(&base);
                 let c0 = cpu();
                 let t0 = Instant::now();
                 for _ in 0..n {
@@ -79,7 +80,7 @@ fn main() {
                         trace_headers: &[],
                         api_key: None,
                     };
-                    let mut r = clients.open.send(&base, out, std::time::Duration::from_secs(5)).await.unwrap();
+                    let mut r = clients.open.send(&endpoint, out, std::time::Duration::from_secs(5)).await.unwrap();
                     let mut total = 0;
                     while let Some(c) = r.body.next().await {
                         total += c.unwrap().len();

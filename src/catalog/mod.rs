@@ -38,8 +38,8 @@ pub struct Provider {
     pub guarded: bool,
     /// Dialect.
     pub kind: ProviderKind,
-    /// Base URL without a trailing slash.
-    pub endpoint: Option<String>,
+    /// Base URL, parsed.
+    pub endpoint: Option<crate::upstream::Endpoint>,
     /// The resolved key.
     pub api_key: Option<Secret>,
     /// Local or cloud.
@@ -78,7 +78,7 @@ impl Provider {
             route_prefix,
             guarded: owner.is_some(),
             kind: p.kind,
-            endpoint: p.endpoint.as_ref().map(|e| e.trim_end_matches('/').to_owned()),
+            endpoint: p.endpoint.as_deref().map(crate::upstream::Endpoint::parse),
             api_key,
             locality: p.locality,
             timeout: p.timeout.map(Duration::from_secs),

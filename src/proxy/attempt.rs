@@ -74,7 +74,7 @@ pub async fn attempt(
         let msg = format!("provider type `{}` is not supported by this version", target.provider.kind.as_str());
         return fail(guard, FailureKind::Protocol, &msg);
     };
-    let transport = match (target.provider.kind, target.provider.endpoint.as_deref()) {
+    let transport = match (target.provider.kind, target.provider.endpoint.as_ref()) {
         (ProviderKind::Mock, _) => Transport::InProcess(mock_upstream),
         (_, None) => return fail(guard, FailureKind::Connect, "the provider has no endpoint"),
         (_, Some(endpoint)) => {

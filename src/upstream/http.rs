@@ -31,6 +31,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioIo;
 use tower_service::Service as _;
 
+use crate::upstream::endpoint::Endpoint;
 use crate::upstream::exchange::{BodyError, Outgoing, Response};
 use crate::upstream::failure::{FailureKind, UpstreamFailure};
 use crate::upstream::ssrf;
@@ -163,7 +164,7 @@ impl Conn {
 }
 
 /// Idle connections by `scheme://authority`, newest last.
-type Idle = Arc<Mutex<HashMap<String, Vec<(Box<Conn>, Instant)>>>>;
+type Idle = Arc<Mutex<HashMap<Arc<str>, Vec<(Box<Conn>, Instant)>>>>;
 
 /// One HTTP client and its pool of idle connections.
 pub struct HttpClient {
@@ -227,7 +228,7 @@ impl HttpClient {
     /// Posts `out` to `endpoint` + its path, waiting at most `first_byte` for the answer's head.
     pub async fn send(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         out: Outgoing<'_>,
         first_byte: Duration,
     ) -> Result<Response, UpstreamFailure> {
@@ -239,13 +240,11 @@ impl HttpClient {
         }
     }
 
-    async fn exchange(&self, endpoint: &str, out: Outgoing<'_>) -> Result<Response, UpstreamFailure> {
+    async fn exchange(&self, endpoint: &Endpoint, out: Outgoing<'_>) -> Result<Response, UpstreamFailure> {
         let bad_url = || UpstreamFailure::new(FailureKind::Connect, "the provider's endpoint is not a valid URL");
-        let uri: http::Uri = format!("{endpoint}{}", out.path).parse().map_err(|_| bad_url())?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { return Err(bad_url()) };
-        let key = format!("{scheme}://{authority}");
-        let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| bad_url())?;
-        let path = Bytes::copy_from_slice(uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str).as_bytes());
+        let Some(ep) = endpoint.parts() else { return Err(bad_url()) };
+        let path = Bytes::from(format!("{}{}", ep.prefix, out.path));
+        let host = &ep.host;
         let build = || -> Result<http::Request<Full<Bytes>>, UpstreamFailure> {
             use http::header::{self, HeaderName, HeaderValue};
             let value = |v: &str| HeaderValue::from_str(v).map_err(|_| bad_url());
@@ -274,12 +273,12 @@ impl HttpClient {
         // A pooled connection the upstream closed just as the request went out refuses it before
         // writing it (hyper: "canceled"); that request is sent again on a new connection. Nothing
         // that reached the upstream is ever sent twice.
-        let mut pooled = self.checkout(&key);
+        let mut pooled = self.checkout(&ep.key);
         loop {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(c) => c,
-                None => Box::pin(self.connect(uri.clone())).await?,
+                None => Box::pin(self.connect(ep.origin.clone())).await?,
             };
             let (resp, ended) = send_on(&mut conn, build()?).await;
             let resp = match resp {
@@ -299,6 +298,7 @@ impl HttpClient {
             let status = resp.status().as_u16();
             let idle = Arc::clone(&self.idle);
             let polled = conn.polled.clone();
+            let key = Arc::clone(&ep.key);
             let reading = Reading { body: resp.into_body(), conn: (!ended).then_some(conn), idle, key };
             let body = Driven { reading, polled };
             return Ok(Response { status, content_type, retry_after, body: Box::pin(body) });
@@ -336,7 +336,7 @@ struct Reading {
     body: Incoming,
     conn: Option<Box<Conn>>,
     idle: Idle,
-    key: String,
+    key: Arc<str>,
 }
 
 impl Reading {
@@ -354,7 +354,7 @@ impl Reading {
         if c.alive()
             && let Ok(mut idle) = self.idle.lock()
         {
-            idle.entry(std::mem::take(&mut self.key)).or_default().push((c, Instant::now()));
+            idle.entry(Arc::clone(&self.key)).or_default().push((c, Instant::now()));
         }
     }
 

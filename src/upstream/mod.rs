@@ -7,12 +7,14 @@
 //! Architecture Invariant: depends on `config` and `types` only; no store, no shared state, no
 //! catalog, no dialect. Nothing outside `upstream::http` names the HTTP client library.
 
+pub mod endpoint;
 pub mod exchange;
 pub mod failure;
 pub mod http;
 pub mod ssrf;
 pub mod transport;
 
+pub use endpoint::Endpoint;
 pub use exchange::{BodyError, BodyStream, Outgoing, Response, read_body};
 pub use failure::{Disposition, FailureKind, UpstreamFailure, sanitize};
 pub use transport::{InProcess, Transport};

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::upstream::endpoint::Endpoint;
 use crate::upstream::exchange::{Outgoing, Response};
 use crate::upstream::failure::UpstreamFailure;
 use crate::upstream::http::HttpClient;
@@ -19,7 +20,7 @@ pub enum Transport<'a> {
         /// The client.
         client: &'a HttpClient,
         /// The provider's base URL.
-        endpoint: &'a str,
+        endpoint: &'a Endpoint,
     },
     /// An upstream in this process.
     InProcess(InProcess),

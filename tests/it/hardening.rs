@@ -65,6 +65,13 @@ async fn d1_large_prompts_are_admitted_first_and_counted_off_the_workers() {
     // Words, so the byte bound (2.4 MB) is within 32 bytes a token of the big model's window
     // and the prompt is really counted (about 400,000 tokens: over it).
     let huge = "lorem ipsum dolor sit amet ".repeat(90_000);
+    // Rate-limit windows are fixed minutes: start early in one, so that the three refusals and
+    // the request after them fall in the same window (a run that crossed into the next minute
+    // saw that request admitted).
+    let into_minute = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 60;
+    if into_minute > 40 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
+    }
     let calls = mock.calls();
     let refused: Vec<Resp> = {
         let big = json!({"model": "provider/a/big", "messages": [{"role": "user", "content": huge}]});

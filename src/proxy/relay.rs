@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use tracing::Instrument as _;
 
 use crate::accounting::{Outcome, UsageGuard};
 use crate::dialect::sse::SseFramer;
@@ -106,25 +105,23 @@ impl Relay {
         }
     }
 
-    /// The body stream for the client. Each poll runs in the attempt's span, so the span ends
-    /// (its last exit) with the stream's last byte. The state is boxed: `unfold` moves it in and
-    /// out of its future at every event.
+    /// The body stream for the client. The attempt's span is not entered at every event (that
+    /// cost two layer passes a chunk): the relay's log lines and its end are written inside it,
+    /// and it is entered once more after the last byte — its end (a span ends at its last exit).
+    /// The state is boxed: `unfold` moves it in and out of its future at every event.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
-        futures_util::stream::unfold(Box::new(self), |mut st| {
-            let span = st.report.span.clone();
-            async move {
-                loop {
-                    if let Some(b) = st.out.pop_front() {
-                        st.last_sent = tokio::time::Instant::now();
-                        return Some((Ok(b), st));
-                    }
-                    if st.done {
-                        return None;
-                    }
-                    st.step().await;
+        futures_util::stream::unfold(Box::new(self), |mut st| async move {
+            loop {
+                if let Some(b) = st.out.pop_front() {
+                    st.last_sent = tokio::time::Instant::now();
+                    return Some((Ok(b), st));
                 }
+                if st.done {
+                    st.report.span.in_scope(|| {});
+                    return None;
+                }
+                st.step().await;
             }
-            .instrument(span)
         })
     }
 
@@ -236,12 +233,16 @@ impl Relay {
                 .inc();
         }
         trace::record_error(&self.report.span, outcome.as_str());
-        tracing::warn!(provider = %self.report.provider, outcome = outcome.as_str(), "Stream ended early.");
+        self.report.span.in_scope(|| {
+            tracing::warn!(provider = %self.report.provider, outcome = outcome.as_str(), "Stream ended early.");
+        });
         self.finish(outcome);
     }
 
     fn finish(&mut self, outcome: Outcome) {
         self.done = true;
+        // The record is finished inside the span (its log lines carry the request).
+        let _in_span = self.report.span.enter();
         if let Some(g) = self.guard.take() {
             self.report
                 .metrics
@@ -259,7 +260,9 @@ impl Drop for Relay {
     fn drop(&mut self) {
         // Dropped with its record still open: the client left mid-stream. The record (written as
         // the guard drops, with the tokens relayed so far) is partial, and dropping the upstream
-        // body closes its connection at once, so the upstream stops generating.
+        // body closes its connection at once, so the upstream stops generating. The span ends
+        // here (its last exit).
+        let _in_span = self.report.span.enter();
         if let Some(g) = &mut self.guard {
             g.progress.partial = true;
             trace::record_response(&self.report.span, &self.meta, g.usage(), None);

@@ -118,7 +118,8 @@ pub fn status(span: &tracing::Span, status: StatusCode) {
 }
 
 /// A response body that holds the request's span until its last byte (or until it is dropped:
-/// the client left), entered while a stream is polled (its end is the stream's end).
+/// the client left). The span is not entered at each poll (log lines of a stream are written in
+/// its attempt's span, a child of this one): it is entered once at the end, which is its end.
 pub struct SpanBody<B> {
     inner: B,
     span: Option<tracing::Span>,
@@ -131,6 +132,14 @@ impl<B> SpanBody<B> {
     }
 }
 
+impl<B> Drop for SpanBody<B> {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            span.in_scope(|| {});
+        }
+    }
+}
+
 impl<B: MessageBody + Unpin> MessageBody for SpanBody<B> {
     type Error = B::Error;
 
@@ -140,16 +149,11 @@ impl<B: MessageBody + Unpin> MessageBody for SpanBody<B> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = &mut *self;
-        let polled = match &this.span {
-            // A body of known size is bytes already made: no work of the request's to log.
-            Some(span) if matches!(this.inner.size(), BodySize::Stream) => {
-                let _entered = span.enter();
-                Pin::new(&mut this.inner).poll_next(cx)
-            }
-            _ => Pin::new(&mut this.inner).poll_next(cx),
-        };
-        if matches!(polled, Poll::Ready(None)) {
-            this.span = None;
+        let polled = Pin::new(&mut this.inner).poll_next(cx);
+        if matches!(polled, Poll::Ready(None))
+            && let Some(span) = this.span.take()
+        {
+            span.in_scope(|| {});
         }
         polled
     }

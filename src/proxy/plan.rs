@@ -345,11 +345,10 @@ fn check_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::Dialect;
     use crate::proxy::admit::admit;
     use crate::proxy::autoselect::{CallReply, SelectionOutcome, SelectionReason};
     use crate::proxy::testing::{Fixture, MOCKS};
-    use crate::types::{Operation, RequestId};
+    use crate::types::Operation;
 
     /// Selection calls answered in the test, not by an upstream: the seam autoselect calls through.
     struct Answering(&'static str);
@@ -380,17 +379,7 @@ mod tests {
     async fn an_llm_selection_plans_the_named_candidate() {
         let f = Fixture::new(&autoselect()).await;
         let raw = br#"{"model":"autoselect/pick","messages":[{"role":"user","content":"fix my code"}]}"#;
-        let req = Request {
-            id: RequestId::new(),
-            caller: &f.caller,
-            op: Operation::Chat,
-            scope: Scope::Owner,
-            burst_mode: None,
-            raw,
-            dialect: Dialect::OpenAi,
-            parent: None,
-            sampling: crate::telemetry::Sampling::Off,
-        };
+        let req = f.request(raw);
         let (a, mut guard) = admit(&f.state, &req).await.expect("admitted");
         let p = plan(&f.state, &req, &a, &mut guard, &Answering("provider/local/m"))
             .await

@@ -106,9 +106,10 @@ impl Relay {
     }
 
     /// The body stream for the client. The attempt's span is not entered at every event (that
-    /// cost two layer passes a chunk): the relay's log lines and its end are written inside it,
-    /// and it is entered once more after the last byte — its end (a span ends at its last exit).
-    /// The state is boxed: `unfold` moves it in and out of its future at every event.
+    /// cost two layer passes a chunk): the relay's log lines and its record are written inside
+    /// it, and the relay enters it once more when it is dropped after the last byte (or when the
+    /// client leaves) — its end, a span ending at its last exit. The state is boxed: `unfold`
+    /// moves it in and out of its future at every event.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
         futures_util::stream::unfold(Box::new(self), |mut st| async move {
             loop {
@@ -117,7 +118,6 @@ impl Relay {
                     return Some((Ok(b), st));
                 }
                 if st.done {
-                    st.report.span.in_scope(|| {});
                     return None;
                 }
                 st.step().await;
@@ -260,8 +260,8 @@ impl Drop for Relay {
     fn drop(&mut self) {
         // Dropped with its record still open: the client left mid-stream. The record (written as
         // the guard drops, with the tokens relayed so far) is partial, and dropping the upstream
-        // body closes its connection at once, so the upstream stops generating. The span ends
-        // here (its last exit).
+        // body closes its connection at once, so the upstream stops generating. Whichever way
+        // it ends, the attempt's span ends here (its last exit).
         let _in_span = self.report.span.enter();
         if let Some(g) = &mut self.guard {
             g.progress.partial = true;

@@ -61,7 +61,7 @@ pub fn start(req: &ServiceRequest, id: RequestId, node: &str) -> tracing::Span {
     };
     if !sampled {
         let state = client.trace_state().header();
-        let state = (!state.is_empty()).then(|| std::sync::Arc::from(state));
+        let state = (!state.is_empty()).then(|| Arc::from(state));
         return unsampled(req, id, client.trace_id(), state);
     }
     let method = req.method().as_str();
@@ -119,24 +119,23 @@ pub fn status(span: &tracing::Span, status: StatusCode) {
 
 /// A response body that holds the request's span until its last byte (or until it is dropped:
 /// the client left). The span is not entered at each poll (log lines of a stream are written in
-/// its attempt's span, a child of this one): it is entered once at the end, which is its end.
+/// its attempt's span, a child of this one): it is entered once when the body is dropped after
+/// its last byte, which is its end.
 pub struct SpanBody<B> {
     inner: B,
-    span: Option<tracing::Span>,
+    span: tracing::Span,
 }
 
 impl<B> SpanBody<B> {
     /// `inner`, holding `span`.
     pub fn new(inner: B, span: tracing::Span) -> Self {
-        Self { inner, span: Some(span) }
+        Self { inner, span }
     }
 }
 
 impl<B> Drop for SpanBody<B> {
     fn drop(&mut self) {
-        if let Some(span) = self.span.take() {
-            span.in_scope(|| {});
-        }
+        self.span.in_scope(|| {});
     }
 }
 
@@ -148,13 +147,6 @@ impl<B: MessageBody + Unpin> MessageBody for SpanBody<B> {
     }
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_next(cx);
-        if matches!(polled, Poll::Ready(None))
-            && let Some(span) = this.span.take()
-        {
-            span.in_scope(|| {});
-        }
-        polled
+        Pin::new(&mut self.inner).poll_next(cx)
     }
 }

@@ -168,7 +168,7 @@ type Idle = Arc<Mutex<HashMap<Arc<str>, Vec<(Box<Conn>, Instant)>>>>;
 
 /// One HTTP client and its pool of idle connections.
 pub struct HttpClient {
-    connector: HttpsConnector<Endpoints>,
+    connector: HttpsConnector<Connectors>,
     idle: Idle,
     pool_idle: Duration,
 }
@@ -187,7 +187,7 @@ impl HttpClient {
             c.set_connect_timeout(Some(connect_timeout));
             c
         }
-        let endpoints = Endpoints {
+        let connectors = Connectors {
             plain: tune(HttpConnector::new(), connect_timeout),
             guarded: guard
                 .map(|allow| (tune(HttpConnector::new_with_resolver(GuardedResolver), connect_timeout), allow)),
@@ -196,7 +196,7 @@ impl HttpClient {
             .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
-            .wrap_connector(endpoints);
+            .wrap_connector(connectors);
         Self { connector, idle: Arc::default(), pool_idle }
     }
 
@@ -396,12 +396,12 @@ impl Stream for Driven {
 /// resolved by [`GuardedResolver`]; allowlisted `host:port` pairs and configured providers
 /// connect plainly.
 #[derive(Clone)]
-struct Endpoints {
+struct Connectors {
     plain: HttpConnector,
     guarded: Option<(HttpConnector<GuardedResolver>, Arc<Vec<String>>)>,
 }
 
-impl tower_service::Service<http::Uri> for Endpoints {
+impl tower_service::Service<http::Uri> for Connectors {
     type Response = TokioIo<tokio::net::TcpStream>;
     type Error = BoxError;
     type Future = BoxFuture<Self::Response>;

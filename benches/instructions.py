@@ -136,7 +136,7 @@ def measure(binary, mock_port, n, top, traced):
     def start():
         return subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *SEPARATE, binary, "--config", "bench.toml", "serve"],
-            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=cwd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(cwd, "node.log"), "ab"),
         )
 
     node = start()
@@ -148,13 +148,15 @@ def measure(binary, mock_port, n, top, traced):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                if node.poll() is not None and tries < 3 and time.time() < deadline:
+                if node.poll() is not None and tries < 6 and time.time() < deadline:
                     # Under valgrind (slower still with CACHE=1) opening the database pool can
                     # outlast its 5 s acquire timeout: start again.
                     tries += 1
                     node = start()
                 elif time.time() > deadline or node.poll() is not None:
-                    raise SystemExit(f"{binary}: the node did not start")
+                    with open(os.path.join(cwd, "node.log"), errors="replace") as log:
+                        tail = [l for l in log.read().splitlines() if not l.startswith(("==", "--"))][-5:]
+                    raise SystemExit(f"{binary}: the node did not start: " + " | ".join(tail))
                 time.sleep(0.5)
         conc = int(os.environ.get("CONC", "1"))
         conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=120) for _ in range(conc)]

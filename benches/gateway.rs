@@ -12,10 +12,10 @@
 //! as a target `baseline` alternated with the rest, for an A/B in one run.
 //!
 //! Tracing: two more nodes of this build export spans over OTLP/gRPC, one sampling every request
-//! (`traced`), one 1 % (`traced_1pct`), to `BENCH_OTLP_GRPC` (an OTLP receiver, e.g. the tests'
-//! `tests/fixtures/otlp/otlp_sink.py` with `OTLP_SINK_DISCARD=1`); without it, the benchmark starts
-//! that receiver itself when `python3` can import `grpc`, else exports to a closed port (spans
-//! are then built and queued but dropped at export, and the run says so).
+//! (`traced`), one 1 % (`traced_1pct`), to `BENCH_OTLP_GRPC` (an OTLP receiver; a closed port such
+//! as `http://127.0.0.1:9` leaves out the export's encoding and sending), else to a discarding
+//! OTLP/gRPC receiver the benchmark runs in its own process (`support/otlp_sink.rs`: each batch is
+//! encoded and sent, as to a collector on another machine; the run prints what it received).
 #![allow(
     clippy::as_conversions,
     clippy::unwrap_used,
@@ -31,6 +31,8 @@
 mod load;
 #[path = "../tests/it/support/mock_upstream.rs"]
 mod mock_upstream;
+#[path = "support/otlp_sink.rs"]
+mod otlp_sink;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -160,34 +162,25 @@ fn metrics_text(port: u16) -> String {
     out
 }
 
-/// The OTLP/gRPC receiver the traced nodes export to: `BENCH_OTLP_GRPC`, else the tests' sink
-/// started here (when `python3` has `grpc`), else a closed port.
-fn otlp_receiver() -> (String, Option<Child>) {
+/// The OTLP/gRPC receiver the traced nodes export to: `BENCH_OTLP_GRPC`, else a discarding one
+/// in this process (`support/otlp_sink.rs`), else (it cannot bind) a closed port.
+fn otlp_receiver() -> (String, Option<otlp_sink::Sink>) {
     if let Some(url) = std::env::var("BENCH_OTLP_GRPC").ok().filter(|u| !u.is_empty()) {
         println!("Traced nodes export to {url}.\n");
         return (url, None);
     }
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (grpc, http) = (free(), free());
-    let has_grpc =
-        Command::new("python3").args(["-c", "import grpc, opentelemetry.proto"]).status().is_ok_and(|s| s.success());
-    if has_grpc {
-        let sink = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp/otlp_sink.py");
-        if let Ok(child) = Command::new("python3")
-            .args([sink, &grpc.to_string(), &http.to_string()])
-            .env("OTLP_SINK_DISCARD", "1")
-            .stdout(Stdio::null())
-            .spawn()
-        {
-            std::thread::sleep(Duration::from_secs(1));
-            println!("Traced nodes export to the test OTLP receiver on 127.0.0.1:{grpc}.\n");
-            return (format!("http://127.0.0.1:{grpc}"), Some(child));
+    match otlp_sink::start() {
+        Ok(sink) => {
+            println!("Traced nodes export to a discarding OTLP/gRPC receiver on 127.0.0.1:{}.\n", sink.port);
+            (format!("http://127.0.0.1:{}", sink.port), Some(sink))
+        }
+        Err(e) => {
+            println!(
+                "No OTLP receiver ({e}): traced nodes export to a closed port; their spans are dropped at export.\n"
+            );
+            ("http://127.0.0.1:9".to_owned(), None)
         }
     }
-    println!(
-        "No OTLP receiver (set BENCH_OTLP_GRPC): traced nodes export to a closed port; their spans are dropped at export.\n"
-    );
-    (format!("http://127.0.0.1:{grpc}"), None)
 }
 
 /// An nginx `proxy_pass` to the mock, as the floor of what any proxy costs on this machine.
@@ -299,7 +292,7 @@ fn main() {
         .ok()
         .filter(|b| !b.is_empty())
         .map(|bin| start_gateway(&bin, &mock_base, &baseline_dir, ""));
-    let (otlp, mut sink) = otlp_receiver();
+    let (otlp, sink) = otlp_receiver();
     let traced_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let traced: Vec<_> = [1.0, 0.01]
         .iter()
@@ -488,7 +481,7 @@ fn main() {
         }
         let m: Vec<[f64; 4]> = lat.into_iter().map(|l| l.map(median)).collect();
         let c: Vec<[f64; 2]> = cpu.into_iter().map(|l| l.map(|v| if v.is_empty() { f64::NAN } else { median(v) })).collect();
-        println!("\nSummary (throughput: best of 2 rounds; latency: median of 3 rounds)");
+        println!("\nSummary (throughput: best of {throughput_rounds} rounds; latency: median of {latency_rounds} rounds)");
         for (i, t) in targets.iter().enumerate().skip(1) {
             println!("  {:<10} max throughput {:>7.0} req/s = {:.2} x direct ({:.0} req/s)", t.name, best[i], best[i] / best[0], best[0]);
         }
@@ -564,9 +557,8 @@ fn main() {
         let _ = Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
         let _ = b.wait();
     }
-    if let Some(s) = sink.as_mut() {
-        let _ = s.kill();
-        let _ = s.wait();
+    if let Some((exports, bytes)) = sink.as_ref().map(otlp_sink::Sink::received) {
+        println!("  OTLP receiver: {exports} export calls, {:.1} MB", bytes as f64 / 1e6);
     }
     if let Some((_, mut n)) = nginx {
         if let Ok(log) = std::fs::read_to_string(dir.path().join("nginx/error.log")) {

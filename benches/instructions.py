@@ -8,7 +8,8 @@ loopback) runs under callgrind; after a warm-up the counters are zeroed, N reque
 one at a time over a keep-alive connection (non-streaming, then streaming), and the instructions the
 node executed (every thread) are divided by N. With two binaries, it prints the A/B. `--top K`
 prints each run's K costliest functions (inclusive), `--traced` adds a run of the last binary with trace export at
-100 % (`TRACE_RATIO`) to a closed port (spans built, queued and dropped: the cost on the request path).
+100 % (`TRACE_RATIO`) to a closed port (spans built, queued and dropped: the cost on the request path), or to
+the OTLP/gRPC receiver at `OTLP_GRPC` (then the export thread's count includes encoding and sending).
 Environment: `N` (default 400) requests per kind; `CONC` clients sending them at once (default 1); `KEEP=1` keeps the dumps (for callgrind_annotate);
 `THREADS=1` counts each thread apart and splits the total into the request path (the HTTP workers,
 where a request waits), the trace exporter's thread, and the rest (ledger writer, database pool);
@@ -122,7 +123,8 @@ def measure(binary, mock_port, n, top, traced):
     extra = ""
     if traced:
         ratio = os.environ.get("TRACE_RATIO", "1.0")
-        extra = f'[telemetry]\notlp_endpoint = "http://127.0.0.1:{free_port()}"\nsample_ratio = {ratio}\n'
+        endpoint = os.environ.get("OTLP_GRPC") or f"http://127.0.0.1:{free_port()}"
+        extra = f'[telemetry]\notlp_endpoint = "{endpoint}"\nsample_ratio = {ratio}\n'
     with open(os.path.join(cwd, "bench.toml"), "w") as f:
         f.write(
             f'[server]\nport = {port}\n[database]\nurl = "sqlite://bench.db?mode=rwc"\n[log]\nlevel = "error"\n{extra}'

@@ -9,6 +9,7 @@
 //!
 //! Architecture Invariant: nothing outside a dialect's module names its JSON fields.
 
+pub mod anthropic;
 pub mod facts;
 pub mod json;
 pub mod openai;

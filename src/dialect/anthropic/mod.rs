@@ -1,0 +1,135 @@
+//! The Anthropic Messages dialect (`POST /v1/messages`, `x-api-key`, `anthropic-version`), and its
+//! mapping to and from OpenAI Chat — the pivot every translated request goes through (an Anthropic
+//! client reaching an OpenAI upstream, an OpenAI client reaching an Anthropic one). Pure, in the
+//! spirit of Helicone's mapper: JSON in, JSON out, no I/O; this module is the one place that names
+//! both dialects' fields for this pair.
+//!
+//! - [`request::from_chat`]: an OpenAI Chat request → the Messages request an Anthropic upstream
+//!   receives. A field Messages cannot express is refused with a 400 naming it; the fields
+//!   Anthropic's own OpenAI-compatibility documentation lists as ignored are dropped.
+//! - [`response::to_chat`]: a whole Messages answer → an OpenAI chat completion, with its usage
+//!   (cache reads and cache writes apart).
+//! - [`stream::ChatChunks`]: Messages stream events → OpenAI chat chunks, one event at a time
+//!   (text, tool calls with their streamed arguments, stop reason, usage).
+//!
+//! Not wired to a provider type yet: `anthropic` providers are not served
+//! ([`crate::types::ProviderKind::is_served`]) until the relay translates streams (issue 12).
+
+pub mod request;
+pub mod response;
+pub mod stream;
+
+use serde_json::Value;
+
+use crate::types::Usage;
+
+/// The API version sent as `anthropic-version`.
+pub const VERSION: &str = "2023-06-01";
+
+/// The path a Messages request is posted to, below a base URL that ends in the API version
+/// (`https://api.anthropic.com/v1`).
+pub const MESSAGES_PATH: &str = "/messages";
+
+/// An Anthropic usage object's figures. Anthropic's `input_tokens` excludes the cached parts;
+/// OpenAI's `prompt_tokens` includes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessagesUsage {
+    /// `input_tokens`: input neither read from nor written to the prompt cache.
+    pub input: u64,
+    /// `output_tokens`.
+    pub output: u64,
+    /// `cache_read_input_tokens`.
+    pub cache_read: u64,
+    /// `cache_creation_input_tokens`.
+    pub cache_write: u64,
+}
+
+impl MessagesUsage {
+    /// Reads a `usage` object; absent fields are 0, and later fields of a stream (`message_delta`)
+    /// overwrite only what they carry.
+    pub fn absorb(&mut self, usage: &Value) {
+        let n = |k: &str| usage.get(k).and_then(Value::as_u64);
+        if let Some(v) = n("input_tokens") {
+            self.input = v;
+        }
+        if let Some(v) = n("output_tokens") {
+            self.output = v;
+        }
+        if let Some(v) = n("cache_read_input_tokens") {
+            self.cache_read = v;
+        }
+        if let Some(v) = n("cache_creation_input_tokens") {
+            self.cache_write = v;
+        }
+    }
+
+    /// Every input token, cached or not (OpenAI's `prompt_tokens`).
+    pub fn prompt_tokens(self) -> u64 {
+        self.input.saturating_add(self.cache_read).saturating_add(self.cache_write)
+    }
+
+    /// The gateway's usage figures.
+    pub fn usage(self) -> Usage {
+        Usage { prompt_tokens: self.prompt_tokens(), completion_tokens: self.output, cached_tokens: self.cache_read }
+    }
+
+    /// OpenAI's `usage` object for these figures.
+    pub fn chat_usage(self) -> Value {
+        let prompt = self.prompt_tokens();
+        serde_json::json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": self.output,
+            "total_tokens": prompt.saturating_add(self.output),
+            "prompt_tokens_details": {"cached_tokens": self.cache_read},
+        })
+    }
+}
+
+/// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
+pub fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        // end_turn, stop_sequence, pause_turn, and any reason added later.
+        _ => "stop",
+    }
+}
+
+/// The message of an Anthropic error body (`{"type":"error","error":{"type":…,"message":…}}`).
+pub fn error_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("error")?.get("message")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_cached_input_in_the_prompt_and_apart() {
+        let mut u = MessagesUsage::default();
+        u.absorb(&serde_json::json!({"input_tokens": 10, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5, "output_tokens": 1}));
+        u.absorb(&serde_json::json!({"output_tokens": 42}));
+        assert_eq!(u, MessagesUsage { input: 10, output: 42, cache_read: 100, cache_write: 5 });
+        assert_eq!(u.usage(), Usage { prompt_tokens: 115, completion_tokens: 42, cached_tokens: 100 });
+        assert_eq!(u.chat_usage()["total_tokens"], 157);
+    }
+
+    #[test]
+    fn stop_reasons_map_to_finish_reasons() {
+        assert_eq!(finish_reason("end_turn"), "stop");
+        assert_eq!(finish_reason("stop_sequence"), "stop");
+        assert_eq!(finish_reason("max_tokens"), "length");
+        assert_eq!(finish_reason("tool_use"), "tool_calls");
+        assert_eq!(finish_reason("refusal"), "content_filter");
+        assert_eq!(finish_reason("something_new"), "stop");
+    }
+
+    #[test]
+    fn error_messages_are_read_from_the_error_shape() {
+        let body = br#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too big"}}"#;
+        assert_eq!(error_message(body).as_deref(), Some("max_tokens: too big"));
+        assert_eq!(error_message(b"<html>"), None);
+    }
+}

@@ -7,6 +7,8 @@
 //! - [`request::from_chat`]: an OpenAI Chat request → the Messages request an Anthropic upstream
 //!   receives. A field Messages cannot express is refused with a 400 naming it; the fields
 //!   Anthropic's own OpenAI-compatibility documentation lists as ignored are dropped.
+//! - [`request::to_chat`]: a Messages request → the OpenAI Chat request an OpenAI upstream
+//!   receives (the Anthropic ingress), refusing what Chat cannot express by name.
 //! - [`response::to_chat`]: a whole Messages answer → an OpenAI chat completion, with its usage
 //!   (cache reads and cache writes apart).
 //! - [`stream::ChatChunks`]: Messages stream events → OpenAI chat chunks, one event at a time

@@ -1,4 +1,4 @@
-//! OpenAI Chat request → Anthropic Messages request.
+//! OpenAI Chat request ⇄ Anthropic Messages request.
 
 use serde_json::{Map, Value, json};
 
@@ -297,6 +297,247 @@ fn choice(value: &Value) -> Result<Value, ApiError> {
     }
 }
 
+/// Messages fields that name a feature of Anthropic's own service, meaningless elsewhere, and
+/// that its documentation makes optional hints: dropped on the way to an OpenAI upstream.
+const HINTS: &[&str] = &["service_tier"];
+
+/// The OpenAI Chat request for a Messages request `body`, sent to `model`. The system prompt
+/// becomes the first message; a user turn's `tool_result` blocks become `tool` messages ahead of
+/// its other content; an assistant turn's `tool_use` blocks become tool calls (input serialised as
+/// the arguments); thinking blocks of earlier turns are left out (Anthropic strips them from the
+/// context too); `cache_control` marks are left out (a caching hint, not content). Streams ask
+/// for the usage chunk.
+pub fn to_chat(body: &Map<String, Value>, model: &str) -> Result<Map<String, Value>, ApiError> {
+    let mut out = Map::new();
+    out.insert("model".into(), Value::String(model.to_owned()));
+    let mut messages = Vec::new();
+    if let Some(system) = body.get("system").filter(|s| !s.is_null()) {
+        let text = system_text(system)?;
+        if !text.is_empty() {
+            messages.push(json!({"role": "system", "content": text}));
+        }
+    }
+    let Some(Value::Array(turns)) = body.get("messages") else {
+        return Err(ApiError::invalid("messages", "`messages` must be an array."));
+    };
+    for (i, turn) in turns.iter().enumerate() {
+        chat_turn(turn, i, &mut messages)?;
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    let mut disable_parallel = false;
+    for (key, value) in body {
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "model" | "messages" | "system" => {}
+            "max_tokens" | "temperature" | "top_p" | "top_k" => {
+                out.insert(key.clone(), value.clone());
+            }
+            "stream" => {
+                out.insert("stream".into(), value.clone());
+                if value.as_bool() == Some(true) {
+                    out.insert("stream_options".into(), json!({"include_usage": true}));
+                }
+            }
+            "stop_sequences" => {
+                out.insert("stop".into(), value.clone());
+            }
+            "tools" => {
+                let tools = chat_tools(value)?;
+                if !tools.is_empty() {
+                    out.insert("tools".into(), Value::Array(tools));
+                }
+            }
+            "tool_choice" => {
+                disable_parallel = value.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true);
+                let choice = match value.get("type").and_then(Value::as_str) {
+                    Some("auto") => json!("auto"),
+                    Some("any") => json!("required"),
+                    Some("none") => json!("none"),
+                    Some("tool") => match value.get("name").and_then(Value::as_str) {
+                        Some(name) => json!({"type": "function", "function": {"name": name}}),
+                        None => {
+                            return Err(ApiError::invalid("tool_choice.name", "A `tool` choice needs the tool's name."));
+                        }
+                    },
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "tool_choice",
+                            "`tool_choice.type` must be auto, any, tool or none.",
+                        ));
+                    }
+                };
+                out.insert("tool_choice".into(), choice);
+            }
+            "metadata" => {
+                if let Some(user) = value.get("user_id").and_then(Value::as_str) {
+                    out.insert("user".into(), Value::String(user.to_owned()));
+                }
+            }
+            "thinking" if value.get("type").and_then(Value::as_str) == Some("disabled") => {}
+            k if HINTS.contains(&k) => {}
+            k => {
+                return Err(ApiError::invalid(
+                    k,
+                    format!("`{k}` cannot be expressed in an OpenAI Chat request; remove it to use this route."),
+                ));
+            }
+        }
+    }
+    if disable_parallel && out.contains_key("tools") {
+        out.insert("parallel_tool_calls".into(), Value::Bool(false));
+    }
+    Ok(out)
+}
+
+/// A system prompt: a string, or text blocks (joined with blank lines).
+fn system_text(system: &Value) -> Result<String, ApiError> {
+    match system {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut parts = Vec::new();
+            for (j, b) in blocks.iter().enumerate() {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => parts.push(b.get("text").and_then(Value::as_str).unwrap_or_default()),
+                    other => return Err(part_refused(&format!("system[{j}]"), other)),
+                }
+            }
+            Ok(parts.join("\n\n"))
+        }
+        _ => Err(ApiError::invalid("system", "`system` must be a string or an array of text blocks.")),
+    }
+}
+
+/// One Messages turn → its chat messages.
+fn chat_turn(turn: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiError> {
+    let at = format!("messages[{i}]");
+    let role = turn.get("role").and_then(Value::as_str).unwrap_or_default();
+    let blocks: Vec<Value> = match turn.get("content") {
+        Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+        Some(Value::Array(b)) => b.clone(),
+        _ => return Err(ApiError::invalid(format!("{at}.content"), "Content must be a string or an array of blocks.")),
+    };
+    match role {
+        "user" => {
+            let mut parts = Vec::new();
+            for (j, b) in blocks.iter().enumerate() {
+                let at = format!("{at}.content[{j}]");
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        parts.push(json!({"type": "text", "text": b.get("text").cloned().unwrap_or_default()}))
+                    }
+                    Some("image") => parts.push(chat_image(b, &at)?),
+                    Some("tool_result") => out.push(tool_message(b, &at)?),
+                    other => return Err(part_refused(&at, other)),
+                }
+            }
+            if !parts.is_empty() {
+                out.push(json!({"role": "user", "content": parts}));
+            }
+        }
+        "assistant" => {
+            let mut text = String::new();
+            let mut calls = Vec::new();
+            for (j, b) in blocks.iter().enumerate() {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default()),
+                    Some("tool_use") => {
+                        let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
+                        calls.push(json!({
+                            "id": b.get("id").cloned().unwrap_or_default(),
+                            "type": "function",
+                            "function": {"name": b.get("name").cloned().unwrap_or_default(), "arguments": input.to_string()},
+                        }));
+                    }
+                    Some("thinking" | "redacted_thinking") => {}
+                    other => return Err(part_refused(&format!("{at}.content[{j}]"), other)),
+                }
+            }
+            let mut m = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
+            if !calls.is_empty()
+                && let Some(o) = m.as_object_mut()
+            {
+                o.insert("tool_calls".into(), Value::Array(calls));
+            }
+            out.push(m);
+        }
+        other => {
+            return Err(ApiError::invalid(
+                format!("{at}.role"),
+                format!("Role `{other}` is not a Messages role (user or assistant)."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An image block → an `image_url` part (base64 sources as a `data:` URL).
+fn chat_image(b: &Value, at: &str) -> Result<Value, ApiError> {
+    let source = b.get("source");
+    let url = match source.and_then(|s| s.get("type")).and_then(Value::as_str) {
+        Some("base64") => {
+            let media = source.and_then(|s| s.get("media_type")).and_then(Value::as_str).unwrap_or_default();
+            let data = source.and_then(|s| s.get("data")).and_then(Value::as_str).unwrap_or_default();
+            format!("data:{media};base64,{data}")
+        }
+        Some("url") => source.and_then(|s| s.get("url")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+        _ => {
+            return Err(ApiError::invalid(
+                format!("{at}.source"),
+                "An image source must be base64 or a URL to reach an OpenAI upstream.",
+            ));
+        }
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+/// A `tool_result` block → a `tool` message (text only: a chat tool message holds no image).
+fn tool_message(b: &Value, at: &str) -> Result<Value, ApiError> {
+    let Some(id) = b.get("tool_use_id").and_then(Value::as_str) else {
+        return Err(ApiError::invalid(format!("{at}.tool_use_id"), "A tool result needs its `tool_use_id`."));
+    };
+    let content = match b.get("content") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut text = Vec::new();
+            for (k, p) in parts.iter().enumerate() {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => text.push(p.get("text").and_then(Value::as_str).unwrap_or_default()),
+                    other => return Err(part_refused(&format!("{at}.content[{k}]"), other)),
+                }
+            }
+            text.join("\n")
+        }
+        Some(_) => return Err(ApiError::invalid(format!("{at}.content"), "A tool result's content must be text.")),
+    };
+    Ok(json!({"role": "tool", "tool_call_id": id, "content": content}))
+}
+
+/// Messages tools → OpenAI function tools (custom tools only: Anthropic's server and client tools
+/// such as `web_search` or `bash` exist only on Anthropic's side).
+fn chat_tools(value: &Value) -> Result<Vec<Value>, ApiError> {
+    let Value::Array(list) = value else { return Err(ApiError::invalid("tools", "`tools` must be an array.")) };
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let custom = t.get("type").and_then(Value::as_str).is_none_or(|k| k == "custom");
+            let Some(name) = t.get("name").and_then(Value::as_str).filter(|_| custom) else {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}]"),
+                    "Only custom tools with a name and an input schema can reach an OpenAI upstream.",
+                ));
+            };
+            let mut function = json!({"name": name, "parameters": t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"}))});
+            if let (Some(d), Some(o)) = (t.get("description"), function.as_object_mut()) {
+                o.insert("description".into(), d.clone());
+            }
+            Ok(json!({"type": "function", "function": function}))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,5 +659,154 @@ mod tests {
             Some("messages[0].role")
         );
         assert_eq!(refused(json!({"messages": user, "tools": [{"type": "web_search"}]})).as_deref(), Some("tools[0]"));
+    }
+
+    fn to_openai(v: Value) -> Result<Value, ApiError> {
+        let Value::Object(body) = v else { panic!("an object") };
+        to_chat(&body, "gpt-x").map(Value::Object)
+    }
+
+    /// The shape of Claude Code's requests: a system prompt in blocks with cache marks, tools,
+    /// earlier thinking, tool use and results (one an error), streaming.
+    #[test]
+    fn a_claude_code_shaped_request_maps_to_chat() {
+        let out = to_openai(json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 32000,
+            "stream": true,
+            "system": [{"type": "text", "text": "You are Claude Code."}, {"type": "text", "text": "Be careful.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "List the files."},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "ls it is", "signature": "sig"},
+                    {"type": "text", "text": "Running ls."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "a.rs"}], "is_error": false},
+                    {"type": "text", "text": "And now?", "cache_control": {"type": "ephemeral"}},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+                ]}
+            ],
+            "tools": [{"name": "Bash", "description": "Run a command", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}],
+            "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "user_abc"},
+            "temperature": 1
+        }))
+        .expect("converted");
+        assert_eq!(
+            out,
+            json!({
+                "model": "gpt-x",
+                "messages": [
+                    {"role": "system", "content": "You are Claude Code.\n\nBe careful."},
+                    {"role": "user", "content": [{"type": "text", "text": "List the files."}]},
+                    {"role": "assistant", "content": "Running ls.", "tool_calls": [
+                        {"id": "toolu_1", "type": "function", "function": {"name": "Bash", "arguments": "{\"command\":\"ls\"}"}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "toolu_1", "content": "a.rs"},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "And now?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                    ]}
+                ],
+                "max_tokens": 32000,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "tools": [{"type": "function", "function": {"name": "Bash", "description": "Run a command", "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}],
+                "tool_choice": "auto",
+                "parallel_tool_calls": false,
+                "user": "user_abc",
+                "temperature": 1
+            })
+        );
+    }
+
+    #[test]
+    fn what_chat_cannot_express_is_refused_by_name() {
+        let refused = |v: Value| to_openai(v).err().map(|e| e.param).expect("refused");
+        let user = json!([{"role": "user", "content": "hi"}]);
+        assert_eq!(
+            refused(json!({"messages": user, "max_tokens": 5, "thinking": {"type": "enabled", "budget_tokens": 2000}}))
+                .as_deref(),
+            Some("thinking")
+        );
+        assert_eq!(
+            refused(json!({"messages": user, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}))
+                .as_deref(),
+            Some("tools[0]")
+        );
+        assert_eq!(
+            refused(json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}))
+                .as_deref(),
+            Some("messages[0].content[0]")
+        );
+        assert_eq!(
+            refused(json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]}]}]}))
+                .as_deref(),
+            Some("messages[0].content[0].content[0]")
+        );
+        assert_eq!(
+            refused(json!({"messages": [{"role": "system", "content": "x"}]})).as_deref(),
+            Some("messages[0].role")
+        );
+        assert_eq!(refused(json!({"messages": user, "mcp_servers": []})).as_deref(), Some("mcp_servers"));
+    }
+
+    /// Chat → Messages → Chat keeps roles, text, tool ids, names and arguments, over generated
+    /// conversations (a small deterministic generator: no extra dependency).
+    #[test]
+    fn round_trips_keep_roles_text_and_tool_calls() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..300 {
+            let mut messages = vec![json!({"role": "system", "content": format!("rules {case}")})];
+            let mut pending: Vec<String> = Vec::new();
+            for turn in 0..(1 + next(6)) {
+                if !pending.is_empty() {
+                    for id in pending.drain(..) {
+                        messages
+                            .push(json!({"role": "tool", "tool_call_id": id, "content": format!("result of {id}")}));
+                    }
+                } else if messages.last().is_some_and(|m| m["role"] == "assistant") || turn == 0 {
+                    messages.push(json!({"role": "user", "content": format!("question {case}.{turn} \u{e9}\"q\"")}));
+                } else {
+                    let calls: Vec<Value> = (0..next(3))
+                        .map(|k| {
+                            let id = format!("call_{case}_{turn}_{k}");
+                            pending.push(id.clone());
+                            let args = json!({"n": next(100), "s": format!("x{k}")}).to_string();
+                            json!({"id": id, "type": "function", "function": {"name": format!("tool{k}"), "arguments": args}})
+                        })
+                        .collect();
+                    let mut m = json!({"role": "assistant", "content": if next(2) == 0 { Value::String(format!("answer {turn}")) } else { Value::Null }});
+                    if !calls.is_empty() {
+                        m["tool_calls"] = Value::Array(calls);
+                    } else if m["content"].is_null() {
+                        m["content"] = json!("answer");
+                    }
+                    messages.push(m);
+                }
+            }
+            let chat = json!({"messages": messages});
+            let there = convert(chat.clone()).expect("to messages");
+            let back = to_openai(there).expect("back to chat");
+            let norm = |m: &Value| -> Value {
+                let content = match &m["content"] {
+                    Value::Array(parts) => Value::String(parts.iter().filter_map(|p| p["text"].as_str()).collect()),
+                    other => other.clone(),
+                };
+                json!({"role": m["role"], "content": content, "tool_calls": m.get("tool_calls").cloned().unwrap_or(Value::Null),
+                       "tool_call_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null)})
+            };
+            let want: Vec<Value> = messages.iter().map(norm).collect();
+            let got: Vec<Value> = back["messages"].as_array().expect("messages").iter().map(norm).collect();
+            assert_eq!(got, want, "case {case}");
+        }
     }
 }

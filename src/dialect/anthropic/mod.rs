@@ -11,8 +11,10 @@
 //!   receives (the Anthropic ingress), refusing what Chat cannot express by name.
 //! - [`response::to_chat`]: a whole Messages answer → an OpenAI chat completion, with its usage
 //!   (cache reads and cache writes apart).
+//! - [`response::from_chat`]: a whole chat completion → a Messages answer.
 //! - [`stream::ChatChunks`]: Messages stream events → OpenAI chat chunks, one event at a time
-//!   (text, tool calls with their streamed arguments, stop reason, usage).
+//!   (text, tool calls with their streamed arguments, stop reason, usage);
+//!   [`stream::MessagesEvents`]: OpenAI chat chunks → Messages events, for a Messages client.
 //!
 //! Not wired to a provider type yet: `anthropic` providers are not served
 //! ([`crate::types::ProviderKind::is_served`]) until the relay translates streams (issue 12).
@@ -75,6 +77,16 @@ impl MessagesUsage {
         Usage { prompt_tokens: self.prompt_tokens(), completion_tokens: self.output, cached_tokens: self.cache_read }
     }
 
+    /// Anthropic's `usage` object for these figures.
+    pub fn messages_usage(self) -> Value {
+        serde_json::json!({
+            "input_tokens": self.input,
+            "output_tokens": self.output,
+            "cache_read_input_tokens": self.cache_read,
+            "cache_creation_input_tokens": self.cache_write,
+        })
+    }
+
     /// OpenAI's `usage` object for these figures.
     pub fn chat_usage(self) -> Value {
         let prompt = self.prompt_tokens();
@@ -95,6 +107,16 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
         "refusal" => "content_filter",
         // end_turn, stop_sequence, pause_turn, and any reason added later.
         _ => "stop",
+    }
+}
+
+/// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
+pub fn stop_reason(finish_reason: &str) -> &'static str {
+    match finish_reason {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
     }
 }
 
@@ -126,6 +148,12 @@ mod tests {
         assert_eq!(finish_reason("tool_use"), "tool_calls");
         assert_eq!(finish_reason("refusal"), "content_filter");
         assert_eq!(finish_reason("something_new"), "stop");
+        for (finish, stop) in
+            [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"), ("content_filter", "refusal")]
+        {
+            assert_eq!(stop_reason(finish), stop);
+            assert_eq!(finish_reason(stop), finish);
+        }
     }
 
     #[test]

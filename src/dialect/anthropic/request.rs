@@ -358,7 +358,10 @@ pub fn to_chat(body: &Map<String, Value>, model: &str) -> Result<Map<String, Val
                     Some("tool") => match value.get("name").and_then(Value::as_str) {
                         Some(name) => json!({"type": "function", "function": {"name": name}}),
                         None => {
-                            return Err(ApiError::invalid("tool_choice.name", "A `tool` choice needs the tool's name."));
+                            return Err(ApiError::invalid(
+                                "tool_choice.name",
+                                "A `tool` choice needs the tool's name.",
+                            ));
                         }
                     },
                     _ => {

@@ -1,8 +1,8 @@
-//! Anthropic Messages answer → OpenAI chat completion.
+//! Anthropic Messages answer ⇄ OpenAI chat completion.
 
 use serde_json::{Value, json};
 
-use crate::dialect::anthropic::{MessagesUsage, finish_reason};
+use crate::dialect::anthropic::{MessagesUsage, finish_reason, stop_reason};
 use crate::dialect::facts::{Malformed, ResponseMeta, Whole};
 
 /// The chat completion for a whole Messages answer (`created`: the Unix time to stamp it with),
@@ -59,6 +59,62 @@ pub fn to_chat(body: &[u8], created: u64) -> Result<(Value, Whole), Malformed> {
     Ok((chat, Whole { usage: reported, output_tokens: 0, meta }))
 }
 
+/// The Messages answer for a whole chat completion (the first choice), and what it says. Its
+/// text becomes a text block, each tool call a `tool_use` block with its arguments parsed (a
+/// Messages client reads the input as an object: arguments that are not one are malformed).
+pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| Malformed("the chat completion is not JSON"))?;
+    let choice = v.get("choices").and_then(|c| c.get(0)).ok_or(Malformed("the chat completion has no choice"))?;
+    let message = choice.get("message").ok_or(Malformed("the chat completion's choice has no message"))?;
+    let mut content = Vec::new();
+    if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": text}));
+    }
+    for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        let f = call.get("function");
+        let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
+        let input = if args.trim().is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_str::<Value>(args) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => return Err(Malformed("a tool call's arguments are not a JSON object")),
+            }
+        };
+        content.push(json!({
+            "type": "tool_use",
+            "id": call.get("id").cloned().unwrap_or(Value::Null),
+            "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
+            "input": input,
+        }));
+    }
+    let usage = v.get("usage").map(chat_usage);
+    let finish = choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop");
+    let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
+    let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
+    let u = usage.unwrap_or_default();
+    let answer = json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(finish),
+        "stop_sequence": null,
+        "usage": u.messages_usage(),
+    });
+    let meta = ResponseMeta { id, model, finish_reasons: vec![finish.to_owned()] };
+    Ok((answer, Whole { usage: usage.map(MessagesUsage::usage), output_tokens: 0, meta }))
+}
+
+/// An OpenAI `usage` object in Messages terms (cached input apart from the rest).
+pub fn chat_usage(u: &Value) -> MessagesUsage {
+    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    let prompt = n(u.get("prompt_tokens"));
+    let cached = n(u.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))).min(prompt);
+    MessagesUsage { input: prompt - cached, output: n(u.get("completion_tokens")), cache_read: cached, cache_write: 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +152,41 @@ mod tests {
         assert_eq!(whole.usage, None);
         assert!(to_chat(b"{\"type\":\"error\"}", 0).is_err());
         assert!(to_chat(b"not json", 0).is_err());
+    }
+
+    #[test]
+    fn a_chat_completion_becomes_a_messages_answer() {
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-x",
+            "choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":"Let me look.",
+              "tool_calls":[{"id":"call_1","type":"function","function":{"name":"Bash","arguments":"{\"command\":\"ls\"}"}}]}}],
+            "usage":{"prompt_tokens":120,"completion_tokens":9,"total_tokens":129,"prompt_tokens_details":{"cached_tokens":100}}}"#;
+        let (answer, whole) = from_chat(body).expect("converted");
+        assert_eq!(
+            answer,
+            json!({
+                "id": "chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-x",
+                "content": [{"type": "text", "text": "Let me look."}, {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}}],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": 20, "output_tokens": 9, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}
+            })
+        );
+        assert_eq!(whole.usage, Some(Usage { prompt_tokens: 120, completion_tokens: 9, cached_tokens: 100 }));
+        let bad = br#"{"choices":[{"message":{"tool_calls":[{"id":"c","function":{"name":"f","arguments":"[1]"}}]}}]}"#;
+        assert!(from_chat(bad).is_err());
+        assert!(from_chat(br#"{"choices":[]}"#).is_err());
+    }
+
+    #[test]
+    fn whole_answers_round_trip_through_both_shapes() {
+        let messages =
+            br#"{"id":"msg_9","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"Hi"},
+            {"type":"tool_use","id":"toolu_9","name":"f","input":{"a":[1,2],"b":"c"}}],"stop_reason":"tool_use",
+            "usage":{"input_tokens":3,"output_tokens":4,"cache_read_input_tokens":5,"cache_creation_input_tokens":0}}"#;
+        let (chat, _) = to_chat(messages, 0).expect("to chat");
+        let (back, _) = from_chat(chat.to_string().as_bytes()).expect("back");
+        let original: Value = serde_json::from_slice(messages).expect("json");
+        for key in ["id", "model", "content", "stop_reason", "usage"] {
+            assert_eq!(back[key], original[key], "{key}");
+        }
     }
 }

@@ -1,15 +1,23 @@
-//! Anthropic Messages stream events → OpenAI chat chunks, one event at a time.
+//! Anthropic Messages stream events ⇄ OpenAI chat chunks, one event at a time.
 //!
+//! [`ChatChunks`] (an Anthropic upstream, a chat client):
 //! `message_start` opens the answer (role chunk; input usage), `content_block_start` of a
 //! `tool_use` block opens a tool call (its index among the answer's tool calls, id and name),
 //! `content_block_delta` carries text or a tool call's argument fragment, `message_delta` the stop
 //! reason and output usage, `message_stop` ends it (a usage chunk when the client asked for one,
 //! then `[DONE]`). `ping`, thinking and signature deltas carry nothing a chat client reads.
+//!
+//! [`MessagesEvents`] (a chat upstream, a Messages client): the first chunk opens the message
+//! (`message_start`), text opens a text block, a tool call's first delta (its id and name) a
+//! `tool_use` block whose argument fragments follow as `input_json_delta`s; a block closes when
+//! the next one opens or the choice finishes; `[DONE]` (or the end of a stream that finished
+//! without it) sends `message_delta` with the stop reason and the usage, then `message_stop`.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::dialect::anthropic::{MessagesUsage, finish_reason};
+use crate::dialect::anthropic::response::chat_usage;
+use crate::dialect::anthropic::{MessagesUsage, finish_reason, stop_reason};
 use crate::dialect::facts::{Malformed, ResponseMeta};
 
 /// What one event turned into.
@@ -184,6 +192,186 @@ impl ChatChunks {
     }
 }
 
+/// The block a Messages stream has open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Open {
+    Text,
+    /// A tool call's block, by the call's OpenAI index.
+    Tool(u64),
+}
+
+/// The converter of one chat stream into Messages events.
+#[derive(Debug, Default)]
+pub struct MessagesEvents {
+    started: bool,
+    /// The block open now, and its index.
+    open: Option<(Open, u64)>,
+    next_block: u64,
+    /// OpenAI indexes of the tool calls seen so far.
+    tools: Vec<u64>,
+    stop: Option<&'static str>,
+    usage: MessagesUsage,
+    meta: ResponseMeta,
+    done: bool,
+}
+
+impl MessagesEvents {
+    /// A converter for a new stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The usage the stream reported (zero until its usage chunk).
+    pub fn usage(&self) -> MessagesUsage {
+        self.usage
+    }
+
+    /// Whether the closing events were sent.
+    pub fn finished(&self) -> bool {
+        self.done
+    }
+
+    /// Response id, model and finish reason, as far as the stream has told them.
+    pub fn meta(&self) -> &ResponseMeta {
+        &self.meta
+    }
+
+    /// Converts one event's data (a chunk, or `[DONE]`).
+    pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
+        let mut step = Step::default();
+        if data.trim_ascii() == b"[DONE]" {
+            self.close(&mut step);
+            return Ok(step);
+        }
+        let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a chat stream event is not JSON"))?;
+        if let Some(e) = v.get("error") {
+            let message = e.get("message").and_then(Value::as_str).unwrap_or("the upstream stream failed");
+            return Err(StreamError::Upstream(message.to_owned()));
+        }
+        if !self.started {
+            self.started = true;
+            self.meta.id = v.get("id").and_then(Value::as_str).map(str::to_owned);
+            self.meta.model = v.get("model").and_then(Value::as_str).map(str::to_owned);
+            let start = json!({"type": "message_start", "message": {
+                "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }});
+            step.frames.push(event_frame("message_start", &start));
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.usage = chat_usage(u);
+        }
+        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else { return Ok(step) };
+        let delta = choice.get("delta");
+        if let Some(text) = delta.and_then(|d| d.get("content")).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            let index = self.block(Open::Text, &mut step, || json!({"type": "text", "text": ""}));
+            step.text.push_str(text);
+            let d =
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}});
+            step.frames.push(event_frame("content_block_delta", &d));
+        }
+        for call in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
+            self.tool_delta(call, &mut step)?;
+        }
+        if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.meta.finish_reasons.push(finish.to_owned());
+            self.stop = Some(stop_reason(finish));
+            self.close_block(&mut step);
+        }
+        Ok(step)
+    }
+
+    /// The closing events of a stream that ended without `[DONE]` after its choice finished
+    /// (some servers omit it); nothing if it was closed or never finished.
+    pub fn end(&mut self) -> Step {
+        let mut step = Step::default();
+        if self.stop.is_some() {
+            self.close(&mut step);
+        }
+        step
+    }
+
+    fn tool_delta(&mut self, call: &Value, step: &mut Step) -> Result<(), StreamError> {
+        let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let f = call.get("function");
+        if !self.tools.contains(&n) {
+            let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
+            if name.is_empty() {
+                return Err(Malformed("a tool call's first delta has no name").into());
+            }
+            self.tools.push(n);
+            step.text.push_str(name);
+            self.block(Open::Tool(n), step, || json!({"type": "tool_use", "id": id, "name": name, "input": {}}));
+        }
+        let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
+        if args.is_empty() {
+            return Ok(());
+        }
+        match self.open {
+            Some((Open::Tool(open), index)) if open == n => {
+                step.text.push_str(args);
+                let d = json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}});
+                step.frames.push(event_frame("content_block_delta", &d));
+                Ok(())
+            }
+            // Messages blocks are sequential: a call's arguments after another block opened
+            // cannot be placed.
+            _ => Err(Malformed("interleaved tool call arguments").into()),
+        }
+    }
+
+    /// The index of the open block of `kind`, opening it (and closing another) if needed.
+    fn block(&mut self, kind: Open, step: &mut Step, content_block: impl FnOnce() -> Value) -> u64 {
+        if let Some((open, index)) = self.open
+            && open == kind
+        {
+            return index;
+        }
+        self.close_block(step);
+        let index = self.next_block;
+        self.next_block += 1;
+        self.open = Some((kind, index));
+        let start = json!({"type": "content_block_start", "index": index, "content_block": content_block()});
+        step.frames.push(event_frame("content_block_start", &start));
+        index
+    }
+
+    fn close_block(&mut self, step: &mut Step) {
+        if let Some((_, index)) = self.open.take() {
+            step.frames.push(event_frame("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
+        }
+    }
+
+    fn close(&mut self, step: &mut Step) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.close_block(step);
+        let delta = json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
+            "usage": self.usage.messages_usage(),
+        });
+        step.frames.push(event_frame("message_delta", &delta));
+        step.frames.push(event_frame("message_stop", &json!({"type": "message_stop"})));
+    }
+}
+
+/// A named SSE event, as Anthropic sends them.
+fn event_frame(name: &str, v: &Value) -> Bytes {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Serialising a `Value` cannot fail.
+    let _ = serde_json::to_writer(&mut out, v);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 fn frame(v: &Value) -> Bytes {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"data: ");
@@ -281,6 +469,134 @@ mod tests {
             let bytes = e.as_bytes();
             for cut in 0..bytes.len() {
                 let _ = c.event(&bytes[..cut]);
+            }
+        }
+    }
+
+    const CHUNKS: &[&str] = &[
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[{"index":0,"delta":{"content":"Let me "},"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[{"index":0,"delta":{"content":"look."},"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"Bash","arguments":""}}]},"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"command\":"}}]},"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"ls\"}"}}]},"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_2","type":"function","function":{"name":"Read","arguments":"{}"}}]},"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[],"usage":{"prompt_tokens":50,"completion_tokens":12,"total_tokens":62,"prompt_tokens_details":{"cached_tokens":30}}}"#,
+        "[DONE]",
+    ];
+
+    fn named(frame: &Bytes) -> (String, Value) {
+        let s = std::str::from_utf8(frame).expect("utf-8");
+        let (head, data) = s.split_once('\n').expect("two lines");
+        let name = head.strip_prefix("event: ").expect("named").to_owned();
+        let data = data.strip_prefix("data: ").and_then(|d| d.strip_suffix("\n\n")).expect("data");
+        (name, serde_json::from_str(data).expect("json"))
+    }
+
+    #[test]
+    fn chat_chunks_become_messages_events() {
+        let mut m = MessagesEvents::new();
+        let mut events = Vec::new();
+        let mut text = String::new();
+        for c in CHUNKS {
+            let step = m.event(c.as_bytes()).expect("converted");
+            text.push_str(&step.text);
+            events.extend(step.frames.iter().map(named));
+        }
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+            ]
+        );
+        for (name, data) in &events {
+            assert_eq!(data["type"], name.as_str());
+        }
+        assert_eq!(events[0].1["message"]["id"], "chatcmpl-7");
+        assert_eq!(events[1].1["content_block"], json!({"type": "text", "text": ""}));
+        assert_eq!(events[3].1["delta"], json!({"type": "text_delta", "text": "look."}));
+        assert_eq!(
+            events[5].1,
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {}}})
+        );
+        assert_eq!(events[7].1["delta"], json!({"type": "input_json_delta", "partial_json": "\"ls\"}"}));
+        assert_eq!(events[9].1["index"], 2);
+        assert_eq!(events[10].1["delta"]["partial_json"], "{}");
+        assert_eq!(events[12].1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(
+            events[12].1["usage"],
+            json!({"input_tokens": 20, "output_tokens": 12, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 0})
+        );
+        assert!(m.finished());
+        assert_eq!(text, "Let me look.Bash{\"command\":\"ls\"}Read{}");
+        assert!(m.end().frames.is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_stream_without_done_is_closed_at_its_end_and_interleaving_is_refused() {
+        let mut m = MessagesEvents::new();
+        for c in &CHUNKS[..CHUNKS.len() - 1] {
+            m.event(c.as_bytes()).expect("converted");
+        }
+        let names: Vec<String> = m.end().frames.iter().map(|f| named(f).0).collect();
+        assert_eq!(names, vec!["message_delta", "message_stop"]);
+        let mut m = MessagesEvents::new();
+        m.event(CHUNKS[3].as_bytes()).expect("a call opens");
+        m.event(CHUNKS[6].as_bytes()).expect("a second call opens");
+        assert!(matches!(m.event(CHUNKS[4].as_bytes()), Err(StreamError::Malformed(_))));
+        let mut m = MessagesEvents::new();
+        assert!(m.end().frames.is_empty(), "an unfinished stream is not closed as if it had finished");
+        assert_eq!(m.event(br#"{"error":{"message":"boom"}}"#), Err(StreamError::Upstream("boom".into())));
+    }
+
+    /// Messages → chat chunks → Messages keeps text, tool ids, names, arguments and the stop.
+    #[test]
+    fn streams_round_trip_through_both_shapes() {
+        let mut to_chat = ChatChunks::new(0, true);
+        let mut back = MessagesEvents::new();
+        let mut out = Vec::new();
+        for e in EVENTS {
+            for f in to_chat.event(e.as_bytes()).expect("to chat").frames {
+                let s = std::str::from_utf8(&f).expect("utf-8");
+                let data = s.strip_prefix("data: ").and_then(|d| d.strip_suffix("\n\n")).expect("data");
+                out.extend(back.event(data.as_bytes()).expect("back").frames.iter().map(named));
+            }
+        }
+        let text: String = out.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect();
+        let args: String = out.iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str()).collect();
+        let tool = out.iter().find(|(_, d)| d["content_block"]["type"] == "tool_use").expect("a tool block");
+        assert_eq!(text, "Okay, let's check");
+        assert_eq!(args, "{\"location\": \"SF\"}");
+        assert_eq!(tool.1["content_block"]["id"], "toolu_01");
+        assert_eq!(tool.1["content_block"]["name"], "get_weather");
+        let delta = out.iter().find(|(n, _)| n == "message_delta").expect("message_delta");
+        assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(delta.1["usage"]["output_tokens"], 89);
+        assert_eq!(out.last().map(|(n, _)| n.as_str()), Some("message_stop"));
+    }
+
+    #[test]
+    fn arbitrary_chat_bytes_never_panic() {
+        let mut m = MessagesEvents::new();
+        for c in CHUNKS {
+            let bytes = c.as_bytes();
+            for cut in 0..bytes.len() {
+                let _ = m.event(&bytes[..cut]);
             }
         }
     }

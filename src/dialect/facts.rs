@@ -75,6 +75,27 @@ pub struct Chunk<'a> {
     pub meta: ChunkMeta<'a>,
 }
 
+/// What one upstream stream event turned into, when the client speaks another dialect.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Complete SSE frames for the client (`data: …\n\n`), in order.
+    pub frames: Vec<bytes::Bytes>,
+    /// Generated text in the event (content, tool names and arguments), for counting when the
+    /// stream is cut before its usage.
+    pub text: String,
+}
+
+/// Why a stream cannot go on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// An event that is not what Messages promises.
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    /// The upstream sent an `error` event (its message).
+    #[error("{0}")]
+    Upstream(String),
+}
+
 /// A body or event that is not what the dialect promises; the text says what, for a 502.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

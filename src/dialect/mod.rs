@@ -11,6 +11,7 @@
 
 pub mod anthropic;
 pub mod facts;
+pub mod gemini;
 pub mod json;
 pub mod openai;
 pub mod sse;
@@ -21,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::types::Operation;
 
-pub use facts::{Capability, Chunk, Event, Malformed, ResponseMeta, Whole};
+pub use facts::{Capability, Chunk, Event, Malformed, ResponseMeta, Step, StreamError, Whole};
 pub use openai::request::{Checked, PromptSize};
 
 /// The wire protocol of one side of a request.

@@ -18,28 +18,7 @@ use serde_json::{Value, json};
 
 use crate::dialect::anthropic::response::chat_usage;
 use crate::dialect::anthropic::{MessagesUsage, finish_reason, stop_reason};
-use crate::dialect::facts::{Malformed, ResponseMeta};
-
-/// What one event turned into.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Step {
-    /// Complete SSE frames for the client (`data: …\n\n`), in order.
-    pub frames: Vec<Bytes>,
-    /// Generated text in the event (content, tool names and arguments), for counting when the
-    /// stream is cut before its usage.
-    pub text: String,
-}
-
-/// Why a stream cannot go on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum StreamError {
-    /// An event that is not what Messages promises.
-    #[error(transparent)]
-    Malformed(#[from] Malformed),
-    /// The upstream sent an `error` event (its message).
-    #[error("{0}")]
-    Upstream(String),
-}
+use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError};
 
 /// The converter of one stream.
 #[derive(Debug)]

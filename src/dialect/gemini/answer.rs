@@ -1,0 +1,294 @@
+//! Gemini answers → OpenAI chat completions and chunks.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError, Whole};
+use crate::dialect::gemini::{GeminiUsage, finish_reason};
+
+/// What one candidate's parts say: its text (thought summaries left out) and its function calls
+/// as OpenAI tool calls (Gemini's call id when it sends one, else one made from the call's index).
+fn read_parts(candidate: Option<&Value>, first_call: usize) -> (String, Vec<Value>) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    let parts = candidate.and_then(|c| c.get("content")).and_then(|c| c.get("parts")).and_then(Value::as_array);
+    for p in parts.into_iter().flatten() {
+        if p.get("thought").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        if let Some(t) = p.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        }
+        if let Some(f) = p.get("functionCall") {
+            let n = first_call + calls.len();
+            let id = f.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{n}"), str::to_owned);
+            let args = f.get("args").cloned().unwrap_or_else(|| json!({}));
+            calls.push(json!({
+                "index": n,
+                "id": id,
+                "type": "function",
+                "function": {"name": f.get("name").cloned().unwrap_or(Value::Null), "arguments": args.to_string()},
+            }));
+        }
+    }
+    (text, calls)
+}
+
+/// The finish reason of a candidate (or of a prompt blocked before any candidate).
+fn finish(v: &Value, candidate: Option<&Value>, called: bool) -> Option<&'static str> {
+    if candidate.is_none() && v.get("promptFeedback").and_then(|f| f.get("blockReason")).is_some() {
+        return Some("content_filter");
+    }
+    let reason = candidate.and_then(|c| c.get("finishReason")).and_then(Value::as_str)?;
+    Some(if called && reason == "STOP" { "tool_calls" } else { finish_reason(reason) })
+}
+
+/// The chat completion for a whole `generateContent` answer (its first candidate), and what it
+/// says.
+pub fn to_chat(body: &[u8], created: u64) -> Result<(Value, Whole), Malformed> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| Malformed("the Gemini answer is not JSON"))?;
+    let candidate = v.get("candidates").and_then(|c| c.get(0));
+    if candidate.is_none() && v.get("promptFeedback").is_none() {
+        return Err(Malformed("the Gemini answer has neither a candidate nor prompt feedback"));
+    }
+    let (text, mut calls) = read_parts(candidate, 0);
+    let finish = finish(&v, candidate, !calls.is_empty()).unwrap_or("stop");
+    for c in &mut calls {
+        if let Some(o) = c.as_object_mut() {
+            o.remove("index");
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
+    if !calls.is_empty()
+        && let Some(m) = message.as_object_mut()
+    {
+        m.insert("tool_calls".into(), Value::Array(calls));
+    }
+    let usage = v.get("usageMetadata").map(GeminiUsage::read);
+    let id = v.get("responseId").and_then(Value::as_str).map(str::to_owned);
+    let model = v.get("modelVersion").and_then(Value::as_str).map(str::to_owned);
+    let chat = json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+        "usage": usage.unwrap_or_default().chat_usage(),
+    });
+    let meta = ResponseMeta { id, model, finish_reasons: vec![finish.to_owned()] };
+    Ok((chat, Whole { usage: usage.map(GeminiUsage::usage), output_tokens: 0, meta }))
+}
+
+/// The converter of one `streamGenerateContent` stream into chat chunks.
+#[derive(Debug)]
+pub struct ChatChunks {
+    created: u64,
+    include_usage: bool,
+    started: bool,
+    calls: usize,
+    usage: Option<GeminiUsage>,
+    finish: Option<&'static str>,
+    meta: ResponseMeta,
+    done: bool,
+}
+
+impl ChatChunks {
+    /// A converter stamping chunks with `created`; `include_usage`: the client asked for the
+    /// usage chunk.
+    pub fn new(created: u64, include_usage: bool) -> Self {
+        Self {
+            created,
+            include_usage,
+            started: false,
+            calls: 0,
+            usage: None,
+            finish: None,
+            meta: ResponseMeta::default(),
+            done: false,
+        }
+    }
+
+    /// The usage the stream reported so far (the last `usageMetadata`).
+    pub fn usage(&self) -> Option<GeminiUsage> {
+        self.usage
+    }
+
+    /// Whether the stream was closed ([`Self::end`] after a finished candidate).
+    pub fn finished(&self) -> bool {
+        self.done
+    }
+
+    /// Response id, model and finish reason, as far as the stream has told them.
+    pub fn meta(&self) -> &ResponseMeta {
+        &self.meta
+    }
+
+    /// Converts one event's data (a partial `GenerateContentResponse`).
+    pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
+        let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a Gemini stream event is not JSON"))?;
+        if let Some(e) = v.get("error") {
+            let message = e.get("message").and_then(Value::as_str).unwrap_or("the upstream stream failed");
+            return Err(StreamError::Upstream(message.to_owned()));
+        }
+        let mut step = Step::default();
+        if !self.started {
+            self.started = true;
+            self.meta.id = v.get("responseId").and_then(Value::as_str).map(str::to_owned);
+            self.meta.model = v.get("modelVersion").and_then(Value::as_str).map(str::to_owned);
+            step.frames.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+        if let Some(u) = v.get("usageMetadata") {
+            self.usage = Some(GeminiUsage::read(u));
+        }
+        let candidate = v.get("candidates").and_then(|c| c.get(0));
+        let (text, calls) = read_parts(candidate, self.calls);
+        if !text.is_empty() {
+            step.text.push_str(&text);
+            step.frames.push(self.chunk(json!({"content": text}), None));
+        }
+        if !calls.is_empty() {
+            self.calls += calls.len();
+            for c in &calls {
+                step.text.push_str(c["function"]["name"].as_str().unwrap_or_default());
+                step.text.push_str(c["function"]["arguments"].as_str().unwrap_or_default());
+            }
+            step.frames.push(self.chunk(json!({"tool_calls": calls}), None));
+        }
+        if let Some(f) = finish(&v, candidate, self.calls > 0) {
+            self.finish = Some(f);
+            self.meta.finish_reasons.push(f.to_owned());
+            step.frames.push(self.chunk(json!({}), Some(f)));
+        }
+        Ok(step)
+    }
+
+    /// Closes a stream at its end: the usage chunk (when asked for) and `[DONE]`, if a candidate
+    /// finished; nothing otherwise (the stream was cut, and the relay says so).
+    pub fn end(&mut self) -> Step {
+        let mut step = Step::default();
+        if self.done || self.finish.is_none() {
+            return step;
+        }
+        self.done = true;
+        if self.include_usage {
+            let usage = json!({
+                "id": self.meta.id, "object": "chat.completion.chunk", "created": self.created, "model": self.meta.model,
+                "choices": [], "usage": self.usage.unwrap_or_default().chat_usage(),
+            });
+            step.frames.push(frame(&usage));
+        }
+        step.frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        step
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        frame(&json!({
+            "id": self.meta.id, "object": "chat.completion.chunk", "created": self.created, "model": self.meta.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+        }))
+    }
+}
+
+fn frame(v: &Value) -> Bytes {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"data: ");
+    // Serialising a `Value` cannot fail.
+    let _ = serde_json::to_writer(&mut out, v);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Usage;
+
+    #[test]
+    fn a_whole_answer_with_a_function_call_becomes_a_completion() {
+        let body = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"thinking...","thought":true},{"text":"Checking."},
+            {"functionCall":{"name":"weather","args":{"city":"Oslo"}}}]},"finishReason":"STOP","index":0}],
+            "usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":5,"thoughtsTokenCount":7,"totalTokenCount":24},
+            "modelVersion":"gemini-2.5-flash","responseId":"resp-1"}"#;
+        let (chat, whole) = to_chat(body, 9).expect("converted");
+        assert_eq!(
+            chat["choices"][0],
+            json!({"index": 0, "finish_reason": "tool_calls", "logprobs": null, "message": {"role": "assistant", "content": "Checking.",
+                "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]}})
+        );
+        assert_eq!(chat["id"], "resp-1");
+        assert_eq!(chat["model"], "gemini-2.5-flash");
+        assert_eq!(whole.usage, Some(Usage { prompt_tokens: 12, completion_tokens: 12, cached_tokens: 0 }));
+    }
+
+    #[test]
+    fn a_blocked_prompt_is_a_content_filter_answer_and_garbage_is_malformed() {
+        let body = br#"{"promptFeedback":{"blockReason":"SAFETY","safetyRatings":[]},"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8}}"#;
+        let (chat, whole) = to_chat(body, 0).expect("converted");
+        assert_eq!(chat["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(chat["choices"][0]["message"]["content"], "");
+        assert_eq!(whole.usage.map(|u| u.prompt_tokens), Some(8));
+        let (chat, _) =
+            to_chat(br#"{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"MAX_TOKENS"}]}"#, 0)
+                .expect("converted");
+        assert_eq!(chat["choices"][0]["finish_reason"], "length");
+        assert!(to_chat(b"{}", 0).is_err());
+        assert!(to_chat(b"nope", 0).is_err());
+    }
+
+    const EVENTS: &[&str] = &[
+        r#"{"candidates":[{"content":{"parts":[{"text":"The weather"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":10,"totalTokenCount":10},"modelVersion":"gemini-2.5-flash","responseId":"r-2"}"#,
+        r#"{"candidates":[{"content":{"parts":[{"text":" is:"}],"role":"model"},"index":0}],"modelVersion":"gemini-2.5-flash","responseId":"r-2"}"#,
+        r#"{"candidates":[{"content":{"parts":[{"functionCall":{"id":"fc-9","name":"weather","args":{"city":"Oslo"}}}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":6,"cachedContentTokenCount":4,"totalTokenCount":16},"modelVersion":"gemini-2.5-flash","responseId":"r-2"}"#,
+    ];
+
+    fn data(frame: &Bytes) -> Value {
+        let s = std::str::from_utf8(frame).expect("utf-8");
+        let body = s.strip_prefix("data: ").and_then(|s| s.strip_suffix("\n\n")).expect("one data frame");
+        if body == "[DONE]" { Value::String("[DONE]".into()) } else { serde_json::from_str(body).expect("json") }
+    }
+
+    #[test]
+    fn stream_events_become_chat_chunks_and_end_with_usage_and_done() {
+        let mut c = ChatChunks::new(5, true);
+        let mut frames = Vec::new();
+        for e in EVENTS {
+            frames.extend(c.event(e.as_bytes()).expect("converted").frames.iter().map(data));
+        }
+        assert!(!c.finished());
+        frames.extend(c.end().frames.iter().map(data));
+        let deltas: Vec<Value> =
+            frames.iter().filter_map(|f| f["choices"].get(0).map(|c| c["delta"].clone())).collect();
+        assert_eq!(
+            deltas,
+            vec![
+                json!({"role": "assistant", "content": ""}),
+                json!({"content": "The weather"}),
+                json!({"content": " is:"}),
+                json!({"tool_calls": [{"index": 0, "id": "fc-9", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]}),
+                json!({}),
+            ]
+        );
+        assert_eq!(frames[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            frames[5]["usage"],
+            json!({"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16, "prompt_tokens_details": {"cached_tokens": 4}})
+        );
+        assert_eq!(frames[6], Value::String("[DONE]".into()));
+        assert_eq!(frames[1]["id"], "r-2");
+        assert!(c.finished());
+        assert!(c.end().frames.is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_cut_stream_is_not_closed_and_cut_bytes_never_panic() {
+        let mut c = ChatChunks::new(0, false);
+        c.event(EVENTS[0].as_bytes()).expect("converted");
+        assert!(c.end().frames.is_empty());
+        assert_eq!(
+            c.event(br#"{"error":{"code":500,"message":"Internal"}}"#),
+            Err(StreamError::Upstream("Internal".into()))
+        );
+        for e in EVENTS {
+            for cut in 0..e.len() {
+                let _ = c.event(&e.as_bytes()[..cut]);
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod facts;
 pub mod gemini;
 pub mod json;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 
 use bytes::Bytes;

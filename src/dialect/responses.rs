@@ -9,12 +9,16 @@
 //!   meaningless to another). `previous_response_id` is refused: the translation keeps no state.
 //! - [`from_chat`]: a whole chat completion → a response object (a message item with its text, a
 //!   `function_call` item per tool call, `incomplete` when the output limit cut it).
+//! - [`ResponseEvents`]: chat chunks → Responses stream events (`response.created`, the message
+//!   item's `output_text` deltas, each function call's `function_call_arguments` deltas, the
+//!   `.done` events, then `response.completed` or `response.incomplete` with the usage).
 //!
 //! Not wired to the `/v1/responses` route yet (issue 12).
 
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::dialect::facts::{Malformed, ResponseMeta, Whole};
+use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError, Whole};
 use crate::error::ApiError;
 use crate::types::Usage;
 
@@ -332,6 +336,239 @@ fn response_usage(u: Usage, chat: Option<&Value>) -> Value {
     })
 }
 
+/// The message item of a streamed response.
+#[derive(Debug)]
+struct TextItem {
+    output_index: u64,
+    id: String,
+    text: String,
+}
+
+/// A function call item of a streamed response.
+#[derive(Debug)]
+struct CallItem {
+    chat_index: u64,
+    output_index: u64,
+    call_id: String,
+    name: String,
+    arguments: String,
+}
+
+impl CallItem {
+    fn item(&self, status: &str) -> Value {
+        json!({"type": "function_call", "id": format!("fc_{}", self.call_id), "call_id": self.call_id,
+               "name": self.name, "arguments": self.arguments, "status": status})
+    }
+}
+
+impl TextItem {
+    fn item(&self, status: &str) -> Value {
+        json!({"type": "message", "id": self.id, "status": status, "role": "assistant",
+               "content": [{"type": "output_text", "text": self.text, "annotations": []}]})
+    }
+}
+
+/// The converter of one chat stream into Responses events.
+#[derive(Debug)]
+pub struct ResponseEvents {
+    created_at: u64,
+    sequence: u64,
+    started: bool,
+    id: String,
+    model: Value,
+    message: Option<TextItem>,
+    calls: Vec<CallItem>,
+    next_output: u64,
+    finish: Option<String>,
+    usage: Option<Value>,
+    done: bool,
+}
+
+impl ResponseEvents {
+    /// A converter stamping the response with `created_at`.
+    pub fn new(created_at: u64) -> Self {
+        Self {
+            created_at,
+            sequence: 0,
+            started: false,
+            id: String::new(),
+            model: Value::Null,
+            message: None,
+            calls: Vec::new(),
+            next_output: 0,
+            finish: None,
+            usage: None,
+            done: false,
+        }
+    }
+
+    /// Whether the closing events were sent.
+    pub fn finished(&self) -> bool {
+        self.done
+    }
+
+    /// Converts one event's data (a chat chunk, or `[DONE]`).
+    pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
+        let mut step = Step::default();
+        if data.trim_ascii() == b"[DONE]" {
+            self.close(&mut step);
+            return Ok(step);
+        }
+        let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a chat stream event is not JSON"))?;
+        if let Some(e) = v.get("error") {
+            let message = e.get("message").and_then(Value::as_str).unwrap_or("the upstream stream failed");
+            return Err(StreamError::Upstream(message.to_owned()));
+        }
+        if !self.started {
+            self.started = true;
+            self.id = format!("resp_{}", v.get("id").and_then(Value::as_str).unwrap_or_default());
+            self.model = v.get("model").cloned().unwrap_or(Value::Null);
+            let r = self.response("in_progress", Vec::new());
+            self.emit(&mut step, "response.created", json!({"response": r}));
+            self.emit(&mut step, "response.in_progress", json!({"response": r}));
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(response_usage(read_usage(u), Some(u)));
+        }
+        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else { return Ok(step) };
+        let delta = choice.get("delta");
+        if let Some(text) = delta.and_then(|d| d.get("content")).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            self.text(text, &mut step);
+        }
+        for call in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
+            self.call(call, &mut step)?;
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish = Some(f.to_owned());
+        }
+        Ok(step)
+    }
+
+    /// The closing events of a stream that ended without `[DONE]` after its choice finished;
+    /// nothing if it was closed or never finished.
+    pub fn end(&mut self) -> Step {
+        let mut step = Step::default();
+        if self.finish.is_some() {
+            self.close(&mut step);
+        }
+        step
+    }
+
+    fn text(&mut self, text: &str, step: &mut Step) {
+        step.text.push_str(text);
+        if self.message.is_none() {
+            let item = TextItem { output_index: self.next_output, id: format!("msg_{}", self.id), text: String::new() };
+            self.next_output += 1;
+            let (index, id) = (item.output_index, item.id.clone());
+            let added = json!({"output_index": index, "item": {"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []}});
+            self.emit(step, "response.output_item.added", added);
+            let part = json!({"item_id": id, "output_index": index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}});
+            self.emit(step, "response.content_part.added", part);
+            self.message = Some(item);
+        }
+        let Some(m) = self.message.as_mut() else { return };
+        m.text.push_str(text);
+        let d = json!({"item_id": m.id, "output_index": m.output_index, "content_index": 0, "delta": text});
+        self.emit(step, "response.output_text.delta", d);
+    }
+
+    fn call(&mut self, call: &Value, step: &mut Step) -> Result<(), StreamError> {
+        let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let f = call.get("function");
+        if !self.calls.iter().any(|c| c.chat_index == n) {
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
+            if name.is_empty() {
+                return Err(Malformed("a tool call's first delta has no name").into());
+            }
+            let call_id = call.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{n}"), str::to_owned);
+            let item = CallItem {
+                chat_index: n,
+                output_index: self.next_output,
+                call_id,
+                name: name.to_owned(),
+                arguments: String::new(),
+            };
+            self.next_output += 1;
+            step.text.push_str(name);
+            let added = json!({"output_index": item.output_index, "item": item.item("in_progress")});
+            self.emit(step, "response.output_item.added", added);
+            self.calls.push(item);
+        }
+        let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
+        if let Some(c) = self.calls.iter_mut().find(|c| c.chat_index == n).filter(|_| !args.is_empty()) {
+            c.arguments.push_str(args);
+            step.text.push_str(args);
+            let d = json!({"item_id": format!("fc_{}", c.call_id), "output_index": c.output_index, "delta": args});
+            self.emit(step, "response.function_call_arguments.delta", d);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, step: &mut Step) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let mut items: Vec<(u64, Value)> = Vec::new();
+        if let Some(m) = self.message.take() {
+            let at = json!({"item_id": m.id, "output_index": m.output_index, "content_index": 0});
+            let mut done = at.clone();
+            done["text"] = json!(m.text);
+            self.emit(step, "response.output_text.done", done);
+            let mut part = at;
+            part["part"] = json!({"type": "output_text", "text": m.text, "annotations": []});
+            self.emit(step, "response.content_part.done", part);
+            let item = m.item("completed");
+            self.emit(step, "response.output_item.done", json!({"output_index": m.output_index, "item": item}));
+            items.push((m.output_index, item));
+        }
+        for c in std::mem::take(&mut self.calls) {
+            let d = json!({"item_id": format!("fc_{}", c.call_id), "output_index": c.output_index, "arguments": c.arguments});
+            self.emit(step, "response.function_call_arguments.done", d);
+            let item = c.item("completed");
+            self.emit(step, "response.output_item.done", json!({"output_index": c.output_index, "item": item}));
+            items.push((c.output_index, item));
+        }
+        items.sort_by_key(|(i, _)| *i);
+        let incomplete = matches!(self.finish.as_deref(), Some("length" | "content_filter"));
+        let mut r = self
+            .response(if incomplete { "incomplete" } else { "completed" }, items.into_iter().map(|(_, v)| v).collect());
+        if incomplete {
+            let reason = if self.finish.as_deref() == Some("length") { "max_output_tokens" } else { "content_filter" };
+            r["incomplete_details"] = json!({"reason": reason});
+        }
+        let name = if incomplete { "response.incomplete" } else { "response.completed" };
+        self.emit(step, name, json!({"response": r}));
+    }
+
+    fn response(&self, status: &str, output: Vec<Value>) -> Value {
+        json!({
+            "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
+            "incomplete_details": null, "error": null, "model": self.model, "output": output,
+            "parallel_tool_calls": true, "usage": self.usage,
+        })
+    }
+
+    /// One named event: `type` and `sequence_number` first, then `fields`.
+    fn emit(&mut self, step: &mut Step, name: &str, fields: Value) {
+        let mut data = Map::new();
+        data.insert("type".into(), json!(name));
+        data.insert("sequence_number".into(), json!(self.sequence));
+        self.sequence += 1;
+        if let Value::Object(f) = fields {
+            data.extend(f);
+        }
+        let mut out = Vec::with_capacity(192);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        // Serialising a `Value` map cannot fail.
+        let _ = serde_json::to_writer(&mut out, &data);
+        out.extend_from_slice(b"\n\n");
+        step.frames.push(Bytes::from(out));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +681,90 @@ mod tests {
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["incomplete_details"], json!({"reason": "max_output_tokens"}));
         assert!(from_chat(b"[]", 0).is_err());
+    }
+
+    const CHUNKS: &[&str] = &[
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Running"},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" ls."},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"shell","arguments":""}}]},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"command\":"}}]},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"[\"ls\"]}"}}]},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":30,"completion_tokens":8,"total_tokens":38}}"#,
+        "[DONE]",
+    ];
+
+    fn named(frame: &Bytes) -> (String, Value) {
+        let s = std::str::from_utf8(frame).expect("utf-8");
+        let (head, data) = s.split_once('\n').expect("two lines");
+        let data = data.strip_prefix("data: ").and_then(|d| d.strip_suffix("\n\n")).expect("data");
+        (head.strip_prefix("event: ").expect("named").to_owned(), serde_json::from_str(data).expect("json"))
+    }
+
+    #[test]
+    fn chat_chunks_become_responses_events() {
+        let mut r = ResponseEvents::new(5);
+        let mut events = Vec::new();
+        for c in CHUNKS {
+            events.extend(r.event(c.as_bytes()).expect("converted").frames.iter().map(named));
+        }
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (i, (name, data)) in events.iter().enumerate() {
+            assert_eq!(data["type"], name.as_str());
+            assert_eq!(data["sequence_number"], i);
+        }
+        assert_eq!(
+            events[6].1["item"],
+            json!({"type": "function_call", "id": "fc_call_1", "call_id": "call_1", "name": "shell", "arguments": "", "status": "in_progress"})
+        );
+        assert_eq!(events[9].1["text"], "Running ls.");
+        assert_eq!(events[12].1["arguments"], "{\"command\":[\"ls\"]}");
+        let done = &events[14].1["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["id"], "resp_c1");
+        assert_eq!(done["output"][0]["content"][0]["text"], "Running ls.");
+        assert_eq!(done["output"][1]["call_id"], "call_1");
+        assert_eq!(done["usage"]["input_tokens"], 30);
+        assert_eq!(done["usage"]["output_tokens"], 8);
+        assert!(r.finished());
+        assert!(r.end().frames.is_empty());
+    }
+
+    #[test]
+    fn a_cut_output_is_incomplete_and_cut_bytes_never_panic() {
+        let mut r = ResponseEvents::new(0);
+        r.event(CHUNKS[1].as_bytes()).expect("converted");
+        r.event(br#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#).expect("converted");
+        let last = r.end().frames.iter().map(named).last().expect("events");
+        assert_eq!(last.0, "response.incomplete");
+        assert_eq!(last.1["response"]["incomplete_details"], json!({"reason": "max_output_tokens"}));
+        let mut r = ResponseEvents::new(0);
+        assert!(r.end().frames.is_empty());
+        for c in CHUNKS {
+            for cut in 0..c.len() {
+                let _ = r.event(&c.as_bytes()[..cut]);
+            }
+        }
     }
 }

@@ -23,8 +23,10 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
-use serde_json::Value;
+use bytes::Bytes;
+use serde_json::{Value, json};
 
+use crate::error::{ApiError, Code};
 use crate::types::Usage;
 
 /// The API version sent as `anthropic-version`.
@@ -120,6 +122,40 @@ pub fn stop_reason(finish_reason: &str) -> &'static str {
     }
 }
 
+/// Anthropic's error `type` for a gateway error, by its status as Anthropic's API documents them.
+pub fn error_type(code: Code) -> &'static str {
+    match code.status() {
+        400 | 405 | 408 | 409 | 431 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// A gateway error in Anthropic's shape (`{"type":"error","error":{"type":…,"message":…}}`),
+/// for the Anthropic routes. The field a 400 names leads the message, as Anthropic writes it.
+pub fn error_body(err: &ApiError) -> Value {
+    let message = match &err.param {
+        Some(p) => format!("{p}: {}", err.message),
+        None => err.message.clone(),
+    };
+    json!({"type": "error", "error": {"type": error_type(err.code), "message": message}})
+}
+
+/// The event that ends a broken stream on an Anthropic route.
+pub fn error_event(err: &ApiError) -> Bytes {
+    let mut out = b"event: error\ndata: ".to_vec();
+    // Serialising a `Value` cannot fail.
+    let _ = serde_json::to_writer(&mut out, &error_body(err));
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 /// The message of an Anthropic error body (`{"type":"error","error":{"type":…,"message":…}}`).
 pub fn error_message(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
@@ -154,6 +190,25 @@ mod tests {
             assert_eq!(stop_reason(finish), stop);
             assert_eq!(finish_reason(stop), finish);
         }
+    }
+
+    #[test]
+    fn gateway_errors_take_anthropics_shape() {
+        let err = ApiError::invalid("max_tokens", "Must be positive.");
+        assert_eq!(
+            error_body(&err),
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Must be positive."}})
+        );
+        assert_eq!(error_type(Code::InvalidToken), "authentication_error");
+        assert_eq!(error_type(Code::RateLimitExceeded), "rate_limit_error");
+        assert_eq!(error_type(Code::NoAvailableUpstream), "overloaded_error");
+        assert_eq!(error_type(Code::UpstreamTimeout), "api_error");
+        assert_eq!(error_type(Code::ModelNotFound), "not_found_error");
+        let event = error_event(&ApiError::new(Code::UpstreamError, "cut"));
+        assert_eq!(
+            &event[..],
+            &b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"cut\"}}\n\n"[..]
+        );
     }
 
     #[test]

@@ -26,6 +26,25 @@ use crate::types::Operation;
 pub use facts::{Capability, Chunk, Event, Malformed, ResponseMeta, Step, StreamError, Whole};
 pub use openai::request::{Checked, PromptSize};
 
+/// Appends a turn `{"role": role, key: items}` to a conversation, or, when the last turn has the
+/// same role, extends that one (dialects whose turns must alternate, or whose tool results must
+/// share one turn).
+pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut().filter(|t| t.get("role").and_then(Value::as_str) == Some(role))
+        && let Some(Value::Array(existing)) = last.get_mut(key)
+    {
+        existing.extend(items);
+        return;
+    }
+    let mut turn = Map::new();
+    turn.insert("role".into(), Value::String(role.to_owned()));
+    turn.insert(key.into(), Value::Array(items));
+    turns.push(Value::Object(turn));
+}
+
 /// The wire protocol of one side of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {

@@ -15,10 +15,10 @@
 //!
 //! Not wired to the `/v1/responses` route yet (issue 12).
 
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError, Whole};
+use crate::dialect::{openai, sse};
 use crate::error::ApiError;
 use crate::types::Usage;
 
@@ -410,15 +410,10 @@ impl ResponseEvents {
     /// Converts one event's data (a chat chunk, or `[DONE]`).
     pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
         let mut step = Step::default();
-        if data.trim_ascii() == b"[DONE]" {
+        let Some(v) = openai::read_chunk(data)? else {
             self.close(&mut step);
             return Ok(step);
-        }
-        let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a chat stream event is not JSON"))?;
-        if let Some(e) = v.get("error") {
-            let message = e.get("message").and_then(Value::as_str).unwrap_or("the upstream stream failed");
-            return Err(StreamError::Upstream(message.to_owned()));
-        }
+        };
         if !self.started {
             self.started = true;
             self.id = format!("resp_{}", v.get("id").and_then(Value::as_str).unwrap_or_default());
@@ -558,19 +553,14 @@ impl ResponseEvents {
         if let Value::Object(f) = fields {
             data.extend(f);
         }
-        let mut out = Vec::with_capacity(192);
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        // Serialising a `Value` map cannot fail.
-        let _ = serde_json::to_writer(&mut out, &data);
-        out.extend_from_slice(b"\n\n");
-        step.frames.push(Bytes::from(out));
+        step.frames.push(sse::json_event(name, &Value::Object(data)));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn convert(v: Value) -> Result<Value, ApiError> {

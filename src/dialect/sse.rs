@@ -115,6 +115,29 @@ pub fn encode_data(data: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// A JSON value as one `data:` event (compact JSON has no line break).
+pub fn json_data(v: &serde_json::Value) -> Bytes {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"data: ");
+    // Serialising a `Value` cannot fail.
+    let _ = serde_json::to_writer(&mut out, v);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// A named event (`event: NAME`) with a JSON value as its data, as Anthropic and the Responses
+/// API send them.
+pub fn json_event(name: &str, v: &serde_json::Value) -> Bytes {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Serialising a `Value` cannot fail.
+    let _ = serde_json::to_writer(&mut out, v);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

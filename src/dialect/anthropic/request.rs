@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::dialect::openai;
 use crate::error::ApiError;
 
 /// Fields Anthropic's OpenAI-compatibility documentation lists as ignored: dropped.
@@ -125,17 +126,7 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), ApiErr
                 ));
             }
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if last.get("role").and_then(Value::as_str) == Some(role) => {
-                if let Some(Value::Array(content)) = last.get_mut("content") {
-                    content.extend(blocks);
-                }
-            }
-            _ => out.push(json!({"role": role, "content": blocks})),
-        }
+        crate::dialect::push_turn(&mut out, role, "content", blocks);
     }
     Ok((system, out))
 }
@@ -230,18 +221,11 @@ fn assistant_blocks(m: &Value, at: &str) -> Result<Vec<Value>, ApiError> {
             return Err(ApiError::invalid(at, "A tool call needs an `id` and a `function.name`."));
         };
         let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
-        let input = if args.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(args) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => {
-                    return Err(ApiError::invalid(
-                        format!("{at}.function.arguments"),
-                        "Tool call arguments must be a JSON object to reach an Anthropic upstream.",
-                    ));
-                }
-            }
+        let Some(input) = openai::arguments_object(args) else {
+            return Err(ApiError::invalid(
+                format!("{at}.function.arguments"),
+                "Tool call arguments must be a JSON object to reach an Anthropic upstream.",
+            ));
         };
         out.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
     }
@@ -457,13 +441,7 @@ fn chat_turn(turn: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiErro
                     other => return Err(part_refused(&format!("{at}.content[{j}]"), other)),
                 }
             }
-            let mut m = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
-            if !calls.is_empty()
-                && let Some(o) = m.as_object_mut()
-            {
-                o.insert("tool_calls".into(), Value::Array(calls));
-            }
-            out.push(m);
+            out.push(openai::assistant_message(text, calls));
         }
         other => {
             return Err(ApiError::invalid(

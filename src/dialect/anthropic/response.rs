@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use crate::dialect::anthropic::{MessagesUsage, finish_reason, stop_reason};
 use crate::dialect::facts::{Malformed, ResponseMeta, Whole};
+use crate::dialect::openai;
 
 /// The chat completion for a whole Messages answer (`created`: the Unix time to stamp it with),
 /// and what the answer says (usage, id, model, finish reason). Text blocks join into the
@@ -40,12 +41,7 @@ pub fn to_chat(body: &[u8], created: u64) -> Result<(Value, Whole), Malformed> {
     let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
     let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
     let finish = finish_reason(v.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn"));
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
-    if !calls.is_empty()
-        && let Some(m) = message.as_object_mut()
-    {
-        m.insert("tool_calls".into(), Value::Array(calls));
-    }
+    let message = openai::assistant_message(text, calls);
     let chat = json!({
         "id": id,
         "object": "chat.completion",
@@ -73,14 +69,7 @@ pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
     for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
         let f = call.get("function");
         let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
-        let input = if args.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(args) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => return Err(Malformed("a tool call's arguments are not a JSON object")),
-            }
-        };
+        let input = openai::arguments_object(args).ok_or(Malformed("a tool call's arguments are not a JSON object"))?;
         content.push(json!({
             "type": "tool_use",
             "id": call.get("id").cloned().unwrap_or(Value::Null),

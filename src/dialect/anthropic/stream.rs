@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::dialect::anthropic::response::chat_usage;
 use crate::dialect::anthropic::{MessagesUsage, finish_reason, stop_reason};
 use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError};
+use crate::dialect::{openai, sse};
 
 /// The converter of one stream.
 #[derive(Debug)]
@@ -144,11 +145,9 @@ impl ChatChunks {
             Some("message_stop") => {
                 self.done = true;
                 if self.include_usage {
-                    let usage = json!({
-                        "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                        "choices": [], "usage": self.usage.chat_usage(),
-                    });
-                    step.frames.push(frame(&usage));
+                    let usage =
+                        openai::usage_chunk(&json!(self.id), self.created, &json!(self.model), self.usage.chat_usage());
+                    step.frames.push(sse::json_data(&usage));
                 }
                 step.frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
             }
@@ -164,10 +163,7 @@ impl ChatChunks {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
-        frame(&json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-        }))
+        sse::json_data(&openai::chunk(&json!(self.id), self.created, &json!(self.model), delta, finish))
     }
 }
 
@@ -218,15 +214,10 @@ impl MessagesEvents {
     /// Converts one event's data (a chunk, or `[DONE]`).
     pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
         let mut step = Step::default();
-        if data.trim_ascii() == b"[DONE]" {
+        let Some(v) = openai::read_chunk(data)? else {
             self.close(&mut step);
             return Ok(step);
-        }
-        let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a chat stream event is not JSON"))?;
-        if let Some(e) = v.get("error") {
-            let message = e.get("message").and_then(Value::as_str).unwrap_or("the upstream stream failed");
-            return Err(StreamError::Upstream(message.to_owned()));
-        }
+        };
         if !self.started {
             self.started = true;
             self.meta.id = v.get("id").and_then(Value::as_str).map(str::to_owned);
@@ -236,7 +227,7 @@ impl MessagesEvents {
                 "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 0, "output_tokens": 0},
             }});
-            step.frames.push(event_frame("message_start", &start));
+            step.frames.push(sse::json_event("message_start", &start));
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.usage = chat_usage(u);
@@ -248,7 +239,7 @@ impl MessagesEvents {
             step.text.push_str(text);
             let d =
                 json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}});
-            step.frames.push(event_frame("content_block_delta", &d));
+            step.frames.push(sse::json_event("content_block_delta", &d));
         }
         for call in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
             self.tool_delta(call, &mut step)?;
@@ -292,7 +283,7 @@ impl MessagesEvents {
             Some((Open::Tool(open), index)) if open == n => {
                 step.text.push_str(args);
                 let d = json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}});
-                step.frames.push(event_frame("content_block_delta", &d));
+                step.frames.push(sse::json_event("content_block_delta", &d));
                 Ok(())
             }
             // Messages blocks are sequential: a call's arguments after another block opened
@@ -313,13 +304,14 @@ impl MessagesEvents {
         self.next_block += 1;
         self.open = Some((kind, index));
         let start = json!({"type": "content_block_start", "index": index, "content_block": content_block()});
-        step.frames.push(event_frame("content_block_start", &start));
+        step.frames.push(sse::json_event("content_block_start", &start));
         index
     }
 
     fn close_block(&mut self, step: &mut Step) {
         if let Some((_, index)) = self.open.take() {
-            step.frames.push(event_frame("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
+            step.frames
+                .push(sse::json_event("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
         }
     }
 
@@ -334,30 +326,9 @@ impl MessagesEvents {
             "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
             "usage": self.usage.messages_usage(),
         });
-        step.frames.push(event_frame("message_delta", &delta));
-        step.frames.push(event_frame("message_stop", &json!({"type": "message_stop"})));
+        step.frames.push(sse::json_event("message_delta", &delta));
+        step.frames.push(sse::json_event("message_stop", &json!({"type": "message_stop"})));
     }
-}
-
-/// A named SSE event, as Anthropic sends them.
-fn event_frame(name: &str, v: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(160);
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    // Serialising a `Value` cannot fail.
-    let _ = serde_json::to_writer(&mut out, v);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
-fn frame(v: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(b"data: ");
-    // Serialising a `Value` cannot fail.
-    let _ = serde_json::to_writer(&mut out, v);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
 #[cfg(test)]

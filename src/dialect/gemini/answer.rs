@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError, Whole};
 use crate::dialect::gemini::{GeminiUsage, finish_reason};
+use crate::dialect::{openai, sse};
 
 /// What one candidate's parts say: its text (thought summaries left out) and its function calls
 /// as OpenAI tool calls (Gemini's call id when it sends one, else one made from the call's index).
@@ -58,12 +59,7 @@ pub fn to_chat(body: &[u8], created: u64) -> Result<(Value, Whole), Malformed> {
             o.remove("index");
         }
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
-    if !calls.is_empty()
-        && let Some(m) = message.as_object_mut()
-    {
-        m.insert("tool_calls".into(), Value::Array(calls));
-    }
+    let message = openai::assistant_message(text, calls);
     let usage = v.get("usageMetadata").map(GeminiUsage::read);
     let id = v.get("responseId").and_then(Value::as_str).map(str::to_owned);
     let model = v.get("modelVersion").and_then(Value::as_str).map(str::to_owned);
@@ -123,9 +119,8 @@ impl ChatChunks {
     /// Converts one event's data (a partial `GenerateContentResponse`).
     pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
         let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a Gemini stream event is not JSON"))?;
-        if let Some(e) = v.get("error") {
-            let message = e.get("message").and_then(Value::as_str).unwrap_or("the upstream stream failed");
-            return Err(StreamError::Upstream(message.to_owned()));
+        if let Some(message) = openai::stream_error(&v) {
+            return Err(StreamError::Upstream(message));
         }
         let mut step = Step::default();
         if !self.started {
@@ -168,31 +163,21 @@ impl ChatChunks {
         }
         self.done = true;
         if self.include_usage {
-            let usage = json!({
-                "id": self.meta.id, "object": "chat.completion.chunk", "created": self.created, "model": self.meta.model,
-                "choices": [], "usage": self.usage.unwrap_or_default().chat_usage(),
-            });
-            step.frames.push(frame(&usage));
+            let usage = openai::usage_chunk(
+                &json!(self.meta.id),
+                self.created,
+                &json!(self.meta.model),
+                self.usage.unwrap_or_default().chat_usage(),
+            );
+            step.frames.push(sse::json_data(&usage));
         }
         step.frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
         step
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
-        frame(&json!({
-            "id": self.meta.id, "object": "chat.completion.chunk", "created": self.created, "model": self.meta.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-        }))
+        sse::json_data(&openai::chunk(&json!(self.meta.id), self.created, &json!(self.meta.model), delta, finish))
     }
-}
-
-fn frame(v: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(b"data: ");
-    // Serialising a `Value` cannot fail.
-    let _ = serde_json::to_writer(&mut out, v);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
 #[cfg(test)]

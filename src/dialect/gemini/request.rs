@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::dialect::openai;
 use crate::error::ApiError;
 
 /// OpenAI fields that are hints about the caller or OpenAI's own service, with nothing to carry
@@ -175,17 +176,7 @@ fn contents(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), ApiErr
                 ));
             }
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if last.get("role").and_then(Value::as_str) == Some(role) => {
-                if let Some(Value::Array(p)) = last.get_mut("parts") {
-                    p.extend(parts);
-                }
-            }
-            _ => out.push(json!({"role": role, "parts": parts})),
-        }
+        crate::dialect::push_turn(&mut out, role, "parts", parts);
     }
     Ok((system, out))
 }
@@ -242,18 +233,11 @@ fn function_call(c: &Value, at: &str) -> Result<Value, ApiError> {
         return Err(ApiError::invalid(at, "A tool call needs a `function.name`."));
     };
     let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
-    let args = if args.trim().is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_str::<Value>(args) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("{at}.function.arguments"),
-                    "Tool call arguments must be a JSON object to reach a Gemini upstream.",
-                ));
-            }
-        }
+    let Some(args) = openai::arguments_object(args) else {
+        return Err(ApiError::invalid(
+            format!("{at}.function.arguments"),
+            "Tool call arguments must be a JSON object to reach a Gemini upstream.",
+        ));
     };
     let mut call = json!({"name": name, "args": args});
     if let (Some(id), Some(o)) = (c.get("id").and_then(Value::as_str), call.as_object_mut()) {

@@ -8,7 +8,7 @@ pub mod usage;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::dialect::facts::{Capability, Chunk, Event, Malformed};
+use crate::dialect::facts::{Capability, Chunk, Event, Malformed, StreamError};
 use crate::error::ApiError;
 use crate::types::Operation;
 
@@ -87,6 +87,62 @@ pub fn error_message(body: &[u8]) -> Option<String> {
 /// The event that ends a broken stream: one `data:` event with the error object, no `[DONE]`.
 pub fn error_event(err: &ApiError) -> Bytes {
     crate::dialect::sse::encode_data(&err.body())
+}
+
+/// A chat assistant message: its text (null when it only calls tools) and its tool calls.
+pub fn assistant_message(text: String, calls: Vec<Value>) -> Value {
+    let content = if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) };
+    let mut m = json!({"role": "assistant", "content": content});
+    if !calls.is_empty()
+        && let Some(o) = m.as_object_mut()
+    {
+        o.insert("tool_calls".into(), Value::Array(calls));
+    }
+    m
+}
+
+/// A chat chunk of the first choice.
+pub fn chunk(id: &Value, created: u64, model: &Value, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+    })
+}
+
+/// The usage-only chunk that ends a stream whose client asked for it.
+pub fn usage_chunk(id: &Value, created: u64, model: &Value, usage: Value) -> Value {
+    json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage})
+}
+
+/// A tool call's arguments as the object the other dialects take: empty is `{}`; anything but a
+/// JSON object is `None`.
+pub fn arguments_object(args: &str) -> Option<Value> {
+    if args.trim().is_empty() {
+        return Some(json!({}));
+    }
+    match serde_json::from_str::<Value>(args) {
+        Ok(v @ Value::Object(_)) => Some(v),
+        _ => None,
+    }
+}
+
+/// One chat stream event's data, for a converter: `None` for the `[DONE]` marker, the chunk's
+/// JSON otherwise; an error event is the upstream's failure.
+pub fn read_chunk(data: &[u8]) -> Result<Option<Value>, StreamError> {
+    if data.trim_ascii() == b"[DONE]" {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a chat stream event is not JSON"))?;
+    match stream_error(&v) {
+        Some(message) => Err(StreamError::Upstream(message)),
+        None => Ok(Some(v)),
+    }
+}
+
+/// The message of an error a stream carries as an event (`{"error":{"message":…}}`).
+pub fn stream_error(event: &Value) -> Option<String> {
+    let e = event.get("error")?;
+    Some(e.get("message").and_then(Value::as_str).unwrap_or("the upstream stream failed").to_owned())
 }
 
 /// The capabilities a request needs: tools, vision (image parts), JSON mode.

@@ -73,12 +73,13 @@ fn main() {
                 let t0 = Instant::now();
                 for _ in 0..n {
                     let out = switchyard::upstream::Outgoing {
-                        path: "/chat/completions",
+                        path: "/chat/completions".into(),
                         body: bytes::Bytes::from(body.clone()),
                         stream,
                         request_id: "x",
                         trace_headers: &[],
-                        api_key: None,
+                        auth: switchyard::upstream::Auth::None,
+                        headers: &[],
                     };
                     let mut r = clients.open.send(&endpoint, out, std::time::Duration::from_secs(5)).await.unwrap();
                     let mut total = 0;

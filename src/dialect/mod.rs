@@ -45,6 +45,15 @@ pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Ve
     turns.push(Value::Object(turn));
 }
 
+/// Where an upstream speaking a dialect takes the provider's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPlacement {
+    /// `Authorization: Bearer KEY`.
+    Bearer,
+    /// The whole value of a header of its own (`x-api-key`, `x-goog-api-key`, Azure's `api-key`).
+    Header(&'static str),
+}
+
 /// The wire protocol of one side of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -57,6 +66,20 @@ impl Dialect {
     pub fn path(self, op: Operation) -> &'static str {
         match self {
             Self::OpenAi => openai::path(op),
+        }
+    }
+
+    /// Where an upstream speaking this dialect takes the provider's key.
+    pub fn key_placement(self) -> KeyPlacement {
+        match self {
+            Self::OpenAi => KeyPlacement::Bearer,
+        }
+    }
+
+    /// Headers an upstream speaking this dialect requires of every request (`anthropic-version`).
+    pub fn upstream_headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::OpenAi => &[],
         }
     }
 

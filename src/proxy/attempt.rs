@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 
 use crate::accounting::{Finished, Outcome, UsageGuard};
 use crate::catalog::Target;
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, KeyPlacement};
 use crate::proxy::relay::{Limits, Relay, Reporting};
 use crate::proxy::reply::Body;
 use crate::proxy::slot::Slot;
@@ -19,7 +19,7 @@ use crate::proxy::trace;
 use crate::telemetry::Sampling;
 use crate::types::{Operation, ProviderKind};
 use crate::upstream::http::Clients;
-use crate::upstream::{FailureKind, Outgoing, Response, Transport, UpstreamFailure, read_body, sanitize};
+use crate::upstream::{Auth, FailureKind, Outgoing, Response, Transport, UpstreamFailure, read_body, sanitize};
 
 /// One attempt at one candidate.
 pub struct Attempt<'a> {
@@ -97,13 +97,19 @@ pub async fn attempt(
         let idle = Duration::from_millis(up.idle_timeout_ms);
         let api_key = target.provider.api_key.as_ref().map(|k| k.expose());
         let trace_headers = trace::context_headers(&span, a.sampling);
+        let auth = match (api_key, dialect.key_placement()) {
+            (None, _) => Auth::None,
+            (Some(key), KeyPlacement::Bearer) => Auth::Bearer(key),
+            (Some(key), KeyPlacement::Header(name)) => Auth::Header(name, key),
+        };
         let out = Outgoing {
-            path: dialect.path(a.op),
+            path: dialect.path(a.op).into(),
             body: a.body,
             stream: a.stream,
             request_id: a.request_id,
             trace_headers: &trace_headers,
-            api_key,
+            auth,
+            headers: dialect.upstream_headers(),
         };
         let started = Instant::now();
         let sent = transport.send(out, first_byte).await;

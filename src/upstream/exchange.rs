@@ -1,6 +1,7 @@
 //! What goes to an upstream and what comes back, whatever carries it: a request as bytes, an
 //! answer as a status, the headers the data plane reads, and a byte stream.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -9,10 +10,21 @@ use futures_util::Stream;
 
 use crate::upstream::failure::{FailureKind, UpstreamFailure};
 
+/// How the provider's key goes with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth<'a> {
+    /// No key.
+    None,
+    /// `Authorization: Bearer KEY`.
+    Bearer(&'a str),
+    /// The key as the whole value of a header of its own (lower-case name).
+    Header(&'static str, &'a str),
+}
+
 /// A request for an upstream.
 pub struct Outgoing<'a> {
     /// Appended to the provider's endpoint (`/chat/completions`).
-    pub path: &'static str,
+    pub path: Cow<'a, str>,
     /// The body, built by the upstream's dialect.
     pub body: Bytes,
     /// The caller wants an event stream (`Accept`).
@@ -21,8 +33,10 @@ pub struct Outgoing<'a> {
     pub request_id: &'a str,
     /// The attempt's W3C trace context, sent as `traceparent` (and `tracestate`).
     pub trace_headers: &'a [(&'static str, String)],
-    /// The provider's key, sent as a bearer token.
-    pub api_key: Option<&'a str>,
+    /// The provider's key.
+    pub auth: Auth<'a>,
+    /// Headers the upstream's protocol requires of every request (lower-case names).
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 /// The body of an upstream answer broke off (the connection failed mid-body).

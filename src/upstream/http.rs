@@ -32,7 +32,7 @@ use hyper_util::rt::TokioIo;
 use tower_service::Service as _;
 
 use crate::upstream::endpoint::Endpoint;
-use crate::upstream::exchange::{BodyError, Outgoing, Response};
+use crate::upstream::exchange::{Auth, BodyError, Outgoing, Response};
 use crate::upstream::failure::{FailureKind, UpstreamFailure};
 use crate::upstream::ssrf;
 
@@ -243,7 +243,7 @@ impl HttpClient {
     async fn exchange(&self, endpoint: &Endpoint, out: Outgoing<'_>) -> Result<Response, UpstreamFailure> {
         let bad_url = || UpstreamFailure::new(FailureKind::Connect, "the provider's endpoint is not a valid URL");
         let Some(ep) = endpoint.parts() else { return Err(bad_url()) };
-        let path = Bytes::from(format!("{}{}", ep.prefix, out.path));
+        let path = Bytes::from(format!("{}{}", ep.prefix, &*out.path));
         let host = &ep.host;
         let build = || -> Result<http::Request<Full<Bytes>>, UpstreamFailure> {
             use http::header::{self, HeaderName, HeaderValue};
@@ -263,10 +263,17 @@ impl HttpClient {
             for (k, v) in out.trace_headers {
                 h.insert(HeaderName::from_static(k), value(v)?);
             }
-            if let Some(key) = out.api_key {
-                let mut auth = value(&format!("Bearer {key}"))?;
-                auth.set_sensitive(true);
-                h.insert(header::AUTHORIZATION, auth);
+            for (k, v) in out.headers {
+                h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            let key = match out.auth {
+                Auth::None => None,
+                Auth::Bearer(key) => Some((header::AUTHORIZATION, value(&format!("Bearer {key}"))?)),
+                Auth::Header(name, key) => Some((HeaderName::from_static(name), value(key)?)),
+            };
+            if let Some((name, mut v)) = key {
+                v.set_sensitive(true);
+                h.insert(name, v);
             }
             Ok(req)
         };

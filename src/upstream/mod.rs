@@ -15,6 +15,6 @@ pub mod ssrf;
 pub mod transport;
 
 pub use endpoint::Endpoint;
-pub use exchange::{BodyError, BodyStream, Outgoing, Response, read_body};
+pub use exchange::{Auth, BodyError, BodyStream, Outgoing, Response, read_body};
 pub use failure::{Disposition, FailureKind, UpstreamFailure, sanitize};
 pub use transport::{InProcess, Transport};

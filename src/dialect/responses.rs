@@ -172,6 +172,8 @@ fn input_item(item: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiErr
                     ));
                 }
             };
+            // Many OpenAI-compatible servers know no `developer` role; OpenAI reads `system` alike.
+            let role = if role == "developer" { "system" } else { role };
             out.push(json!({"role": role, "content": content}));
         }
         "function_call" => {
@@ -377,7 +379,12 @@ pub struct ResponseEvents {
     id: String,
     model: Value,
     message: Option<TextItem>,
+    /// Function call items still open.
     calls: Vec<CallItem>,
+    /// Chat indexes of the calls already completed.
+    finished_calls: Vec<u64>,
+    /// Completed items, in order.
+    items: Vec<Value>,
     next_output: u64,
     finish: Option<String>,
     usage: Option<Value>,
@@ -395,6 +402,8 @@ impl ResponseEvents {
             model: Value::Null,
             message: None,
             calls: Vec::new(),
+            finished_calls: Vec::new(),
+            items: Vec::new(),
             next_output: 0,
             finish: None,
             usage: None,
@@ -415,12 +424,9 @@ impl ResponseEvents {
             return Ok(step);
         };
         if !self.started {
-            self.started = true;
             self.id = format!("resp_{}", v.get("id").and_then(Value::as_str).unwrap_or_default());
             self.model = v.get("model").cloned().unwrap_or(Value::Null);
-            let r = self.response("in_progress", Vec::new());
-            self.emit(&mut step, "response.created", json!({"response": r}));
-            self.emit(&mut step, "response.in_progress", json!({"response": r}));
+            self.start(&mut step);
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(response_usage(read_usage(u), Some(u)));
@@ -449,12 +455,23 @@ impl ResponseEvents {
         step
     }
 
+    /// `response.created` and `response.in_progress`: every stream opens with them.
+    fn start(&mut self, step: &mut Step) {
+        self.started = true;
+        let r = self.response("in_progress", Vec::new());
+        self.emit(step, "response.created", json!({"response": r}));
+        self.emit(step, "response.in_progress", json!({"response": r}));
+    }
+
     fn text(&mut self, text: &str, step: &mut Step) {
         step.text.push_str(text);
         if self.message.is_none() {
-            let item = TextItem { output_index: self.next_output, id: format!("msg_{}", self.id), text: String::new() };
+            // Items follow one another: the calls before this text are complete.
+            self.finish_calls(step);
+            let index = self.next_output;
+            let item = TextItem { output_index: index, id: format!("msg_{}_{index}", self.id), text: String::new() };
             self.next_output += 1;
-            let (index, id) = (item.output_index, item.id.clone());
+            let id = item.id.clone();
             let added = json!({"output_index": index, "item": {"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []}});
             self.emit(step, "response.output_item.added", added);
             let part = json!({"item_id": id, "output_index": index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}});
@@ -463,7 +480,8 @@ impl ResponseEvents {
         }
         let Some(m) = self.message.as_mut() else { return };
         m.text.push_str(text);
-        let d = json!({"item_id": m.id, "output_index": m.output_index, "content_index": 0, "delta": text});
+        let d =
+            json!({"item_id": m.id, "output_index": m.output_index, "content_index": 0, "delta": text, "logprobs": []});
         self.emit(step, "response.output_text.delta", d);
     }
 
@@ -471,11 +489,18 @@ impl ResponseEvents {
         let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
         let f = call.get("function");
         if !self.calls.iter().any(|c| c.chat_index == n) {
+            if self.finished_calls.contains(&n) {
+                return Err(Malformed("interleaved tool call arguments").into());
+            }
             let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
             if name.is_empty() {
                 return Err(Malformed("a tool call's first delta has no name").into());
             }
-            let call_id = call.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{n}"), str::to_owned);
+            // Items follow one another: the text and the calls before this one are complete.
+            self.finish_message(step);
+            self.finish_calls(step);
+            let call_id =
+                call.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{}_{n}", self.id), str::to_owned);
             let item = CallItem {
                 chat_index: n,
                 output_index: self.next_output,
@@ -499,38 +524,55 @@ impl ResponseEvents {
         Ok(())
     }
 
-    fn close(&mut self, step: &mut Step) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let mut items: Vec<(u64, Value)> = Vec::new();
-        if let Some(m) = self.message.take() {
-            let at = json!({"item_id": m.id, "output_index": m.output_index, "content_index": 0});
-            let mut done = at.clone();
-            done["text"] = json!(m.text);
-            self.emit(step, "response.output_text.done", done);
-            let mut part = at;
-            part["part"] = json!({"type": "output_text", "text": m.text, "annotations": []});
-            self.emit(step, "response.content_part.done", part);
-            let item = m.item("completed");
-            self.emit(step, "response.output_item.done", json!({"output_index": m.output_index, "item": item}));
-            items.push((m.output_index, item));
-        }
+    /// Completes the open message item.
+    fn finish_message(&mut self, step: &mut Step) {
+        let Some(m) = self.message.take() else { return };
+        let at = json!({"item_id": m.id, "output_index": m.output_index, "content_index": 0});
+        let mut done = at.clone();
+        done["text"] = json!(m.text);
+        done["logprobs"] = json!([]);
+        self.emit(step, "response.output_text.done", done);
+        let mut part = at;
+        part["part"] = json!({"type": "output_text", "text": m.text, "annotations": []});
+        self.emit(step, "response.content_part.done", part);
+        let item = m.item("completed");
+        self.emit(step, "response.output_item.done", json!({"output_index": m.output_index, "item": item}));
+        self.items.push(item);
+    }
+
+    /// Completes the open function call items.
+    fn finish_calls(&mut self, step: &mut Step) {
         for c in std::mem::take(&mut self.calls) {
             let d = json!({"item_id": format!("fc_{}", c.call_id), "output_index": c.output_index, "arguments": c.arguments});
             self.emit(step, "response.function_call_arguments.done", d);
             let item = c.item("completed");
             self.emit(step, "response.output_item.done", json!({"output_index": c.output_index, "item": item}));
-            items.push((c.output_index, item));
+            self.finished_calls.push(c.chat_index);
+            self.items.push(item);
         }
-        items.sort_by_key(|(i, _)| *i);
+    }
+
+    fn close(&mut self, step: &mut Step) {
+        if self.done {
+            return;
+        }
+        if !self.started {
+            self.start(step);
+        }
+        self.done = true;
+        self.finish_message(step);
+        self.finish_calls(step);
         let incomplete = matches!(self.finish.as_deref(), Some("length" | "content_filter"));
-        let mut r = self
-            .response(if incomplete { "incomplete" } else { "completed" }, items.into_iter().map(|(_, v)| v).collect());
+        let items = std::mem::take(&mut self.items);
+        let mut r = self.response(if incomplete { "incomplete" } else { "completed" }, items);
         if incomplete {
             let reason = if self.finish.as_deref() == Some("length") { "max_output_tokens" } else { "content_filter" };
             r["incomplete_details"] = json!({"reason": reason});
+        }
+        // A completed response always carries usage (zeros when the upstream reported none:
+        // the gateway's own record counts the tokens).
+        if r["usage"].is_null() {
+            r["usage"] = response_usage(Usage::default(), None);
         }
         let name = if incomplete { "response.incomplete" } else { "response.completed" };
         self.emit(step, name, json!({"response": r}));
@@ -601,7 +643,7 @@ mod tests {
                 "model": "m",
                 "messages": [
                     {"role": "system", "content": "You are Codex."},
-                    {"role": "developer", "content": "Sandbox: read-only."},
+                    {"role": "system", "content": "Sandbox: read-only."},
                     {"role": "user", "content": [{"type": "text", "text": "List files."}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": "low"}}]},
                     {"role": "assistant", "content": "Running.", "tool_calls": [
                         {"id": "call_1", "type": "function", "function": {"name": "shell", "arguments": "{\"command\":[\"ls\"]}"}},
@@ -709,12 +751,12 @@ mod tests {
                 "response.content_part.added",
                 "response.output_text.delta",
                 "response.output_text.delta",
-                "response.output_item.added",
-                "response.function_call_arguments.delta",
-                "response.function_call_arguments.delta",
                 "response.output_text.done",
                 "response.content_part.done",
                 "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
                 "response.function_call_arguments.done",
                 "response.output_item.done",
                 "response.completed",
@@ -725,10 +767,10 @@ mod tests {
             assert_eq!(data["sequence_number"], i);
         }
         assert_eq!(
-            events[6].1["item"],
+            events[9].1["item"],
             json!({"type": "function_call", "id": "fc_call_1", "call_id": "call_1", "name": "shell", "arguments": "", "status": "in_progress"})
         );
-        assert_eq!(events[9].1["text"], "Running ls.");
+        assert_eq!(events[6].1["text"], "Running ls.");
         assert_eq!(events[12].1["arguments"], "{\"command\":[\"ls\"]}");
         let done = &events[14].1["response"];
         assert_eq!(done["status"], "completed");
@@ -751,6 +793,13 @@ mod tests {
         assert_eq!(last.1["response"]["incomplete_details"], json!({"reason": "max_output_tokens"}));
         let mut r = ResponseEvents::new(0);
         assert!(r.end().frames.is_empty());
+        let names: Vec<String> = r.event(b"[DONE]").expect("converted").frames.iter().map(|f| named(f).0).collect();
+        assert_eq!(
+            names,
+            vec!["response.created", "response.in_progress", "response.completed"],
+            "opened before it is closed"
+        );
+        let mut r = ResponseEvents::new(0);
         for c in CHUNKS {
             for cut in 0..c.len() {
                 let _ = r.event(&c.as_bytes()[..cut]);

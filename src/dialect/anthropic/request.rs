@@ -35,7 +35,8 @@ pub fn from_chat(
         out.insert("system".into(), Value::Array(system));
     }
     out.insert("messages".into(), Value::Array(messages));
-    let max = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).filter(|v| !v.is_null());
+    let given = |k: &str| body.get(k).filter(|v| !v.is_null());
+    let max = given("max_completion_tokens").or_else(|| given("max_tokens"));
     out.insert("max_tokens".into(), max.cloned().unwrap_or_else(|| json!(default_max_tokens)));
     let mut tool_choice = None;
     let mut parallel = true;
@@ -45,7 +46,12 @@ pub fn from_chat(
         }
         match key.as_str() {
             "model" | "messages" | "max_tokens" | "max_completion_tokens" => {}
-            "temperature" | "top_p" | "top_k" | "stream" => {
+            // Anthropic's range is 0–1; its OpenAI-compatibility documentation caps higher values at 1.
+            "temperature" => {
+                let t = value.as_f64().map_or_else(|| value.clone(), |t| json!(t.min(1.0)));
+                out.insert(key.clone(), t);
+            }
+            "top_p" | "top_k" | "stream" => {
                 out.insert(key.clone(), value.clone());
             }
             "stop" => {
@@ -86,7 +92,8 @@ pub fn from_chat(
             o.insert("disable_parallel_tool_use".into(), Value::Bool(true));
         }
     }
-    if let Some(c) = tool_choice {
+    // Messages accepts a tool choice only beside tools.
+    if let Some(c) = tool_choice.filter(|_| out.contains_key("tools")) {
         out.insert("tool_choice".into(), c);
     }
     Ok(out)
@@ -315,7 +322,11 @@ pub fn to_chat(body: &Map<String, Value>, model: &str) -> Result<Map<String, Val
         }
         match key.as_str() {
             "model" | "messages" | "system" => {}
-            "max_tokens" | "temperature" | "top_p" | "top_k" => {
+            // OpenAI's current name (its reasoning models refuse `max_tokens`).
+            "max_tokens" => {
+                out.insert("max_completion_tokens".into(), value.clone());
+            }
+            "temperature" | "top_p" => {
                 out.insert(key.clone(), value.clone());
             }
             "stream" => {
@@ -362,7 +373,11 @@ pub fn to_chat(body: &Map<String, Value>, model: &str) -> Result<Map<String, Val
                     out.insert("user".into(), Value::String(user.to_owned()));
                 }
             }
-            "thinking" if value.get("type").and_then(Value::as_str) == Some("disabled") => {}
+            // Whether and how much the model thinks is the upstream model's own setting on the
+            // OpenAI side (`reasoning_effort` is refused by models that do not reason); thinking
+            // blocks are not part of a chat answer. `top_k` is Anthropic's "advanced use" sampling
+            // knob, which OpenAI refuses.
+            "thinking" | "top_k" => {}
             k if HINTS.contains(&k) => {}
             k => {
                 return Err(ApiError::invalid(
@@ -415,7 +430,7 @@ fn chat_turn(turn: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiErro
                         parts.push(json!({"type": "text", "text": b.get("text").cloned().unwrap_or_default()}))
                     }
                     Some("image") => parts.push(chat_image(b, &at)?),
-                    Some("tool_result") => out.push(tool_message(b, &at)?),
+                    Some("tool_result") => out.push(tool_message(b, &at, &mut parts)?),
                     other => return Err(part_refused(&at, other)),
                 }
             }
@@ -473,8 +488,10 @@ fn chat_image(b: &Value, at: &str) -> Result<Value, ApiError> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
-/// A `tool_result` block → a `tool` message (text only: a chat tool message holds no image).
-fn tool_message(b: &Value, at: &str) -> Result<Value, ApiError> {
+/// A `tool_result` block → a `tool` message. A chat tool message holds only text: the result's
+/// images go to `user_parts`, the user message that follows the tool messages. A failed tool's
+/// result (`is_error`) says so in its text.
+fn tool_message(b: &Value, at: &str, user_parts: &mut Vec<Value>) -> Result<Value, ApiError> {
     let Some(id) = b.get("tool_use_id").and_then(Value::as_str) else {
         return Err(ApiError::invalid(format!("{at}.tool_use_id"), "A tool result needs its `tool_use_id`."));
     };
@@ -486,13 +503,18 @@ fn tool_message(b: &Value, at: &str) -> Result<Value, ApiError> {
             for (k, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => text.push(p.get("text").and_then(Value::as_str).unwrap_or_default()),
+                    Some("image") => user_parts.push(chat_image(p, &format!("{at}.content[{k}]"))?),
                     other => return Err(part_refused(&format!("{at}.content[{k}]"), other)),
                 }
             }
             text.join("\n")
         }
-        Some(_) => return Err(ApiError::invalid(format!("{at}.content"), "A tool result's content must be text.")),
+        Some(_) => {
+            return Err(ApiError::invalid(format!("{at}.content"), "A tool result's content must be text or blocks."));
+        }
     };
+    let content =
+        if b.get("is_error").and_then(Value::as_bool) == Some(true) { format!("Error: {content}") } else { content };
     Ok(json!({"role": "tool", "tool_call_id": id, "content": content}))
 }
 
@@ -600,8 +622,10 @@ mod tests {
                 {"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}},
                 {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
             ]}],
+            "tools": [{"type": "function", "function": {"name": "weather"}}],
             "tool_choice": {"type": "function", "function": {"name": "weather"}},
             "n": 1,
+            "temperature": 1.7,
             "response_format": {"type": "text"}
         }))
         .expect("converted");
@@ -612,6 +636,16 @@ mod tests {
             json!({"type": "url", "url": "https://example.com/a.png"})
         );
         assert_eq!(out["tool_choice"], json!({"type": "tool", "name": "weather"}));
+        assert_eq!(out["temperature"], 1.0, "capped at Anthropic's maximum");
+        let Value::Object(no_tools) = json!({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "none", "parallel_tool_calls": false})
+        else {
+            panic!("an object")
+        };
+        assert_eq!(
+            from_chat(&no_tools, "m", 1).expect("converted").get("tool_choice"),
+            None,
+            "no tool choice without tools"
+        );
     }
 
     #[test]
@@ -691,7 +725,7 @@ mod tests {
                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
                     ]}
                 ],
-                "max_tokens": 32000,
+                "max_completion_tokens": 32000,
                 "stream": true,
                 "stream_options": {"include_usage": true},
                 "tools": [{"type": "function", "function": {"name": "Bash", "description": "Run a command", "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}],
@@ -707,11 +741,10 @@ mod tests {
     fn what_chat_cannot_express_is_refused_by_name() {
         let refused = |v: Value| to_openai(v).err().map(|e| e.param).expect("refused");
         let user = json!([{"role": "user", "content": "hi"}]);
-        assert_eq!(
-            refused(json!({"messages": user, "max_tokens": 5, "thinking": {"type": "enabled", "budget_tokens": 2000}}))
-                .as_deref(),
-            Some("thinking")
-        );
+        let thinking = to_openai(json!({"messages": user, "max_tokens": 5, "top_k": 3, "thinking": {"type": "enabled", "budget_tokens": 2000}}))
+            .expect("thinking and top_k are left to the upstream");
+        assert_eq!(thinking.get("thinking"), None);
+        assert_eq!(thinking.get("top_k"), None);
         assert_eq!(
             refused(json!({"messages": user, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}))
                 .as_deref(),
@@ -723,9 +756,18 @@ mod tests {
             Some("messages[0].content[0]")
         );
         assert_eq!(
-            refused(json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]}]}]}))
+            refused(json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "document", "source": {}}]}]}]}))
                 .as_deref(),
             Some("messages[0].content[0].content[0]")
+        );
+        // A screenshot in a tool result follows the tool message as a user image; a failed tool says so.
+        let shot = to_openai(json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "is_error": true, "content": [
+            {"type": "text", "text": "crashed"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}]}]}]}))
+        .expect("converted");
+        assert_eq!(
+            shot["messages"],
+            json!([{"role": "tool", "tool_call_id": "t", "content": "Error: crashed"},
+                   {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}])
         );
         assert_eq!(
             refused(json!({"messages": [{"role": "system", "content": "x"}]})).as_deref(),

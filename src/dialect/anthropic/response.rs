@@ -77,6 +77,7 @@ pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
             "input": input,
         }));
     }
+    let called = content.iter().any(|b| b["type"] == "tool_use");
     let usage = v.get("usage").map(chat_usage);
     let finish = choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop");
     let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
@@ -88,7 +89,8 @@ pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(finish),
+        // Some servers finish a turn that called tools with "stop".
+        "stop_reason": if called && finish == "stop" { "tool_use" } else { stop_reason(finish) },
         "stop_sequence": null,
         "usage": u.messages_usage(),
     });

@@ -219,15 +219,9 @@ impl MessagesEvents {
             return Ok(step);
         };
         if !self.started {
-            self.started = true;
             self.meta.id = v.get("id").and_then(Value::as_str).map(str::to_owned);
             self.meta.model = v.get("model").and_then(Value::as_str).map(str::to_owned);
-            let start = json!({"type": "message_start", "message": {
-                "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }});
-            step.frames.push(sse::json_event("message_start", &start));
+            self.start(&mut step);
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.usage = chat_usage(u);
@@ -315,15 +309,35 @@ impl MessagesEvents {
         }
     }
 
+    /// `message_start`: every Messages stream opens with it, even one that ends at once.
+    fn start(&mut self, step: &mut Step) {
+        self.started = true;
+        let start = json!({"type": "message_start", "message": {
+            "id": self.meta.id, "type": "message", "role": "assistant", "model": self.meta.model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }});
+        step.frames.push(sse::json_event("message_start", &start));
+    }
+
     fn close(&mut self, step: &mut Step) {
         if self.done {
             return;
         }
+        if !self.started {
+            self.start(step);
+        }
         self.done = true;
         self.close_block(step);
+        // Some servers finish a turn that called tools with "stop": a Messages client reads
+        // `tool_use` as "run the tools".
+        let stop = match self.stop {
+            Some("end_turn") | None if !self.tools.is_empty() => "tool_use",
+            other => other.unwrap_or("end_turn"),
+        };
         let delta = json!({
             "type": "message_delta",
-            "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
+            "delta": {"stop_reason": stop, "stop_sequence": null},
             "usage": self.usage.messages_usage(),
         });
         step.frames.push(sse::json_event("message_delta", &delta));
@@ -511,6 +525,14 @@ mod tests {
         assert!(matches!(m.event(CHUNKS[4].as_bytes()), Err(StreamError::Malformed(_))));
         let mut m = MessagesEvents::new();
         assert!(m.end().frames.is_empty(), "an unfinished stream is not closed as if it had finished");
+        let names: Vec<String> = m.event(b"[DONE]").expect("converted").frames.iter().map(|f| named(f).0).collect();
+        assert_eq!(names, vec!["message_start", "message_delta", "message_stop"], "opened before it is closed");
+        let mut m = MessagesEvents::new();
+        m.event(CHUNKS[3].as_bytes()).expect("a call opens");
+        m.event(br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#).expect("finished");
+        let closing = m.event(b"[DONE]").expect("converted");
+        let delta = closing.frames.iter().map(named).find(|(n, _)| n == "message_delta").expect("message_delta");
+        assert_eq!(delta.1["delta"]["stop_reason"], "tool_use", "a turn that called tools ends in tool_use");
         assert_eq!(m.event(br#"{"error":{"message":"boom"}}"#), Err(StreamError::Upstream("boom".into())));
     }
 

@@ -8,8 +8,11 @@ use crate::dialect::gemini::{GeminiUsage, finish_reason};
 use crate::dialect::{openai, sse};
 
 /// What one candidate's parts say: its text (thought summaries left out) and its function calls
-/// as OpenAI tool calls (Gemini's call id when it sends one, else one made from the call's index).
-fn read_parts(candidate: Option<&Value>, first_call: usize) -> (String, Vec<Value>) {
+/// as OpenAI tool calls: Gemini's call id when it sends one, else one made from the response id
+/// (`prefix`) and the call's index, unique across a conversation's turns; a part's thought
+/// signature as `extra_content.google.thought_signature`, as Google's OpenAI-compatible API
+/// returns it (Gemini 3 needs it back with the call).
+fn read_parts(candidate: Option<&Value>, first_call: usize, prefix: &str) -> (String, Vec<Value>) {
     let mut text = String::new();
     let mut calls = Vec::new();
     let parts = candidate.and_then(|c| c.get("content")).and_then(|c| c.get("parts")).and_then(Value::as_array);
@@ -22,14 +25,18 @@ fn read_parts(candidate: Option<&Value>, first_call: usize) -> (String, Vec<Valu
         }
         if let Some(f) = p.get("functionCall") {
             let n = first_call + calls.len();
-            let id = f.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{n}"), str::to_owned);
+            let id = f.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{prefix}_{n}"), str::to_owned);
             let args = f.get("args").cloned().unwrap_or_else(|| json!({}));
-            calls.push(json!({
+            let mut call = json!({
                 "index": n,
                 "id": id,
                 "type": "function",
                 "function": {"name": f.get("name").cloned().unwrap_or(Value::Null), "arguments": args.to_string()},
-            }));
+            });
+            if let (Some(sig), Some(o)) = (p.get("thoughtSignature"), call.as_object_mut()) {
+                o.insert("extra_content".into(), json!({"google": {"thought_signature": sig}}));
+            }
+            calls.push(call);
         }
     }
     (text, calls)
@@ -52,7 +59,8 @@ pub fn to_chat(body: &[u8], created: u64) -> Result<(Value, Whole), Malformed> {
     if candidate.is_none() && v.get("promptFeedback").is_none() {
         return Err(Malformed("the Gemini answer has neither a candidate nor prompt feedback"));
     }
-    let (text, mut calls) = read_parts(candidate, 0);
+    let prefix = v.get("responseId").and_then(Value::as_str).unwrap_or_default();
+    let (text, mut calls) = read_parts(candidate, 0, prefix);
     let finish = finish(&v, candidate, !calls.is_empty()).unwrap_or("stop");
     for c in &mut calls {
         if let Some(o) = c.as_object_mut() {
@@ -133,7 +141,7 @@ impl ChatChunks {
             self.usage = Some(GeminiUsage::read(u));
         }
         let candidate = v.get("candidates").and_then(|c| c.get(0));
-        let (text, calls) = read_parts(candidate, self.calls);
+        let (text, calls) = read_parts(candidate, self.calls, self.meta.id.as_deref().unwrap_or_default());
         if !text.is_empty() {
             step.text.push_str(&text);
             step.frames.push(self.chunk(json!({"content": text}), None));
@@ -188,14 +196,15 @@ mod tests {
     #[test]
     fn a_whole_answer_with_a_function_call_becomes_a_completion() {
         let body = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"thinking...","thought":true},{"text":"Checking."},
-            {"functionCall":{"name":"weather","args":{"city":"Oslo"}}}]},"finishReason":"STOP","index":0}],
+            {"functionCall":{"name":"weather","args":{"city":"Oslo"}},"thoughtSignature":"c2ln"}]},"finishReason":"STOP","index":0}],
             "usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":5,"thoughtsTokenCount":7,"totalTokenCount":24},
             "modelVersion":"gemini-2.5-flash","responseId":"resp-1"}"#;
         let (chat, whole) = to_chat(body, 9).expect("converted");
         assert_eq!(
             chat["choices"][0],
             json!({"index": 0, "finish_reason": "tool_calls", "logprobs": null, "message": {"role": "assistant", "content": "Checking.",
-                "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]}})
+                "tool_calls": [{"id": "call_resp-1_0", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"},
+                    "extra_content": {"google": {"thought_signature": "c2ln"}}}]}})
         );
         assert_eq!(chat["id"], "resp-1");
         assert_eq!(chat["model"], "gemini-2.5-flash");

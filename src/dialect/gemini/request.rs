@@ -55,7 +55,7 @@ pub fn from_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiErr
                     _ => {
                         return Err(ApiError::invalid(
                             "reasoning_effort",
-                            "`reasoning_effort` must be low, medium or high.",
+                            "`reasoning_effort` must be none, minimal, low, medium or high.",
                         ));
                     }
                 };
@@ -167,7 +167,7 @@ fn contents(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), ApiErr
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({"content": text}),
                 };
-                ("user", vec![json!({"functionResponse": {"id": id, "name": name, "response": response}})])
+                ("user", vec![json!({"functionResponse": {"name": name, "response": response}})])
             }
             other => {
                 return Err(ApiError::invalid(
@@ -239,11 +239,15 @@ fn function_call(c: &Value, at: &str) -> Result<Value, ApiError> {
             "Tool call arguments must be a JSON object to reach a Gemini upstream.",
         ));
     };
-    let mut call = json!({"name": name, "args": args});
-    if let (Some(id), Some(o)) = (c.get("id").and_then(Value::as_str), call.as_object_mut()) {
-        o.insert("id".into(), json!(id));
+    // No `id`: the Gemini API refuses it in function parts (results are matched by name). A
+    // thought signature the answer carried (Gemini 3 requires it back) rides on the tool call as
+    // Google's OpenAI-compatible API puts it, `extra_content.google.thought_signature`.
+    let mut part = json!({"functionCall": {"name": name, "args": args}});
+    let signature = c.get("extra_content").and_then(|e| e.get("google")).and_then(|g| g.get("thought_signature"));
+    if let (Some(sig), Some(o)) = (signature, part.as_object_mut()) {
+        o.insert("thoughtSignature".into(), sig.clone());
     }
-    Ok(json!({"functionCall": call}))
+    Ok(part)
 }
 
 fn declarations(value: &Value) -> Result<Vec<Value>, ApiError> {
@@ -305,7 +309,8 @@ mod tests {
             "messages": [
                 {"role": "system", "content": "Be brief."},
                 {"role": "user", "content": [{"type": "text", "text": "Weather?"}, {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/"}}]},
-                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"},
+                    "extra_content": {"google": {"thought_signature": "c2ln"}}}]},
                 {"role": "tool", "tool_call_id": "call_1", "content": "{\"sky\":\"rain\"}"},
                 {"role": "user", "content": "And tomorrow?"}
             ],
@@ -326,9 +331,9 @@ mod tests {
                 "systemInstruction": {"parts": [{"text": "Be brief."}]},
                 "contents": [
                     {"role": "user", "parts": [{"text": "Weather?"}, {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/"}}]},
-                    {"role": "model", "parts": [{"functionCall": {"id": "call_1", "name": "weather", "args": {"city": "Oslo"}}}]},
+                    {"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2ln"}]},
                     {"role": "user", "parts": [
-                        {"functionResponse": {"id": "call_1", "name": "weather", "response": {"sky": "rain"}}},
+                        {"functionResponse": {"name": "weather", "response": {"sky": "rain"}}},
                         {"text": "And tomorrow?"}
                     ]}
                 ],

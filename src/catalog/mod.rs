@@ -42,6 +42,8 @@ pub struct Provider {
     pub endpoint: Option<crate::upstream::Endpoint>,
     /// The resolved key.
     pub api_key: Option<Secret>,
+    /// Azure OpenAI's `api-version`.
+    pub api_version: Option<String>,
     /// Local or cloud.
     pub locality: Locality,
     /// Whole-request timeout override.
@@ -78,6 +80,7 @@ impl Provider {
             route_prefix,
             guarded: owner.is_some(),
             kind: p.kind,
+            api_version: p.api_version.clone(),
             endpoint: p.endpoint.as_deref().map(crate::upstream::Endpoint::parse),
             api_key,
             locality: p.locality,

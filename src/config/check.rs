@@ -127,6 +127,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         {
             p(format!("{at}.api_key"), m);
         }
+        check_azure(pr, &at, &mut p);
         if pr.max_concurrency == Some(0) {
             p(format!("{at}.max_concurrency"), "must be greater than 0".into());
         }
@@ -369,6 +370,31 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         }
     }
     out
+}
+
+/// Azure OpenAI: an `api_version`, and deployment names (the models) that fit in a URL path.
+fn check_azure(pr: &crate::config::ProviderConfig, at: &str, p: &mut impl FnMut(String, String)) {
+    let safe = |s: &str, extra: &[char]| {
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(&c))
+    };
+    match (pr.kind, pr.api_version.as_deref()) {
+        (ProviderKind::Azure, None) => p(format!("{at}.api_version"), "is required for an azure provider".into()),
+        (ProviderKind::Azure, Some(v)) if !safe(v, &['.']) => {
+            p(format!("{at}.api_version"), format!("`{v}` is not an Azure api-version (e.g. 2024-10-21)"))
+        }
+        (ProviderKind::Azure, Some(_)) => {
+            for (j, m) in pr.models.iter().enumerate() {
+                if !safe(&m.name, &['.']) || m.name.starts_with('.') {
+                    p(
+                        format!("{at}.models[{j}].name"),
+                        format!("`{}` is not an Azure deployment name (letters, digits, `-`, `_`, `.`)", m.name),
+                    );
+                }
+            }
+        }
+        (_, Some(_)) => p(format!("{at}.api_version"), "applies to azure providers only".into()),
+        (_, None) => {}
+    }
 }
 
 fn check_url(s: &str) -> Result<(), String> {

@@ -411,6 +411,9 @@ pub struct ProviderConfig {
     /// `$ENV_VAR` reference to the key.
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// Azure OpenAI's `api-version` (`type = "azure"` only, and required there).
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// Context size of models that state none.
     #[serde(default)]
     pub default_context_size: Option<u64>,

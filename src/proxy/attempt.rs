@@ -54,8 +54,8 @@ pub struct Failed {
 /// The dialect a provider type speaks, if this version speaks it.
 pub fn upstream_dialect(kind: ProviderKind) -> Option<Dialect> {
     match kind {
-        ProviderKind::Openai | ProviderKind::Mock => Some(Dialect::OpenAi),
-        ProviderKind::Azure | ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Broker => None,
+        ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Mock => Some(Dialect::OpenAi),
+        ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Broker => None,
     }
 }
 
@@ -97,13 +97,21 @@ pub async fn attempt(
         let idle = Duration::from_millis(up.idle_timeout_ms);
         let api_key = target.provider.api_key.as_ref().map(|k| k.expose());
         let trace_headers = trace::context_headers(&span, a.sampling);
-        let auth = match (api_key, dialect.key_placement()) {
+        // Azure speaks OpenAI at its own addresses.
+        let (path, placement) = match (target.provider.kind, target.provider.api_version.as_deref()) {
+            (ProviderKind::Azure, Some(version)) => (
+                crate::dialect::openai::azure::path(a.op, &target.model.name, version).into(),
+                KeyPlacement::Header(crate::dialect::openai::azure::KEY_HEADER),
+            ),
+            _ => (dialect.path(a.op).into(), dialect.key_placement()),
+        };
+        let auth = match (api_key, placement) {
             (None, _) => Auth::None,
             (Some(key), KeyPlacement::Bearer) => Auth::Bearer(key),
             (Some(key), KeyPlacement::Header(name)) => Auth::Header(name, key),
         };
         let out = Outgoing {
-            path: dialect.path(a.op).into(),
+            path,
             body: a.body,
             stream: a.stream,
             request_id: a.request_id,

@@ -236,6 +236,7 @@ mod tests {
             kind: ProviderKind::Mock,
             endpoint: None,
             api_key: None,
+            api_version: None,
             locality,
             timeout: None,
             max_concurrency: None,

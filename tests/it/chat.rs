@@ -296,3 +296,47 @@ async fn names_namespaces_and_listing() {
     assert_eq!(post_json(&app.url("/v1/chat/completions"), &scoped, &chat("mock-chat", "hi")).await.status, 200);
     app.stop().await;
 }
+
+/// An Azure OpenAI provider: the model names the deployment in the path, the version goes in the
+/// query, the key in `api-key` (never as a bearer token); answers are OpenAI's, relayed as such.
+#[actix_web::test]
+async fn azure_deployments_get_their_path_version_and_key_header() {
+    let mock = MockUpstream::start(1);
+    let root = mock.base().trim_end_matches("/v1").to_owned();
+    let app = TestApp::spawn(|s| {
+        let mut p = openai_provider("az", &root, &["gpt4o-prod"]);
+        p.kind = switchyard::types::ProviderKind::Azure;
+        p.api_version = Some("2024-10-21".into());
+        p.api_key = Some(Secret::new("$SWITCHYARD_TEST_PROVIDER_KEY"));
+        s.providers.push(p);
+    })
+    .await;
+    let url = app.url("/v1/chat/completions");
+    let r = post_json(&url, &app.admin_token, &chat("provider/az/gpt4o-prod", "hi")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("az"));
+    let got = &mock.received()[0];
+    assert_eq!(got.path, "/openai/deployments/gpt4o-prod/chat/completions");
+    assert_eq!(got.query, "api-version=2024-10-21");
+    let key = service_url("SWITCHYARD_TEST_PROVIDER_KEY");
+    assert_eq!(got.header("api-key"), Some(key.as_str()));
+    assert_eq!(got.header("authorization"), None, "the key goes in api-key only");
+    let rec = app.usage(r.header("x-request-id").unwrap()).await;
+    assert_eq!((rec.prompt_tokens, rec.completion_tokens), (11, 6));
+    // Streams and embeddings take the same addresses.
+    let mut body = chat("provider/az/gpt4o-prod", "hi");
+    body["stream"] = json!(true);
+    let r = post_json(&url, &app.admin_token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!sse_data(&r.body).is_empty());
+    assert_eq!(mock.received()[1].path, "/openai/deployments/gpt4o-prod/chat/completions");
+    let r = post_json(
+        &app.url("/v1/embeddings"),
+        &app.admin_token,
+        &json!({"model": "provider/az/gpt4o-prod", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.received()[2].path, "/openai/deployments/gpt4o-prod/embeddings");
+    app.stop().await;
+}

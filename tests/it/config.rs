@@ -105,3 +105,35 @@ fn selection_settings_are_checked() {
     }
     assert_eq!(problems.len(), 5, "{problems:#?}");
 }
+
+/// Azure providers need an `api-version`, and their deployment names go into a URL path.
+#[test]
+fn azure_providers_are_checked() {
+    let azure = |id: &str, version: Option<&str>, models: &[&str]| {
+        let mut p = openai_provider(id, "https://res.openai.azure.com", models);
+        p.kind = switchyard::types::ProviderKind::Azure;
+        p.api_version = version.map(str::to_owned);
+        p
+    };
+    let mut s = Settings::default();
+    s.providers.push(azure("good", Some("2024-10-21"), &["gpt-4o.prod_1"]));
+    assert!(check(&s).is_empty(), "{:#?}", check(&s));
+    s.providers.push(azure("noversion", None, &["m"]));
+    s.providers.push(azure("badname", Some("2024-10-21"), &["../admin", "a/b"]));
+    s.providers.push(azure("badversion", Some("2024&x=1"), &["m"]));
+    let mut openai = openai_provider("plain", "http://127.0.0.1:1/v1", &["m"]);
+    openai.api_version = Some("2024-10-21".into());
+    s.providers.push(openai);
+    let problems = check(&s);
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "providers[1].api_version",
+        "providers[2].models[0].name",
+        "providers[2].models[1].name",
+        "providers[3].api_version",
+        "providers[4].api_version",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {problems:#?}");
+    }
+    assert_eq!(paths.len(), 5, "{problems:#?}");
+}

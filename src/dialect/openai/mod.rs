@@ -12,6 +12,21 @@ use crate::dialect::facts::{Capability, Chunk, Event, Malformed, StreamError};
 use crate::error::ApiError;
 use crate::types::Operation;
 
+/// Azure OpenAI speaks this dialect at other addresses: a deployment (the model's name) in the
+/// path, the API version in the query, the key in a header of its own.
+pub mod azure {
+    use crate::types::Operation;
+
+    /// The header that carries the key.
+    pub const KEY_HEADER: &str = "api-key";
+
+    /// The path of `op` on `deployment`, below the resource root (`https://NAME.openai.azure.com`).
+    /// The configuration check keeps deployment names and versions to URL-safe characters.
+    pub fn path(op: Operation, deployment: &str, api_version: &str) -> String {
+        format!("/openai/deployments/{deployment}{}?api-version={api_version}", super::path(op))
+    }
+}
+
 /// The path an operation is posted to, below a base URL that ends in the API version (`…/v1`).
 pub fn path(op: Operation) -> &'static str {
     match op {

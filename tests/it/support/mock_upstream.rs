@@ -75,6 +75,8 @@ impl Default for Plan {
 #[derive(Clone, Debug)]
 pub struct Received {
     pub path: String,
+    /// The query string, without `?`.
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// When it arrived.
@@ -120,6 +122,10 @@ impl MockUpstream {
                 .route("/v1/chat/completions", web::post().to(answer))
                 .route("/v1/completions", web::post().to(answer))
                 .route("/v1/embeddings", web::post().to(answer))
+                // Azure OpenAI's addresses: the same wire format under a deployment.
+                .route("/openai/deployments/{deployment}/chat/completions", web::post().to(answer))
+                .route("/openai/deployments/{deployment}/completions", web::post().to(answer))
+                .route("/openai/deployments/{deployment}/embeddings", web::post().to(answer))
         })
         .workers(workers)
         .disable_signals()
@@ -183,6 +189,7 @@ fn next_plan(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> Plan {
     if s.record {
         s.received.push(Received {
             path: req.path().to_owned(),
+            query: req.query_string().to_owned(),
             headers: req
                 .headers()
                 .iter()

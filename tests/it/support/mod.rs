@@ -45,6 +45,7 @@ pub fn openai_provider(id: &str, base: &str, models: &[&str]) -> ProviderConfig 
         kind: ProviderKind::Openai,
         endpoint: Some(base.into()),
         api_key: None,
+        api_version: None,
         default_context_size: None,
         default_error_cooldown: 60,
         timeout: None,

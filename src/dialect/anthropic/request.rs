@@ -377,7 +377,11 @@ pub fn to_chat(body: &Map<String, Value>, model: &str) -> Result<Map<String, Val
             // OpenAI side (`reasoning_effort` is refused by models that do not reason); thinking
             // blocks are not part of a chat answer. `top_k` is Anthropic's "advanced use" sampling
             // knob, which OpenAI refuses.
-            "thinking" | "top_k" => {}
+            // Claude Code sends these to any gateway: `context_management` (Anthropic's server-side
+            // context editing) and `output_config` (effort, and its beta structured output) govern
+            // Anthropic's own service; Anthropic's gateway protocol page lists them among the
+            // fields a gateway receives. Nothing on the OpenAI side carries them.
+            "thinking" | "top_k" | "context_management" | "output_config" => {}
             k if HINTS.contains(&k) => {}
             k => {
                 return Err(ApiError::invalid(
@@ -741,10 +745,13 @@ mod tests {
     fn what_chat_cannot_express_is_refused_by_name() {
         let refused = |v: Value| to_openai(v).err().map(|e| e.param).expect("refused");
         let user = json!([{"role": "user", "content": "hi"}]);
-        let thinking = to_openai(json!({"messages": user, "max_tokens": 5, "top_k": 3, "thinking": {"type": "enabled", "budget_tokens": 2000}}))
+        let thinking = to_openai(json!({"messages": user, "max_tokens": 5, "top_k": 3, "thinking": {"type": "adaptive"},
+            "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}, "output_config": {"effort": "high"}}))
             .expect("thinking and top_k are left to the upstream");
         assert_eq!(thinking.get("thinking"), None);
         assert_eq!(thinking.get("top_k"), None);
+        assert_eq!(thinking.get("context_management"), None);
+        assert_eq!(thinking.get("output_config"), None);
         assert_eq!(
             refused(json!({"messages": user, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}))
                 .as_deref(),

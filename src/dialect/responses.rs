@@ -291,7 +291,7 @@ pub fn from_chat(body: &[u8], created_at: u64) -> Result<(Value, Whole), Malform
         "content_filter" => Some("content_filter"),
         _ => None,
     };
-    let usage = v.get("usage").map(read_usage);
+    let usage = v.get("usage").map(openai::usage::read_usage);
     let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
     let response = json!({
         "id": format!("resp_{id}"),
@@ -311,15 +311,6 @@ pub fn from_chat(body: &[u8], created_at: u64) -> Result<(Value, Whole), Malform
         finish_reasons: vec![finish.to_owned()],
     };
     Ok((response, Whole { usage, output_tokens: 0, meta }))
-}
-
-fn read_usage(u: &Value) -> Usage {
-    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-    Usage {
-        prompt_tokens: n(u.get("prompt_tokens")),
-        completion_tokens: n(u.get("completion_tokens")),
-        cached_tokens: n(u.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))),
-    }
 }
 
 /// The Responses `usage` object (reasoning tokens carried over when the chat usage has them).
@@ -429,7 +420,7 @@ impl ResponseEvents {
             self.start(&mut step);
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(response_usage(read_usage(u), Some(u)));
+            self.usage = Some(response_usage(openai::usage::read_usage(u), Some(u)));
         }
         let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else { return Ok(step) };
         let delta = choice.get("delta");

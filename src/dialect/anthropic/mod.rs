@@ -91,13 +91,7 @@ impl MessagesUsage {
 
     /// OpenAI's `usage` object for these figures.
     pub fn chat_usage(self) -> Value {
-        let prompt = self.prompt_tokens();
-        serde_json::json!({
-            "prompt_tokens": prompt,
-            "completion_tokens": self.output,
-            "total_tokens": prompt.saturating_add(self.output),
-            "prompt_tokens_details": {"cached_tokens": self.cache_read},
-        })
+        crate::dialect::openai::usage::usage_object(self.usage())
     }
 }
 

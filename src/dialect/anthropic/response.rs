@@ -100,10 +100,9 @@ pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
 
 /// An OpenAI `usage` object in Messages terms (cached input apart from the rest).
 pub fn chat_usage(u: &Value) -> MessagesUsage {
-    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-    let prompt = n(u.get("prompt_tokens"));
-    let cached = n(u.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))).min(prompt);
-    MessagesUsage { input: prompt - cached, output: n(u.get("completion_tokens")), cache_read: cached, cache_write: 0 }
+    let u = openai::usage::read_usage(u);
+    let cached = u.cached_tokens.min(u.prompt_tokens);
+    MessagesUsage { input: u.prompt_tokens - cached, output: u.completion_tokens, cache_read: cached, cache_write: 0 }
 }
 
 #[cfg(test)]

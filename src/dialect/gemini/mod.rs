@@ -63,12 +63,7 @@ impl GeminiUsage {
 
     /// OpenAI's `usage` object for these figures.
     pub fn chat_usage(self) -> Value {
-        serde_json::json!({
-            "prompt_tokens": self.prompt,
-            "completion_tokens": self.output,
-            "total_tokens": self.prompt.saturating_add(self.output),
-            "prompt_tokens_details": {"cached_tokens": self.cached.min(self.prompt)},
-        })
+        crate::dialect::openai::usage::usage_object(self.usage())
     }
 }
 

@@ -38,6 +38,21 @@ impl WireUsage {
     }
 }
 
+/// An OpenAI `usage` object's figures (absent fields are 0; the Responses names are read too).
+pub fn read_usage(v: &serde_json::Value) -> Usage {
+    WireUsage::deserialize(v).map(WireUsage::into_usage).unwrap_or_default()
+}
+
+/// The OpenAI `usage` object for `u` (what a translated answer carries to a chat client).
+pub fn usage_object(u: Usage) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    })
+}
+
 /// What a non-streaming body says, as far as accounting, validation and traces care.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BodySummary {

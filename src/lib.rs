@@ -36,8 +36,9 @@
 //!   stream events, usage and error messages; SSE framing; the in-process `mock` upstream.
 //!   Translation goes through OpenAI Chat as the pivot: `anthropic`, `gemini` and `responses`
 //!   each map their dialect to and from Chat (requests, whole answers, stream events, pure state
-//!   machines; not served yet). **Architecture Invariant:** nothing outside a dialect names its
-//!   JSON fields; a pair's mapping lives in the non-Chat side's module.
+//!   machines), and `bridge` chains them for one (client, upstream) pair. **Architecture
+//!   Invariant:** nothing outside a dialect names its JSON fields; a pair's mapping lives in the
+//!   non-Chat side's module.
 //! - L2 [`upstream`]: transports (HTTP over hyper, in process) that carry bytes and yield a status,
 //!   a few headers and a byte stream; failure kinds; the SSRF guard. **Architecture Invariant:**
 //!   knows nothing of tenants, the store, shared state or dialects; nothing else names hyper.

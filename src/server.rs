@@ -282,7 +282,7 @@ impl Application {
                                 "Too many requests in flight from this address; retry when some have finished.",
                             )
                             .with_retry_after(1);
-                            let mut res = req.into_response(err.error_response());
+                            let mut res = in_dialect(req.into_response(err.error_response()), proxy::error_dialect(""));
                             res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
                             if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
                                 res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
@@ -292,6 +292,7 @@ impl Application {
                         Some(Some(inside)) => Some(inside),
                         None => None,
                     };
+                    let dialect = proxy::error_dialect(req.path());
                     let span = request_span::start(&req, id, &node_name);
                     let fut = {
                         let _entered = span.enter();
@@ -310,7 +311,7 @@ impl Application {
                                 return Err(ApiError::internal().into());
                             }
                         };
-                        let mut res = json_errors(res);
+                        let mut res = in_dialect(json_errors(res), dialect);
                         if draining {
                             // A draining node closes each connection after its answer, so
                             // nginx's kept-alive connections move to the other nodes.
@@ -434,6 +435,24 @@ async fn drain_on_signal(handle: ServerHandle, drain: crate::types::Drain, timeo
         _ = int.recv() => handle.stop(false).await,
     }
     cutter.abort();
+}
+
+/// Error bodies in the route's dialect: every error is rendered in OpenAI's shape, and an
+/// Anthropic route's are rewritten into Anthropic's (status and headers kept).
+fn in_dialect(res: ServiceResponse<BoxBody>, dialect: crate::dialect::Dialect) -> ServiceResponse<BoxBody> {
+    if dialect != crate::dialect::Dialect::Anthropic || res.status().as_u16() < 400 {
+        return res;
+    }
+    let (req, res) = res.into_parts();
+    let (head, body) = res.into_parts();
+    let body = match actix_web::body::MessageBody::try_into_bytes(body) {
+        Ok(bytes) => match crate::dialect::anthropic::reshape_error(head.status().as_u16(), &bytes) {
+            Some(b) => BoxBody::new(b),
+            None => BoxBody::new(bytes),
+        },
+        Err(body) => body,
+    };
+    ServiceResponse::new(req, head.set_body(body))
 }
 
 /// The error-shape net: any error response that is not JSON (actix's own 404/405/400 texts,

@@ -76,7 +76,7 @@ impl ProviderKind {
 
     /// Whether this build can send requests to providers of this kind.
     pub fn is_served(self) -> bool {
-        matches!(self, Self::Openai | Self::Azure | Self::Mock)
+        !matches!(self, Self::Broker)
     }
 }
 

@@ -127,7 +127,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         {
             p(format!("{at}.api_key"), m);
         }
-        check_azure(pr, &at, &mut p);
+        check_addressing(pr, &at, &mut p);
         if pr.max_concurrency == Some(0) {
             p(format!("{at}.max_concurrency"), "must be greater than 0".into());
         }
@@ -373,7 +373,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
 }
 
 /// Azure OpenAI: an `api_version`, and deployment names (the models) that fit in a URL path.
-fn check_azure(pr: &crate::config::ProviderConfig, at: &str, p: &mut impl FnMut(String, String)) {
+fn check_addressing(pr: &crate::config::ProviderConfig, at: &str, p: &mut impl FnMut(String, String)) {
     let safe = |s: &str, extra: &[char]| {
         !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(&c))
     };
@@ -394,6 +394,17 @@ fn check_azure(pr: &crate::config::ProviderConfig, at: &str, p: &mut impl FnMut(
         }
         (_, Some(_)) => p(format!("{at}.api_version"), "applies to azure providers only".into()),
         (_, None) => {}
+    }
+    // Gemini names the model in the path.
+    if pr.kind == ProviderKind::Gemini {
+        for (j, m) in pr.models.iter().enumerate() {
+            if !safe(&m.name, &['.']) || m.name.starts_with('.') {
+                p(
+                    format!("{at}.models[{j}].name"),
+                    format!("`{}` is not a Gemini model name (letters, digits, `-`, `_`, `.`)", m.name),
+                );
+            }
+        }
     }
 }
 

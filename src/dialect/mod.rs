@@ -3,13 +3,17 @@
 //! and how an upstream's answer is read (usage, response facts, stream events, error messages).
 //!
 //! A dialect is pure: bytes and JSON in, facts and bytes out; no I/O, no tenants. The data plane
-//! asks it through [`Dialect`]; the transports (`upstream`) never look inside a body. OpenAI is the
-//! first dialect; when both sides speak the same one, the request body is the client's bytes with
-//! only `model` spliced in (and usage asked for on streams), and the answer is relayed untouched.
+//! asks it through [`Dialect`] and [`bridge`]; the transports (`upstream`) never look inside a
+//! body. Clients speak OpenAI Chat, Anthropic Messages or OpenAI Responses; upstreams speak OpenAI
+//! Chat (Azure included), Anthropic Messages or Gemini. OpenAI Chat is the pivot: every phase reads
+//! a request as Chat, and a pair of dialects is bridged through it. When both sides speak the same
+//! dialect, the request body is the client's bytes with only `model` spliced in (and usage asked
+//! for on Chat streams), and the answer is relayed untouched.
 //!
 //! Architecture Invariant: nothing outside a dialect's module names its JSON fields.
 
 pub mod anthropic;
+pub mod bridge;
 pub mod facts;
 pub mod gemini;
 pub mod json;
@@ -21,7 +25,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::types::Operation;
+use crate::types::{Operation, ProviderKind};
 
 pub use facts::{Capability, Chunk, Event, Malformed, ResponseMeta, Step, StreamError, Whole};
 pub use openai::request::{Checked, PromptSize};
@@ -45,6 +49,27 @@ pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Ve
     turns.push(Value::Object(turn));
 }
 
+/// The path below a provider's endpoint that a request for `op` on `model` is posted to, and
+/// where the provider takes its key. Azure speaks OpenAI at its own addresses (a deployment in
+/// the path, the API version in the query, the key in `api-key`); Gemini names the model and
+/// whether it streams in the path.
+pub fn address(
+    kind: ProviderKind,
+    op: Operation,
+    model: &str,
+    api_version: Option<&str>,
+    stream: bool,
+) -> (std::borrow::Cow<'static, str>, KeyPlacement) {
+    match (kind, api_version) {
+        (ProviderKind::Azure, Some(version)) => {
+            (openai::azure::path(op, model, version).into(), KeyPlacement::Header(openai::azure::KEY_HEADER))
+        }
+        (ProviderKind::Anthropic, _) => (anthropic::MESSAGES_PATH.into(), Dialect::Anthropic.key_placement()),
+        (ProviderKind::Gemini, _) => (gemini::path(model, stream).into(), Dialect::Gemini.key_placement()),
+        _ => (openai::path(op).into(), KeyPlacement::Bearer),
+    }
+}
+
 /// Where an upstream speaking a dialect takes the provider's key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyPlacement {
@@ -57,130 +82,139 @@ pub enum KeyPlacement {
 /// The wire protocol of one side of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
-    /// OpenAI's Chat Completions, Completions and Embeddings (and every server that copies them).
+    /// OpenAI's Chat Completions, Completions and Embeddings (and every server that copies them):
+    /// the pivot every other dialect maps to and from.
     OpenAi,
+    /// Anthropic Messages (`/v1/messages`): a client dialect and an upstream dialect.
+    Anthropic,
+    /// Gemini `generateContent`: an upstream dialect.
+    Gemini,
+    /// OpenAI Responses (`/v1/responses`): a client dialect.
+    Responses,
 }
 
 impl Dialect {
-    /// The path an operation is posted to, below a provider's endpoint.
-    pub fn path(self, op: Operation) -> &'static str {
+    /// The dialect's name in messages.
+    pub fn name(self) -> &'static str {
         match self {
-            Self::OpenAi => openai::path(op),
+            Self::OpenAi => "OpenAI Chat",
+            Self::Anthropic => "Anthropic Messages",
+            Self::Gemini => "Gemini",
+            Self::Responses => "OpenAI Responses",
+        }
+    }
+
+    /// The dialect a provider type speaks, if this version speaks it.
+    pub fn of_provider(kind: ProviderKind) -> Option<Self> {
+        match kind {
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Mock => Some(Self::OpenAi),
+            ProviderKind::Anthropic => Some(Self::Anthropic),
+            ProviderKind::Gemini => Some(Self::Gemini),
+            ProviderKind::Broker => None,
         }
     }
 
     /// Where an upstream speaking this dialect takes the provider's key.
     pub fn key_placement(self) -> KeyPlacement {
         match self {
-            Self::OpenAi => KeyPlacement::Bearer,
+            Self::OpenAi | Self::Responses => KeyPlacement::Bearer,
+            Self::Anthropic => KeyPlacement::Header("x-api-key"),
+            Self::Gemini => KeyPlacement::Header("x-goog-api-key"),
         }
     }
 
     /// Headers an upstream speaking this dialect requires of every request (`anthropic-version`).
     pub fn upstream_headers(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Self::OpenAi => &[],
+            Self::Anthropic => &[("anthropic-version", anthropic::VERSION)],
+            Self::OpenAi | Self::Gemini | Self::Responses => &[],
         }
     }
 
-    /// Validates a client body for `op`.
+    // The request-side methods below read the pivot: by the time a phase reads a body, a
+    // client's body in any dialect has been mapped to Chat ([`bridge::to_pivot`]).
+
+    /// Validates a (pivot) body for `op`.
     pub fn check(self, op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiError> {
-        match self {
-            Self::OpenAi => openai::request::check(op, body),
-        }
+        let _ = self;
+        openai::request::check(op, body)
     }
 
     /// The request field an error about the prompt's size names (`param`).
     pub fn prompt_param(self, op: Operation) -> &'static str {
-        match self {
-            Self::OpenAi => match op {
-                Operation::Chat => "messages",
-                Operation::Completions => "prompt",
-                Operation::Embeddings => "input",
-            },
+        let _ = self;
+        match op {
+            Operation::Chat => "messages",
+            Operation::Completions => "prompt",
+            Operation::Embeddings => "input",
         }
     }
 
     /// The request field an error about the output limit names (`param`).
     pub fn output_param(self) -> &'static str {
-        match self {
-            Self::OpenAi => "max_tokens",
-        }
+        let _ = self;
+        "max_tokens"
     }
 
     /// The request's input as traces record it with `telemetry.capture_content` (JSON text).
     pub fn input_messages(self, body: &Map<String, Value>) -> String {
-        match self {
-            Self::OpenAi => ["messages", "prompt", "input"]
-                .iter()
-                .find_map(|k| body.get(*k))
-                .map(Value::to_string)
-                .unwrap_or_default(),
-        }
+        let _ = self;
+        ["messages", "prompt", "input"].iter().find_map(|k| body.get(*k)).map(Value::to_string).unwrap_or_default()
     }
 
     /// The prompt text classifiers and the tokenizer read.
     pub fn request_text(self, body: &Map<String, Value>) -> String {
-        match self {
-            Self::OpenAi => openai::request::request_text(body),
-        }
+        let _ = self;
+        openai::request::request_text(body)
     }
 
     /// Counts a valid body's prompt tokens (CPU-bound: run it off the worker threads).
     pub fn count_prompt(self, body: &Map<String, Value>, text: &str, size: PromptSize) -> u64 {
-        match self {
-            Self::OpenAi => openai::request::count_prompt(text, &openai::request::tools_text(body), size),
-        }
+        let _ = self;
+        openai::request::count_prompt(text, &openai::request::tools_text(body), size)
     }
 
     /// The capabilities a request needs.
     pub fn required_capabilities(self, body: &Map<String, Value>) -> Vec<Capability> {
-        match self {
-            Self::OpenAi => openai::required_capabilities(body),
-        }
+        let _ = self;
+        openai::required_capabilities(body)
     }
 
-    /// The body for an upstream speaking `self` when the client spoke `self` too: the client's
-    /// bytes with `model` replaced and, when `ask_usage`, usage requested in the stream.
-    pub fn passthrough_body(
-        self,
-        raw: &[u8],
-        body: &Map<String, Value>,
-        model: &str,
-        ask_usage: bool,
-    ) -> Result<Bytes, ApiError> {
-        match self {
-            Self::OpenAi => openai::upstream_body(raw, body, model, ask_usage),
-        }
-    }
-
-    /// Reads a 2xx non-streaming answer.
-    pub fn parse_whole(self, op: Operation, body: &[u8]) -> Result<Whole, Malformed> {
-        match self {
-            Self::OpenAi => openai::usage::summarize_body(body, op == Operation::Embeddings)
-                .map(|s| Whole { usage: s.usage, output_tokens: s.output_tokens, meta: s.meta })
-                .map_err(Malformed),
-        }
-    }
-
-    /// Reads the data of one stream event.
+    /// Reads the data of one Chat stream event (the pivot's: every upstream stream is read as
+    /// Chat chunks).
     pub fn decode_event(self, data: &[u8]) -> Result<Event<'_>, Malformed> {
-        match self {
-            Self::OpenAi => openai::decode_event(data),
-        }
+        let _ = self;
+        openai::decode_event(data)
     }
 
     /// The message of an upstream's error body, unsanitised (`None`: not this dialect's shape).
     pub fn error_message(self, body: &[u8]) -> Option<String> {
         match self {
-            Self::OpenAi => openai::error_message(body),
+            Self::OpenAi | Self::Responses => openai::error_message(body),
+            Self::Anthropic => anthropic::error_message(body),
+            Self::Gemini => gemini::error_message(body),
         }
     }
 
-    /// The event that ends a broken stream in this dialect (never a silent cut).
+    /// The event that ends a broken stream in this dialect (never a silent cut). A Responses
+    /// stream fails through its converter ([`bridge::Stream::error_event`]); this is its
+    /// stateless `error` event.
     pub fn error_event(self, err: &ApiError) -> Bytes {
         match self {
-            Self::OpenAi => openai::error_event(err),
+            Self::OpenAi | Self::Gemini => openai::error_event(err),
+            Self::Anthropic => anthropic::error_event(err),
+            Self::Responses => sse::json_event(
+                "error",
+                &serde_json::json!({"type": "error", "code": err.code.row().2, "message": err.message, "param": err.param}),
+            ),
+        }
+    }
+
+    /// An error body in this dialect (Anthropic's shape on its routes, OpenAI's elsewhere).
+    pub fn error_body(self, err: &ApiError) -> String {
+        match self {
+            Self::Anthropic => anthropic::error_body(err).to_string(),
+            Self::OpenAi | Self::Gemini | Self::Responses => err.body(),
         }
     }
 }

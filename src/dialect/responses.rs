@@ -13,7 +13,8 @@
 //!   item's `output_text` deltas, each function call's `function_call_arguments` deltas, the
 //!   `.done` events, then `response.completed` or `response.incomplete` with the usage).
 //!
-//! Not wired to the `/v1/responses` route yet (issue 12).
+//! Served on `/v1/responses` through [`crate::dialect::bridge`]: every upstream is reached through
+//! Chat (stateless; no upstream speaks Responses in this version).
 
 use serde_json::{Map, Value, json};
 
@@ -443,6 +444,25 @@ impl ResponseEvents {
         if self.finish.is_some() {
             self.close(&mut step);
         }
+        step
+    }
+
+    /// The events that end a broken stream: `response.failed`, its response carrying the error
+    /// (`code`, `message`), after the opening events when none were sent yet. Idempotent: a
+    /// closed stream gets nothing.
+    pub fn fail(&mut self, err: &ApiError) -> Step {
+        let mut step = Step::default();
+        if self.done {
+            return step;
+        }
+        if !self.started {
+            self.start(&mut step);
+        }
+        self.done = true;
+        let items = std::mem::take(&mut self.items);
+        let mut r = self.response("failed", items);
+        r["error"] = json!({"code": err.code.row().2, "message": err.message});
+        self.emit(&mut step, "response.failed", json!({"response": r}));
         step
     }
 

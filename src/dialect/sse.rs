@@ -115,6 +115,15 @@ pub fn encode_data(data: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// One `data:` event around data that has no line break (compact JSON, `[DONE]`).
+pub fn frame_data(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 /// A JSON value as one `data:` event (compact JSON has no line break).
 pub fn json_data(v: &serde_json::Value) -> Bytes {
     let mut out = Vec::with_capacity(128);

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::accounting::{UsageGuard, UsageStart};
 use crate::catalog::{Autoselect, Plan, Snapshot};
-use crate::dialect::Checked;
+use crate::dialect::{Checked, Dialect};
 use crate::error::ApiError;
 use crate::proxy::permit::Permit;
 use crate::proxy::request::{Request, Scope};
@@ -25,8 +25,11 @@ pub enum Resolved {
 
 /// An admitted request.
 pub struct Admitted {
-    /// The parsed body.
+    /// The parsed body in Chat, the pivot every phase reads.
     pub body: Map<String, Value>,
+    /// The client's parsed body when it speaks another dialect than Chat (a passthrough to an
+    /// upstream of that dialect sends it).
+    pub client_body: Option<Map<String, Value>>,
     /// What validation found in it.
     pub checked: Checked,
     /// The catalog version the request runs on.
@@ -39,8 +42,13 @@ pub struct Admitted {
 
 /// Admits a request: `Ok` carries its open usage record.
 pub async fn admit(state: &ProxyState, req: &Request<'_>) -> Result<(Admitted, UsageGuard), ApiError> {
-    let body = crate::proxy::body::parse_object(req.raw)?;
-    let checked = req.dialect.check(req.op, &body)?;
+    let parsed = crate::proxy::body::parse_object(req.raw)?;
+    // A client speaking another dialect is read through its Chat pivot from here on.
+    let (body, client_body) = match req.dialect {
+        Dialect::OpenAi => (parsed, None),
+        client => (crate::dialect::bridge::to_pivot(client, &parsed)?, Some(parsed)),
+    };
+    let checked = Dialect::OpenAi.check(req.op, &body)?;
     let snapshot = state.catalog.snapshot();
     let caller = &req.caller.0;
     // A child token is held to its ancestors' scopes (which may have narrowed since it was
@@ -86,7 +94,31 @@ pub async fn admit(state: &ProxyState, req: &Request<'_>) -> Result<(Admitted, U
     if let Some(s) = settles {
         guard.on_settle(s);
     }
-    Ok((Admitted { body, checked, snapshot, permit, resolved }, guard))
+    Ok((Admitted { body, client_body, checked, snapshot, permit, resolved }, guard))
+}
+
+/// Counts a request's prompt tokens for `count_tokens`: parsed, mapped to the pivot, validated,
+/// resolved and permitted like a request to the route, then counted (off the worker threads).
+pub async fn count_tokens(state: &ProxyState, req: &Request<'_>) -> Result<u64, ApiError> {
+    let mut parsed = crate::proxy::body::parse_object(req.raw)?;
+    // Counting needs no output limit; Messages requires one on requests, not here.
+    if !parsed.contains_key("max_tokens") {
+        parsed.insert("max_tokens".into(), Value::from(1));
+    }
+    let body = crate::dialect::bridge::to_pivot(req.dialect, &parsed)?;
+    let checked = Dialect::OpenAi.check(req.op, &body)?;
+    let snapshot = state.catalog.snapshot();
+    let caller = &req.caller.0;
+    let ancestors = if caller.parent_id.is_some() { state.catalog.ancestors(caller).await? } else { Vec::new() };
+    let permit = Permit { token: Arc::clone(caller), ancestors, tier: snapshot.tier_of(caller.user_id) };
+    let route = match resolve(&snapshot, req, &checked.model)? {
+        Resolved::Autoselect(a) => a.route(),
+        Resolved::Plan(p) => p.route,
+    };
+    permit.check(&route)?;
+    let text = Dialect::OpenAi.request_text(&body);
+    let size = checked.prompt;
+    crate::proxy::offload::offload(state, text.len(), move || Dialect::OpenAi.count_prompt(&body, &text, size)).await
 }
 
 /// Resolves `model` in the request's scope.

@@ -10,6 +10,7 @@ use tracing::Instrument as _;
 
 use crate::accounting::{Finished, Outcome, UsageGuard};
 use crate::catalog::Target;
+use crate::dialect::bridge::{self, Sides};
 use crate::dialect::{Dialect, KeyPlacement};
 use crate::proxy::relay::{Limits, Relay, Reporting};
 use crate::proxy::reply::Body;
@@ -25,6 +26,8 @@ use crate::upstream::{Auth, FailureKind, Outgoing, Response, Transport, Upstream
 pub struct Attempt<'a> {
     /// Chat, completions or embeddings.
     pub op: Operation,
+    /// The client's dialect (the answer is translated into it).
+    pub client: Dialect,
     /// Where it goes.
     pub target: &'a Target,
     /// The upstream body.
@@ -51,14 +54,6 @@ pub struct Failed {
     pub guard: Box<UsageGuard>,
 }
 
-/// The dialect a provider type speaks, if this version speaks it.
-pub fn upstream_dialect(kind: ProviderKind) -> Option<Dialect> {
-    match kind {
-        ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Mock => Some(Dialect::OpenAi),
-        ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Broker => None,
-    }
-}
-
 /// Makes one attempt: the answer's body, and for a whole answer its finished record.
 pub async fn attempt(
     state: &ProxyState,
@@ -70,7 +65,7 @@ pub async fn attempt(
     let target = a.target;
     let fail =
         |guard, kind, msg: &str| Err(Failed { failure: UpstreamFailure::new(kind, msg), guard: Box::new(guard) });
-    let Some(dialect) = upstream_dialect(target.provider.kind) else {
+    let Some(dialect) = Dialect::of_provider(target.provider.kind) else {
         let msg = format!("provider type `{}` is not supported by this version", target.provider.kind.as_str());
         return fail(guard, FailureKind::Protocol, &msg);
     };
@@ -97,14 +92,14 @@ pub async fn attempt(
         let idle = Duration::from_millis(up.idle_timeout_ms);
         let api_key = target.provider.api_key.as_ref().map(|k| k.expose());
         let trace_headers = trace::context_headers(&span, a.sampling);
-        // Azure speaks OpenAI at its own addresses.
-        let (path, placement) = match (target.provider.kind, target.provider.api_version.as_deref()) {
-            (ProviderKind::Azure, Some(version)) => (
-                crate::dialect::openai::azure::path(a.op, &target.model.name, version).into(),
-                KeyPlacement::Header(crate::dialect::openai::azure::KEY_HEADER),
-            ),
-            _ => (dialect.path(a.op).into(), dialect.key_placement()),
-        };
+        let sides = Sides { client: a.client, upstream: dialect };
+        let (path, placement) = crate::dialect::address(
+            target.provider.kind,
+            a.op,
+            &target.model.name,
+            target.provider.api_version.as_deref(),
+            a.stream,
+        );
         let auth = match (api_key, placement) {
             (None, _) => Auth::None,
             (Some(key), KeyPlacement::Bearer) => Auth::Bearer(key),
@@ -157,7 +152,10 @@ pub async fn attempt(
                 span,
                 capture_content: state.tracing.capture_content,
             };
-            return Ok((Body::Stream(Box::new(Relay::new(resp.body, dialect, guard, limits, report, slot))), None));
+            let translation = (!(sides.passthrough() && dialect == Dialect::OpenAi))
+                .then(|| bridge::Stream::new(sides, u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0)));
+            let relay = Relay::new(resp.body, a.client, translation, guard, limits, report, slot);
+            return Ok((Body::Stream(Box::new(relay)), None));
         }
         let body = match read_body(&mut resp.body, up.max_response_bytes, idle, deadline).await {
             Ok(b) => b,
@@ -167,8 +165,8 @@ pub async fn attempt(
             }
         };
         guard.mark_first_byte();
-        match dialect.parse_whole(a.op, &body) {
-            Ok(w) => {
+        match bridge::whole(sides, a.op, body, u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0)) {
+            Ok((body, w)) => {
                 guard.progress.reported = w.usage;
                 if w.usage.is_none() {
                     guard.progress.relayed_output = w.output_tokens;
@@ -254,6 +252,7 @@ mod tests {
     fn one<'a>(t: &'a Target, body: &'static [u8], stream: bool) -> Attempt<'a> {
         Attempt {
             op: Operation::Chat,
+            client: Dialect::OpenAi,
             target: t,
             body: Bytes::from_static(body),
             request_id: "r1",

@@ -26,7 +26,7 @@ async fn run(
     state: web::Data<ProxyState>,
     clients: web::Data<Clients>,
     caller: Caller,
-    op: Operation,
+    (op, dialect): (Operation, Dialect),
     scope: Scope,
 ) -> Reply {
     let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
@@ -38,7 +38,7 @@ async fn run(
         scope,
         burst_mode,
         raw: &raw,
-        dialect: Dialect::OpenAi,
+        dialect,
         parent: None,
         sampling: req.extensions().get::<Sampling>().cloned().unwrap_or_default(),
     };
@@ -53,6 +53,10 @@ pub const CHAT: u8 = 0;
 pub const COMPLETIONS: u8 = 1;
 /// `…/embeddings`.
 pub const EMBEDDINGS: u8 = 2;
+/// `…/v1/messages` (Anthropic Messages).
+pub const MESSAGES: u8 = 3;
+/// `…/v1/responses` (OpenAI Responses).
+pub const RESPONSES: u8 = 4;
 
 /// The name spaces of the generic `owner` handler: the owner's names, or only rotation names
 /// (`/api/rotations`), or only autoselect names (`/api/autoselect`).
@@ -70,11 +74,14 @@ fn names(code: u8) -> Scope {
     }
 }
 
-fn operation(code: u8) -> Operation {
+/// The operation and the client's dialect of a route.
+fn operation(code: u8) -> (Operation, Dialect) {
     match code {
-        CHAT => Operation::Chat,
-        COMPLETIONS => Operation::Completions,
-        _ => Operation::Embeddings,
+        CHAT => (Operation::Chat, Dialect::OpenAi),
+        COMPLETIONS => (Operation::Completions, Dialect::OpenAi),
+        MESSAGES => (Operation::Chat, Dialect::Anthropic),
+        RESPONSES => (Operation::Chat, Dialect::Responses),
+        _ => (Operation::Embeddings, Dialect::OpenAi),
     }
 }
 
@@ -132,7 +139,49 @@ pub async fn provider_chat(
     if !s.catalog.snapshot().has_provider(&provider) {
         return Err(ApiError::new(Code::NotFound, "No such provider."));
     }
-    run(req, body, s, c, caller, Operation::Chat, Scope::Provider(provider)).await
+    run(req, body, s, c, caller, (Operation::Chat, Dialect::OpenAi), Scope::Provider(provider)).await
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's tokens as the gateway counts them, for the
+/// route the body names (resolved and permitted like a request to it; nothing is sent upstream
+/// and no usage is recorded).
+pub async fn count_tokens(req: HttpRequest, body: web::Payload, s: web::Data<ProxyState>, caller: Caller) -> Reply {
+    count(req, body, s, caller, Scope::Owner).await
+}
+
+/// `POST /api/u/{username}/v1/messages/count_tokens`.
+pub async fn user_count_tokens(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+    s: web::Data<ProxyState>,
+    caller: Caller,
+) -> Reply {
+    let scope = namespace(&s, &caller, &path)?;
+    count(req, body, s, caller, scope).await
+}
+
+async fn count(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<ProxyState>,
+    caller: Caller,
+    scope: Scope,
+) -> Reply {
+    let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
+    let request = Request {
+        id: request_id(&req),
+        caller: &caller,
+        op: Operation::Chat,
+        scope,
+        burst_mode: None,
+        raw: &raw,
+        dialect: Dialect::Anthropic,
+        parent: None,
+        sampling: Sampling::Off,
+    };
+    let tokens = crate::proxy::admit::count_tokens(&state, &request).await?;
+    Ok(HttpResponse::Ok().json(json!({ "input_tokens": tokens })))
 }
 
 /// `GET /health/routing` (admin tokens): in-flight counts, cooldowns in force, burst latency

@@ -51,7 +51,7 @@ pub use state::{ProxyState, RetryBudget};
 
 /// Registers the data-plane routes. Every path answers other methods with 405 and `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use handlers::{AUTOSELECTS, CHAT, COMPLETIONS, EMBEDDINGS, OWNER, ROTATIONS, owner, user};
+    use handlers::{AUTOSELECTS, CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, OWNER, RESPONSES, ROTATIONS, owner, user};
     let post = |path: &str, route: actix_web::Route| {
         web::resource(path).route(route).default_service(web::to(|| async { method_not_allowed("POST") }))
     };
@@ -61,6 +61,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/v1/chat/completions", web::post().to(owner::<CHAT, OWNER>)))
         .service(post("/v1/completions", web::post().to(owner::<COMPLETIONS, OWNER>)))
         .service(post("/v1/embeddings", web::post().to(owner::<EMBEDDINGS, OWNER>)))
+        .service(post("/v1/messages", web::post().to(owner::<MESSAGES, OWNER>)))
+        .service(post("/v1/messages/count_tokens", web::post().to(handlers::count_tokens)))
+        .service(post("/v1/responses", web::post().to(owner::<RESPONSES, OWNER>)))
         .service(get("/v1/models", web::get().to(handlers::models)))
         .service(get("/api/v1/models", web::get().to(handlers::models)))
         .service(post("/api/user/chat/completions", web::post().to(owner::<CHAT, OWNER>)))
@@ -71,11 +74,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/api/u/{username}/completions", web::post().to(user::<COMPLETIONS>)))
         .service(post("/api/u/{username}/embeddings", web::post().to(user::<EMBEDDINGS>)))
         .service(get("/api/u/{username}/models", web::get().to(handlers::user_models)))
+        .service(post("/api/u/{username}/v1/messages", web::post().to(user::<MESSAGES>)))
+        .service(post("/api/u/{username}/v1/messages/count_tokens", web::post().to(handlers::user_count_tokens)))
+        .service(post("/api/u/{username}/v1/responses", web::post().to(user::<RESPONSES>)))
+        .service(post("/api/u/{username}/responses", web::post().to(user::<RESPONSES>)))
         .service(post("/api/rotations/chat/completions", web::post().to(owner::<CHAT, ROTATIONS>)))
         .service(post("/api/autoselect/chat/completions", web::post().to(owner::<CHAT, AUTOSELECTS>)))
         .service(get("/health", web::get().to(handlers::health)))
         .service(get("/health/routing", web::get().to(handlers::routing_health)))
         .service(post("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat)));
+}
+
+/// The dialect of a path's error bodies: Anthropic's on the Messages routes, OpenAI's elsewhere.
+pub fn error_dialect(path: &str) -> crate::dialect::Dialect {
+    if path.ends_with("/v1/messages") || path.ends_with("/v1/messages/count_tokens") {
+        crate::dialect::Dialect::Anthropic
+    } else {
+        crate::dialect::Dialect::OpenAi
+    }
 }
 
 fn method_not_allowed(allow: &'static str) -> actix_web::HttpResponse {

@@ -114,7 +114,7 @@ async fn attempts(
     let mut last: Option<(String, UpstreamFailure)> = None;
     let mut over_capacity = false;
     let mut number = 0;
-    let input = state.tracing.capture_content.then(|| req.dialect.input_messages(&a.body));
+    let input = state.tracing.capture_content.then(|| crate::dialect::Dialect::OpenAi.input_messages(&a.body));
     for (cand, first) in queue.into_iter().take(max) {
         // A failover needs the node's retry budget, so an outage cannot multiply the load.
         let _retry = match &last {
@@ -153,13 +153,17 @@ async fn attempts(
         guard.count_spend(
             spend.filter(|_| cloud).map(|b| (Arc::clone(&state.shared), burst::spend_key(b), burst::DAY_MS)),
         );
-        let body = match req.dialect.passthrough_body(req.raw, &a.body, &target.model.name, ask_usage) {
+        let body = match upstream_body(req, a, target, ask_usage) {
             Ok(b) => b,
-            Err(error) => return Err((guard, Refusal { error, outcome: Outcome::InternalError })),
+            Err(error) => {
+                let outcome = if error.code.status() < 500 { Outcome::Refused } else { Outcome::InternalError };
+                return Err((guard, Refusal { error, outcome }));
+            }
         };
         let started = std::time::Instant::now();
         let one = Attempt {
             op: req.op,
+            client: req.dialect,
             target,
             body,
             request_id: &request_id,
@@ -215,6 +219,34 @@ async fn attempts(
         }
     }
     Err((guard, exhausted(&plan.route, last, over_capacity)))
+}
+
+/// The body `target` receives: the client's bytes when it speaks the client's dialect (`model`
+/// replaced), else the pivot in the target's dialect. An unsupported provider type gets none
+/// (its attempt fails over).
+fn upstream_body(
+    req: &Request<'_>,
+    a: &Admitted,
+    target: &crate::catalog::Target,
+    ask_usage: bool,
+) -> Result<bytes::Bytes, ApiError> {
+    use crate::dialect::bridge;
+    let Some(upstream) = crate::dialect::Dialect::of_provider(target.provider.kind) else {
+        return Ok(bytes::Bytes::new());
+    };
+    let out = bridge::Outbound {
+        op: req.op,
+        raw: req.raw,
+        client_body: a.client_body.as_ref().unwrap_or(&a.body),
+        pivot: &a.body,
+        model: &target.model.name,
+        ask_usage,
+        default_max_tokens: target
+            .model
+            .context_size
+            .map_or(bridge::DEFAULT_MAX_TOKENS, |c| c.min(bridge::DEFAULT_MAX_TOKENS)),
+    };
+    bridge::upstream_body(bridge::Sides { client: req.dialect, upstream }, &out)
 }
 
 /// The end of a request whose every attempt failed (or could not be made).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::accounting::{Outcome, UsageGuard, quota};
 use crate::catalog::{Candidate, Plan, Strategy, Target};
+use crate::dialect::Dialect;
 use crate::error::{ApiError, Code};
 use crate::proxy::admit::{Admitted, Resolved};
 use crate::proxy::autoselect::{self, Calls};
@@ -50,11 +51,11 @@ pub async fn plan<C: Calls>(
     // The request's text, for the classifiers and the tokenizer: built at most once, and only
     // when one reads it.
     let mut text: Option<Arc<str>> = None;
-    let mut text_of = || Arc::clone(text.get_or_insert_with(|| req.dialect.request_text(&a.body).into()));
+    let mut text_of = || Arc::clone(text.get_or_insert_with(|| Dialect::OpenAi.request_text(&a.body).into()));
     let (mut plan, auto_reason, selection) = match &a.resolved {
         Resolved::Plan(p) => (p.clone(), None, None),
         Resolved::Autoselect(auto) => {
-            let cx = autoselect::Context { state, calls, permit: &a.permit, dialect: req.dialect };
+            let cx = autoselect::Context { state, calls, permit: &a.permit, dialect: Dialect::OpenAi };
             let sel = autoselect::select(&cx, &a.snapshot, auto, &a.body, &text_of()).await?;
             (sel.plan, Some(Reason::Selection(sel.reason)), Some(sel.detail))
         }
@@ -129,7 +130,7 @@ async fn fit(
         .any(|l| bound > l && checked.prompt.bytes <= l.saturating_mul(MAX_BYTES_PER_TOKEN));
     let counted = if countable {
         let t = text_of();
-        let (dialect, body, size) = (req.dialect, a.body.clone(), checked.prompt);
+        let (dialect, body, size) = (Dialect::OpenAi, a.body.clone(), checked.prompt);
         Some(offload(state, t.len(), move || dialect.count_prompt(&body, &t, size)).await?)
     } else {
         None
@@ -138,7 +139,7 @@ async fn fit(
     let prompt_tokens = counted.unwrap_or(bound);
     let mut fitting = Vec::with_capacity(plan.candidates.len());
     let mut too_big = None;
-    let params = (req.dialect.prompt_param(req.op), req.dialect.output_param());
+    let params = (Dialect::OpenAi.prompt_param(req.op), Dialect::OpenAi.output_param());
     for c in &plan.candidates {
         match check_window(&c.target, prompt_tokens, checked.max_tokens, params) {
             Ok(()) => fitting.push(c.clone()),

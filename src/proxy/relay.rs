@@ -15,8 +15,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 
 use crate::accounting::{Outcome, UsageGuard};
-use crate::dialect::sse::SseFramer;
-use crate::dialect::{Dialect, Event, ResponseMeta};
+use crate::dialect::bridge;
+use crate::dialect::sse::{self, SseFramer};
+use crate::dialect::{Dialect, Event, ResponseMeta, StreamError};
 use crate::error::{ApiError, Code};
 use crate::proxy::slot::Slot;
 use crate::proxy::trace;
@@ -59,7 +60,10 @@ pub struct Reporting {
 /// One relay in progress.
 pub struct Relay {
     upstream: Option<BodyStream>,
-    dialect: Dialect,
+    /// The client's dialect (its error events).
+    client: Dialect,
+    /// The translation between the two sides; `None`: a Chat stream relayed byte for byte.
+    translation: Option<bridge::Stream>,
     framer: SseFramer,
     guard: Option<UsageGuard>,
     out: VecDeque<Bytes>,
@@ -76,10 +80,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay of `upstream` (an event stream in `dialect`) into the client response.
+    /// A relay of `upstream` into the client response: a Chat stream byte for byte, or, with a
+    /// `translation`, an upstream's events in the client's dialect.
     pub fn new(
         upstream: BodyStream,
-        dialect: Dialect,
+        client: Dialect,
+        translation: Option<bridge::Stream>,
         guard: UsageGuard,
         limits: Limits,
         report: Reporting,
@@ -89,7 +95,8 @@ impl Relay {
         let cut = Box::pin(limits.cut.clone().cancelled_owned());
         Self {
             upstream: Some(upstream),
-            dialect,
+            client,
+            translation,
             framer: SseFramer::new(limits.max_line),
             guard: Some(guard),
             out: VecDeque::new(),
@@ -145,7 +152,7 @@ impl Relay {
                     self.on_chunk(&chunk);
                 }
                 Some(Err(_)) => self.end_with_error(Code::UpstreamError, "The upstream connection broke mid-stream.", Outcome::Partial),
-                None => self.end_with_error(Code::UpstreamError, "The upstream ended the stream before it was complete.", Outcome::Partial),
+                None => self.on_end(),
             },
             () = tokio::time::sleep_until(idle_at) => {
                 let msg = if idle_at == self.limits.deadline { "The request exceeded its time limit." } else { "The upstream stopped sending mid-stream." };
@@ -177,44 +184,160 @@ impl Relay {
             }
         };
         for ev in events {
-            let Some(data) = &ev.data else {
+            let Some(data) = ev.data else {
+                // Comments pass in every dialect.
                 self.out.push_back(ev.raw);
                 continue;
             };
-            match self.dialect.decode_event(data) {
-                Ok(Event::Done) => {
-                    self.out.push_back(ev.raw);
+            if self.on_event(ev.raw, data) {
+                return;
+            }
+        }
+    }
+
+    /// One upstream event: `true` when the stream ended with it.
+    fn on_event(&mut self, raw: Bytes, data: Vec<u8>) -> bool {
+        let Some(tr) = self.translation.as_mut() else {
+            return self.on_chat(&data, Some(raw));
+        };
+        let chats = match tr.upstream_event(data) {
+            Ok(c) => c,
+            Err(e) => {
+                let same = tr.client_is_upstream();
+                self.stream_error(e, same.then_some(raw));
+                return true;
+            }
+        };
+        let (same, chat_client) = (tr.client_is_upstream(), tr.client_is_chat());
+        let mut ended = false;
+        for chat in chats {
+            let forward = chat_client.then(|| sse::frame_data(&chat));
+            if self.on_chat(&chat, forward) {
+                ended = true;
+                break;
+            }
+        }
+        if same {
+            self.out.push_back(raw);
+        }
+        ended
+    }
+
+    /// One Chat chunk (the upstream's, or translated from its event): its usage and text are
+    /// read; `forward` goes to a Chat client; a translation makes the client's frames of it.
+    /// `true` when the stream ended with it.
+    fn on_chat(&mut self, chat: &[u8], forward: Option<Bytes>) -> bool {
+        match self.client.decode_event(chat) {
+            Ok(Event::Done) => {
+                if let Some(f) = forward {
+                    self.out.push_back(f);
+                }
+                if !self.client_frames(chat) {
+                    return true;
+                }
+                self.finish(Outcome::Ok);
+                // Read the upstream body to its end in the background, so its connection goes
+                // back to the pool instead of being closed (a new connection per stream costs a
+                // handshake on every request).
+                if let Some(up) = self.upstream.take() {
+                    actix_web::rt::spawn(drain(up));
+                }
+                true
+            }
+            Err(_) => {
+                self.end_with_error(
+                    Code::UpstreamError,
+                    "The upstream sent an invalid event.",
+                    Outcome::InvalidResponse,
+                );
+                true
+            }
+            Ok(Event::Chunk(c)) => {
+                if let Some(g) = &mut self.guard {
+                    if let Some(u) = c.usage {
+                        g.progress.reported = Some(u);
+                    }
+                    if c.has_output {
+                        g.progress.relayed_text.push_str(&c.text);
+                    }
+                }
+                let strip = self.limits.strip_usage_only_chunk && c.usage_only;
+                self.meta.absorb(c.meta);
+                if let Some(f) = forward.filter(|_| !strip) {
+                    self.out.push_back(f);
+                }
+                !self.client_frames(chat)
+            }
+        }
+    }
+
+    /// The client's frames of one Chat chunk, when a translation makes them; `false` when the
+    /// chunk cannot be expressed in the client's dialect (the stream was ended with an error).
+    fn client_frames(&mut self, chat: &[u8]) -> bool {
+        let Some(tr) = self.translation.as_mut() else { return true };
+        match tr.client_event(chat) {
+            Ok(frames) => {
+                self.out.extend(frames);
+                true
+            }
+            Err(e) => {
+                self.stream_error(e, None);
+                false
+            }
+        }
+    }
+
+    /// The upstream's body ended. A Chat stream must have ended with `[DONE]` before; an upstream
+    /// with no end marker (Gemini), or a Chat stream whose choice finished without `[DONE]`, is
+    /// closed by its translation when it was complete.
+    fn on_end(&mut self) {
+        if let Some(tr) = self.translation.as_mut() {
+            let chat_client = tr.client_is_chat();
+            for chat in tr.upstream_end() {
+                let forward = chat_client.then(|| sse::frame_data(&chat));
+                if self.on_chat(&chat, forward) {
+                    return;
+                }
+            }
+            if let Some(tr) = self.translation.as_mut() {
+                let closing = tr.client_end();
+                if !closing.is_empty() {
+                    self.out.extend(closing);
                     self.finish(Outcome::Ok);
-                    // Read the upstream body to its end in the background, so its connection goes
-                    // back to the pool instead of being closed (a new connection per stream costs a
-                    // handshake on every request).
-                    if let Some(up) = self.upstream.take() {
-                        actix_web::rt::spawn(drain(up));
-                    }
                     return;
                 }
-                Err(_) => {
-                    self.end_with_error(
-                        Code::UpstreamError,
-                        "The upstream sent an invalid event.",
-                        Outcome::InvalidResponse,
-                    );
-                    return;
+            }
+        }
+        self.end_with_error(
+            Code::UpstreamError,
+            "The upstream ended the stream before it was complete.",
+            Outcome::Partial,
+        );
+    }
+
+    /// A stream that cannot go on: an upstream `error` event (relayed as it is to a client of the
+    /// same dialect, `raw`), or an event the translation cannot read or express.
+    fn stream_error(&mut self, e: StreamError, raw: Option<Bytes>) {
+        match (e, raw) {
+            (StreamError::Upstream(_), Some(raw)) => {
+                if let Some(g) = &mut self.guard {
+                    g.progress.partial = true;
                 }
-                Ok(Event::Chunk(c)) => {
-                    if let Some(g) = &mut self.guard {
-                        if let Some(u) = c.usage {
-                            g.progress.reported = Some(u);
-                        }
-                        if c.has_output {
-                            g.progress.relayed_text.push_str(&c.text);
-                        }
-                    }
-                    self.meta.absorb(c.meta);
-                    if !(self.limits.strip_usage_only_chunk && c.usage_only) {
-                        self.out.push_back(ev.raw);
-                    }
-                }
+                self.out.push_back(raw);
+                trace::record_error(&self.report.span, Outcome::UpstreamError.as_str());
+                self.finish(Outcome::UpstreamError);
+            }
+            (StreamError::Upstream(message), None) => {
+                let message = format!(
+                    "The upstream `{}` failed mid-stream: {}",
+                    self.report.provider,
+                    crate::upstream::sanitize(&message, None)
+                );
+                self.end_with_error(Code::UpstreamError, &message, Outcome::UpstreamError);
+            }
+            (StreamError::Malformed(m), _) => {
+                let message = format!("The upstream's stream could not be translated: {m}.");
+                self.end_with_error(Code::UpstreamError, &message, Outcome::InvalidResponse);
             }
         }
     }
@@ -224,7 +347,10 @@ impl Relay {
             g.progress.partial = true;
         }
         let err = ApiError::new(code, message);
-        self.out.push_back(self.dialect.error_event(&err));
+        match self.translation.as_mut() {
+            Some(tr) => self.out.extend(tr.error_event(self.client, &err)),
+            None => self.out.push_back(self.client.error_event(&err)),
+        }
         if outcome != Outcome::Shutdown {
             self.report
                 .metrics
@@ -323,7 +449,7 @@ mod tests {
             span: tracing::Span::none(),
             capture_content: false,
         };
-        let out: Vec<Bytes> = Relay::new(body, Dialect::OpenAi, guard, limits, report, None)
+        let out: Vec<Bytes> = Relay::new(body, Dialect::OpenAi, None, guard, limits, report, None)
             .into_stream()
             .map(|r| r.unwrap_or_default())
             .collect()

@@ -16,8 +16,7 @@
 //!   (text, tool calls with their streamed arguments, stop reason, usage);
 //!   [`stream::MessagesEvents`]: OpenAI chat chunks → Messages events, for a Messages client.
 //!
-//! Not wired to a provider type yet: `anthropic` providers are not served
-//! ([`crate::types::ProviderKind::is_served`]) until the relay translates streams (issue 12).
+//! [`crate::dialect::bridge`] chains these converters for each (client, upstream) pair.
 
 pub mod request;
 pub mod response;
@@ -118,7 +117,12 @@ pub fn stop_reason(finish_reason: &str) -> &'static str {
 
 /// Anthropic's error `type` for a gateway error, by its status as Anthropic's API documents them.
 pub fn error_type(code: Code) -> &'static str {
-    match code.status() {
+    status_type(code.status())
+}
+
+/// Anthropic's error `type` for an HTTP status.
+fn status_type(status: u16) -> &'static str {
+    match status {
         400 | 405 | 408 | 409 | 431 => "invalid_request_error",
         401 => "authentication_error",
         402 => "billing_error",
@@ -139,6 +143,19 @@ pub fn error_body(err: &ApiError) -> Value {
         None => err.message.clone(),
     };
     json!({"type": "error", "error": {"type": error_type(err.code), "message": message}})
+}
+
+/// An error body in OpenAI's shape (every gateway error is rendered in it first) rewritten into
+/// Anthropic's, for an answer with `status` on an Anthropic route; `None` when it is not one.
+pub fn reshape_error(status: u16, body: &[u8]) -> Option<Vec<u8>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    let message = e.get("message")?.as_str()?;
+    let message = match e.get("param").and_then(Value::as_str) {
+        Some(p) => format!("{p}: {message}"),
+        None => message.to_owned(),
+    };
+    serde_json::to_vec(&json!({"type": "error", "error": {"type": status_type(status), "message": message}})).ok()
 }
 
 /// The event that ends a broken stream on an Anthropic route.

@@ -9,8 +9,7 @@
 //! - [`answer::ChatChunks`]: `streamGenerateContent` events → OpenAI chat chunks. Gemini sends no
 //!   end marker: [`answer::ChatChunks::end`] closes a stream whose candidate finished.
 //!
-//! Not wired to a provider type yet: `gemini` providers are not served
-//! ([`crate::types::ProviderKind::is_served`]) until the relay translates streams (issue 12).
+//! [`crate::dialect::bridge`] chains these converters for each (client, upstream) pair.
 
 pub mod answer;
 pub mod request;

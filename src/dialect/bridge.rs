@@ -1,0 +1,388 @@
+//! Bridges: one request between the dialect its client speaks and the dialect its upstream
+//! speaks, through OpenAI Chat, the pivot. Pure, like the converters it chains (Helicone's
+//! mapper shape: a pair of converters per (client, upstream), and a passthrough when both sides
+//! speak the same dialect).
+//!
+//! - [`to_pivot`]: a client body → the Chat body every phase reads (validation, counting,
+//!   classification, autoselect).
+//! - [`upstream_body`]: the body an upstream receives: the client's bytes with `model` replaced
+//!   when both sides speak the same dialect, else the pivot in the upstream's dialect.
+//! - [`whole`]: a whole upstream answer → the client's body and the facts the ledger records.
+//! - [`Stream`]: an upstream event stream → the client's events, and the Chat chunks whose usage
+//!   and text the relay reads (one place reads every dialect's stream usage: the pivot's).
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::dialect::facts::{Malformed, Step, StreamError, Whole};
+use crate::dialect::{Dialect, anthropic, gemini, openai, responses};
+use crate::error::{ApiError, Code};
+use crate::types::Operation;
+
+/// Output tokens asked of an upstream whose dialect requires a limit (Messages' `max_tokens`)
+/// when the client set none and the model declares no context size.
+pub const DEFAULT_MAX_TOKENS: u64 = 4_096;
+
+/// The two sides of one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sides {
+    /// The client's dialect.
+    pub client: Dialect,
+    /// The upstream's.
+    pub upstream: Dialect,
+}
+
+impl Sides {
+    /// Both sides speak the same dialect: bodies and answers pass as they are.
+    pub fn passthrough(self) -> bool {
+        self.client == self.upstream
+    }
+}
+
+/// The Chat body for a client body in `client`'s dialect (a copy of it for Chat clients: the
+/// pipeline does not call this for them).
+pub fn to_pivot(client: Dialect, body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    let model = || match body.get("model") {
+        Some(Value::String(m)) => Ok(m.clone()),
+        Some(_) => Err(ApiError::invalid("model", "`model` must be a string.")),
+        None => Err(ApiError::missing("model")),
+    };
+    match client {
+        Dialect::OpenAi => Ok(body.clone()),
+        Dialect::Anthropic => anthropic::request::to_chat(body, &model()?),
+        Dialect::Responses => responses::to_chat(body, &model()?),
+        Dialect::Gemini => Err(ApiError::new(Code::InvalidRequest, "Gemini is not a client dialect.")),
+    }
+}
+
+/// What an upstream body is built from.
+pub struct Outbound<'a> {
+    /// The operation.
+    pub op: Operation,
+    /// The client's bytes.
+    pub raw: &'a [u8],
+    /// The client's parsed body (for a Chat client, the pivot itself).
+    pub client_body: &'a Map<String, Value>,
+    /// The pivot.
+    pub pivot: &'a Map<String, Value>,
+    /// The upstream's name of the model.
+    pub model: &'a str,
+    /// Ask a Chat upstream for usage in its stream (the client did not).
+    pub ask_usage: bool,
+    /// The output limit a dialect that requires one gets when the client set none.
+    pub default_max_tokens: u64,
+}
+
+/// The body for the upstream side of `sides`.
+pub fn upstream_body(sides: Sides, o: &Outbound<'_>) -> Result<Bytes, ApiError> {
+    if sides.upstream != Dialect::OpenAi && o.op != Operation::Chat {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            format!(
+                "This route's upstream speaks {} and serves chat only, not `{}`.",
+                sides.upstream.name(),
+                o.op.path()
+            ),
+        ));
+    }
+    if sides.passthrough() {
+        // The client's bytes, `model` replaced (and usage asked for on a Chat stream).
+        return openai::upstream_body(o.raw, o.client_body, o.model, o.ask_usage && sides.client == Dialect::OpenAi);
+    }
+    let body = match sides.upstream {
+        Dialect::OpenAi => return openai::upstream_body(&[], o.pivot, o.model, o.ask_usage),
+        Dialect::Anthropic => anthropic::request::from_chat(o.pivot, o.model, o.default_max_tokens)?,
+        Dialect::Gemini => gemini::request::from_chat(o.pivot)?,
+        Dialect::Responses => {
+            return Err(ApiError::new(Code::InvalidRequest, "No upstream speaks the Responses API in this version."));
+        }
+    };
+    serde_json::to_vec(&body).map(Bytes::from).map_err(|_| ApiError::internal())
+}
+
+/// A whole 2xx upstream answer for the client: its body, and what it says (usage, meta).
+pub fn whole(sides: Sides, op: Operation, body: Bytes, created: u64) -> Result<(Bytes, Whole), Malformed> {
+    if sides == (Sides { client: Dialect::OpenAi, upstream: Dialect::OpenAi }) {
+        let w = openai_whole(op, &body)?;
+        return Ok((body, w));
+    }
+    // The answer in Chat, and its facts as the upstream reported them.
+    let (chat, facts) = match sides.upstream {
+        Dialect::OpenAi => {
+            let w = openai_whole(op, &body)?;
+            (body.clone(), w)
+        }
+        Dialect::Anthropic => {
+            let (v, w) = anthropic::response::to_chat(&body, created)?;
+            (json_bytes(&v), w)
+        }
+        Dialect::Gemini => {
+            let (v, w) = gemini::answer::to_chat(&body, created)?;
+            (json_bytes(&v), w)
+        }
+        Dialect::Responses => return Err(Malformed("no upstream speaks the Responses API")),
+    };
+    if sides.passthrough() {
+        return Ok((body, facts));
+    }
+    let out = match sides.client {
+        Dialect::OpenAi => chat,
+        Dialect::Anthropic => json_bytes(&anthropic::response::from_chat(&chat)?.0),
+        Dialect::Responses => json_bytes(&responses::from_chat(&chat, created)?.0),
+        Dialect::Gemini => return Err(Malformed("Gemini is not a client dialect")),
+    };
+    Ok((out, facts))
+}
+
+fn openai_whole(op: Operation, body: &[u8]) -> Result<Whole, Malformed> {
+    openai::usage::summarize_body(body, op == Operation::Embeddings)
+        .map(|s| Whole { usage: s.usage, output_tokens: s.output_tokens, meta: s.meta })
+        .map_err(Malformed)
+}
+
+fn json_bytes(v: &Value) -> Bytes {
+    // Serialising a `Value` cannot fail.
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// An upstream stream's events in Chat.
+#[derive(Debug)]
+enum Up {
+    /// A Chat upstream: its events are the pivot's.
+    OpenAi,
+    Anthropic(anthropic::stream::ChatChunks),
+    Gemini(gemini::answer::ChatChunks),
+}
+
+/// The client's events from Chat chunks.
+#[derive(Debug)]
+enum Down {
+    /// A Chat client: the chunks themselves.
+    OpenAi,
+    /// The client speaks the upstream's dialect: the upstream's events as they are.
+    Same,
+    Anthropic(anthropic::stream::MessagesEvents),
+    Responses(Box<responses::ResponseEvents>),
+}
+
+/// What one upstream event gave.
+#[derive(Debug, Default)]
+pub struct Converted {
+    /// The event's content as Chat chunk data (`{…}` or `[DONE]`), for the relay's usage tap.
+    pub chat: Vec<Bytes>,
+    /// Frames for the client, in order; `None` for a Chat client, which gets the Chat chunks.
+    pub client: Vec<Bytes>,
+}
+
+/// One stream's translation between its two sides (never built for a Chat passthrough, which
+/// the relay forwards byte for byte).
+#[derive(Debug)]
+pub struct Stream {
+    up: Up,
+    down: Down,
+}
+
+impl Stream {
+    /// The translation of a stream between `sides`, stamped with `created`.
+    pub fn new(sides: Sides, created: u64) -> Self {
+        // Every upstream converter emits the usage chunk: the relay reads it, and drops it for a
+        // Chat client that did not ask for it.
+        let up = match sides.upstream {
+            Dialect::Anthropic => Up::Anthropic(anthropic::stream::ChatChunks::new(created, true)),
+            Dialect::Gemini => Up::Gemini(gemini::answer::ChatChunks::new(created, true)),
+            Dialect::OpenAi | Dialect::Responses => Up::OpenAi,
+        };
+        let down = match sides.client {
+            _ if sides.passthrough() => Down::Same,
+            Dialect::Anthropic => Down::Anthropic(anthropic::stream::MessagesEvents::new()),
+            Dialect::Responses => Down::Responses(Box::new(responses::ResponseEvents::new(created))),
+            Dialect::OpenAi | Dialect::Gemini => Down::OpenAi,
+        };
+        Self { up, down }
+    }
+
+    /// The client gets Chat chunks (the relay frames them itself).
+    pub fn client_is_chat(&self) -> bool {
+        matches!(self.down, Down::OpenAi)
+    }
+
+    /// The client gets the upstream's events as they are.
+    pub fn client_is_upstream(&self) -> bool {
+        matches!(self.down, Down::Same)
+    }
+
+    /// Converts one upstream event's data into Chat chunk data.
+    pub fn upstream_event(&mut self, data: Vec<u8>) -> Result<Vec<Bytes>, StreamError> {
+        match &mut self.up {
+            Up::OpenAi => Ok(vec![Bytes::from(data)]),
+            Up::Anthropic(c) => Ok(chat_data(c.event(&data)?)),
+            Up::Gemini(c) => Ok(chat_data(c.event(&data)?)),
+        }
+    }
+
+    /// The Chat chunks that close an upstream stream that ended without an end marker (Gemini
+    /// sends none); nothing when the stream was not complete.
+    pub fn upstream_end(&mut self) -> Vec<Bytes> {
+        match &mut self.up {
+            Up::OpenAi | Up::Anthropic(_) => Vec::new(),
+            Up::Gemini(c) => chat_data(c.end()),
+        }
+    }
+
+    /// The client's frames for one Chat chunk's data (`[DONE]` closes the client's stream).
+    pub fn client_event(&mut self, chat: &[u8]) -> Result<Vec<Bytes>, StreamError> {
+        match &mut self.down {
+            Down::OpenAi | Down::Same => Ok(Vec::new()),
+            Down::Anthropic(m) => Ok(m.event(chat)?.frames),
+            Down::Responses(r) => Ok(r.event(chat)?.frames),
+        }
+    }
+
+    /// The client's closing frames for a Chat stream that finished without `[DONE]`; empty when
+    /// it did not finish (the relay then ends it with an error).
+    pub fn client_end(&mut self) -> Vec<Bytes> {
+        match &mut self.down {
+            Down::OpenAi | Down::Same => Vec::new(),
+            Down::Anthropic(m) => m.end().frames,
+            Down::Responses(r) => r.end().frames,
+        }
+    }
+
+    /// The event that ends a broken stream in the client's dialect, with what the converter knows
+    /// (a Responses stream fails its response).
+    pub fn error_event(&mut self, client: Dialect, err: &ApiError) -> Vec<Bytes> {
+        match &mut self.down {
+            Down::Responses(r) => r.fail(err).frames,
+            _ => vec![client.error_event(err)],
+        }
+    }
+}
+
+/// The data of the Chat frames a converter produced (`data: …\n\n`, one line each: compact JSON
+/// has no line break), without copying.
+fn chat_data(step: Step) -> Vec<Bytes> {
+    step.frames
+        .into_iter()
+        .map(|f| {
+            let start = if f.starts_with(b"data: ") { 6 } else { 0 };
+            let end = f.len() - usize::from(f.ends_with(b"\n\n")) * 2;
+            f.slice(start..end.max(start))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn sides(client: Dialect, upstream: Dialect) -> Sides {
+        Sides { client, upstream }
+    }
+
+    #[test]
+    fn chat_data_unframes_without_copying() {
+        let step = Step {
+            frames: vec![Bytes::from_static(b"data: {\"a\":1}\n\n"), Bytes::from_static(b"data: [DONE]\n\n")],
+            text: String::new(),
+        };
+        assert_eq!(chat_data(step), vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"[DONE]")]);
+    }
+
+    #[test]
+    fn a_messages_client_reaches_every_upstream() {
+        let raw =
+            br#"{"model":"claude","max_tokens":100,"system":"be brief","messages":[{"role":"user","content":"hi"}]}"#;
+        let Value::Object(client) = serde_json::from_slice(raw).unwrap() else { panic!() };
+        let pivot = to_pivot(Dialect::Anthropic, &client).unwrap();
+        assert_eq!(pivot["messages"][0], json!({"role": "system", "content": "be brief"}));
+        let o = Outbound {
+            op: Operation::Chat,
+            raw,
+            client_body: &client,
+            pivot: &pivot,
+            model: "up-model",
+            ask_usage: true,
+            default_max_tokens: 10,
+        };
+        // Same dialect: the client's bytes, only `model` replaced.
+        let same = upstream_body(sides(Dialect::Anthropic, Dialect::Anthropic), &o).unwrap();
+        assert_eq!(&same[..], &raw[..].replace_model("up-model")[..]);
+        let chat: Value =
+            serde_json::from_slice(&upstream_body(sides(Dialect::Anthropic, Dialect::OpenAi), &o).unwrap()).unwrap();
+        assert_eq!(
+            (chat["model"].as_str(), chat["stream_options"]["include_usage"].as_bool()),
+            (Some("up-model"), Some(true))
+        );
+        let g: Value =
+            serde_json::from_slice(&upstream_body(sides(Dialect::Anthropic, Dialect::Gemini), &o).unwrap()).unwrap();
+        assert_eq!(g["systemInstruction"]["parts"][0]["text"], "be brief");
+        let e = upstream_body(sides(Dialect::OpenAi, Dialect::Gemini), &Outbound { op: Operation::Embeddings, ..o })
+            .unwrap_err();
+        assert!(e.message.contains("chat only"), "{}", e.message);
+    }
+
+    trait ReplaceModel {
+        fn replace_model(&self, m: &str) -> Vec<u8>;
+    }
+    impl ReplaceModel for [u8] {
+        fn replace_model(&self, m: &str) -> Vec<u8> {
+            String::from_utf8_lossy(self).replace("\"claude\"", &format!("\"{m}\"")).into_bytes()
+        }
+    }
+
+    #[test]
+    fn whole_answers_cross_in_both_directions() {
+        let msg = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}"#;
+        let (out, w) =
+            whole(sides(Dialect::OpenAi, Dialect::Anthropic), Operation::Chat, Bytes::from_static(msg), 7).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "hello");
+        assert_eq!(w.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((5, 2)));
+        let (same, _) =
+            whole(sides(Dialect::Anthropic, Dialect::Anthropic), Operation::Chat, Bytes::from_static(msg), 7).unwrap();
+        assert_eq!(&same[..], &msg[..]);
+        let chat = br#"{"id":"c1","object":"chat.completion","created":1,"model":"gpt","choices":[{"index":0,"message":{"role":"assistant","content":"hey"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        let (out, w) =
+            whole(sides(Dialect::Responses, Dialect::OpenAi), Operation::Chat, Bytes::from_static(chat), 7).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (v["object"].as_str(), v["output"][0]["content"][0]["text"].as_str()),
+            (Some("response"), Some("hey"))
+        );
+        assert_eq!(w.usage.map(|u| u.prompt_tokens), Some(3));
+        let (out, _) =
+            whole(sides(Dialect::Anthropic, Dialect::OpenAi), Operation::Chat, Bytes::from_static(chat), 7).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((v["type"].as_str(), v["stop_reason"].as_str()), (Some("message"), Some("end_turn")));
+    }
+
+    #[test]
+    fn a_stream_crosses_and_closes() {
+        let mut s = Stream::new(sides(Dialect::Responses, Dialect::Anthropic), 7);
+        let events: [&[u8]; 5] = [
+            br#"{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":4,"output_tokens":0}}}"#,
+            br#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#,
+            br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":1}}"#,
+            br#"{"type":"message_stop"}"#,
+        ];
+        let mut frames = Vec::new();
+        let mut done = false;
+        for e in events {
+            for chat in s.upstream_event(e.to_vec()).unwrap() {
+                done |= &chat[..] == b"[DONE]";
+                frames.extend(s.client_event(&chat).unwrap());
+            }
+        }
+        assert!(done);
+        let text: String = frames.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+        assert!(
+            text.contains("event: response.output_text.delta") && text.contains("event: response.completed"),
+            "{text}"
+        );
+        let failed = s.error_event(Dialect::Responses, &ApiError::new(Code::UpstreamError, "x"));
+        assert!(failed.is_empty(), "a completed response does not fail afterwards");
+    }
+}

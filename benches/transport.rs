@@ -80,6 +80,7 @@ fn main() {
                         trace_headers: &[],
                         auth: switchyard::upstream::Auth::None,
                         headers: &[],
+                        forwarded: &[],
                     };
                     let mut r = clients.open.send(&endpoint, out, std::time::Duration::from_secs(5)).await.unwrap();
                     let mut total = 0;

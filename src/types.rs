@@ -138,8 +138,11 @@ pub struct Usage {
     pub prompt_tokens: u64,
     /// Output tokens.
     pub completion_tokens: u64,
-    /// Input tokens served from the provider's prompt cache.
+    /// Input tokens served from the provider's prompt cache (part of `prompt_tokens`).
     pub cached_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (part of `prompt_tokens`; Anthropic
+    /// prices them apart).
+    pub cache_write_tokens: u64,
 }
 
 /// A parsed `model` string (SPEC §3).

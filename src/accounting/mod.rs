@@ -108,9 +108,12 @@ impl Accounting {
         self.metrics.requests.with_label_values(&[route, provider, &row.status.to_string()]).inc();
         let secs = f64::from(u32::try_from(row.latency_ms).unwrap_or(u32::MAX)) / 1000.0;
         self.metrics.latency.with_label_values(&[route]).observe(secs);
-        for (kind, n) in
-            [("prompt", row.prompt_tokens), ("completion", row.completion_tokens), ("cached", row.cached_tokens)]
-        {
+        for (kind, n) in [
+            ("prompt", row.prompt_tokens),
+            ("completion", row.completion_tokens),
+            ("cached", row.cached_tokens),
+            ("cache_write", row.cache_write_tokens),
+        ] {
             if n > 0 {
                 self.metrics.tokens.with_label_values(&[provider, model, kind]).inc_by(u64::try_from(n).unwrap_or(0));
             }
@@ -242,7 +245,12 @@ pub fn billable(usage: Usage, caps: BillCaps) -> (Usage, bool) {
     let completion = usage.completion_tokens.min(caps.completion);
     let capped = prompt < usage.prompt_tokens || completion < usage.completion_tokens;
     (
-        Usage { prompt_tokens: prompt, completion_tokens: completion, cached_tokens: usage.cached_tokens.min(prompt) },
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_tokens: usage.cached_tokens.min(prompt),
+            cache_write_tokens: usage.cache_write_tokens.min(prompt),
+        },
         capped,
     )
 }
@@ -256,7 +264,7 @@ impl Progress {
         } else {
             let counted = crate::tokens::count(&self.relayed_text).saturating_add(self.relayed_output);
             let source = if counted > 0 { "counted" } else { "estimated" };
-            (Usage { prompt_tokens: self.estimated_prompt, completion_tokens: counted, cached_tokens: 0 }, source)
+            (Usage { prompt_tokens: self.estimated_prompt, completion_tokens: counted, ..Usage::default() }, source)
         };
         match self.caps.map(|c| billable(usage, c)) {
             Some((capped, true)) => (capped, "capped"),
@@ -299,6 +307,7 @@ fn blank_row(
         prompt_tokens: 0,
         completion_tokens: 0,
         cached_tokens: 0,
+        cache_write_tokens: 0,
         estimated: true,
         cost_usd: 0.0,
         latency_ms: 0,
@@ -413,6 +422,7 @@ impl UsageGuard {
         row.prompt_tokens = crate::store::to_i64(usage.prompt_tokens);
         row.completion_tokens = crate::store::to_i64(usage.completion_tokens);
         row.cached_tokens = crate::store::to_i64(usage.cached_tokens);
+        row.cache_write_tokens = crate::store::to_i64(usage.cache_write_tokens);
         row.estimated = !matches!(source, "reported" | "capped");
         row.usage_source = source.to_owned();
         row.partial = self.progress.partial;
@@ -451,14 +461,18 @@ fn elapsed_ms(since: Instant) -> i64 {
     i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
-/// USD for `usage` at `price` (per 1M tokens; cached input at its own price when set).
+/// USD for `usage` at `price` (per 1M tokens; cache reads and cache writes of the input at their
+/// own prices when set, else at the input price).
 #[expect(clippy::as_conversions, reason = "token counts stay far below 2^53, where u64 → f64 is exact")]
 pub fn cost_of(price: &CostConfig, usage: Usage) -> f64 {
     let per = |n: u64, p: f64| p * (n as f64) / 1_000_000.0;
     let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
     let cached_price = price.cached_input_per_million.unwrap_or(price.input_per_million);
-    per(usage.prompt_tokens - cached, price.input_per_million)
+    let write_price = price.cache_write_per_million.unwrap_or(price.input_per_million);
+    per(usage.prompt_tokens - cached - written, price.input_per_million)
         + per(cached, cached_price)
+        + per(written, write_price)
         + per(usage.completion_tokens, price.output_per_million)
 }
 

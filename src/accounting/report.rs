@@ -136,7 +136,7 @@ pub async fn csv(store: &Store, f: &UsageFilter) -> Result<String, ReportError> 
     let rows = rows(store, f).await?;
     let mut out = String::from(
         "request_id,time,user_id,token_id,route,provider,model,status,outcome,stream,prompt_tokens,\
-         completion_tokens,cached_tokens,usage_source,partial,cost_usd,latency_ms,ttft_ms,node\n",
+         completion_tokens,cached_tokens,cache_write_tokens,usage_source,partial,cost_usd,latency_ms,ttft_ms,node\n",
     );
     for r in rows {
         let time = chrono::DateTime::from_timestamp_millis(r.created_at).map_or_else(String::new, |d| d.to_rfc3339());
@@ -154,6 +154,7 @@ pub async fn csv(store: &Store, f: &UsageFilter) -> Result<String, ReportError> 
             r.prompt_tokens.to_string(),
             r.completion_tokens.to_string(),
             r.cached_tokens.to_string(),
+            r.cache_write_tokens.to_string(),
             r.usage_source,
             r.partial.to_string(),
             format!("{:.6}", r.cost_usd),

@@ -188,6 +188,7 @@ impl Snapshot {
             input_per_million: p.input_per_million,
             output_per_million: p.output_per_million,
             cached_input_per_million: p.cached_input_per_million,
+            cache_write_per_million: p.cache_write_per_million,
         })
     }
 }

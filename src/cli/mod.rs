@@ -113,6 +113,9 @@ enum PriceCommand {
         /// USD per 1M cached input tokens (default: the input price).
         #[arg(long)]
         cached_input: Option<f64>,
+        /// USD per 1M input tokens written to the prompt cache (default: the input price).
+        #[arg(long)]
+        cache_write: Option<f64>,
         /// Another name of the same model (repeatable or comma-separated).
         #[arg(long, value_delimiter = ',')]
         alias: Vec<String>,
@@ -522,23 +525,25 @@ async fn tier(cli: &Cli, control: &Control, c: &TierCommand) -> Result<String, C
 async fn price(cli: &Cli, control: &Control, c: &PriceCommand) -> Result<String, ControlError> {
     let show = |p: &PriceRow| {
         format!(
-            "{:<32} {:<12} input ${}/1M  output ${}/1M  cached input {}  aliases {}",
+            "{:<32} {:<12} input ${}/1M  output ${}/1M  cached input {}  cache write {}  aliases {}",
             p.model,
             if p.provider.is_empty() { "*" } else { p.provider.as_str() },
             p.input_per_million,
             p.output_per_million,
             p.cached_input_per_million.map_or_else(|| "= input".into(), |c| format!("${c}/1M")),
+            p.cache_write_per_million.map_or_else(|| "= input".into(), |c| format!("${c}/1M")),
             if p.aliases.is_empty() { "-".into() } else { p.aliases.join(",") }
         )
     };
     match c {
-        PriceCommand::Set { model, input, output, cached_input, alias, provider } => {
+        PriceCommand::Set { model, input, output, cached_input, cache_write, alias, provider } => {
             let row = PriceRow {
                 model: model.clone(),
                 provider: provider.clone(),
                 input_per_million: *input,
                 output_per_million: *output,
                 cached_input_per_million: *cached_input,
+                cache_write_per_million: *cache_write,
                 aliases: alias.clone(),
             };
             let saved = control.put_price(&row).await?;

@@ -158,6 +158,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
             if cost.input_per_million < 0.0
                 || cost.output_per_million < 0.0
                 || cost.cached_input_per_million.is_some_and(|c| c < 0.0)
+                || cost.cache_write_per_million.is_some_and(|c| c < 0.0)
             {
                 p(format!("{at}.cost.{model}"), "prices must not be negative".into());
             }
@@ -360,6 +361,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         if pr.input_per_million < 0.0
             || pr.output_per_million < 0.0
             || pr.cached_input_per_million.is_some_and(|c| c < 0.0)
+            || pr.cache_write_per_million.is_some_and(|c| c < 0.0)
         {
             out.push(Problem::new(at.clone(), "prices must not be negative"));
         }

@@ -469,6 +469,9 @@ pub struct CostConfig {
     /// Cached input tokens.
     #[serde(default)]
     pub cached_input_per_million: Option<f64>,
+    /// Input tokens written to the prompt cache.
+    #[serde(default)]
+    pub cache_write_per_million: Option<f64>,
 }
 
 /// `[[rotations]]`.
@@ -639,6 +642,9 @@ pub struct PriceConfig {
     /// USD per 1M cached input tokens.
     #[serde(default)]
     pub cached_input_per_million: Option<f64>,
+    /// USD per 1M input tokens written to the prompt cache.
+    #[serde(default)]
+    pub cache_write_per_million: Option<f64>,
     /// Other names of the same model.
     #[serde(default)]
     pub aliases: Vec<String>,

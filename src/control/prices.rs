@@ -10,7 +10,8 @@ pub fn validate_price(p: &PriceRow) -> Result<(), ControlError> {
     if !p.provider.is_empty() && !crate::types::is_valid_provider_id(&p.provider) {
         return Err(ControlError::Invalid(format!("`{}` is not a valid provider id", p.provider)));
     }
-    let prices = [Some(p.input_per_million), Some(p.output_per_million), p.cached_input_per_million];
+    let prices =
+        [Some(p.input_per_million), Some(p.output_per_million), p.cached_input_per_million, p.cache_write_per_million];
     if prices.into_iter().flatten().any(|v| !v.is_finite() || v < 0.0) {
         return Err(ControlError::Invalid("prices must be numbers, 0 or more (USD per 1M tokens)".into()));
     }
@@ -61,6 +62,7 @@ impl Control {
                 input_per_million: p.input_per_million,
                 output_per_million: p.output_per_million,
                 cached_input_per_million: p.cached_input_per_million,
+                cache_write_per_million: p.cache_write_per_million,
                 aliases: p.aliases.clone(),
             };
             match store::find_price(self.store.conn(), &row.model, &row.provider).await? {

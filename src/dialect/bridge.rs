@@ -39,19 +39,59 @@ impl Sides {
     }
 }
 
-/// The Chat body for a client body in `client`'s dialect (a copy of it for Chat clients: the
-/// pipeline does not call this for them).
-pub fn to_pivot(client: Dialect, body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+/// What translating an answer back into the client's dialect needs to know of its request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Echo {
+    /// The Responses request's custom (freeform) tools: their calls are `custom_tool_call` items.
+    pub custom_tools: Vec<String>,
+    /// The client asked for no parallel tool calls (`parallel_tool_calls: false`, or Messages'
+    /// `disable_parallel_tool_use`): from an upstream that has no such switch (Gemini), a turn
+    /// keeps its first call only.
+    pub single_call: bool,
+}
+
+/// What the answer's translation needs of a request: `client_body` in `client`'s dialect, and
+/// its pivot.
+pub fn echo(client: Dialect, client_body: &Map<String, Value>, pivot: &Map<String, Value>) -> Echo {
+    Echo {
+        custom_tools: if client == Dialect::Responses { responses::custom_tools(client_body) } else { Vec::new() },
+        single_call: pivot.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false),
+    }
+}
+
+/// A client's request in Chat, the pivot every phase reads.
+#[derive(Debug)]
+pub struct Pivot {
+    /// The Chat body.
+    pub body: Map<String, Value>,
+    /// Why the request cannot be translated for an upstream of another dialect (a field or block
+    /// only the client's dialect has): it may still go to an upstream of the client's dialect,
+    /// as it is; any other gets this 400. The body is then a text rendering to count and classify.
+    pub untranslatable: Option<ApiError>,
+}
+
+/// The pivot of a client body in `client`'s dialect (a copy of it for Chat clients: the pipeline
+/// does not call this for them).
+pub fn to_pivot(client: Dialect, body: &Map<String, Value>) -> Result<Pivot, ApiError> {
     let model = || match body.get("model") {
         Some(Value::String(m)) => Ok(m.clone()),
         Some(_) => Err(ApiError::invalid("model", "`model` must be a string.")),
         None => Err(ApiError::missing("model")),
     };
-    match client {
+    let strict = match client {
         Dialect::OpenAi => Ok(body.clone()),
         Dialect::Anthropic => anthropic::request::to_chat(body, &model()?),
         Dialect::Responses => responses::to_chat(body, &model()?),
         Dialect::Gemini => Err(ApiError::new(Code::InvalidRequest, "Gemini is not a client dialect.")),
+    };
+    match (strict, client) {
+        (Ok(body), _) => Ok(Pivot { body, untranslatable: None }),
+        // A Messages request Chat cannot carry may still pass through to an Anthropic upstream.
+        (Err(e), Dialect::Anthropic) if e.code.status() == 400 => {
+            let body = anthropic::request::to_chat_text(body, &model()?).map_err(|_| e.clone())?;
+            Ok(Pivot { body, untranslatable: Some(e) })
+        }
+        (Err(e), _) => Err(e),
     }
 }
 
@@ -65,6 +105,8 @@ pub struct Outbound<'a> {
     pub client_body: &'a Map<String, Value>,
     /// The pivot.
     pub pivot: &'a Map<String, Value>,
+    /// Why the client's body cannot be translated, if it cannot ([`Pivot::untranslatable`]).
+    pub untranslatable: Option<&'a ApiError>,
     /// The upstream's name of the model.
     pub model: &'a str,
     /// Ask a Chat upstream for usage in its stream (the client did not).
@@ -89,6 +131,9 @@ pub fn upstream_body(sides: Sides, o: &Outbound<'_>) -> Result<Bytes, ApiError> 
         // The client's bytes, `model` replaced (and usage asked for on a Chat stream).
         return openai::upstream_body(o.raw, o.client_body, o.model, o.ask_usage && sides.client == Dialect::OpenAi);
     }
+    if let Some(e) = o.untranslatable {
+        return Err(e.clone());
+    }
     let body = match sides.upstream {
         Dialect::OpenAi => return openai::upstream_body(&[], o.pivot, o.model, o.ask_usage),
         Dialect::Anthropic => anthropic::request::from_chat(o.pivot, o.model, o.default_max_tokens)?,
@@ -101,7 +146,7 @@ pub fn upstream_body(sides: Sides, o: &Outbound<'_>) -> Result<Bytes, ApiError> 
 }
 
 /// A whole 2xx upstream answer for the client: its body, and what it says (usage, meta).
-pub fn whole(sides: Sides, op: Operation, body: Bytes, created: u64) -> Result<(Bytes, Whole), Malformed> {
+pub fn whole(sides: Sides, op: Operation, body: Bytes, created: u64, echo: &Echo) -> Result<(Bytes, Whole), Malformed> {
     if sides == (Sides { client: Dialect::OpenAi, upstream: Dialect::OpenAi }) {
         let w = openai_whole(op, &body)?;
         return Ok((body, w));
@@ -117,7 +162,7 @@ pub fn whole(sides: Sides, op: Operation, body: Bytes, created: u64) -> Result<(
             (json_bytes(&v), w)
         }
         Dialect::Gemini => {
-            let (v, w) = gemini::answer::to_chat(&body, created)?;
+            let (v, w) = gemini::answer::to_chat(&body, created, echo.single_call)?;
             (json_bytes(&v), w)
         }
         Dialect::Responses => return Err(Malformed("no upstream speaks the Responses API")),
@@ -128,7 +173,7 @@ pub fn whole(sides: Sides, op: Operation, body: Bytes, created: u64) -> Result<(
     let out = match sides.client {
         Dialect::OpenAi => chat,
         Dialect::Anthropic => json_bytes(&anthropic::response::from_chat(&chat)?.0),
-        Dialect::Responses => json_bytes(&responses::from_chat(&chat, created)?.0),
+        Dialect::Responses => json_bytes(&responses::from_chat(&chat, created, &echo.custom_tools)?.0),
         Dialect::Gemini => return Err(Malformed("Gemini is not a client dialect")),
     };
     Ok((out, facts))
@@ -184,18 +229,20 @@ pub struct Stream {
 
 impl Stream {
     /// The translation of a stream between `sides`, stamped with `created`.
-    pub fn new(sides: Sides, created: u64) -> Self {
+    pub fn new(sides: Sides, created: u64, echo: &Echo) -> Self {
         // Every upstream converter emits the usage chunk: the relay reads it, and drops it for a
         // Chat client that did not ask for it.
         let up = match sides.upstream {
             Dialect::Anthropic => Up::Anthropic(anthropic::stream::ChatChunks::new(created, true)),
-            Dialect::Gemini => Up::Gemini(gemini::answer::ChatChunks::new(created, true)),
+            Dialect::Gemini => Up::Gemini(gemini::answer::ChatChunks::new(created, true, echo.single_call)),
             Dialect::OpenAi | Dialect::Responses => Up::OpenAi,
         };
         let down = match sides.client {
             _ if sides.passthrough() => Down::Same,
             Dialect::Anthropic => Down::Anthropic(anthropic::stream::MessagesEvents::new()),
-            Dialect::Responses => Down::Responses(Box::new(responses::ResponseEvents::new(created))),
+            Dialect::Responses => {
+                Down::Responses(Box::new(responses::ResponseEvents::new(created, echo.custom_tools.clone())))
+            }
             Dialect::OpenAi | Dialect::Gemini => Down::OpenAi,
         };
         Self { up, down }
@@ -295,7 +342,7 @@ mod tests {
         let raw =
             br#"{"model":"claude","max_tokens":100,"system":"be brief","messages":[{"role":"user","content":"hi"}]}"#;
         let Value::Object(client) = serde_json::from_slice(raw).unwrap() else { panic!() };
-        let pivot = to_pivot(Dialect::Anthropic, &client).unwrap();
+        let pivot = to_pivot(Dialect::Anthropic, &client).unwrap().body;
         assert_eq!(pivot["messages"][0], json!({"role": "system", "content": "be brief"}));
         let o = Outbound {
             op: Operation::Chat,
@@ -305,6 +352,7 @@ mod tests {
             model: "up-model",
             ask_usage: true,
             default_max_tokens: 10,
+            untranslatable: None,
         };
         // Same dialect: the client's bytes, only `model` replaced.
         let same = upstream_body(sides(Dialect::Anthropic, Dialect::Anthropic), &o).unwrap();
@@ -335,32 +383,56 @@ mod tests {
     #[test]
     fn whole_answers_cross_in_both_directions() {
         let msg = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}"#;
-        let (out, w) =
-            whole(sides(Dialect::OpenAi, Dialect::Anthropic), Operation::Chat, Bytes::from_static(msg), 7).unwrap();
+        let (out, w) = whole(
+            sides(Dialect::OpenAi, Dialect::Anthropic),
+            Operation::Chat,
+            Bytes::from_static(msg),
+            7,
+            &Echo::default(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "hello");
         assert_eq!(w.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((5, 2)));
-        let (same, _) =
-            whole(sides(Dialect::Anthropic, Dialect::Anthropic), Operation::Chat, Bytes::from_static(msg), 7).unwrap();
+        let (same, _) = whole(
+            sides(Dialect::Anthropic, Dialect::Anthropic),
+            Operation::Chat,
+            Bytes::from_static(msg),
+            7,
+            &Echo::default(),
+        )
+        .unwrap();
         assert_eq!(&same[..], &msg[..]);
         let chat = br#"{"id":"c1","object":"chat.completion","created":1,"model":"gpt","choices":[{"index":0,"message":{"role":"assistant","content":"hey"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        let (out, w) =
-            whole(sides(Dialect::Responses, Dialect::OpenAi), Operation::Chat, Bytes::from_static(chat), 7).unwrap();
+        let (out, w) = whole(
+            sides(Dialect::Responses, Dialect::OpenAi),
+            Operation::Chat,
+            Bytes::from_static(chat),
+            7,
+            &Echo::default(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             (v["object"].as_str(), v["output"][0]["content"][0]["text"].as_str()),
             (Some("response"), Some("hey"))
         );
         assert_eq!(w.usage.map(|u| u.prompt_tokens), Some(3));
-        let (out, _) =
-            whole(sides(Dialect::Anthropic, Dialect::OpenAi), Operation::Chat, Bytes::from_static(chat), 7).unwrap();
+        let (out, _) = whole(
+            sides(Dialect::Anthropic, Dialect::OpenAi),
+            Operation::Chat,
+            Bytes::from_static(chat),
+            7,
+            &Echo::default(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!((v["type"].as_str(), v["stop_reason"].as_str()), (Some("message"), Some("end_turn")));
     }
 
     #[test]
     fn a_stream_crosses_and_closes() {
-        let mut s = Stream::new(sides(Dialect::Responses, Dialect::Anthropic), 7);
+        let mut s = Stream::new(sides(Dialect::Responses, Dialect::Anthropic), 7, &Echo::default());
         let events: [&[u8]; 5] = [
             br#"{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":4,"output_tokens":0}}}"#,
             br#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,

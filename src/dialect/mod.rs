@@ -123,6 +123,15 @@ impl Dialect {
         }
     }
 
+    /// A client's headers that belong to this dialect's protocol and pass on to an upstream
+    /// speaking it too (Anthropic's beta features).
+    pub fn client_headers(self) -> &'static [&'static str] {
+        match self {
+            Self::Anthropic => &["anthropic-beta"],
+            Self::OpenAi | Self::Gemini | Self::Responses => &[],
+        }
+    }
+
     /// Headers an upstream speaking this dialect requires of every request (`anthropic-version`).
     pub fn upstream_headers(self) -> &'static [(&'static str, &'static str)] {
         match self {

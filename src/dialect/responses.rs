@@ -25,8 +25,59 @@ use crate::types::Usage;
 
 /// Responses fields that are hints about storage or OpenAI's service, with nothing to carry to a
 /// chat upstream: dropped (`store` and `include` only matter to OpenAI's own state).
-const HINTS: &[&str] =
-    &["include", "metadata", "prompt_cache_key", "safety_identifier", "service_tier", "store", "truncation", "user"];
+const HINTS: &[&str] = &[
+    "client_metadata",
+    "include",
+    "metadata",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "service_tier",
+    "store",
+    "stream_options",
+    "truncation",
+    "user",
+];
+
+/// Tools the model is offered that run on OpenAI's side (or, for `local_shell`, that only
+/// OpenAI's models are trained to call): a chat upstream cannot run them, so they are not offered
+/// to it — the model answers without them (Codex offers `web_search` by default).
+const HOSTED_TOOLS: &[&str] = &[
+    "code_interpreter",
+    "computer_use_preview",
+    "file_search",
+    "image_generation",
+    "local_shell",
+    "mcp",
+    "web_search",
+    "web_search_2025_08_26",
+    "web_search_preview",
+    "web_search_preview_2025_03_11",
+];
+
+/// The names of a request's custom (freeform) tools: their calls reach a chat upstream as
+/// function calls with one string argument, `input`, and come back as `custom_tool_call` items.
+pub fn custom_tools(body: &Map<String, Value>) -> Vec<String> {
+    body.get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("custom"))
+        .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// The raw input of a custom tool's call from its chat arguments (`{"input": "…"}`; arguments
+/// that are not that object are the input themselves).
+fn custom_input(arguments: &str) -> String {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(o)) => match o.get("input") {
+            Some(Value::String(s)) => s.clone(),
+            _ => arguments.to_owned(),
+        },
+        _ => arguments.to_owned(),
+    }
+}
 
 /// The chat request for a Responses request `body`, sent to `model`.
 pub fn to_chat(body: &Map<String, Value>, model: &str) -> Result<Map<String, Value>, ApiError> {
@@ -177,15 +228,22 @@ fn input_item(item: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiErr
             let role = if role == "developer" { "system" } else { role };
             out.push(json!({"role": role, "content": content}));
         }
-        "function_call" => {
-            let (Some(id), Some(name)) =
-                (item.get("call_id").and_then(Value::as_str), item.get("name").and_then(Value::as_str))
-            else {
-                return Err(ApiError::invalid(at, "A function call item needs its `call_id` and `name`."));
+        kind @ ("function_call" | "custom_tool_call" | "local_shell_call") => {
+            let name = match kind {
+                "local_shell_call" => Some("local_shell"),
+                _ => item.get("name").and_then(Value::as_str),
             };
-            let call = json!({"id": id, "type": "function", "function": {
-                "name": name, "arguments": item.get("arguments").and_then(Value::as_str).unwrap_or("{}"),
-            }});
+            let (Some(id), Some(name)) = (item.get("call_id").and_then(Value::as_str), name) else {
+                return Err(ApiError::invalid(at, "A call item needs its `call_id` and `name`."));
+            };
+            let arguments = match kind {
+                "custom_tool_call" => {
+                    json!({"input": item.get("input").and_then(Value::as_str).unwrap_or_default()}).to_string()
+                }
+                "local_shell_call" => item.get("action").cloned().unwrap_or_else(|| json!({})).to_string(),
+                _ => item.get("arguments").and_then(Value::as_str).unwrap_or("{}").to_owned(),
+            };
+            let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}});
             match out.last_mut() {
                 Some(last) if last["role"] == "assistant" && last.get("tool_calls").is_some_and(Value::is_array) => {
                     if let Some(Value::Array(calls)) = last.get_mut("tool_calls") {
@@ -198,18 +256,40 @@ fn input_item(item: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiErr
                 _ => out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
             }
         }
-        "function_call_output" => {
+        "function_call_output" | "custom_tool_call_output" => {
             let Some(id) = item.get("call_id").and_then(Value::as_str) else {
-                return Err(ApiError::invalid(format!("{at}.call_id"), "A function call output needs its `call_id`."));
+                return Err(ApiError::invalid(format!("{at}.call_id"), "A call output needs its `call_id`."));
             };
+            // Text, or parts: their text joins the tool message, their images follow it in a
+            // user message (a chat tool message holds only text).
+            let mut images = Vec::new();
             let output = match item.get("output") {
                 Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => {
+                    let mut text = Vec::new();
+                    for p in parts {
+                        match p.get("type").and_then(Value::as_str) {
+                            Some("input_image") => {
+                                if let Some(url) = p.get("image_url").and_then(Value::as_str) {
+                                    images.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                                }
+                            }
+                            _ => text.push(p.get("text").and_then(Value::as_str).unwrap_or_default()),
+                        }
+                    }
+                    text.join("\n")
+                }
                 Some(other) => other.to_string(),
                 None => String::new(),
             };
             out.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
+            if !images.is_empty() {
+                out.push(json!({"role": "user", "content": images}));
+            }
         }
-        "reasoning" => {}
+        // Earlier reasoning is the upstream's own (encrypted for OpenAI); hosted tools' calls
+        // ran on OpenAI's side: neither is context a chat upstream can read.
+        "reasoning" | "web_search_call" | "file_search_call" | "image_generation_call" | "code_interpreter_call" => {}
         other => {
             return Err(ApiError::invalid(
                 format!("{at}.type"),
@@ -224,14 +304,19 @@ fn chat_tools(value: &Value) -> Result<Vec<Value>, ApiError> {
     let Value::Array(list) = value else { return Err(ApiError::invalid("tools", "`tools` must be an array.")) };
     list.iter()
         .enumerate()
+        .filter(|(_, t)| !t.get("type").and_then(Value::as_str).is_some_and(|k| HOSTED_TOOLS.contains(&k)))
         .map(|(i, t)| {
-            let name = t.get("name").and_then(Value::as_str).filter(|_| t.get("type").and_then(Value::as_str) == Some("function"));
+            let kind = t.get("type").and_then(Value::as_str);
+            let name = t.get("name").and_then(Value::as_str).filter(|_| matches!(kind, Some("function" | "custom")));
             let Some(name) = name else {
                 return Err(ApiError::invalid(
                     format!("tools[{i}]"),
-                    "Only function tools can reach this route's upstream (hosted tools run on OpenAI's side).",
+                    "Only function and custom tools can reach this route's upstream.",
                 ));
             };
+            if kind == Some("custom") {
+                return Ok(custom_function(name, t));
+            }
             let mut f = json!({"name": name, "parameters": t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))});
             if let Some(o) = f.as_object_mut() {
                 for k in ["description", "strict"] {
@@ -243,6 +328,27 @@ fn chat_tools(value: &Value) -> Result<Vec<Value>, ApiError> {
             Ok(json!({"type": "function", "function": f}))
         })
         .collect()
+}
+
+/// A custom (freeform) tool as a chat function taking its input as one string, `input`; its
+/// grammar, if it has one, goes in the argument's description.
+fn custom_function(name: &str, t: &Value) -> Value {
+    let mut about = String::from("The tool's input, as free-form text (not JSON).");
+    if let Some(f) = t.get("format").filter(|f| f.get("type").and_then(Value::as_str) == Some("grammar")) {
+        let syntax = f.get("syntax").and_then(Value::as_str).unwrap_or("lark");
+        let definition = f.get("definition").and_then(Value::as_str).unwrap_or_default();
+        about = format!("{about} It must follow this {syntax} grammar:\n{definition}");
+    }
+    let mut f = json!({"name": name, "parameters": {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": about}},
+        "required": ["input"],
+        "additionalProperties": false,
+    }});
+    if let (Some(d), Some(o)) = (t.get("description").filter(|d| !d.is_null()), f.as_object_mut()) {
+        o.insert("description".into(), d.clone());
+    }
+    json!({"type": "function", "function": f})
 }
 
 fn response_format(format: &Value) -> Result<Value, ApiError> {
@@ -264,8 +370,9 @@ fn response_format(format: &Value) -> Result<Value, ApiError> {
     }
 }
 
-/// The response object for a whole chat completion (the first choice), and what it says.
-pub fn from_chat(body: &[u8], created_at: u64) -> Result<(Value, Whole), Malformed> {
+/// The response object for a whole chat completion (the first choice), and what it says; calls
+/// of the request's `custom` tools are `custom_tool_call` items.
+pub fn from_chat(body: &[u8], created_at: u64, custom: &[String]) -> Result<(Value, Whole), Malformed> {
     let v: Value = serde_json::from_slice(body).map_err(|_| Malformed("the chat completion is not JSON"))?;
     let choice = v.get("choices").and_then(|c| c.get(0)).ok_or(Malformed("the chat completion has no choice"))?;
     let message = choice.get("message").ok_or(Malformed("the chat completion's choice has no message"))?;
@@ -278,13 +385,17 @@ pub fn from_chat(body: &[u8], created_at: u64) -> Result<(Value, Whole), Malform
         }));
     }
     for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-        let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
         let f = call.get("function");
-        output.push(json!({
-            "type": "function_call", "id": format!("fc_{call_id}"), "call_id": call_id, "status": "completed",
-            "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
-            "arguments": f.and_then(|f| f.get("arguments")).cloned().unwrap_or_else(|| json!("")),
-        }));
+        let item = CallItem {
+            chat_index: 0,
+            output_index: 0,
+            call_id: call.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            name: f.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+            arguments: f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+            custom: false,
+        };
+        let custom = custom.contains(&item.name);
+        output.push(CallItem { custom, ..item }.item("completed"));
     }
     let finish = choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop");
     let incomplete = match finish {
@@ -346,10 +457,17 @@ struct CallItem {
     call_id: String,
     name: String,
     arguments: String,
+    /// A call of a custom (freeform) tool: a `custom_tool_call` item with the raw input.
+    custom: bool,
 }
 
 impl CallItem {
     fn item(&self, status: &str) -> Value {
+        if self.custom {
+            let input = if status == "completed" { custom_input(&self.arguments) } else { String::new() };
+            return json!({"type": "custom_tool_call", "id": format!("ctc_{}", self.call_id), "call_id": self.call_id,
+                   "name": self.name, "input": input, "status": status});
+        }
         json!({"type": "function_call", "id": format!("fc_{}", self.call_id), "call_id": self.call_id,
                "name": self.name, "arguments": self.arguments, "status": status})
     }
@@ -381,11 +499,14 @@ pub struct ResponseEvents {
     finish: Option<String>,
     usage: Option<Value>,
     done: bool,
+    /// The request's custom tools ([`custom_tools`]).
+    custom: Vec<String>,
 }
 
 impl ResponseEvents {
-    /// A converter stamping the response with `created_at`.
-    pub fn new(created_at: u64) -> Self {
+    /// A converter stamping the response with `created_at`, for a request whose custom tools are
+    /// `custom`.
+    pub fn new(created_at: u64, custom: Vec<String>) -> Self {
         Self {
             created_at,
             sequence: 0,
@@ -400,6 +521,7 @@ impl ResponseEvents {
             finish: None,
             usage: None,
             done: false,
+            custom,
         }
     }
 
@@ -518,6 +640,7 @@ impl ResponseEvents {
                 call_id,
                 name: name.to_owned(),
                 arguments: String::new(),
+                custom: self.custom.iter().any(|c| c == name),
             };
             self.next_output += 1;
             step.text.push_str(name);
@@ -529,8 +652,11 @@ impl ResponseEvents {
         if let Some(c) = self.calls.iter_mut().find(|c| c.chat_index == n).filter(|_| !args.is_empty()) {
             c.arguments.push_str(args);
             step.text.push_str(args);
-            let d = json!({"item_id": format!("fc_{}", c.call_id), "output_index": c.output_index, "delta": args});
-            self.emit(step, "response.function_call_arguments.delta", d);
+            // A custom call's input is known whole at its end (its arguments are JSON around it).
+            if !c.custom {
+                let d = json!({"item_id": format!("fc_{}", c.call_id), "output_index": c.output_index, "delta": args});
+                self.emit(step, "response.function_call_arguments.delta", d);
+            }
         }
         Ok(())
     }
@@ -554,9 +680,14 @@ impl ResponseEvents {
     /// Completes the open function call items.
     fn finish_calls(&mut self, step: &mut Step) {
         for c in std::mem::take(&mut self.calls) {
-            let d = json!({"item_id": format!("fc_{}", c.call_id), "output_index": c.output_index, "arguments": c.arguments});
-            self.emit(step, "response.function_call_arguments.done", d);
             let item = c.item("completed");
+            if c.custom {
+                let d = json!({"item_id": item["id"], "output_index": c.output_index, "input": item["input"]});
+                self.emit(step, "response.custom_tool_call_input.done", d);
+            } else {
+                let d = json!({"item_id": item["id"], "output_index": c.output_index, "arguments": c.arguments});
+                self.emit(step, "response.function_call_arguments.done", d);
+            }
             self.emit(step, "response.output_item.done", json!({"output_index": c.output_index, "item": item}));
             self.finished_calls.push(c.chat_index);
             self.items.push(item);
@@ -689,7 +820,10 @@ mod tests {
             refused(json!({"input": "hi", "previous_response_id": "resp_1"})).as_deref(),
             Some("previous_response_id")
         );
-        assert_eq!(refused(json!({"input": "hi", "tools": [{"type": "web_search"}]})).as_deref(), Some("tools[0]"));
+        assert_eq!(
+            refused(json!({"input": "hi", "tools": [{"type": "web_search"}, {"type": "namespace"}]})).as_deref(),
+            Some("tools[1]")
+        );
         assert_eq!(
             refused(json!({"input": [{"type": "item_reference", "id": "x"}]})).as_deref(),
             Some("input[0].type")
@@ -703,7 +837,7 @@ mod tests {
             "choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":"Running ls.",
               "tool_calls":[{"id":"call_9","type":"function","function":{"name":"shell","arguments":"{\"command\":[\"ls\"]}"}}]}}],
             "usage":{"prompt_tokens":30,"completion_tokens":8,"total_tokens":38,"prompt_tokens_details":{"cached_tokens":10},"completion_tokens_details":{"reasoning_tokens":3}}}"#;
-        let (r, whole) = from_chat(body, 77).expect("converted");
+        let (r, whole) = from_chat(body, 77, &[]).expect("converted");
         assert_eq!(
             r,
             json!({
@@ -718,12 +852,85 @@ mod tests {
                           "output_tokens_details": {"reasoning_tokens": 3}, "total_tokens": 38}
             })
         );
-        assert_eq!(whole.usage, Some(Usage { prompt_tokens: 30, completion_tokens: 8, cached_tokens: 10 }));
+        assert_eq!(
+            whole.usage,
+            Some(Usage { prompt_tokens: 30, completion_tokens: 8, cached_tokens: 10, cache_write_tokens: 0 })
+        );
         let cut = br#"{"id":"c","choices":[{"message":{"content":"abc"},"finish_reason":"length"}]}"#;
-        let (r, _) = from_chat(cut, 0).expect("converted");
+        let (r, _) = from_chat(cut, 0, &[]).expect("converted");
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["incomplete_details"], json!({"reason": "max_output_tokens"}));
-        assert!(from_chat(b"[]", 0).is_err());
+        assert!(from_chat(b"[]", 0, &[]).is_err());
+    }
+
+    /// What Codex sends a model it does not know (its fallback model family): function tools,
+    /// the hosted `web_search` it offers by default, a freeform `apply_patch` when enabled, and
+    /// in the history custom tool calls and outputs given as parts. Hosted tools are not offered
+    /// to a chat upstream; a custom tool becomes a function of one string, `input`.
+    #[test]
+    fn codex_custom_and_hosted_tools_and_part_outputs_map() {
+        let body = json!({
+            "model": "qwen3-coder", "instructions": "You are Codex.", "tool_choice": "auto",
+            "parallel_tool_calls": false, "reasoning": null, "store": false, "stream": true, "include": [],
+            "prompt_cache_key": "c1", "client_metadata": {"x": "y"},
+            "tools": [
+                {"type": "function", "name": "exec_command", "description": "Run.", "strict": false,
+                 "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"], "additionalProperties": false}},
+                {"type": "web_search", "external_web_access": false},
+                {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+                 "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}}
+            ],
+            "input": [
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix it."}]},
+                {"type": "custom_tool_call", "call_id": "call_p", "name": "apply_patch", "input": "*** Begin Patch\n*** End Patch"},
+                {"type": "custom_tool_call_output", "call_id": "call_p", "output": "Done."},
+                {"type": "function_call", "call_id": "call_v", "name": "view_image", "arguments": "{\"path\":\"a.png\"}"},
+                {"type": "function_call_output", "call_id": "call_v", "output": [
+                    {"type": "input_text", "text": "the image:"}, {"type": "input_image", "image_url": "data:image/png;base64,AA"}]},
+                {"type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "x"}}
+            ]
+        });
+        let out = convert(body.clone()).expect("converted");
+        let tools = out["tools"].as_array().expect("tools");
+        assert_eq!(tools.len(), 2, "web_search is not offered: {tools:?}");
+        assert_eq!(tools[1]["function"]["name"], "apply_patch");
+        assert_eq!(tools[1]["function"]["parameters"]["required"], json!(["input"]));
+        let about = tools[1]["function"]["parameters"]["properties"]["input"]["description"].as_str().unwrap();
+        assert!(about.contains("lark grammar") && about.contains("begin_patch"), "{about}");
+        let m = &out["messages"];
+        assert_eq!(
+            m[2]["tool_calls"][0]["function"]["arguments"],
+            json!({"input": "*** Begin Patch\n*** End Patch"}).to_string()
+        );
+        assert_eq!(m[3], json!({"role": "tool", "tool_call_id": "call_p", "content": "Done."}));
+        assert_eq!(m[5], json!({"role": "tool", "tool_call_id": "call_v", "content": "the image:"}));
+        assert_eq!(m[6]["content"][0]["image_url"]["url"], "data:image/png;base64,AA");
+        assert_eq!(m.as_array().unwrap().len(), 7);
+        let Value::Object(b) = body else { unreachable!() };
+        assert_eq!(custom_tools(&b), vec!["apply_patch".to_owned()]);
+
+        // The answer: a call of the custom tool is a custom_tool_call item with the raw input,
+        // whole or streamed (and a function call stays one).
+        let args = json!({"input": "*** Begin Patch\n*** End Patch"}).to_string();
+        let chat = json!({"id": "c9", "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "apply_patch", "arguments": args}}]}}]});
+        let custom = vec!["apply_patch".to_owned()];
+        let (r, _) = from_chat(chat.to_string().as_bytes(), 1, &custom).expect("converted");
+        assert_eq!(r["output"][0]["type"], "custom_tool_call");
+        assert_eq!(r["output"][0]["input"], "*** Begin Patch\n*** End Patch");
+        let mut events = ResponseEvents::new(1, custom);
+        let first = json!({"id": "c9", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "apply_patch", "arguments": ""}}]}}]});
+        let more = json!({"id": "c9", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args}}]}, "finish_reason": "tool_calls"}]});
+        let mut frames = Vec::new();
+        for data in [first.to_string(), more.to_string(), "[DONE]".to_owned()] {
+            frames.extend(events.event(data.as_bytes()).expect("event").frames);
+        }
+        let named: Vec<(String, Value)> = frames.iter().map(named).collect();
+        assert!(!named.iter().any(|(n, _)| n == "response.function_call_arguments.delta"));
+        let done = named.iter().find(|(n, _)| n == "response.output_item.done").expect("an item done");
+        assert_eq!(done.1["item"]["type"], "custom_tool_call");
+        assert_eq!(done.1["item"]["input"], "*** Begin Patch\n*** End Patch");
+        assert_eq!(named.last().unwrap().0, "response.completed");
     }
 
     const CHUNKS: &[&str] = &[
@@ -747,7 +954,7 @@ mod tests {
 
     #[test]
     fn chat_chunks_become_responses_events() {
-        let mut r = ResponseEvents::new(5);
+        let mut r = ResponseEvents::new(5, Vec::new());
         let mut events = Vec::new();
         for c in CHUNKS {
             events.extend(r.event(c.as_bytes()).expect("converted").frames.iter().map(named));
@@ -796,13 +1003,13 @@ mod tests {
 
     #[test]
     fn a_cut_output_is_incomplete_and_cut_bytes_never_panic() {
-        let mut r = ResponseEvents::new(0);
+        let mut r = ResponseEvents::new(0, Vec::new());
         r.event(CHUNKS[1].as_bytes()).expect("converted");
         r.event(br#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#).expect("converted");
         let last = r.end().frames.iter().map(named).last().expect("events");
         assert_eq!(last.0, "response.incomplete");
         assert_eq!(last.1["response"]["incomplete_details"], json!({"reason": "max_output_tokens"}));
-        let mut r = ResponseEvents::new(0);
+        let mut r = ResponseEvents::new(0, Vec::new());
         assert!(r.end().frames.is_empty());
         let names: Vec<String> = r.event(b"[DONE]").expect("converted").frames.iter().map(|f| named(f).0).collect();
         assert_eq!(
@@ -810,7 +1017,7 @@ mod tests {
             vec!["response.created", "response.in_progress", "response.completed"],
             "opened before it is closed"
         );
-        let mut r = ResponseEvents::new(0);
+        let mut r = ResponseEvents::new(0, Vec::new());
         for c in CHUNKS {
             for cut in 0..c.len() {
                 let _ = r.event(&c.as_bytes()[..cut]);

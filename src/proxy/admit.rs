@@ -30,6 +30,10 @@ pub struct Admitted {
     /// The client's parsed body when it speaks another dialect than Chat (a passthrough to an
     /// upstream of that dialect sends it).
     pub client_body: Option<Map<String, Value>>,
+    /// Why the client's body cannot be translated for another dialect's upstream, if it cannot.
+    pub untranslatable: Option<ApiError>,
+    /// What translating the answer back needs of the request.
+    pub echo: crate::dialect::bridge::Echo,
     /// What validation found in it.
     pub checked: Checked,
     /// The catalog version the request runs on.
@@ -44,10 +48,14 @@ pub struct Admitted {
 pub async fn admit(state: &ProxyState, req: &Request<'_>) -> Result<(Admitted, UsageGuard), ApiError> {
     let parsed = crate::proxy::body::parse_object(req.raw)?;
     // A client speaking another dialect is read through its Chat pivot from here on.
-    let (body, client_body) = match req.dialect {
-        Dialect::OpenAi => (parsed, None),
-        client => (crate::dialect::bridge::to_pivot(client, &parsed)?, Some(parsed)),
+    let (body, client_body, untranslatable) = match req.dialect {
+        Dialect::OpenAi => (parsed, None, None),
+        client => {
+            let pivot = crate::dialect::bridge::to_pivot(client, &parsed)?;
+            (pivot.body, Some(parsed), pivot.untranslatable)
+        }
     };
+    let echo = crate::dialect::bridge::echo(req.dialect, client_body.as_ref().unwrap_or(&body), &body);
     let checked = Dialect::OpenAi.check(req.op, &body)?;
     let snapshot = state.catalog.snapshot();
     let caller = &req.caller.0;
@@ -94,7 +102,7 @@ pub async fn admit(state: &ProxyState, req: &Request<'_>) -> Result<(Admitted, U
     if let Some(s) = settles {
         guard.on_settle(s);
     }
-    Ok((Admitted { body, client_body, checked, snapshot, permit, resolved }, guard))
+    Ok((Admitted { body, client_body, untranslatable, echo, checked, snapshot, permit, resolved }, guard))
 }
 
 /// Counts a request's prompt tokens for `count_tokens`: parsed, mapped to the pivot, validated,
@@ -105,7 +113,7 @@ pub async fn count_tokens(state: &ProxyState, req: &Request<'_>) -> Result<u64, 
     if !parsed.contains_key("max_tokens") {
         parsed.insert("max_tokens".into(), Value::from(1));
     }
-    let body = crate::dialect::bridge::to_pivot(req.dialect, &parsed)?;
+    let body = crate::dialect::bridge::to_pivot(req.dialect, &parsed)?.body;
     let checked = Dialect::OpenAi.check(req.op, &body)?;
     let snapshot = state.catalog.snapshot();
     let caller = &req.caller.0;

@@ -28,6 +28,10 @@ pub struct Attempt<'a> {
     pub op: Operation,
     /// The client's dialect (the answer is translated into it).
     pub client: Dialect,
+    /// The client's headers of its dialect, for an upstream of the same dialect.
+    pub forwarded: &'a [(&'static str, String)],
+    /// What translating the answer back needs of the request.
+    pub echo: &'a bridge::Echo,
     /// Where it goes.
     pub target: &'a Target,
     /// The upstream body.
@@ -113,6 +117,7 @@ pub async fn attempt(
             trace_headers: &trace_headers,
             auth,
             headers: dialect.upstream_headers(),
+            forwarded: if sides.passthrough() { a.forwarded } else { &[] },
         };
         let started = Instant::now();
         let sent = transport.send(out, first_byte).await;
@@ -153,7 +158,7 @@ pub async fn attempt(
                 capture_content: state.tracing.capture_content,
             };
             let translation = (!(sides.passthrough() && dialect == Dialect::OpenAi))
-                .then(|| bridge::Stream::new(sides, u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0)));
+                .then(|| bridge::Stream::new(sides, u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0), a.echo));
             let relay = Relay::new(resp.body, a.client, translation, guard, limits, report, slot);
             return Ok((Body::Stream(Box::new(relay)), None));
         }
@@ -165,7 +170,7 @@ pub async fn attempt(
             }
         };
         guard.mark_first_byte();
-        match bridge::whole(sides, a.op, body, u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0)) {
+        match bridge::whole(sides, a.op, body, u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0), a.echo) {
             Ok((body, w)) => {
                 guard.progress.reported = w.usage;
                 if w.usage.is_none() {
@@ -249,10 +254,14 @@ mod tests {
         plan.candidates[0].target.clone()
     }
 
+    static NO_ECHO: bridge::Echo = bridge::Echo { custom_tools: Vec::new(), single_call: false };
+
     fn one<'a>(t: &'a Target, body: &'static [u8], stream: bool) -> Attempt<'a> {
         Attempt {
             op: Operation::Chat,
             client: Dialect::OpenAi,
+            forwarded: &[],
+            echo: &NO_ECHO,
             target: t,
             body: Bytes::from_static(body),
             request_id: "r1",

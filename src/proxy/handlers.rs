@@ -31,6 +31,11 @@ async fn run(
 ) -> Reply {
     let raw = crate::proxy::body::read(&req, body, state.max_body_bytes).await?;
     let burst_mode = req.headers().get("x-burst-mode").and_then(|v| v.to_str().ok()).and_then(BurstMode::parse);
+    let forwarded = dialect
+        .client_headers()
+        .iter()
+        .filter_map(|name| Some((*name, req.headers().get(*name)?.to_str().ok()?.to_owned())))
+        .collect();
     let request = Request {
         id: request_id(&req),
         caller: &caller,
@@ -41,6 +46,7 @@ async fn run(
         dialect,
         parent: None,
         sampling: req.extensions().get::<Sampling>().cloned().unwrap_or_default(),
+        forwarded,
     };
     // Boxed: the pipeline's future is large; actix boxes the handler's, which stays small.
     let reply = Box::pin(pipeline::run(&state, &clients, request)).await?;
@@ -179,6 +185,7 @@ async fn count(
         dialect: Dialect::Anthropic,
         parent: None,
         sampling: Sampling::Off,
+        forwarded: Vec::new(),
     };
     let tokens = crate::proxy::admit::count_tokens(&state, &request).await?;
     Ok(HttpResponse::Ok().json(json!({ "input_tokens": tokens })))

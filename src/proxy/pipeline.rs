@@ -164,6 +164,8 @@ async fn attempts(
         let one = Attempt {
             op: req.op,
             client: req.dialect,
+            forwarded: &req.forwarded,
+            echo: &a.echo,
             target,
             body,
             request_id: &request_id,
@@ -239,6 +241,7 @@ fn upstream_body(
         raw: req.raw,
         client_body: a.client_body.as_ref().unwrap_or(&a.body),
         pivot: &a.body,
+        untranslatable: a.untranslatable.as_ref(),
         model: &target.model.name,
         ask_usage,
         default_max_tokens: target
@@ -301,6 +304,7 @@ impl Calls for SelectionCalls<'_> {
             dialect: crate::dialect::Dialect::OpenAi,
             parent: Some(self.parent),
             sampling: self.sampling.clone(),
+            forwarded: Vec::new(),
         };
         match Box::pin(run(self.state, self.clients, req)).await {
             Ok(Reply { body: Body::Whole(body), served, .. }) => Ok(CallReply { body, served }),

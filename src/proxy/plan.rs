@@ -293,7 +293,11 @@ fn worst_cost(
                     .map_or(DEFAULT_OUTPUT_ESTIMATE, |ctx| ctx.saturating_sub(prompt))
                     .saturating_mul(checked.choices)
             });
-            let usage = crate::types::Usage { prompt_tokens: prompt, completion_tokens: output, cached_tokens: 0 };
+            let usage = crate::types::Usage {
+                prompt_tokens: prompt,
+                completion_tokens: output,
+                ..crate::types::Usage::default()
+            };
             Some(quota::micros(crate::accounting::cost_of(&price, usage)))
         })
         .max()

@@ -52,6 +52,9 @@ pub struct Request<'a> {
     pub parent: Option<RequestId>,
     /// Whether its spans are exported (and what trace context an unsampled one sends upstream).
     pub sampling: Sampling,
+    /// The client's headers of its own dialect, passed to an upstream of the same dialect
+    /// (`anthropic-beta`).
+    pub forwarded: Vec<(&'static str, String)>,
 }
 
 impl Request<'_> {

@@ -43,6 +43,7 @@ impl Fixture {
             dialect: Dialect::OpenAi,
             parent: None,
             sampling: crate::telemetry::Sampling::Off,
+            forwarded: Vec::new(),
         }
     }
 

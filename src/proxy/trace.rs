@@ -162,6 +162,7 @@ pub fn record_response(span: &tracing::Span, meta: &ResponseMeta, usage: Usage, 
     span.set_attribute("gen_ai.usage.input_tokens", n(usage.prompt_tokens));
     span.set_attribute("gen_ai.usage.output_tokens", n(usage.completion_tokens));
     span.set_attribute("gen_ai.usage.cache_read.input_tokens", n(usage.cached_tokens));
+    span.set_attribute("gen_ai.usage.cache_creation.input_tokens", n(usage.cache_write_tokens));
     if let Some(t) = text {
         span.set_attribute("gen_ai.output.messages", t.to_owned());
     }

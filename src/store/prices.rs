@@ -19,6 +19,9 @@ pub struct PriceRow {
     /// USD per 1M cached input tokens (default: the input price).
     #[serde(default)]
     pub cached_input_per_million: Option<f64>,
+    /// USD per 1M input tokens written to the prompt cache (default: the input price).
+    #[serde(default)]
+    pub cache_write_per_million: Option<f64>,
     /// Other names of the same model.
     #[serde(default)]
     pub aliases: Vec<String>,
@@ -32,6 +35,7 @@ impl From<prices::Model> for PriceRow {
             input_per_million: m.input_per_million,
             output_per_million: m.output_per_million,
             cached_input_per_million: m.cached_input_per_million,
+            cache_write_per_million: m.cache_write_per_million,
             aliases: m.aliases.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_default(),
         }
     }
@@ -51,6 +55,7 @@ pub async fn put_price(db: &impl ConnectionTrait, p: &PriceRow) -> Result<PriceR
         input_per_million: Set(p.input_per_million),
         output_per_million: Set(p.output_per_million),
         cached_input_per_million: Set(p.cached_input_per_million),
+        cache_write_per_million: Set(p.cache_write_per_million),
         aliases: Set(aliases),
         updated_at: Set(now_ms()),
         ..Default::default()

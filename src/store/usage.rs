@@ -33,8 +33,11 @@ pub struct UsageRow {
     pub prompt_tokens: i64,
     /// Output tokens.
     pub completion_tokens: i64,
-    /// Cached input tokens.
+    /// Cached input tokens (cache reads; part of the prompt).
     pub cached_tokens: i64,
+    /// Input tokens written to the prompt cache (part of the prompt).
+    #[serde(default)]
+    pub cache_write_tokens: i64,
     /// Counts were estimated by the gateway, not reported by the upstream.
     pub estimated: bool,
     /// Cost in USD.
@@ -76,6 +79,7 @@ impl From<usage_records::Model> for UsageRow {
             prompt_tokens: m.prompt_tokens,
             completion_tokens: m.completion_tokens,
             cached_tokens: m.cached_tokens,
+            cache_write_tokens: m.cache_write_tokens,
             estimated: m.estimated,
             cost_usd: m.cost_usd,
             latency_ms: m.latency_ms,
@@ -105,6 +109,7 @@ fn active(r: &UsageRow) -> usage_records::ActiveModel {
         prompt_tokens: Set(r.prompt_tokens),
         completion_tokens: Set(r.completion_tokens),
         cached_tokens: Set(r.cached_tokens),
+        cache_write_tokens: Set(r.cache_write_tokens),
         estimated: Set(r.estimated),
         cost_usd: Set(r.cost_usd),
         latency_ms: Set(r.latency_ms),

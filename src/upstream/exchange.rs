@@ -37,6 +37,9 @@ pub struct Outgoing<'a> {
     pub auth: Auth<'a>,
     /// Headers the upstream's protocol requires of every request (lower-case names).
     pub headers: &'static [(&'static str, &'static str)],
+    /// The client's own headers of the upstream's protocol, passed on when both speak it
+    /// (`anthropic-beta`; lower-case names).
+    pub forwarded: &'a [(&'static str, String)],
 }
 
 /// The body of an upstream answer broke off (the connection failed mid-body).

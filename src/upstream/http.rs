@@ -266,6 +266,9 @@ impl HttpClient {
             for (k, v) in out.headers {
                 h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
             }
+            for (k, v) in out.forwarded {
+                h.insert(HeaderName::from_static(k), value(v)?);
+            }
             let key = match out.auth {
                 Auth::None => None,
                 Auth::Bearer(key) => Some((header::AUTHORIZATION, value(&format!("Bearer {key}"))?)),

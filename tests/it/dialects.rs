@@ -39,6 +39,15 @@ async fn app(up: &DialectUpstream) -> TestApp {
             p.api_key = Some(Secret::new("$SWITCHYARD_TEST_PROVIDER_KEY"));
             s.providers.push(p);
         }
+        s.prices.push(switchyard::config::PriceConfig {
+            model: "m-1".into(),
+            provider: None,
+            input_per_million: 1_000.0,
+            output_per_million: 2_000.0,
+            cached_input_per_million: Some(100.0),
+            cache_write_per_million: Some(1_250.0),
+            aliases: vec![],
+        });
     })
     .await
 }
@@ -258,16 +267,19 @@ async fn matrix(framing: Framing) {
                     assert_eq!(read(client, stream, &r.body), want, "{case}: {}", r.text());
                     check_upstream(kind, stream, tools, &up);
                     let rec = app.usage(r.header("x-request-id").unwrap()).await;
+                    // Cache reads and (Anthropic's) cache writes apart, each at its own price.
+                    let written = if kind == ProviderKind::Anthropic { USAGE.3 } else { 0 };
+                    let n = |v: u64| i64::try_from(v).unwrap();
                     assert_eq!(
                         (rec.outcome.as_str(), rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens),
-                        (
-                            "ok",
-                            i64::try_from(USAGE.0).unwrap(),
-                            i64::try_from(USAGE.1).unwrap(),
-                            i64::try_from(USAGE.2).unwrap()
-                        ),
+                        ("ok", n(USAGE.0), n(USAGE.1), n(USAGE.2)),
                         "{case}"
                     );
+                    assert_eq!(rec.cache_write_tokens, n(written), "{case}");
+                    let fresh = USAGE.0 - USAGE.2 - written;
+                    let micros = fresh * 1_000 + USAGE.2 * 100 + written * 1_250 + USAGE.1 * 2_000;
+                    let cost = f64::from(u32::try_from(micros).unwrap()) / 1e6;
+                    assert!((rec.cost_usd - cost).abs() < 1e-9, "{case}: {} != {cost}", rec.cost_usd);
                     assert!(!rec.estimated, "{case}: the upstream's own usage");
                 }
             }
@@ -308,6 +320,32 @@ async fn messages_to_anthropic_is_a_passthrough() {
     let want: Value = serde_json::from_str(&raw.replace("provider/an/m-1", "m-1")).unwrap();
     assert_eq!(sent, want, "only model rewritten; thinking and cache_control pass");
     assert_eq!(r.json()["id"], "msg_1");
+    // What only Anthropic has (a server tool, a document) passes through to Anthropic, and is
+    // refused by name for an upstream of another dialect, after admission (a record, 400).
+    let only = json!({"model": "provider/an/m-1", "max_tokens": 64,
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+        "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
+            {"type": "text", "text": "Summarise."}]}]});
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let r = send("POST", &app.url("/v1/messages"), &headers, only.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut want = only.clone();
+    want["model"] = json!("m-1");
+    assert_eq!(up.last().body, want);
+    let calls = up.seen().len();
+    for id in ["oa", "ge"] {
+        let mut elsewhere = only.clone();
+        elsewhere["model"] = json!(format!("provider/{id}/m-1"));
+        let r = send("POST", &app.url("/v1/messages"), &headers, elsewhere.to_string()).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["message"].as_str().unwrap().starts_with("messages[0].content[0]: A `document` part"), "{v}");
+        let rec = app.usage(r.header("x-request-id").unwrap()).await;
+        assert_eq!((rec.status, rec.outcome.as_str()), (400, "refused"));
+    }
+    assert_eq!(up.seen().len(), calls, "nothing reached another upstream");
     app.stop().await;
 }
 
@@ -426,6 +464,120 @@ async fn a_cut_stream_ends_in_the_clients_dialect() {
             let rec = app.usage(r.header("x-request-id").unwrap()).await;
             assert_eq!((rec.outcome.as_str(), rec.partial), ("partial", true), "{case}");
         }
+    }
+    app.stop().await;
+}
+
+/// Claude Code's traffic shape, to every upstream: `?beta=true`, the `anthropic-beta` header,
+/// system blocks and tools marked for caching, adaptive thinking, metadata, a tool-use turn and
+/// its result in the history, streaming. Passed as it is to Anthropic (the beta header too).
+#[actix_web::test]
+async fn claude_code_shaped_traffic_reaches_every_upstream() {
+    let up = DialectUpstream::start(Framing::Chunked).await;
+    let app = app(&up).await;
+    let key = app.admin_token.clone();
+    for (id, kind) in KINDS {
+        let body = json!({
+            "model": format!("provider/{id}/m-1"), "max_tokens": 32000, "stream": true, "temperature": 1,
+            "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.0"},
+                       {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "tools": [{"name": "get_weather", "description": "Weather of a city.", "input_schema": {
+                "$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false},
+                "cache_control": {"type": "ephemeral"}}],
+            "thinking": {"type": "adaptive"}, "metadata": {"user_id": "user_abc_session_1"},
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+                                             {"type": "text", "text": "Weather in Paris?", "cache_control": {"type": "ephemeral"}}]},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "sig"},
+                                                  {"type": "tool_use", "id": "toolu_0", "name": "get_weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_0", "content": "Sunny."}]}
+            ]
+        });
+        let headers = [
+            ("x-api-key", key.as_str()),
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14"),
+        ];
+        let r = send("POST", &app.url("/v1/messages?beta=true"), &headers, body.to_string()).await;
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+        assert_eq!(
+            read(Client::Messages, true, &r.body),
+            Got::Call("get_weather".into(), serde_json::from_str(ARGS).unwrap()),
+            "{id}"
+        );
+        let got = up.last();
+        match kind {
+            ProviderKind::Anthropic => {
+                assert_eq!(got.header("anthropic-beta"), Some("claude-code-20250219,interleaved-thinking-2025-05-14"));
+                let mut want = body.clone();
+                want["model"] = json!("m-1");
+                assert_eq!(got.body, want, "passed as it is");
+            }
+            _ => {
+                assert_eq!(got.header("anthropic-beta"), None, "{id}: a beta header is Anthropic's alone");
+                let system = match kind {
+                    ProviderKind::Gemini => got.body["systemInstruction"]["parts"][0]["text"].clone(),
+                    _ => got.body["messages"][0]["content"].clone(),
+                };
+                assert!(system.as_str().is_some_and(|s| s.contains("You are Claude Code.")), "{id}: {}", got.body);
+            }
+        }
+    }
+    app.stop().await;
+}
+
+/// Codex's traffic shape, to every upstream: streaming Responses with function and custom tools,
+/// the hosted web_search it offers by default, and a history of calls and their outputs. A call of
+/// the custom tool comes back as a `custom_tool_call` item with the raw input.
+#[actix_web::test]
+async fn codex_shaped_traffic_reaches_every_upstream() {
+    let up = DialectUpstream::start(Framing::Close).await;
+    let app = app(&up).await;
+    for (id, kind) in KINDS {
+        let body = json!({
+            "model": format!("provider/{id}/m-1"), "instructions": "You are Codex.", "stream": true,
+            "tool_choice": "auto", "parallel_tool_calls": false, "reasoning": null, "store": false,
+            "include": [], "prompt_cache_key": "conv-1",
+            "tools": [
+                {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+                 "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}},
+                {"type": "function", "name": "exec_command", "description": "Run.", "strict": false,
+                 "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}},
+                {"type": "web_search", "external_web_access": false}
+            ],
+            "input": [
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "sandbox: workspace-write"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix the bug."}]},
+                {"type": "function_call", "call_id": "call_0", "name": "exec_command", "arguments": "{\"cmd\":\"ls\"}"},
+                {"type": "function_call_output", "call_id": "call_0", "output": "src"}
+            ]
+        });
+        let r = crate::support::post_json(&app.url("/v1/responses"), &app.admin_token, &body).await;
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+        let evs = events(&r.body);
+        let done: Vec<&Value> = evs
+            .iter()
+            .filter(|(n, _)| n.as_deref() == Some("response.output_item.done"))
+            .map(|(_, e)| &e["item"])
+            .collect();
+        assert_eq!(done.len(), 1, "{id}: {}", r.text());
+        assert_eq!(
+            (done[0]["type"].as_str(), done[0]["name"].as_str()),
+            (Some("custom_tool_call"), Some("apply_patch")),
+            "{id}"
+        );
+        assert_eq!(done[0]["input"], ARGS, "{id}: arguments that are not {{input}} are the input");
+        let completed = &evs.last().unwrap().1;
+        assert_eq!(completed["type"], "response.completed", "{id}");
+        assert!(completed["response"]["id"].as_str().is_some_and(|i| !i.is_empty()));
+        let tools = match kind {
+            ProviderKind::Anthropic => up.last().body["tools"].clone(),
+            ProviderKind::Gemini => up.last().body["tools"][0]["functionDeclarations"].clone(),
+            _ => up.last().body["tools"].clone(),
+        };
+        assert_eq!(tools.as_array().map(Vec::len), Some(2), "{id}: web_search is not offered upstream: {tools}");
     }
     app.stop().await;
 }

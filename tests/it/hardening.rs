@@ -222,6 +222,7 @@ async fn d4_over_reporting_upstreams_cannot_overdraw_and_caps_cover_every_limit_
             input_per_million: 1.0,
             output_per_million: 1_000.0,
             cached_input_per_million: None,
+            cache_write_per_million: None,
             aliases: vec![],
         });
     })

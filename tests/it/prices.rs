@@ -22,6 +22,7 @@ async fn usage_is_priced_from_the_price_table() {
             input_per_million: 1_000.0,
             output_per_million: 2_000.0,
             cached_input_per_million: None,
+            cache_write_per_million: None,
             aliases: vec![],
         });
     })
@@ -48,6 +49,7 @@ async fn usage_is_priced_from_the_price_table() {
         input_per_million: 1_000.0,
         output_per_million: 2_000.0,
         cached_input_per_million: Some(500.0),
+        cache_write_per_million: None,
         aliases: vec!["old-name".into()],
     })
     .await
@@ -58,6 +60,7 @@ async fn usage_is_priced_from_the_price_table() {
         input_per_million: 0.0,
         output_per_million: 0.0,
         cached_input_per_million: None,
+        cache_write_per_million: None,
         aliases: vec![],
     })
     .await

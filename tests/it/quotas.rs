@@ -25,6 +25,7 @@ fn priced(s: &mut Settings, base: &str) {
         input_per_million: 0.0,
         output_per_million: 10_000.0,
         cached_input_per_million: None,
+        cache_write_per_million: None,
         aliases: vec![],
     });
 }
@@ -267,7 +268,12 @@ async fn p5_adversarial_upstream_reports_overdraw_at_most_the_prompt_allowance()
     store.migrate().await.unwrap();
     let shared: Arc<dyn SharedState> = Arc::new(MemoryShared::new());
     let quotas = Quotas::new(store, Arc::clone(&shared));
-    let price = CostConfig { input_per_million: 3.0, output_per_million: 15.0, cached_input_per_million: None };
+    let price = CostConfig {
+        input_per_million: 3.0,
+        output_per_million: 15.0,
+        cached_input_per_million: None,
+        cache_write_per_million: None,
+    };
     let quota_usd = 0.5;
     let quota = micros(quota_usd);
     let mut x = 0x0ddc_0ffe_e0dd_f00du64;
@@ -292,18 +298,19 @@ async fn p5_adversarial_upstream_reports_overdraw_at_most_the_prompt_allowance()
                 let caps = BillCaps { prompt: bytes + 4 + 64, completion: 1 + next() % 2_000 };
                 let reserve = micros(cost_of(
                     &price,
-                    Usage { prompt_tokens: estimate, completion_tokens: caps.completion, cached_tokens: 0 },
+                    Usage { prompt_tokens: estimate, completion_tokens: caps.completion, ..Usage::default() },
                 ));
                 let reported = Usage {
                     prompt_tokens: next() % 1_000_000_000,
                     completion_tokens: next() % 1_000_000_000,
                     cached_tokens: next() % 1_000,
+                    cache_write_tokens: next() % 1_000,
                 };
                 let (billed, _) = billable(reported, caps);
                 let actual = micros(cost_of(&price, billed));
                 let allowance = micros(cost_of(
                     &price,
-                    Usage { prompt_tokens: caps.prompt - estimate, completion_tokens: 0, cached_tokens: 0 },
+                    Usage { prompt_tokens: caps.prompt - estimate, completion_tokens: 0, ..Usage::default() },
                 )) + 1;
                 match quotas.reserve(&[(Basis::Token(token), quota_usd)], reserve, 1).await {
                     Ok(Some(s)) => {

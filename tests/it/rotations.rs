@@ -301,6 +301,7 @@ async fn burst_setup() -> (MockUpstream, MockUpstream, TestApp) {
                 input_per_million: 1000.0,
                 output_per_million: 1000.0,
                 cached_input_per_million: None,
+                cache_write_per_million: None,
             },
         );
         s.providers.push(c);

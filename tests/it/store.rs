@@ -21,6 +21,7 @@ fn usage(id: &str, user: i64) -> UsageRow {
         prompt_tokens: 3,
         completion_tokens: 4,
         cached_tokens: 0,
+        cache_write_tokens: 0,
         estimated: false,
         cost_usd: 0.25,
         latency_ms: 12,
@@ -122,6 +123,7 @@ async fn suite(url: &str) {
         input_per_million: 30.0,
         output_per_million: 60.0,
         cached_input_per_million: Some(15.0),
+        cache_write_per_million: None,
         aliases: vec!["gpt-4-turbo".into()],
     };
     store::put_price(db, &price).await.unwrap();

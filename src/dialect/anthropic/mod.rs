@@ -75,7 +75,12 @@ impl MessagesUsage {
 
     /// The gateway's usage figures.
     pub fn usage(self) -> Usage {
-        Usage { prompt_tokens: self.prompt_tokens(), completion_tokens: self.output, cached_tokens: self.cache_read }
+        Usage {
+            prompt_tokens: self.prompt_tokens(),
+            completion_tokens: self.output,
+            cached_tokens: self.cache_read,
+            cache_write_tokens: self.cache_write,
+        }
     }
 
     /// Anthropic's `usage` object for these figures.
@@ -183,7 +188,10 @@ mod tests {
         u.absorb(&serde_json::json!({"input_tokens": 10, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5, "output_tokens": 1}));
         u.absorb(&serde_json::json!({"output_tokens": 42}));
         assert_eq!(u, MessagesUsage { input: 10, output: 42, cache_read: 100, cache_write: 5 });
-        assert_eq!(u.usage(), Usage { prompt_tokens: 115, completion_tokens: 42, cached_tokens: 100 });
+        assert_eq!(
+            u.usage(),
+            Usage { prompt_tokens: 115, completion_tokens: 42, cached_tokens: 100, cache_write_tokens: 5 }
+        );
         assert_eq!(u.chat_usage()["total_tokens"], 157);
     }
 

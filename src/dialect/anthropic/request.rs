@@ -175,7 +175,7 @@ fn text(s: &str, cache_control: Option<&Value>) -> Option<Value> {
 fn part_refused(at: &str, kind: Option<&str>) -> ApiError {
     ApiError::invalid(
         at,
-        format!("A `{}` part cannot be expressed here in an Anthropic Messages request.", kind.unwrap_or("untyped")),
+        format!("A `{}` part cannot be expressed in the other side's dialect.", kind.unwrap_or("untyped")),
     )
 }
 
@@ -395,6 +395,102 @@ pub fn to_chat(body: &Map<String, Value>, model: &str) -> Result<Map<String, Val
         out.insert("parallel_tool_calls".into(), Value::Bool(false));
     }
     Ok(out)
+}
+
+/// The Chat body the phases read for a Messages request that [`to_chat`] cannot map (a field or
+/// block only Anthropic has: server tools, documents, containers, …), which can still go to an
+/// Anthropic upstream as it is. Roles, the output limit and streaming are kept; every block
+/// becomes text to count and classify (a block with a `source`, an image or a document, counts as
+/// one media part, not as its bytes); tools keep their names and schemas.
+pub fn to_chat_text(body: &Map<String, Value>, model: &str) -> Result<Map<String, Value>, ApiError> {
+    let mut out = Map::new();
+    out.insert("model".into(), Value::String(model.to_owned()));
+    let mut messages = Vec::new();
+    match body.get("system") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
+        Some(Value::Array(blocks)) => {
+            let text: Vec<String> = blocks.iter().map(block_text).collect();
+            messages.push(json!({"role": "system", "content": text.join("\n\n")}));
+        }
+        Some(_) => return Err(ApiError::invalid("system", "`system` must be a string or an array of blocks.")),
+    }
+    let Some(Value::Array(turns)) = body.get("messages") else {
+        return Err(ApiError::invalid("messages", "`messages` must be an array."));
+    };
+    for (i, turn) in turns.iter().enumerate() {
+        let role = turn.get("role").and_then(Value::as_str).unwrap_or_default();
+        if role != "user" && role != "assistant" {
+            return Err(ApiError::invalid(
+                format!("messages[{i}].role"),
+                format!("Role `{role}` is not a Messages role (user or assistant)."),
+            ));
+        }
+        let parts: Vec<Value> = match turn.get("content") {
+            Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .map(|b| match b.get("source") {
+                    Some(_) if role == "user" => json!({"type": "image_url", "image_url": {"url": "data:,"}}),
+                    _ => json!({"type": "text", "text": block_text(b)}),
+                })
+                .collect(),
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].content"),
+                    "Content must be a string or an array of blocks.",
+                ));
+            }
+        };
+        let content = if role == "assistant" {
+            let text: Vec<&str> = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
+            Value::String(text.join("\n"))
+        } else {
+            Value::Array(parts)
+        };
+        messages.push(json!({"role": role, "content": content}));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(max) = body.get("max_tokens").filter(|v| !v.is_null()) {
+        out.insert("max_completion_tokens".into(), max.clone());
+    }
+    if let Some(stream) = body.get("stream").filter(|v| !v.is_null()) {
+        out.insert("stream".into(), stream.clone());
+    }
+    let tools: Vec<Value> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let name = t.get("name").and_then(Value::as_str)?;
+            let schema = t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"}));
+            Some(json!({"type": "function", "function": {"name": name, "parameters": schema}}))
+        })
+        .collect();
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    Ok(out)
+}
+
+/// A block's text for counting: its text, a tool call's name and input, a tool result's content,
+/// or else the block itself as JSON.
+fn block_text(b: &Value) -> String {
+    match (b.get("text"), b.get("type").and_then(Value::as_str)) {
+        (Some(Value::String(t)), _) => t.clone(),
+        (_, Some("tool_use")) => format!(
+            "{} {}",
+            b.get("name").and_then(Value::as_str).unwrap_or_default(),
+            b.get("input").map(Value::to_string).unwrap_or_default()
+        ),
+        (_, Some("tool_result")) => match b.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts.iter().map(block_text).collect::<Vec<_>>().join("\n"),
+            _ => String::new(),
+        },
+        _ => b.to_string(),
+    }
 }
 
 /// A system prompt: a string, or text blocks (joined with blank lines).

@@ -102,7 +102,13 @@ pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
 pub fn chat_usage(u: &Value) -> MessagesUsage {
     let u = openai::usage::read_usage(u);
     let cached = u.cached_tokens.min(u.prompt_tokens);
-    MessagesUsage { input: u.prompt_tokens - cached, output: u.completion_tokens, cache_read: cached, cache_write: 0 }
+    let written = u.cache_write_tokens.min(u.prompt_tokens - cached);
+    MessagesUsage {
+        input: u.prompt_tokens - cached - written,
+        output: u.completion_tokens,
+        cache_read: cached,
+        cache_write: written,
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +135,10 @@ mod tests {
                 "usage": {"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129, "prompt_tokens_details": {"cached_tokens": 100}}
             })
         );
-        assert_eq!(whole.usage, Some(Usage { prompt_tokens: 120, completion_tokens: 9, cached_tokens: 100 }));
+        assert_eq!(
+            whole.usage,
+            Some(Usage { prompt_tokens: 120, completion_tokens: 9, cached_tokens: 100, cache_write_tokens: 0 })
+        );
         assert_eq!(whole.meta.finish_reasons, vec!["tool_calls".to_owned()]);
         assert_eq!(whole.meta.model.as_deref(), Some("claude-sonnet-4-5"));
     }
@@ -160,7 +169,10 @@ mod tests {
                 "usage": {"input_tokens": 20, "output_tokens": 9, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}
             })
         );
-        assert_eq!(whole.usage, Some(Usage { prompt_tokens: 120, completion_tokens: 9, cached_tokens: 100 }));
+        assert_eq!(
+            whole.usage,
+            Some(Usage { prompt_tokens: 120, completion_tokens: 9, cached_tokens: 100, cache_write_tokens: 0 })
+        );
         let bad = br#"{"choices":[{"message":{"tool_calls":[{"id":"c","function":{"name":"f","arguments":"[1]"}}]}}]}"#;
         assert!(from_chat(bad).is_err());
         assert!(from_chat(br#"{"choices":[]}"#).is_err());

@@ -53,7 +53,9 @@ fn finish(v: &Value, candidate: Option<&Value>, called: bool) -> Option<&'static
 
 /// The chat completion for a whole `generateContent` answer (its first candidate), and what it
 /// says.
-pub fn to_chat(body: &[u8], created: u64) -> Result<(Value, Whole), Malformed> {
+/// With `single_call` (the client asked for no parallel tool calls, which Gemini has no switch
+/// for), a turn keeps its first call only.
+pub fn to_chat(body: &[u8], created: u64, single_call: bool) -> Result<(Value, Whole), Malformed> {
     let v: Value = serde_json::from_slice(body).map_err(|_| Malformed("the Gemini answer is not JSON"))?;
     let candidate = v.get("candidates").and_then(|c| c.get(0));
     if candidate.is_none() && v.get("promptFeedback").is_none() {
@@ -61,6 +63,9 @@ pub fn to_chat(body: &[u8], created: u64) -> Result<(Value, Whole), Malformed> {
     }
     let prefix = v.get("responseId").and_then(Value::as_str).unwrap_or_default();
     let (text, mut calls) = read_parts(candidate, 0, prefix);
+    if single_call {
+        calls.truncate(1);
+    }
     let finish = finish(&v, candidate, !calls.is_empty()).unwrap_or("stop");
     for c in &mut calls {
         if let Some(o) = c.as_object_mut() {
@@ -91,13 +96,15 @@ pub struct ChatChunks {
     finish: Option<&'static str>,
     meta: ResponseMeta,
     done: bool,
+    single_call: bool,
 }
 
 impl ChatChunks {
     /// A converter stamping chunks with `created`; `include_usage`: the client asked for the
-    /// usage chunk.
-    pub fn new(created: u64, include_usage: bool) -> Self {
+    /// usage chunk; `single_call`: a turn keeps its first tool call only ([`to_chat`]).
+    pub fn new(created: u64, include_usage: bool, single_call: bool) -> Self {
         Self {
+            single_call,
             created,
             include_usage,
             started: false,
@@ -141,7 +148,10 @@ impl ChatChunks {
             self.usage = Some(GeminiUsage::read(u));
         }
         let candidate = v.get("candidates").and_then(|c| c.get(0));
-        let (text, calls) = read_parts(candidate, self.calls, self.meta.id.as_deref().unwrap_or_default());
+        let (text, mut calls) = read_parts(candidate, self.calls, self.meta.id.as_deref().unwrap_or_default());
+        if self.single_call {
+            calls.truncate(1usize.saturating_sub(self.calls));
+        }
         if !text.is_empty() {
             step.text.push_str(&text);
             step.frames.push(self.chunk(json!({"content": text}), None));
@@ -199,7 +209,7 @@ mod tests {
             {"functionCall":{"name":"weather","args":{"city":"Oslo"}},"thoughtSignature":"c2ln"}]},"finishReason":"STOP","index":0}],
             "usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":5,"thoughtsTokenCount":7,"totalTokenCount":24},
             "modelVersion":"gemini-2.5-flash","responseId":"resp-1"}"#;
-        let (chat, whole) = to_chat(body, 9).expect("converted");
+        let (chat, whole) = to_chat(body, 9, false).expect("converted");
         assert_eq!(
             chat["choices"][0],
             json!({"index": 0, "finish_reason": "tool_calls", "logprobs": null, "message": {"role": "assistant", "content": "Checking.",
@@ -208,22 +218,40 @@ mod tests {
         );
         assert_eq!(chat["id"], "resp-1");
         assert_eq!(chat["model"], "gemini-2.5-flash");
-        assert_eq!(whole.usage, Some(Usage { prompt_tokens: 12, completion_tokens: 12, cached_tokens: 0 }));
+        assert_eq!(
+            whole.usage,
+            Some(Usage { prompt_tokens: 12, completion_tokens: 12, cached_tokens: 0, cache_write_tokens: 0 })
+        );
+    }
+
+    /// Gemini has no switch for parallel calls: a client that asked for none gets the turn's
+    /// first call only, whole or streamed.
+    #[test]
+    fn a_single_call_turn_keeps_its_first_call() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"a","args":{}}},{"functionCall":{"name":"b","args":{}}}]},"finishReason":"STOP"}],"responseId":"r"}"#;
+        let calls =
+            |single| to_chat(body, 0, single).expect("converted").0["choices"][0]["message"]["tool_calls"].clone();
+        assert_eq!(calls(false).as_array().map(Vec::len), Some(2));
+        assert_eq!(calls(true).as_array().map(Vec::len), Some(1));
+        let mut c = ChatChunks::new(0, false, true);
+        let frames = c.event(body).expect("event").frames;
+        let text: String = frames.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+        assert!(text.contains(r#""name":"a""#) && !text.contains(r#""name":"b""#), "{text}");
     }
 
     #[test]
     fn a_blocked_prompt_is_a_content_filter_answer_and_garbage_is_malformed() {
         let body = br#"{"promptFeedback":{"blockReason":"SAFETY","safetyRatings":[]},"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8}}"#;
-        let (chat, whole) = to_chat(body, 0).expect("converted");
+        let (chat, whole) = to_chat(body, 0, false).expect("converted");
         assert_eq!(chat["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(chat["choices"][0]["message"]["content"], "");
         assert_eq!(whole.usage.map(|u| u.prompt_tokens), Some(8));
         let (chat, _) =
-            to_chat(br#"{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"MAX_TOKENS"}]}"#, 0)
+            to_chat(br#"{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"MAX_TOKENS"}]}"#, 0, false)
                 .expect("converted");
         assert_eq!(chat["choices"][0]["finish_reason"], "length");
-        assert!(to_chat(b"{}", 0).is_err());
-        assert!(to_chat(b"nope", 0).is_err());
+        assert!(to_chat(b"{}", 0, false).is_err());
+        assert!(to_chat(b"nope", 0, false).is_err());
     }
 
     const EVENTS: &[&str] = &[
@@ -240,7 +268,7 @@ mod tests {
 
     #[test]
     fn stream_events_become_chat_chunks_and_end_with_usage_and_done() {
-        let mut c = ChatChunks::new(5, true);
+        let mut c = ChatChunks::new(5, true, false);
         let mut frames = Vec::new();
         for e in EVENTS {
             frames.extend(c.event(e.as_bytes()).expect("converted").frames.iter().map(data));
@@ -272,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_cut_stream_is_not_closed_and_cut_bytes_never_panic() {
-        let mut c = ChatChunks::new(0, false);
+        let mut c = ChatChunks::new(0, false, false);
         c.event(EVENTS[0].as_bytes()).expect("converted");
         assert!(c.end().frames.is_empty());
         assert_eq!(

@@ -57,6 +57,7 @@ impl GeminiUsage {
             prompt_tokens: self.prompt,
             completion_tokens: self.output,
             cached_tokens: self.cached.min(self.prompt),
+            cache_write_tokens: 0,
         }
     }
 
@@ -100,7 +101,10 @@ mod tests {
             "promptTokenCount": 100, "candidatesTokenCount": 20, "thoughtsTokenCount": 30,
             "cachedContentTokenCount": 64, "totalTokenCount": 150
         }));
-        assert_eq!(u.usage(), Usage { prompt_tokens: 100, completion_tokens: 50, cached_tokens: 64 });
+        assert_eq!(
+            u.usage(),
+            Usage { prompt_tokens: 100, completion_tokens: 50, cached_tokens: 64, cache_write_tokens: 0 }
+        );
         assert_eq!(u.chat_usage()["total_tokens"], 150);
     }
 

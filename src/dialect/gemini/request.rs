@@ -74,7 +74,9 @@ pub fn from_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiErr
                 continue;
             }
             "n" if value.as_u64() == Some(1) => continue,
-            "parallel_tool_calls" if value.as_bool() == Some(true) => continue,
+            // Gemini has no switch for it: `false` is kept by answering with the turn's first call
+            // only (`answer`, told by the bridge).
+            "parallel_tool_calls" if value.is_boolean() => continue,
             "logprobs" | "top_logprobs" if value.as_bool() == Some(false) || value.as_u64() == Some(0) => continue,
             "modalities" if value.as_array().is_some_and(|m| m.iter().all(|x| x == "text")) => continue,
             k if HINTS.contains(&k) => continue,
@@ -350,10 +352,6 @@ mod tests {
         let user = json!([{"role": "user", "content": "hi"}]);
         assert_eq!(refused(json!({"messages": user, "n": 3})).as_deref(), Some("n"));
         assert_eq!(refused(json!({"messages": user, "logit_bias": {"1": 2}})).as_deref(), Some("logit_bias"));
-        assert_eq!(
-            refused(json!({"messages": user, "parallel_tool_calls": false})).as_deref(),
-            Some("parallel_tool_calls")
-        );
         assert_eq!(
             refused(json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]})).as_deref(),
             Some("messages[0].content[0]")

@@ -107,7 +107,7 @@ pub fn answer(
             let content = format!("This is the Switchyard mock provider. You said: {echo}");
             let words: Vec<&str> = content.split_inclusive(' ').collect();
             let usage =
-                Usage { prompt_tokens, completion_tokens: u64::try_from(words.len()).unwrap_or(0), cached_tokens: 0 };
+                Usage { prompt_tokens, completion_tokens: u64::try_from(words.len()).unwrap_or(0), ..Usage::default() };
             let usage_json = json!({"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                 "total_tokens": usage.prompt_tokens + usage.completion_tokens});
             let (object, chunk_object) = if op == Operation::Chat {

@@ -20,20 +20,33 @@ struct WireUsage {
     output_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<Details>,
+    /// The Responses API's name of the details.
+    #[serde(default)]
+    input_tokens_details: Option<Details>,
+    /// Cache writes as gateways in front of Anthropic report them at the top level.
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct Details {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    /// Input written to the prompt cache (OpenRouter's name; the gateway's own in translated
+    /// answers: OpenAI has none).
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 impl WireUsage {
     fn into_usage(self) -> Usage {
+        let details = self.prompt_tokens_details.or(self.input_tokens_details);
+        let detail = |f: fn(&Details) -> Option<u64>| details.as_ref().and_then(f);
         Usage {
             prompt_tokens: self.prompt_tokens.or(self.input_tokens).unwrap_or(0),
             completion_tokens: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
-            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cached_tokens: detail(|d| d.cached_tokens).unwrap_or(0),
+            cache_write_tokens: detail(|d| d.cache_write_tokens).or(self.cache_creation_input_tokens).unwrap_or(0),
         }
     }
 }
@@ -43,13 +56,19 @@ pub fn read_usage(v: &serde_json::Value) -> Usage {
     WireUsage::deserialize(v).map(WireUsage::into_usage).unwrap_or_default()
 }
 
-/// The OpenAI `usage` object for `u` (what a translated answer carries to a chat client).
+/// The OpenAI `usage` object for `u` (what a translated answer carries to a chat client). Cache
+/// writes, which OpenAI has no field for, ride in `prompt_tokens_details.cache_write_tokens`
+/// (OpenRouter's name) when there are any.
 pub fn usage_object(u: Usage) -> serde_json::Value {
+    let mut details = serde_json::json!({"cached_tokens": u.cached_tokens});
+    if u.cache_write_tokens > 0 {
+        details["cache_write_tokens"] = serde_json::json!(u.cache_write_tokens);
+    }
     serde_json::json!({
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "prompt_tokens_details": details,
     })
 }
 
@@ -238,7 +257,10 @@ mod tests {
     fn reads_usage_and_zero_stays_zero() {
         let b = br#"{"choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":3,"completion_tokens":0,"prompt_tokens_details":{"cached_tokens":2}}}"#;
         let s = summarize_body(b, false).unwrap();
-        assert_eq!(s.usage, Some(Usage { prompt_tokens: 3, completion_tokens: 0, cached_tokens: 2 }));
+        assert_eq!(
+            s.usage,
+            Some(Usage { prompt_tokens: 3, completion_tokens: 0, cached_tokens: 2, cache_write_tokens: 0 })
+        );
         assert_eq!(s.output_tokens, 0, "not counted when the upstream reported usage");
         let n = summarize_body(br#"{"choices":[{"message":{"content":"hello world"}}]}"#, false).unwrap();
         assert_eq!((n.usage, n.output_tokens), (None, 2), "counted with the tokenizer");

@@ -10,6 +10,7 @@ pub struct Model {
     pub input_per_million: f64,
     pub output_per_million: f64,
     pub cached_input_per_million: Option<f64>,
+    pub cache_write_per_million: Option<f64>,
     pub aliases: Option<String>,
     pub updated_at: i64,
 }

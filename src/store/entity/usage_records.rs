@@ -18,6 +18,7 @@ pub struct Model {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
     pub estimated: bool,
     pub cost_usd: f64,
     pub latency_ms: i64,

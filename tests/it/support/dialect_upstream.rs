@@ -20,8 +20,9 @@ pub use super::framed_upstream::Framing;
 pub const TEXT: &str = "Hello from the upstream, in words.";
 /// The arguments of every tool call, as a JSON text.
 pub const ARGS: &str = r#"{"city":"Paris"}"#;
-/// Usage every answer reports: input, output, cache reads (of the input).
-pub const USAGE: (u64, u64, u64) = (21, 7, 4);
+/// Usage every answer reports: input, output, cache reads (of the input), and, for Anthropic
+/// (the one dialect that reports them), cache writes (of the input).
+pub const USAGE: (u64, u64, u64, u64) = (21, 7, 4, 3);
 
 /// What the next answers do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,18 +114,33 @@ enum Wire {
     Gemini,
 }
 
+/// Serves one connection: requests one after another while the framing lets the connection
+/// live (`Content-Length`, chunked), one request when its end closes the body.
 async fn serve(mut sock: tokio::net::TcpStream, framing: Framing, state: Arc<Mutex<State>>) {
     let mut buf = Vec::new();
-    let mut tmp = [0u8; 16384];
+    while let Some(rest) = serve_one(&mut sock, framing, &state, std::mem::take(&mut buf)).await {
+        buf = rest;
+    }
+    let _ = sock.shutdown().await;
+}
+
+/// Reads and answers one request; the bytes read past it, when the connection lives on.
+async fn serve_one(
+    sock: &mut tokio::net::TcpStream,
+    framing: Framing,
+    state: &Mutex<State>,
+    mut buf: Vec<u8>,
+) -> Option<Vec<u8>> {
+    let mut tmp = vec![0u8; 16384];
     let head_end = loop {
-        let Ok(n) = sock.read(&mut tmp).await else { return };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&tmp[..n]);
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
+        let n = sock.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -135,13 +151,14 @@ async fn serve(mut sock: tokio::net::TcpStream, framing: Framing, state: Arc<Mut
         .collect();
     let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     while buf.len() < head_end + len {
-        let Ok(n) = sock.read(&mut tmp).await else { return };
+        let n = sock.read(&mut tmp).await.ok()?;
         if n == 0 {
-            return;
+            return None;
         }
         buf.extend_from_slice(&tmp[..n]);
     }
     let body: Value = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or_default();
+    let rest = buf.split_off(head_end + len);
     let behaviour = {
         let mut s = state.lock().expect("state");
         s.seen.push(Seen { target: target.clone(), headers, body: body.clone() });
@@ -187,22 +204,18 @@ async fn serve(mut sock: tokio::net::TcpStream, framing: Framing, state: Arc<Mut
         }
         Framing::Http10 => format!("HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n\r\n"),
     };
-    if sock.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
+    sock.write_all(head.as_bytes()).await.ok()?;
     for p in pieces {
         let out = if framing == Framing::Chunked { format!("{:x}\r\n{p}\r\n", p.len()) } else { p };
-        if sock.write_all(out.as_bytes()).await.is_err() {
-            return;
-        }
+        sock.write_all(out.as_bytes()).await.ok()?;
         let _ = sock.flush().await;
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     if framing == Framing::Chunked {
-        let _ = sock.write_all(b"0\r\n\r\n").await;
+        sock.write_all(b"0\r\n\r\n").await.ok()?;
     }
     let _ = sock.flush().await;
-    let _ = sock.shutdown().await;
+    matches!(framing, Framing::Length | Framing::Chunked).then_some(rest)
 }
 
 /// A whole body in two pieces.
@@ -239,7 +252,7 @@ fn error_body(wire: Wire, status: u16) -> String {
 }
 
 fn whole(wire: Wire, model: &str, tool: Option<&str>) -> String {
-    let (input, output, cached) = USAGE;
+    let (input, output, cached, written) = USAGE;
     match wire {
         Wire::OpenAi => {
             let message = match tool {
@@ -259,8 +272,8 @@ fn whole(wire: Wire, model: &str, tool: Option<&str>) -> String {
             };
             json!({"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": content,
                 "stop_reason": if tool.is_some() {"tool_use"} else {"end_turn"}, "stop_sequence": null,
-                "usage": {"input_tokens": input - cached, "cache_read_input_tokens": cached,
-                    "cache_creation_input_tokens": 0, "output_tokens": output}})
+                "usage": {"input_tokens": input - cached - written, "cache_read_input_tokens": cached,
+                    "cache_creation_input_tokens": written, "output_tokens": output}})
         }
         Wire::Gemini => {
             let parts = match tool {
@@ -290,7 +303,7 @@ fn words() -> Vec<&'static str> {
 }
 
 fn events(wire: Wire, model: &str, tool: Option<&str>) -> Vec<String> {
-    let (input, output, cached) = USAGE;
+    let (input, output, cached, written) = USAGE;
     let (a, z) = ARGS.split_at(8);
     match wire {
         Wire::OpenAi => {
@@ -333,8 +346,8 @@ fn events(wire: Wire, model: &str, tool: Option<&str>) -> Vec<String> {
                 &json!({"type": "message_start", "message": {
                 "id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": [],
                 "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": input - cached, "cache_read_input_tokens": cached,
-                    "cache_creation_input_tokens": 0, "output_tokens": 1}}}),
+                "usage": {"input_tokens": input - cached - written, "cache_read_input_tokens": cached,
+                    "cache_creation_input_tokens": written, "output_tokens": 1}}}),
             )];
             out.push(named("ping", &json!({"type": "ping"})));
             match tool {

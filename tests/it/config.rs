@@ -55,6 +55,16 @@ fn shipped_examples_are_valid() {
         assert!(problems.is_empty(), "{file}: {problems:#?}");
         assert!(!s.providers.is_empty(), "{file}");
     }
+    // The providers example names real vendors' key variables, unset here: those are its only
+    // problems.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/providers.example.toml");
+    let s = switchyard::config::load(Some(&path)).expect("providers example");
+    let kinds: Vec<&str> = s.providers.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["openai", "anthropic", "gemini", "azure"]);
+    for p in check(&s) {
+        let unset = p.path.ends_with(".api_key") && p.message.contains("is not set");
+        assert!(unset, "providers example: {p:?}");
+    }
 }
 
 #[test]

@@ -341,7 +341,10 @@ async fn messages_to_anthropic_is_a_passthrough() {
         assert_eq!(r.status, 400, "{}", r.text());
         let v = r.json();
         assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert!(v["error"]["message"].as_str().unwrap().starts_with("messages[0].content[0]: A `document` part"), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with("messages[0].content[0]: A `document` part"),
+            "{v}"
+        );
         let rec = app.usage(r.header("x-request-id").unwrap()).await;
         assert_eq!((rec.status, rec.outcome.as_str()), (400, "refused"));
     }

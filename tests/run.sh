@@ -83,8 +83,10 @@ log "redis on 127.0.0.1:$RPORT"
 # package exists for Debian or PyPI; the receiver speaks the same protocol (ECOSYSTEM.md §3).
 VENV="$WORK/venv"
 python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check opentelemetry-proto grpcio >"$WORK/pip.log" 2>&1 \
+# The official client SDKs go in the same venv (the dialect tests drive them).
+"$VENV/bin/pip" install -q --disable-pip-version-check opentelemetry-proto grpcio anthropic openai >"$WORK/pip.log" 2>&1 \
   || { cat "$WORK/pip.log" >&2; exit 1; }
+export SWITCHYARD_TEST_PYTHON="$VENV/bin/python"
 OTLP_GRPC=$(free_port); OTLP_HTTP=$(free_port)
 "$VENV/bin/python" tests/fixtures/otlp/otlp_sink.py "$OTLP_GRPC" "$OTLP_HTTP" >"$WORK/otlp.log" 2>&1 &
 PIDS_TO_STOP+=($!)

@@ -44,6 +44,8 @@ pub struct Provider {
     pub api_key: Option<Secret>,
     /// Azure OpenAI's `api-version`.
     pub api_version: Option<String>,
+    /// It serves OpenAI's Responses API too.
+    pub responses_api: bool,
     /// Local or cloud.
     pub locality: Locality,
     /// Whole-request timeout override.
@@ -81,6 +83,7 @@ impl Provider {
             guarded: owner.is_some(),
             kind: p.kind,
             api_version: p.api_version.clone(),
+            responses_api: p.responses_api,
             endpoint: p.endpoint.as_deref().map(crate::upstream::Endpoint::parse),
             api_key,
             locality: p.locality,

@@ -397,6 +397,9 @@ fn check_addressing(pr: &crate::config::ProviderConfig, at: &str, p: &mut impl F
         (_, Some(_)) => p(format!("{at}.api_version"), "applies to azure providers only".into()),
         (_, None) => {}
     }
+    if pr.responses_api && pr.kind != ProviderKind::Openai {
+        p(format!("{at}.responses_api"), "applies to openai providers only".into());
+    }
     // Gemini names the model in the path.
     if pr.kind == ProviderKind::Gemini {
         for (j, m) in pr.models.iter().enumerate() {

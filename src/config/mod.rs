@@ -414,6 +414,10 @@ pub struct ProviderConfig {
     /// Azure OpenAI's `api-version` (`type = "azure"` only, and required there).
     #[serde(default)]
     pub api_version: Option<String>,
+    /// The upstream serves OpenAI's Responses API too (`POST {endpoint}/responses`; `type =
+    /// "openai"` only): Responses clients pass through to it, `previous_response_id` included.
+    #[serde(default)]
+    pub responses_api: bool,
     /// Context size of models that state none.
     #[serde(default)]
     pub default_context_size: Option<u64>,

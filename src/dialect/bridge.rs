@@ -84,14 +84,20 @@ pub fn to_pivot(client: Dialect, body: &Map<String, Value>) -> Result<Pivot, Api
         Dialect::Responses => responses::to_chat(body, &model()?),
         Dialect::Gemini => Err(ApiError::new(Code::InvalidRequest, "Gemini is not a client dialect.")),
     };
-    match (strict, client) {
-        (Ok(body), _) => Ok(Pivot { body, untranslatable: None }),
-        // A Messages request Chat cannot carry may still pass through to an Anthropic upstream.
-        (Err(e), Dialect::Anthropic) if e.code.status() == 400 => {
-            let body = anthropic::request::to_chat_text(body, &model()?).map_err(|_| e.clone())?;
+    // A request Chat cannot carry may still pass through to an upstream of its own dialect
+    // (server tools to Anthropic, `previous_response_id` to a Responses upstream).
+    let text = match client {
+        Dialect::Anthropic => anthropic::request::to_chat_text,
+        Dialect::Responses => responses::to_chat_text,
+        Dialect::OpenAi | Dialect::Gemini => return strict.map(|body| Pivot { body, untranslatable: None }),
+    };
+    match strict {
+        Ok(body) => Ok(Pivot { body, untranslatable: None }),
+        Err(e) if e.code.status() == 400 => {
+            let body = text(body, &model()?).map_err(|_| e.clone())?;
             Ok(Pivot { body, untranslatable: Some(e) })
         }
-        (Err(e), _) => Err(e),
+        Err(e) => Err(e),
     }
 }
 
@@ -138,9 +144,8 @@ pub fn upstream_body(sides: Sides, o: &Outbound<'_>) -> Result<Bytes, ApiError> 
         Dialect::OpenAi => return openai::upstream_body(&[], o.pivot, o.model, o.ask_usage),
         Dialect::Anthropic => anthropic::request::from_chat(o.pivot, o.model, o.default_max_tokens)?,
         Dialect::Gemini => gemini::request::from_chat(o.pivot)?,
-        Dialect::Responses => {
-            return Err(ApiError::new(Code::InvalidRequest, "No upstream speaks the Responses API in this version."));
-        }
+        // Only a Responses client is sent to a Responses upstream (a passthrough, above).
+        Dialect::Responses => return Err(ApiError::internal()),
     };
     serde_json::to_vec(&body).map(Bytes::from).map_err(|_| ApiError::internal())
 }
@@ -165,7 +170,15 @@ pub fn whole(sides: Sides, op: Operation, body: Bytes, created: u64, echo: &Echo
             let (v, w) = gemini::answer::to_chat(&body, created, echo.single_call)?;
             (json_bytes(&v), w)
         }
-        Dialect::Responses => return Err(Malformed("no upstream speaks the Responses API")),
+        // A Responses upstream answers Responses clients only (a passthrough).
+        Dialect::Responses => {
+            let w = responses::whole_facts(&body)?;
+            return if sides.passthrough() {
+                Ok((body, w))
+            } else {
+                Err(Malformed("a Responses answer for another dialect"))
+            };
+        }
     };
     if sides.passthrough() {
         return Ok((body, facts));
@@ -197,6 +210,8 @@ enum Up {
     OpenAi,
     Anthropic(anthropic::stream::ChatChunks),
     Gemini(gemini::answer::ChatChunks),
+    /// A Responses upstream (its client speaks Responses too): Chat chunks for the usage tap.
+    Responses(responses::ChatTap),
 }
 
 /// The client's events from Chat chunks.
@@ -235,7 +250,8 @@ impl Stream {
         let up = match sides.upstream {
             Dialect::Anthropic => Up::Anthropic(anthropic::stream::ChatChunks::new(created, true)),
             Dialect::Gemini => Up::Gemini(gemini::answer::ChatChunks::new(created, true, echo.single_call)),
-            Dialect::OpenAi | Dialect::Responses => Up::OpenAi,
+            Dialect::Responses => Up::Responses(responses::ChatTap::default()),
+            Dialect::OpenAi => Up::OpenAi,
         };
         let down = match sides.client {
             _ if sides.passthrough() => Down::Same,
@@ -264,6 +280,7 @@ impl Stream {
             Up::OpenAi => Ok(vec![Bytes::from(data)]),
             Up::Anthropic(c) => Ok(chat_data(c.event(&data)?)),
             Up::Gemini(c) => Ok(chat_data(c.event(&data)?)),
+            Up::Responses(c) => Ok(c.event(&data)?),
         }
     }
 
@@ -271,7 +288,7 @@ impl Stream {
     /// sends none); nothing when the stream was not complete.
     pub fn upstream_end(&mut self) -> Vec<Bytes> {
         match &mut self.up {
-            Up::OpenAi | Up::Anthropic(_) => Vec::new(),
+            Up::OpenAi | Up::Anthropic(_) | Up::Responses(_) => Vec::new(),
             Up::Gemini(c) => chat_data(c.end()),
         }
     }

@@ -55,11 +55,15 @@ pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Ve
 /// whether it streams in the path.
 pub fn address(
     kind: ProviderKind,
+    dialect: Dialect,
     op: Operation,
     model: &str,
     api_version: Option<&str>,
     stream: bool,
 ) -> (std::borrow::Cow<'static, str>, KeyPlacement) {
+    if dialect == Dialect::Responses {
+        return (responses::PATH.into(), KeyPlacement::Bearer);
+    }
     match (kind, api_version) {
         (ProviderKind::Azure, Some(version)) => {
             (openai::azure::path(op, model, version).into(), KeyPlacement::Header(openai::azure::KEY_HEADER))
@@ -102,6 +106,15 @@ impl Dialect {
             Self::Gemini => "Gemini",
             Self::Responses => "OpenAI Responses",
         }
+    }
+
+    /// The dialect an attempt speaks to a provider for a client speaking `client`: Responses when
+    /// both the client and the provider (`responses_api`) speak it, else the provider type's.
+    pub fn for_attempt(kind: ProviderKind, responses_api: bool, client: Self) -> Option<Self> {
+        if client == Self::Responses && responses_api && kind == ProviderKind::Openai {
+            return Some(Self::Responses);
+        }
+        Self::of_provider(kind)
     }
 
     /// The dialect a provider type speaks, if this version speaks it.

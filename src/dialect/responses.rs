@@ -13,8 +13,11 @@
 //!   item's `output_text` deltas, each function call's `function_call_arguments` deltas, the
 //!   `.done` events, then `response.completed` or `response.incomplete` with the usage).
 //!
-//! Served on `/v1/responses` through [`crate::dialect::bridge`]: every upstream is reached through
-//! Chat (stateless; no upstream speaks Responses in this version).
+//! Served on `/v1/responses` through [`crate::dialect::bridge`]: to an `openai` provider that
+//! serves the Responses API (`responses_api = true`) the request passes as it is; every other
+//! upstream is reached through Chat, stateless ([`to_chat`]; what needs OpenAI's stored state is
+//! refused by name). [`ChatTap`] reads a passed-through stream's usage; [`to_chat_text`] is the
+//! counting pivot of a request only a Responses upstream can carry.
 
 use serde_json::{Map, Value, json};
 
@@ -22,6 +25,9 @@ use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError, Whole};
 use crate::dialect::{openai, sse};
 use crate::error::ApiError;
 use crate::types::Usage;
+
+/// The path of the Responses API below an OpenAI endpoint (`https://api.openai.com/v1`).
+pub const PATH: &str = "/responses";
 
 /// Responses fields that are hints about storage or OpenAI's service, with nothing to carry to a
 /// chat upstream: dropped (`store` and `include` only matter to OpenAI's own state).
@@ -423,6 +429,155 @@ pub fn from_chat(body: &[u8], created_at: u64, custom: &[String]) -> Result<(Val
         finish_reasons: vec![finish.to_owned()],
     };
     Ok((response, Whole { usage, output_tokens: 0, meta }))
+}
+
+/// What a whole response object from a Responses upstream says (relayed as it is).
+pub fn whole_facts(body: &[u8]) -> Result<Whole, Malformed> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| Malformed("the response is not JSON"))?;
+    if v.get("object").and_then(Value::as_str) != Some("response") {
+        return Err(Malformed("the answer is not a response object"));
+    }
+    Ok(Whole {
+        usage: v.get("usage").filter(|u| u.is_object()).map(openai::usage::read_usage),
+        output_tokens: 0,
+        meta: meta_of(&v),
+    })
+}
+
+fn meta_of(response: &Value) -> ResponseMeta {
+    let s = |k: &str| response.get(k).and_then(Value::as_str).map(str::to_owned);
+    let finish = match response.get("status").and_then(Value::as_str) {
+        Some("incomplete") => Some("length"),
+        Some("completed") => Some("stop"),
+        _ => None,
+    };
+    ResponseMeta { id: s("id"), model: s("model"), finish_reasons: finish.map(str::to_owned).into_iter().collect() }
+}
+
+/// Reads a Responses upstream's events for the usage tap, as Chat chunk data (the client gets the
+/// events as they are): text deltas as content, argument deltas as tool-call text, the final
+/// usage as the usage chunk and `[DONE]`; `response.failed` and `error` end the stream.
+#[derive(Debug, Default)]
+pub struct ChatTap {
+    id: String,
+    model: String,
+}
+
+impl ChatTap {
+    /// One event's data → Chat chunk data.
+    pub fn event(&mut self, data: &[u8]) -> Result<Vec<bytes::Bytes>, StreamError> {
+        let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a Responses stream event is not JSON"))?;
+        let chunk = |delta: Value, usage: Option<Value>| {
+            let mut c = json!({"id": self.id, "model": self.model, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
+            if let Some(u) = usage {
+                c["choices"] = json!([]);
+                c["usage"] = u;
+            }
+            bytes::Bytes::from(c.to_string())
+        };
+        let mut out = Vec::new();
+        match v.get("type").and_then(Value::as_str) {
+            Some("response.created") => {
+                let r = v.get("response");
+                let s = |k: &str| r.and_then(|r| r.get(k)).and_then(Value::as_str).unwrap_or_default().to_owned();
+                (self.id, self.model) = (s("id"), s("model"));
+            }
+            Some("response.output_text.delta" | "response.refusal.delta") => {
+                let d = v.get("delta").and_then(Value::as_str).unwrap_or_default();
+                out.push(chunk(json!({"content": d}), None));
+            }
+            Some("response.function_call_arguments.delta" | "response.custom_tool_call_input.delta") => {
+                let d = v.get("delta").and_then(Value::as_str).unwrap_or_default();
+                out.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": d}}]}), None));
+            }
+            Some("response.completed" | "response.incomplete") => {
+                let r = v.get("response").ok_or(Malformed("a final event without its response"))?;
+                let meta = meta_of(r);
+                let finish = meta.finish_reasons.first().cloned().unwrap_or_else(|| "stop".into());
+                let mut last = json!({"id": self.id, "model": self.model, "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]});
+                if let Some(u) = r.get("usage").filter(|u| u.is_object()) {
+                    last["usage"] = openai::usage::usage_object(openai::usage::read_usage(u));
+                }
+                out.push(bytes::Bytes::from(last.to_string()));
+                out.push(bytes::Bytes::from_static(b"[DONE]"));
+            }
+            Some("response.failed") => {
+                let message =
+                    v.pointer("/response/error/message").and_then(Value::as_str).unwrap_or("the response failed");
+                return Err(StreamError::Upstream(message.to_owned()));
+            }
+            Some("error") => {
+                let message = v.get("message").and_then(Value::as_str).unwrap_or("the upstream sent an error event");
+                return Err(StreamError::Upstream(message.to_owned()));
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+}
+
+/// The Chat body the phases read for a Responses request that [`to_chat`] cannot map (stored
+/// state such as `previous_response_id`, an item only OpenAI keeps), which can still go to a
+/// Responses upstream as it is: the instructions and every input item as text, to count and
+/// classify; the output limit and streaming kept; function tools by name.
+pub fn to_chat_text(body: &Map<String, Value>, model: &str) -> Result<Map<String, Value>, ApiError> {
+    let mut out = Map::new();
+    out.insert("model".into(), Value::String(model.to_owned()));
+    let mut messages = Vec::new();
+    if let Some(i) = body.get("instructions").and_then(Value::as_str).filter(|i| !i.is_empty()) {
+        messages.push(json!({"role": "system", "content": i}));
+    }
+    match body.get("input") {
+        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::Array(items)) => {
+            for item in items {
+                let role = match item.get("role").and_then(Value::as_str) {
+                    Some("assistant") => "assistant",
+                    Some("system" | "developer") => "system",
+                    _ => "user",
+                };
+                let text = match item.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(parts)) => parts
+                        .iter()
+                        .map(|p| p.get("text").and_then(Value::as_str).map_or_else(|| p.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    _ => item.to_string(),
+                };
+                messages.push(json!({"role": role, "content": text}));
+            }
+        }
+        None if body.contains_key("previous_response_id") => {}
+        _ => return Err(ApiError::invalid("input", "`input` must be a string or an array of items.")),
+    }
+    if messages.is_empty() {
+        messages.push(json!({"role": "user", "content": ""}));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(max) = body.get("max_output_tokens").filter(|v| !v.is_null()) {
+        out.insert("max_completion_tokens".into(), max.clone());
+    }
+    if let Some(stream) = body.get("stream").filter(|v| !v.is_null()) {
+        out.insert("stream".into(), stream.clone());
+    }
+    let tools: Vec<Value> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let name = t.get("name").and_then(Value::as_str)?;
+            let params = t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}));
+            Some(json!({"type": "function", "function": {"name": name, "parameters": params}}))
+        })
+        .collect();
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    Ok(out)
 }
 
 /// The Responses `usage` object (reasoning tokens carried over when the chat usage has them).

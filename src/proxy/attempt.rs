@@ -69,7 +69,7 @@ pub async fn attempt(
     let target = a.target;
     let fail =
         |guard, kind, msg: &str| Err(Failed { failure: UpstreamFailure::new(kind, msg), guard: Box::new(guard) });
-    let Some(dialect) = Dialect::of_provider(target.provider.kind) else {
+    let Some(dialect) = Dialect::for_attempt(target.provider.kind, target.provider.responses_api, a.client) else {
         let msg = format!("provider type `{}` is not supported by this version", target.provider.kind.as_str());
         return fail(guard, FailureKind::Protocol, &msg);
     };
@@ -99,6 +99,7 @@ pub async fn attempt(
         let sides = Sides { client: a.client, upstream: dialect };
         let (path, placement) = crate::dialect::address(
             target.provider.kind,
+            dialect,
             a.op,
             &target.model.name,
             target.provider.api_version.as_deref(),

@@ -237,6 +237,7 @@ mod tests {
             endpoint: None,
             api_key: None,
             api_version: None,
+            responses_api: false,
             locality,
             timeout: None,
             max_concurrency: None,

@@ -233,7 +233,8 @@ fn upstream_body(
     ask_usage: bool,
 ) -> Result<bytes::Bytes, ApiError> {
     use crate::dialect::bridge;
-    let Some(upstream) = crate::dialect::Dialect::of_provider(target.provider.kind) else {
+    let p = &target.provider;
+    let Some(upstream) = crate::dialect::Dialect::for_attempt(p.kind, p.responses_api, req.dialect) else {
         return Ok(bytes::Bytes::new());
     };
     let out = bridge::Outbound {

@@ -147,3 +147,29 @@ fn azure_providers_are_checked() {
     }
     assert_eq!(paths.len(), 5, "{problems:#?}");
 }
+
+/// Gemini model names go in the path (URL-safe, like Azure deployments); only `openai`
+/// providers may declare that they serve the Responses API.
+#[test]
+fn gemini_names_and_responses_api_are_checked() {
+    let mut s = Settings::default();
+    let mut gemini = openai_provider(
+        "ge",
+        "https://generativelanguage.googleapis.com/v1beta",
+        &["gemini-2.5-flash", "a/b", "x?k=1"],
+    );
+    gemini.kind = switchyard::types::ProviderKind::Gemini;
+    gemini.responses_api = true;
+    s.providers.push(gemini);
+    let mut openai = openai_provider("oa", "https://api.openai.com/v1", &["gpt-5"]);
+    openai.responses_api = true;
+    s.providers.push(openai);
+    let problems = check(&s);
+    let mut paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        ["providers[0].models[1].name", "providers[0].models[2].name", "providers[0].responses_api"],
+        "{problems:#?}"
+    );
+}

@@ -32,6 +32,7 @@ enum Got {
 async fn app(up: &DialectUpstream) -> TestApp {
     let endpoints: Vec<(String, ProviderKind, String)> =
         KINDS.iter().map(|(id, kind)| ((*id).to_owned(), *kind, up.endpoint(kind_name(*kind)))).collect();
+    let responses_endpoint = up.endpoint("openai");
     TestApp::spawn(move |s| {
         for (id, kind, endpoint) in endpoints {
             let mut p = openai_provider(&id, &endpoint, &["m-1"]);
@@ -39,6 +40,11 @@ async fn app(up: &DialectUpstream) -> TestApp {
             p.api_key = Some(Secret::new("$SWITCHYARD_TEST_PROVIDER_KEY"));
             s.providers.push(p);
         }
+        // An OpenAI upstream that serves the Responses API too.
+        let mut or = openai_provider("or", &responses_endpoint, &["m-1"]);
+        or.responses_api = true;
+        or.api_key = Some(Secret::new("$SWITCHYARD_TEST_PROVIDER_KEY"));
+        s.providers.push(or);
         s.prices.push(switchyard::config::PriceConfig {
             model: "m-1".into(),
             provider: None,
@@ -582,5 +588,94 @@ async fn codex_shaped_traffic_reaches_every_upstream() {
         };
         assert_eq!(tools.as_array().map(Vec::len), Some(2), "{id}: web_search is not offered upstream: {tools}");
     }
+    app.stop().await;
+}
+
+/// The official `anthropic` and `openai` Python SDKs (from PyPI, in the venv `tests/run.sh`
+/// makes) against every upstream dialect: Messages, `count_tokens`, Chat and Responses, whole and
+/// streamed with the SDKs' stream helpers, with tools, and the errors as the SDKs raise them.
+#[actix_web::test]
+async fn the_official_sdks_work_against_every_upstream() {
+    let python = service_url("SWITCHYARD_TEST_PYTHON");
+    let up = DialectUpstream::start(Framing::Chunked).await;
+    let app = app(&up).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/clients.py");
+    let routes: Vec<String> = KINDS.iter().map(|(id, _)| format!("provider/{id}/m-1")).collect();
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(app.url(""))
+        .arg(&app.admin_token)
+        .args(&routes)
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("all_proxy")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .await
+        .expect("run the SDK script");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("all passed"), "{log}");
+    app.stop().await;
+}
+
+/// A Responses client of an upstream that serves the Responses API passes through: its bytes
+/// with only `model` replaced (`previous_response_id` included), the answer and its events as the
+/// upstream sent them, the usage read from them. Other clients of that provider speak Chat to it;
+/// a Responses client of a Chat-only upstream is refused `previous_response_id` by name.
+#[actix_web::test]
+async fn responses_pass_through_to_an_upstream_that_serves_them() {
+    let up = DialectUpstream::start(Framing::Chunked).await;
+    let app = app(&up).await;
+    let t = &app.admin_token;
+    let key = service_url("SWITCHYARD_TEST_PROVIDER_KEY");
+    for stream in [false, true] {
+        let body = json!({"model": "provider/or/m-1", "previous_response_id": "resp_0", "input": "And now?",
+            "store": true, "stream": stream, "reasoning": {"effort": "high", "summary": "auto"},
+            "include": ["reasoning.encrypted_content"], "text": {"verbosity": "low"}});
+        let r = crate::support::post_json(&app.url("/v1/responses"), t, &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let got = up.last();
+        assert_eq!(got.target, "/v1/responses");
+        assert_eq!(got.header("authorization"), Some(format!("Bearer {key}").as_str()));
+        let mut want = body.clone();
+        want["model"] = json!("m-1");
+        assert_eq!(got.body, want, "passed as it is");
+        assert_eq!(read(Client::Responses, stream, &r.body), Got::Text(TEXT.into()));
+        if stream {
+            // The upstream's own events, its response id included.
+            assert!(r.text().contains(r#""id":"resp_1""#), "{}", r.text());
+        } else {
+            assert_eq!(r.json()["id"], "resp_1");
+        }
+        let rec = app.usage(r.header("x-request-id").unwrap()).await;
+        assert_eq!(
+            (rec.outcome.as_str(), rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens),
+            ("ok", 21, 7, 4)
+        );
+        assert_eq!(rec.usage_source, "reported");
+    }
+    // A chat client of the same provider speaks Chat to it.
+    let (path, body) = request(Client::Chat, "provider/or/m-1", false, false);
+    let r = crate::support::post_json(&app.url(path), t, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().target, "/v1/chat/completions");
+    // Tools through the passthrough, streamed.
+    let (_, body) = request(Client::Responses, "provider/or/m-1", true, true);
+    let r = crate::support::post_json(&app.url("/v1/responses"), t, &body).await;
+    assert_eq!(
+        read(Client::Responses, true, &r.body),
+        Got::Call("get_weather".into(), serde_json::from_str(ARGS).unwrap())
+    );
+    // State a Chat upstream cannot keep: refused by name, after admission, nothing sent.
+    let calls = up.seen().len();
+    let body = json!({"model": "provider/oa/m-1", "previous_response_id": "resp_0", "input": "And now?"});
+    let r = crate::support::post_json(&app.url("/v1/responses"), t, &body).await;
+    let v = r.assert_error(400, "invalid_request");
+    assert_eq!(v["error"]["param"], "previous_response_id");
+    assert_eq!(up.seen().len(), calls);
     app.stop().await;
 }

@@ -2,7 +2,8 @@
 //! socket, each in its documented wire format (JSON and SSE, usage, stop reasons, tool calls,
 //! error bodies), framing its bodies every way HTTP/1.1 allows (`Content-Length`, chunked, ended
 //! by closing the connection). Which dialect answers is the path's: `/v1/chat/completions`,
-//! `/v1/messages`, `/v1beta/models/{model}:generateContent` or `:streamGenerateContent?alt=sse`.
+//! `/v1/responses`, `/v1/messages`, `/v1beta/models/{model}:generateContent` or
+//! `:streamGenerateContent?alt=sse`.
 //!
 //! It answers a request that defines tools with one call of the first tool
 //! (`{"city":"Paris"}`), any other with [`TEXT`]; it can be told to answer with an error status or
@@ -110,6 +111,7 @@ impl DialectUpstream {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Wire {
     OpenAi,
+    Responses,
     Anthropic,
     Gemini,
 }
@@ -167,6 +169,8 @@ async fn serve_one(
     let path = target.split('?').next().unwrap_or_default();
     let (wire, stream) = if path.ends_with("/chat/completions") {
         (Wire::OpenAi, body["stream"].as_bool().unwrap_or(false))
+    } else if path.ends_with("/responses") {
+        (Wire::Responses, body["stream"].as_bool().unwrap_or(false))
     } else if path.ends_with("/messages") {
         (Wire::Anthropic, body["stream"].as_bool().unwrap_or(false))
     } else if path.contains(":streamGenerateContent") {
@@ -233,6 +237,7 @@ fn tool_name(wire: Wire, body: &Value) -> Option<String> {
     let t = body.get("tools")?.get(0)?;
     let name = match wire {
         Wire::OpenAi => t.pointer("/function/name"),
+        Wire::Responses => t.get("name"),
         Wire::Anthropic => t.get("name"),
         Wire::Gemini => t.pointer("/functionDeclarations/0/name"),
     };
@@ -242,7 +247,7 @@ fn tool_name(wire: Wire, body: &Value) -> Option<String> {
 fn error_body(wire: Wire, status: u16) -> String {
     let message = format!("mock refused the request with {status}");
     match wire {
-        Wire::OpenAi => {
+        Wire::OpenAi | Wire::Responses => {
             json!({"error": {"message": message, "type": "invalid_request_error", "code": null, "param": null}})
         }
         Wire::Anthropic => json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
@@ -264,6 +269,16 @@ fn whole(wire: Wire, model: &str, tool: Option<&str>) -> String {
                 "choices": [{"index": 0, "message": message, "finish_reason": if tool.is_some() {"tool_calls"} else {"stop"}}],
                 "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output,
                     "prompt_tokens_details": {"cached_tokens": cached}}})
+        }
+        Wire::Responses => {
+            let item = match tool {
+                Some(name) => json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": name,
+                    "arguments": ARGS, "status": "completed"}),
+                None => json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": TEXT, "annotations": []}]}),
+            };
+            json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": model,
+                "output": [item], "usage": responses_usage()})
         }
         Wire::Anthropic => {
             let content = match tool {
@@ -287,6 +302,12 @@ fn whole(wire: Wire, model: &str, tool: Option<&str>) -> String {
         }
     }
     .to_string()
+}
+
+fn responses_usage() -> Value {
+    let (input, output, cached, _) = USAGE;
+    json!({"input_tokens": input, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": input + output})
 }
 
 fn data(v: &Value) -> String {
@@ -338,6 +359,57 @@ fn events(wire: Wire, model: &str, tool: Option<&str>) -> Vec<String> {
                     "total_tokens": input + output, "prompt_tokens_details": {"cached_tokens": cached}}}),
             ));
             out.push("data: [DONE]\n\n".into());
+            out
+        }
+        Wire::Responses => {
+            let mut seq = 0;
+            let mut ev = |name: &str, mut v: Value| {
+                v["type"] = json!(name);
+                v["sequence_number"] = json!(seq);
+                seq += 1;
+                named(name, &v)
+            };
+            let response = |status: &str, output: Value| {
+                let usage = if status == "completed" { responses_usage() } else { Value::Null };
+                json!({"id": "resp_1", "object": "response", "created_at": 1, "status": status, "model": model,
+                    "output": output, "usage": usage})
+            };
+            let mut out = vec![
+                ev("response.created", json!({"response": response("in_progress", json!([]))})),
+                ev("response.in_progress", json!({"response": response("in_progress", json!([]))})),
+            ];
+            let item = match tool {
+                Some(name) => {
+                    let added = json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": name,
+                        "arguments": "", "status": "in_progress"});
+                    out.push(ev("response.output_item.added", json!({"output_index": 0, "item": added})));
+                    for piece in [a, z] {
+                        let d = json!({"item_id": "fc_1", "output_index": 0, "delta": piece});
+                        out.push(ev("response.function_call_arguments.delta", d));
+                    }
+                    let d = json!({"item_id": "fc_1", "output_index": 0, "arguments": ARGS});
+                    out.push(ev("response.function_call_arguments.done", d));
+                    json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": name,
+                        "arguments": ARGS, "status": "completed"})
+                }
+                None => {
+                    let added = json!({"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []});
+                    out.push(ev("response.output_item.added", json!({"output_index": 0, "item": added})));
+                    let part = json!({"type": "output_text", "text": "", "annotations": []});
+                    let at = json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "part": part});
+                    out.push(ev("response.content_part.added", at));
+                    for w in words() {
+                        let d = json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": w});
+                        out.push(ev("response.output_text.delta", d));
+                    }
+                    let d = json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "text": TEXT});
+                    out.push(ev("response.output_text.done", d));
+                    json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                        "content": [{"type": "output_text", "text": TEXT, "annotations": []}]})
+                }
+            };
+            out.push(ev("response.output_item.done", json!({"output_index": 0, "item": item})));
+            out.push(ev("response.completed", json!({"response": response("completed", json!([item]))})));
             out
         }
         Wire::Anthropic => {

@@ -47,6 +47,7 @@ pub fn openai_provider(id: &str, base: &str, models: &[&str]) -> ProviderConfig 
         endpoint: Some(base.into()),
         api_key: None,
         api_version: None,
+        responses_api: false,
         default_context_size: None,
         default_error_cooldown: 60,
         timeout: None,

@@ -11,6 +11,13 @@
 //! the `switchyard` binary of another commit (say the previous one, built in a worktree), adds it
 //! as a target `baseline` alternated with the rest, for an A/B in one run.
 //!
+//! Dialects: the same node also serves Anthropic Messages and OpenAI Responses clients, and the
+//! mock speaks Anthropic Messages too, so translation is measured against passthrough to the same
+//! upstream: `msg_oai` (Messages client, OpenAI upstream) and `resp_oai` (Responses client) over
+//! `gateway` (Chat to OpenAI, a passthrough), and `chat_anth` (Chat client, Anthropic upstream)
+//! over `msg_anth` (Messages to Anthropic, a passthrough); `anth_direct` is the mock's Messages
+//! route without the gateway.
+//!
 //! Tracing: two more nodes of this build export spans over OTLP/gRPC, one sampling every request
 //! (`traced`), one 1 % (`traced_1pct`), to `BENCH_OTLP_GRPC` (an OTLP receiver; a closed port such
 //! as `http://127.0.0.1:9` leaves out the export's encoding and sending), else to a discarding
@@ -61,6 +68,7 @@ fn start_gateway(bin: &str, mock_base: &str, dir: &tempfile::TempDir, extra: &st
         format!(
             "[server]\nport = 0\n[database]\nurl = \"sqlite://bench.db?mode=rwc\"\n[log]\nlevel = \"error\"\n{extra}\n\
              [[providers]]\nid = \"local\"\ntype = \"openai\"\nendpoint = \"{mock_base}\"\nmodels = [{{ name = \"qwen\" }}]\n\
+             [[providers]]\nid = \"anth\"\ntype = \"anthropic\"\nendpoint = \"{mock_base}\"\nmodels = [{{ name = \"claude\" }}]\n\
              [[rotations]]\nname = \"bench\"\nstrategy = \"weighted\"\n\
              entries = [{{ provider_id = \"local\", model = \"qwen\", weight = 1 }}]\n\
              [[autoselects]]\nname = \"bench\"\nselection = \"rules\"\nclassify_privacy = true\n\
@@ -324,7 +332,7 @@ fn main() {
             name: "autoselect",
             port: gw_port,
             path: "/v1/chat/completions".into(),
-            auth: Some(token),
+            auth: Some(token.clone()),
             model: "autoselect/bench",
         },
         Target {
@@ -332,6 +340,35 @@ fn main() {
             port: gw_port,
             path: "/v1/chat/completions".into(),
             auth: Some(limited),
+            model: "qwen",
+        },
+        Target { name: "anth_direct", port: mock_port, path: "/v1/messages".into(), auth: None, model: "claude" },
+        Target {
+            name: "msg_anth",
+            port: gw_port,
+            path: "/v1/messages".into(),
+            auth: Some(token.clone()),
+            model: "provider/anth/claude",
+        },
+        Target {
+            name: "msg_oai",
+            port: gw_port,
+            path: "/v1/messages".into(),
+            auth: Some(token.clone()),
+            model: "qwen",
+        },
+        Target {
+            name: "chat_anth",
+            port: gw_port,
+            path: "/v1/chat/completions".into(),
+            auth: Some(token.clone()),
+            model: "provider/anth/claude",
+        },
+        Target {
+            name: "resp_oai",
+            port: gw_port,
+            path: "/v1/responses".into(),
+            auth: Some(token.clone()),
             model: "qwen",
         },
     ];
@@ -370,7 +407,10 @@ fn main() {
     }
     // The node behind each target, for its CPU time per request.
     let mut pids: Vec<(&str, u32)> =
-        vec![("gateway", child.id()), ("rotation", child.id()), ("autoselect", child.id()), ("limited", child.id())];
+        ["gateway", "rotation", "autoselect", "limited", "msg_anth", "msg_oai", "chat_anth", "resp_oai"]
+            .into_iter()
+            .map(|n| (n, child.id()))
+            .collect();
     if let Some((b, ..)) = &baseline {
         pids.push(("baseline", b.id()));
     }
@@ -447,37 +487,45 @@ fn main() {
         // Per target: each block's p50 difference, and the workers' CPU difference per request
         // (non-streaming, streaming).
         struct Paired<'a> {
+            reference: &'a str,
             name: &'a str,
             diffs: [Vec<f64>; 2],
             cpu: [f64; 2],
         }
         let mut paired: Vec<Paired<'_>> = Vec::new();
-        if let Some(g) = targets.iter().find(|t| t.name == "gateway") {
-            for name in ["baseline", "traced", "traced_1pct"] {
-                let Some(t) = targets.iter().find(|t| t.name == name) else { continue };
-                let (mut diffs, mut cpu): ([Vec<f64>; 2], [f64; 2]) = Default::default();
-                for (k, stream) in [false, true].into_iter().enumerate() {
-                    let (pg, pt) = (pid_of("gateway"), pid_of(name));
-                    let before = (pg.map(worker_cpu_ns), pt.map(worker_cpu_ns));
-                    let got = paired_blocks(g, t, blocks, per_block, stream).await;
-                    let n = (blocks * per_block) as f64;
-                    let per = |pid: Option<u32>, b: Option<u64>| match (pid, b) {
-                        (Some(p), Some(b)) => (worker_cpu_ns(p) - b) as f64 / 1000.0 / n,
-                        _ => f64::NAN,
-                    };
-                    let (cg, ct) = (per(pg, before.0), per(pt, before.1));
-                    cpu[k] = ct - cg;
-                    diffs[k] = got.iter().map(|(a, b)| b - a).collect();
-                    let (a, b): (Vec<f64>, Vec<f64>) = got.into_iter().unzip();
-                    println!(
-                        "sequential {} gateway p50 {:.0} µs, workers' CPU {cg:.1} µs/request; {name} p50 {:.0} µs, {ct:.1} µs/request ({blocks} blocks of {per_block})",
-                        if stream { "streaming    " } else { "non-streaming" },
-                        median(a),
-                        median(b)
-                    );
-                }
-                paired.push(Paired { name, diffs, cpu });
+        let pairs = [
+            ("gateway", "baseline"),
+            ("gateway", "traced"),
+            ("gateway", "traced_1pct"),
+            ("gateway", "msg_oai"),
+            ("gateway", "resp_oai"),
+            ("msg_anth", "chat_anth"),
+        ];
+        for (reference, name) in pairs {
+            let Some(g) = targets.iter().find(|t| t.name == reference) else { continue };
+            let Some(t) = targets.iter().find(|t| t.name == name) else { continue };
+            let (mut diffs, mut cpu): ([Vec<f64>; 2], [f64; 2]) = Default::default();
+            for (k, stream) in [false, true].into_iter().enumerate() {
+                let (pg, pt) = (pid_of(reference), pid_of(name));
+                let before = (pg.map(worker_cpu_ns), pt.map(worker_cpu_ns));
+                let got = paired_blocks(g, t, blocks, per_block, stream).await;
+                let n = (blocks * per_block) as f64;
+                let per = |pid: Option<u32>, b: Option<u64>| match (pid, b) {
+                    (Some(p), Some(b)) => (worker_cpu_ns(p) - b) as f64 / 1000.0 / n,
+                    _ => f64::NAN,
+                };
+                let (cg, ct) = (per(pg, before.0), per(pt, before.1));
+                cpu[k] = ct - cg;
+                diffs[k] = got.iter().map(|(a, b)| b - a).collect();
+                let (a, b): (Vec<f64>, Vec<f64>) = got.into_iter().unzip();
+                println!(
+                    "sequential {} {reference} p50 {:.0} µs, workers' CPU {cg:.1} µs/request; {name} p50 {:.0} µs, {ct:.1} µs/request ({blocks} blocks of {per_block})",
+                    if stream { "streaming    " } else { "non-streaming" },
+                    median(a),
+                    median(b)
+                );
             }
+            paired.push(Paired { reference, name, diffs, cpu });
         }
         let m: Vec<[f64; 4]> = lat.into_iter().map(|l| l.map(median)).collect();
         let c: Vec<[f64; 2]> = cpu.into_iter().map(|l| l.map(|v| if v.is_empty() { f64::NAN } else { median(v) })).collect();
@@ -527,14 +575,33 @@ fn main() {
                 );
             }
         }
-        for Paired { name, diffs, cpu } in &paired {
+        for (reference, name, label) in [
+            ("gateway", "msg_oai", "Messages → OpenAI (translated) over Chat → OpenAI (passthrough)"),
+            ("gateway", "resp_oai", "Responses → OpenAI (translated) over Chat → OpenAI (passthrough)"),
+            ("msg_anth", "chat_anth", "Chat → Anthropic (translated) over Messages → Anthropic (passthrough)"),
+        ] {
+            let (Some(a), Some(b)) =
+                (targets.iter().position(|t| t.name == reference), targets.iter().position(|t| t.name == name))
+            else {
+                continue;
+            };
+            println!(
+                "  {label}: max throughput {:.0} vs {:.0} req/s ({:+.1} %); added latency at {RATE} req/s: non-streaming p50 {:+.3} ms, streaming p50 {:+.3} ms",
+                best[b],
+                best[a],
+                (best[b] / best[a] - 1.0) * 100.0,
+                m[b][0] - m[a][0],
+                m[b][2] - m[a][2]
+            );
+        }
+        for Paired { reference, name, diffs, cpu } in &paired {
             let [n, st] = diffs.clone().map(|mut d| {
                 d.sort_by(f64::total_cmp);
                 let q = |p: f64| d[((d.len() - 1) as f64 * p).round() as usize];
                 (q(0.5), q(0.25), q(0.75))
             });
             println!(
-                "  {name:<10} over gateway, sequential p50 (median of {blocks} alternated blocks of {per_block}, blocks' IQR): non-streaming {:+.1} µs ({:+.1}..{:+.1}), streaming {:+.1} µs ({:+.1}..{:+.1}); HTTP workers' CPU per request: non-streaming {:+.1} µs, streaming {:+.1} µs",
+                "  {name:<10} over {reference}, sequential p50 (median of {blocks} alternated blocks of {per_block}, blocks' IQR): non-streaming {:+.1} µs ({:+.1}..{:+.1}), streaming {:+.1} µs ({:+.1}..{:+.1}); HTTP workers' CPU per request: non-streaming {:+.1} µs, streaming {:+.1} µs",
                 n.0, n.1, n.2, st.0, st.1, st.2, cpu[0], cpu[1]
             );
         }

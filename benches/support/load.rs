@@ -22,11 +22,20 @@ pub struct Target {
     pub model: &'static str,
 }
 
+/// A request to `t`, its body in the dialect of the path: Chat, Anthropic Messages
+/// (`…/messages`) or OpenAI Responses (`…/responses`), all asking the same.
 pub fn request(t: &Target, stream: bool) -> Vec<u8> {
-    let body = format!(
-        r#"{{"model":"{}","stream":{stream},"messages":[{{"role":"user","content":"Say hello in one short sentence."}}]}}"#,
-        t.model
-    );
+    const ASK: &str = "Say hello in one short sentence.";
+    let body = if t.path.ends_with("/messages") {
+        format!(
+            r#"{{"model":"{}","max_tokens":64,"stream":{stream},"messages":[{{"role":"user","content":"{ASK}"}}]}}"#,
+            t.model
+        )
+    } else if t.path.ends_with("/responses") {
+        format!(r#"{{"model":"{}","stream":{stream},"input":"{ASK}"}}"#, t.model)
+    } else {
+        format!(r#"{{"model":"{}","stream":{stream},"messages":[{{"role":"user","content":"{ASK}"}}]}}"#, t.model)
+    };
     let auth = t.auth.as_ref().map(|a| format!("authorization: Bearer {a}\r\n")).unwrap_or_default();
     format!(
         "POST {} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",

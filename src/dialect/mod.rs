@@ -18,6 +18,8 @@ pub mod facts;
 pub mod gemini;
 pub mod json;
 pub mod openai;
+#[cfg(test)]
+mod props;
 pub mod responses;
 pub mod sse;
 

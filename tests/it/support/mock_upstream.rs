@@ -122,6 +122,8 @@ impl MockUpstream {
                 .route("/v1/chat/completions", web::post().to(answer))
                 .route("/v1/completions", web::post().to(answer))
                 .route("/v1/embeddings", web::post().to(answer))
+                // Anthropic's Messages API, for the benchmarks of translation.
+                .route("/v1/messages", web::post().to(messages))
                 // Azure OpenAI's addresses: the same wire format under a deployment.
                 .route("/openai/deployments/{deployment}/chat/completions", web::post().to(answer))
                 .route("/openai/deployments/{deployment}/completions", web::post().to(answer))
@@ -224,6 +226,64 @@ pub const WORDS: [&str; 11] =
 
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn named(name: &str, v: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {v}\n\n"))
+}
+
+/// Anthropic's Messages API: the answer of `answer` in Messages' wire format, whole or streamed
+/// (one text delta per word), with its usage. Plans' statuses apply.
+async fn messages(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -> HttpResponse {
+    let plan = next_plan(&state, &req, &body);
+    if plan.status != 200 {
+        let status = actix_web::http::StatusCode::from_u16(plan.status).expect("status");
+        return HttpResponse::build(status)
+            .content_type("application/json")
+            .body(r#"{"type":"error","error":{"type":"api_error","message":"mock failure"}}"#);
+    }
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = parsed.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned();
+    let n = plan.chunks.min(WORDS.len());
+    let usage =
+        json!({"input_tokens": 9, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "output_tokens": n});
+    if !parsed.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        let text: String = WORDS[..n].concat();
+        return HttpResponse::Ok().content_type("application/json").body(
+            json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": usage})
+            .to_string(),
+        );
+    }
+    let mut events = vec![
+        named(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
+            "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        ),
+        named(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    for w in &WORDS[..n] {
+        events.push(named(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": w}}),
+        ));
+    }
+    events.push(named("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
+    events.push(named(
+        "message_delta",
+        &json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": n}}),
+    ));
+    events.push(named("message_stop", &json!({"type": "message_stop"})));
+    let body = futures_util::stream::iter(events.into_iter().map(Ok::<Bytes, std::io::Error>));
+    HttpResponse::Ok().content_type("text/event-stream").insert_header(("cache-control", "no-cache")).streaming(body)
 }
 
 async fn answer(req: HttpRequest, body: Bytes, state: web::Data<Mutex<State>>) -> HttpResponse {

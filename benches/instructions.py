@@ -13,7 +13,8 @@ the OTLP/gRPC receiver at `OTLP_GRPC` (then the export thread's count includes e
 Environment: `N` (default 400) requests per kind; `CONC` clients sending them at once (default 1); `KEEP=1` keeps the dumps (for callgrind_annotate);
 `THREADS=1` counts each thread apart and splits the total into the request path (the HTTP workers,
 where a request waits), the trace exporter's thread, and the rest (ledger writer, database pool);
-`CACHE=1` (with `THREADS=1`) also simulates the caches and prints the request path's L1
+`INGRESS=messages|responses` sends the same request as an Anthropic Messages or OpenAI Responses client
+(translated to the Chat mock); `CACHE=1` (with `THREADS=1`) also simulates the caches and prints the request path's L1
 instruction and data misses and last-level misses per request (what instructions alone miss).
 """
 
@@ -163,10 +164,20 @@ def measure(binary, mock_port, n, top, traced):
         conc = int(os.environ.get("CONC", "1"))
         conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=120) for _ in range(conc)]
 
+        # `INGRESS=messages` or `responses`: the same request from an Anthropic Messages or an
+        # OpenAI Responses client (translated to the Chat mock), instead of a Chat client.
+        ingress = os.environ.get("INGRESS", "chat")
+        path = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses"}[ingress]
+
         def send(stream, conn=conns[0]):
-            body = json.dumps({"model": "qwen", "stream": stream,
-                               "messages": [{"role": "user", "content": "Say hello in one short sentence."}]})
-            conn.request("POST", "/v1/chat/completions", body=body,
+            ask = "Say hello in one short sentence."
+            if ingress == "responses":
+                body = {"model": "qwen", "stream": stream, "input": ask}
+            else:
+                body = {"model": "qwen", "stream": stream, "messages": [{"role": "user", "content": ask}]}
+                if ingress == "messages":
+                    body["max_tokens"] = 64
+            conn.request("POST", path, body=json.dumps(body),
                          headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
             r = conn.getresponse()
             data = r.read()

@@ -101,6 +101,36 @@ pub fn to_pivot(client: Dialect, body: &Map<String, Value>) -> Result<Pivot, Api
     }
 }
 
+/// An error about the pivot in the client's terms: the field it names as the client wrote it
+/// (Messages' `max_tokens`, Responses' `input`, …; a path into the conversation by its root,
+/// since the pivot's messages are not the client's items one for one).
+pub fn in_client_terms(client: Dialect, mut e: ApiError) -> ApiError {
+    let Some(param) = e.param.clone() else { return e };
+    let root = param.split(['.', '[']).next().unwrap_or_default();
+    let mapped = match (client, root) {
+        (Dialect::Anthropic, "max_completion_tokens") => "max_tokens",
+        (Dialect::Anthropic, "stop") => "stop_sequences",
+        (Dialect::Anthropic, "user") => "metadata.user_id",
+        (Dialect::Anthropic, "messages") => "messages",
+        (Dialect::Responses, "max_completion_tokens") => "max_output_tokens",
+        (Dialect::Responses, "messages") => "input",
+        (Dialect::Responses, "response_format") => "text.format",
+        (Dialect::Responses, "reasoning_effort") => "reasoning.effort",
+        (Dialect::Responses, "tools") => "tools",
+        _ => return e,
+    };
+    // A path below a field that maps one to one keeps its tail (`tools[0].function` is the
+    // client's `tools[0]`); a path into the conversation names the conversation.
+    let keep_tail = matches!((client, root), (Dialect::Anthropic, "max_completion_tokens" | "stop" | "user"));
+    let client_param = if keep_tail { format!("{mapped}{}", &param[root.len()..]) } else { mapped.to_owned() };
+    e.message = e
+        .message
+        .replace(&format!("`{param}`"), &format!("`{client_param}`"))
+        .replace(&format!("`{root}`"), &format!("`{mapped}`"));
+    e.param = Some(client_param);
+    e
+}
+
 /// What an upstream body is built from.
 pub struct Outbound<'a> {
     /// The operation.

@@ -164,20 +164,22 @@ impl Dialect {
         openai::request::check(op, body)
     }
 
-    /// The request field an error about the prompt's size names (`param`).
+    /// The client's field an error about the prompt's size names (`param`).
     pub fn prompt_param(self, op: Operation) -> &'static str {
-        let _ = self;
-        match op {
-            Operation::Chat => "messages",
-            Operation::Completions => "prompt",
-            Operation::Embeddings => "input",
+        match (self, op) {
+            (Self::Responses, _) => "input",
+            (_, Operation::Chat) => "messages",
+            (_, Operation::Completions) => "prompt",
+            (_, Operation::Embeddings) => "input",
         }
     }
 
-    /// The request field an error about the output limit names (`param`).
+    /// The client's field an error about the output limit names (`param`).
     pub fn output_param(self) -> &'static str {
-        let _ = self;
-        "max_tokens"
+        match self {
+            Self::Responses => "max_output_tokens",
+            Self::OpenAi | Self::Anthropic | Self::Gemini => "max_tokens",
+        }
     }
 
     /// The request's input as traces record it with `telemetry.capture_content` (JSON text).

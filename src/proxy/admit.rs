@@ -56,7 +56,8 @@ pub async fn admit(state: &ProxyState, req: &Request<'_>) -> Result<(Admitted, U
         }
     };
     let echo = crate::dialect::bridge::echo(req.dialect, client_body.as_ref().unwrap_or(&body), &body);
-    let checked = Dialect::OpenAi.check(req.op, &body)?;
+    let client_terms = |e| crate::dialect::bridge::in_client_terms(req.dialect, e);
+    let checked = Dialect::OpenAi.check(req.op, &body).map_err(client_terms)?;
     let snapshot = state.catalog.snapshot();
     let caller = &req.caller.0;
     // A child token is held to its ancestors' scopes (which may have narrowed since it was
@@ -68,7 +69,7 @@ pub async fn admit(state: &ProxyState, req: &Request<'_>) -> Result<(Admitted, U
     if let Some(t) = &permit.tier
         && let Some(cap) = t.max_tokens
     {
-        checked.check_output_cap(cap, &t.name)?;
+        checked.check_output_cap(cap, &t.name).map_err(client_terms)?;
     }
     let resolved = resolve(&snapshot, req, &checked.model)?;
     let route = match &resolved {

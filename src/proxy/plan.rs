@@ -139,7 +139,7 @@ async fn fit(
     let prompt_tokens = counted.unwrap_or(bound);
     let mut fitting = Vec::with_capacity(plan.candidates.len());
     let mut too_big = None;
-    let params = (Dialect::OpenAi.prompt_param(req.op), Dialect::OpenAi.output_param());
+    let params = (req.dialect.prompt_param(req.op), req.dialect.output_param());
     for c in &plan.candidates {
         match check_window(&c.target, prompt_tokens, checked.max_tokens, params) {
             Ok(()) => fitting.push(c.clone()),

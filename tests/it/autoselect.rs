@@ -130,6 +130,58 @@ async fn rules_mode_respects_privacy_capabilities_and_fallback() {
     app.stop().await;
 }
 
+/// The privacy fence and the routing headers on the Messages and Responses routes, exactly as on
+/// chat: a private prompt — in a system block, a later turn or a tool result — stays local; with
+/// no private target it is refused in the route's dialect, and the cloud sees none of it.
+#[actix_web::test]
+async fn the_privacy_fence_holds_on_messages_and_responses() {
+    let (local, cloud) = (MockUpstream::start(1), MockUpstream::start(1));
+    let app = TestApp::spawn(|s| configure(s, &local, &cloud)).await;
+    let t = &app.admin_token;
+    let messages = app.url("/v1/messages");
+    let public = json!({"model": "autoselect/eng", "max_tokens": 50, "messages": [{"role": "user", "content": "refactor this"}]});
+    let r = post_json(&messages, t, &public).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.header("x-switchyard-route"), r.header("x-switchyard-provider")),
+        (Some("autoselect/eng"), Some("cloud"))
+    );
+    assert_eq!(r.json()["type"], "message");
+    let private = [
+        json!({"model": "autoselect/eng", "max_tokens": 50, "system": [{"type": "text", "text": "the user's salary is 90k"}],
+            "messages": [{"role": "user", "content": "hi"}]}),
+        json!({"model": "eng", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": [{"type": "text", "text": "card 4111 1111 1111 1111"}]}]}),
+        json!({"model": "eng", "max_tokens": 50, "messages": [{"role": "user", "content": "look it up"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "db", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "jane.doe@example.com"}]}]}),
+    ];
+    for body in &private {
+        let r = post_json(&messages, t, body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            (r.header("x-switchyard-provider"), r.header("x-switchyard-reason")),
+            (Some("local"), Some("privacy")),
+            "{body}"
+        );
+    }
+    let r = post_json(&app.url("/v1/responses"), t, &json!({"model": "eng", "input": "what is my salary"})).await;
+    assert_eq!((r.header("x-switchyard-provider"), r.header("x-switchyard-reason")), (Some("local"), Some("privacy")));
+    assert_eq!(r.json()["object"], "response");
+    assert_eq!(cloud.calls(), 1, "a private request reached the cloud");
+    // No private target: refused in the route's dialect, never leaked.
+    let strict = json!({"model": "autoselect/strict", "max_tokens": 50, "messages": [{"role": "user", "content": "ssn 123-45-6789"}]});
+    let r = post_json(&messages, t, &strict).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "permission_error");
+    post_json(&app.url("/v1/responses"), t, &json!({"model": "autoselect/strict", "input": "ssn 123-45-6789"}))
+        .await
+        .assert_error(403, "privacy_route_unavailable");
+    assert_eq!(cloud.calls(), 1);
+    let _ = local;
+    app.stop().await;
+}
+
 fn described(route: &str, privacy: bool, description: &str, example: &str) -> AutoselectCandidateConfig {
     AutoselectCandidateConfig {
         route: route.into(),

@@ -679,3 +679,52 @@ async fn responses_pass_through_to_an_upstream_that_serves_them() {
     assert_eq!(up.seen().len(), calls);
     app.stop().await;
 }
+
+/// B9 on every (client, upstream) pair: an upstream error status, an HTML page, a body cut in
+/// half — whole or streamed — reach the client as a 502 in its own dialect with a generic
+/// message (no upstream URL, no HTML), and the record says `upstream_error`.
+#[actix_web::test]
+async fn broken_upstream_answers_are_502_in_the_clients_dialect() {
+    let up = DialectUpstream::start(Framing::Length).await;
+    let app = app(&up).await;
+    for behaviour in [Behaviour::Status(500), Behaviour::Html, Behaviour::Truncated] {
+        up.behave(behaviour);
+        for (id, _) in KINDS {
+            for client in CLIENTS {
+                for stream in [false, true] {
+                    let case = format!("{behaviour:?}: {client:?} → {id} (stream {stream})");
+                    let (path, body) = request(client, &format!("provider/{id}/m-1"), stream, false);
+                    let r = crate::support::post_json(&app.url(path), &app.admin_token, &body).await;
+                    let text = r.text();
+                    assert!(
+                        !text.contains("10.1.2.3") && !text.contains("<html") && !text.contains("127.0.0.1"),
+                        "{case}: {text}"
+                    );
+                    let rec = app.usage(r.header("x-request-id").unwrap()).await;
+                    if behaviour == Behaviour::Truncated && stream {
+                        // A stream that started and broke ends in-band, in the client's dialect.
+                        assert_eq!(r.status, 200, "{case}: {text}");
+                        assert!(
+                            rec.outcome == "invalid_response" || rec.outcome == "partial",
+                            "{case}: {}",
+                            rec.outcome
+                        );
+                        continue;
+                    }
+                    assert_eq!(r.status, 502, "{case}: {text}");
+                    let v = r.json();
+                    match client {
+                        Client::Messages => assert_eq!(
+                            (v["type"].as_str(), v["error"]["type"].as_str()),
+                            (Some("error"), Some("api_error")),
+                            "{case}: {v}"
+                        ),
+                        _ => assert_eq!(v["error"]["code"], "upstream_error", "{case}: {v}"),
+                    }
+                    assert_eq!((rec.status, rec.outcome.as_str()), (502, "upstream_error"), "{case}");
+                }
+            }
+        }
+    }
+    app.stop().await;
+}

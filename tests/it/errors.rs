@@ -1,4 +1,4 @@
-//! Every client mistake gets a clear OpenAI-shaped error, changes nothing and reaches no upstream
+//! Every client mistake gets a clear error in the route's dialect, changes nothing and reaches no upstream
 //! (B1 malformed JSON, B2 wrong types, B3 huge bodies, B5 invalid text, B7 namespace names).
 
 use std::io::{Read as _, Write as _};
@@ -50,7 +50,24 @@ async fn malformed_bodies_are_400_and_never_reach_the_upstream() {
     ];
     bodies.push(vec![0u8; 64]);
     let mut count = 0;
-    for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
+    // Every route answers in its dialect: Anthropic's shape on Messages, OpenAI's elsewhere.
+    let paths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/responses"];
+    let is_400 = |path: &str, r: &crate::support::Resp| {
+        if path == "/v1/messages" {
+            assert_eq!(r.status, 400, "{path}: {}", r.text());
+            let v = r.json();
+            assert_eq!(
+                (v["type"].as_str(), v["error"]["type"].as_str()),
+                (Some("error"), Some("invalid_request_error")),
+                "{v}"
+            );
+            assert!(r.header("x-request-id").is_some());
+        } else {
+            let v = r.assert_error(400, "invalid_request");
+            assert_eq!(v["error"]["type"], "invalid_request_error");
+        }
+    };
+    for path in paths {
         for body in &bodies {
             let r = send(
                 "POST",
@@ -59,8 +76,7 @@ async fn malformed_bodies_are_400_and_never_reach_the_upstream() {
                 body.clone(),
             )
             .await;
-            let v = r.assert_error(400, "invalid_request");
-            assert_eq!(v["error"]["type"], "invalid_request_error");
+            is_400(path, &r);
             count += 1;
         }
         // Wrong or missing content type, compressed garbage.
@@ -70,11 +86,11 @@ async fn malformed_bodies_are_400_and_never_reach_the_upstream() {
             vec![("authorization", auth.as_str()), ("content-type", "application/x-www-form-urlencoded")],
             vec![("authorization", auth.as_str()), ("content-type", "application/json"), ("content-encoding", "gzip")],
         ] {
-            send("POST", &app.url(path), &headers, ok).await.assert_error(400, "invalid_request");
+            is_400(path, &send("POST", &app.url(path), &headers, ok).await);
             count += 1;
         }
     }
-    assert_eq!(count, 3 * (bodies.len() + 4));
+    assert_eq!(count, paths.len() * (bodies.len() + 4));
     assert_eq!(mock.calls(), 0, "a malformed request reached the upstream");
     app.stop().await;
 }
@@ -371,5 +387,67 @@ async fn context_window_is_judged_by_the_tokenizer() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.calls(), 1);
+    app.stop().await;
+}
+
+/// B2 on the Messages and Responses routes: each mistake is a 400 in the route's dialect that
+/// names the field as the client wrote it (Messages: leading the message; Responses: `param`),
+/// and reaches no upstream.
+#[actix_web::test]
+async fn wrong_types_on_messages_and_responses_name_the_clients_field() {
+    let mock = MockUpstream::start(1);
+    let app = app(&mock, 1 << 20).await;
+    let t = &app.admin_token;
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let messages = vec![
+        (json!({"messages": msgs, "max_tokens": 5}), "model"),
+        (json!({"model": "qwen", "max_tokens": 5}), "messages"),
+        (json!({"model": "qwen", "max_tokens": 5, "messages": "hi"}), "messages"),
+        (json!({"model": "qwen", "max_tokens": -1, "messages": msgs}), "max_tokens"),
+        (json!({"model": "qwen", "max_tokens": "10", "messages": msgs}), "max_tokens"),
+        (json!({"model": "qwen", "max_tokens": 5, "temperature": "hot", "messages": msgs}), "temperature"),
+        (json!({"model": "qwen", "max_tokens": 5, "stream": "yes", "messages": msgs}), "stream"),
+        (json!({"model": "qwen", "max_tokens": 5, "messages": msgs, "api_base": "http://evil"}), "api_base"),
+        (json!({"model": "qwen", "max_tokens": 5, "messages": msgs, "system": 5}), "system"),
+        (json!({"model": "qwen", "max_tokens": 5, "messages": msgs, "tools": [{"input_schema": {}}]}), "tools[0]"),
+        (
+            json!({"model": "qwen", "max_tokens": 5, "messages": [{"role": "wizard", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (json!({"model": "tiny", "max_tokens": 51, "messages": msgs}), "max_tokens"),
+        (
+            json!({"model": "tiny", "max_tokens": 5, "messages": [{"role": "user", "content": "word ".repeat(100)}]}),
+            "messages",
+        ),
+    ];
+    for (body, field) in messages {
+        let r = post_json(&app.url("/v1/messages"), t, &body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("{field}: ")), "{body}: {message}");
+    }
+    let responses = vec![
+        (json!({"input": "hi"}), "model", "missing_required_parameter"),
+        (json!({"model": "qwen"}), "input", "invalid_request"),
+        (json!({"model": "qwen", "input": "hi", "max_output_tokens": -1}), "max_output_tokens", "invalid_request"),
+        (json!({"model": "qwen", "input": "hi", "temperature": "hot"}), "temperature", "invalid_request"),
+        (json!({"model": "qwen", "input": "hi", "base_url": "http://evil"}), "base_url", "invalid_request"),
+        (
+            json!({"model": "qwen", "input": [{"type": "message", "role": "wizard", "content": "x"}]}),
+            "input[0].role",
+            "invalid_request",
+        ),
+        (json!({"model": "qwen", "input": "hi", "tools": [{"type": "function"}]}), "tools[0]", "invalid_request"),
+        (json!({"model": "tiny", "input": "hi", "max_output_tokens": 51}), "max_output_tokens", "invalid_request"),
+        (json!({"model": "tiny", "input": "word ".repeat(100)}), "input", "invalid_request"),
+    ];
+    for (body, param, code) in responses {
+        let r = post_json(&app.url("/v1/responses"), t, &body).await;
+        let v = r.assert_error(400, code);
+        assert_eq!(v["error"]["param"], param, "{body}: {v}");
+    }
+    assert_eq!(mock.calls(), 0, "a rejected request reached the upstream");
     app.stop().await;
 }

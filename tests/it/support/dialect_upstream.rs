@@ -34,6 +34,10 @@ pub enum Behaviour {
     Status(u16),
     /// A stream cut after two events (the connection closes).
     Cut,
+    /// A 200 with an HTML page naming an internal address.
+    Html,
+    /// A 200 whose JSON (or first event) is cut in half.
+    Truncated,
 }
 
 /// One request received.
@@ -185,6 +189,11 @@ async fn serve_one(
     let tool = tool_name(wire, &body);
     let (status, content_type, mut pieces) = match behaviour {
         Behaviour::Status(s) => (s, "application/json", vec![error_body(wire, s)]),
+        Behaviour::Html => {
+            (200, "text/html", vec!["<html><body>oops at http://10.1.2.3/internal</body></html>".into()])
+        }
+        Behaviour::Truncated if stream => (200, "text/event-stream", vec!["data: {\"id\":\"x\",\"choi\n\n".into()]),
+        Behaviour::Truncated => (200, "application/json", vec!["{\"id\":\"x\",\"choi".into()]),
         _ if stream => (200, "text/event-stream", events(wire, &model, tool.as_deref())),
         _ => (200, "application/json", split(whole(wire, &model, tool.as_deref()))),
     };

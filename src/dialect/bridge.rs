@@ -42,8 +42,8 @@ impl Sides {
 /// What translating an answer back into the client's dialect needs to know of its request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Echo {
-    /// The Responses request's custom (freeform) tools: their calls are `custom_tool_call` items.
-    pub custom_tools: Vec<String>,
+    /// The Responses request's custom and namespaced tools (what their calls come back as).
+    pub tools: responses::ToolKinds,
     /// The client asked for no parallel tool calls (`parallel_tool_calls: false`, or Messages'
     /// `disable_parallel_tool_use`): from an upstream that has no such switch (Gemini), a turn
     /// keeps its first call only.
@@ -54,7 +54,7 @@ pub struct Echo {
 /// its pivot.
 pub fn echo(client: Dialect, client_body: &Map<String, Value>, pivot: &Map<String, Value>) -> Echo {
     Echo {
-        custom_tools: if client == Dialect::Responses { responses::custom_tools(client_body) } else { Vec::new() },
+        tools: if client == Dialect::Responses { responses::ToolKinds::of(client_body) } else { Default::default() },
         single_call: pivot.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false),
     }
 }
@@ -216,7 +216,7 @@ pub fn whole(sides: Sides, op: Operation, body: Bytes, created: u64, echo: &Echo
     let out = match sides.client {
         Dialect::OpenAi => chat,
         Dialect::Anthropic => json_bytes(&anthropic::response::from_chat(&chat)?.0),
-        Dialect::Responses => json_bytes(&responses::from_chat(&chat, created, &echo.custom_tools)?.0),
+        Dialect::Responses => json_bytes(&responses::from_chat(&chat, created, &echo.tools)?.0),
         Dialect::Gemini => return Err(Malformed("Gemini is not a client dialect")),
     };
     Ok((out, facts))
@@ -287,7 +287,7 @@ impl Stream {
             _ if sides.passthrough() => Down::Same,
             Dialect::Anthropic => Down::Anthropic(anthropic::stream::MessagesEvents::new()),
             Dialect::Responses => {
-                Down::Responses(Box::new(responses::ResponseEvents::new(created, echo.custom_tools.clone())))
+                Down::Responses(Box::new(responses::ResponseEvents::new(created, echo.tools.clone())))
             }
             Dialect::OpenAi | Dialect::Gemini => Down::OpenAi,
         };

@@ -246,7 +246,7 @@ proptest! {
         prop_assert_eq!(&got_calls, &want_calls);
 
         // Chat → Responses: the completed response holds the same.
-        let mut to_responses = responses::ResponseEvents::new(1, Vec::new());
+        let mut to_responses = responses::ResponseEvents::new(1, responses::ToolKinds::default());
         let mut completed = Value::Null;
         for data in &chat {
             for frame in to_responses.event(data.as_bytes()).expect("converted").frames {

@@ -61,16 +61,52 @@ const HOSTED_TOOLS: &[&str] = &[
     "web_search_preview_2025_03_11",
 ];
 
-/// The names of a request's custom (freeform) tools: their calls reach a chat upstream as
-/// function calls with one string argument, `input`, and come back as `custom_tool_call` items.
-pub fn custom_tools(body: &Map<String, Value>) -> Vec<String> {
-    body.get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|t| t.get("type").and_then(Value::as_str) == Some("custom"))
-        .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
-        .collect()
+/// What a request's tools say about the calls that come back: which are custom (freeform) tools
+/// — their calls reach a chat upstream as function calls with one string argument, `input`, and
+/// come back as `custom_tool_call` items — and which live in a namespace (Codex's
+/// `{"type":"namespace","tools":[…]}`: flattened for a chat upstream, their calls come back
+/// naming it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolKinds {
+    /// Names of custom tools.
+    pub custom: Vec<String>,
+    /// (tool, namespace) of namespaced tools.
+    pub namespaced: Vec<(String, String)>,
+}
+
+impl ToolKinds {
+    /// The kinds of a Responses request's tools.
+    pub fn of(body: &Map<String, Value>) -> Self {
+        let mut kinds = Self::default();
+        let mut visit = |t: &Value, ns: Option<&str>| {
+            let Some(name) = t.get("name").and_then(Value::as_str) else { return };
+            if t.get("type").and_then(Value::as_str) == Some("custom") {
+                kinds.custom.push(name.to_owned());
+            }
+            if let Some(ns) = ns {
+                kinds.namespaced.push((name.to_owned(), ns.to_owned()));
+            }
+        };
+        for t in body.get("tools").and_then(Value::as_array).into_iter().flatten() {
+            if t.get("type").and_then(Value::as_str) == Some("namespace") {
+                let ns = t.get("name").and_then(Value::as_str);
+                for inner in t.get("tools").and_then(Value::as_array).into_iter().flatten() {
+                    visit(inner, ns);
+                }
+            } else {
+                visit(t, None);
+            }
+        }
+        kinds
+    }
+
+    fn is_custom(&self, name: &str) -> bool {
+        self.custom.iter().any(|c| c == name)
+    }
+
+    fn namespace(&self, name: &str) -> Option<String> {
+        self.namespaced.iter().find(|(t, _)| t == name).map(|(_, ns)| ns.clone())
+    }
 }
 
 /// The raw input of a custom tool's call from its chat arguments (`{"input": "…"}`; arguments
@@ -308,8 +344,19 @@ fn input_item(item: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiErr
 
 fn chat_tools(value: &Value) -> Result<Vec<Value>, ApiError> {
     let Value::Array(list) = value else { return Err(ApiError::invalid("tools", "`tools` must be an array.")) };
-    list.iter()
-        .enumerate()
+    // A namespace's tools are offered as tools of their own (their calls come back naming it).
+    let mut flat = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        if t.get("type").and_then(Value::as_str) == Some("namespace") {
+            let Some(inner) = t.get("tools").and_then(Value::as_array) else {
+                return Err(ApiError::invalid(format!("tools[{i}].tools"), "A namespace lists its tools in `tools`."));
+            };
+            flat.extend(inner.iter().map(|t| (i, t)));
+        } else {
+            flat.push((i, t));
+        }
+    }
+    flat.into_iter()
         .filter(|(_, t)| !t.get("type").and_then(Value::as_str).is_some_and(|k| HOSTED_TOOLS.contains(&k)))
         .map(|(i, t)| {
             let kind = t.get("type").and_then(Value::as_str);
@@ -378,7 +425,7 @@ fn response_format(format: &Value) -> Result<Value, ApiError> {
 
 /// The response object for a whole chat completion (the first choice), and what it says; calls
 /// of the request's `custom` tools are `custom_tool_call` items.
-pub fn from_chat(body: &[u8], created_at: u64, custom: &[String]) -> Result<(Value, Whole), Malformed> {
+pub fn from_chat(body: &[u8], created_at: u64, tools: &ToolKinds) -> Result<(Value, Whole), Malformed> {
     let v: Value = serde_json::from_slice(body).map_err(|_| Malformed("the chat completion is not JSON"))?;
     let choice = v.get("choices").and_then(|c| c.get(0)).ok_or(Malformed("the chat completion has no choice"))?;
     let message = choice.get("message").ok_or(Malformed("the chat completion's choice has no message"))?;
@@ -399,9 +446,10 @@ pub fn from_chat(body: &[u8], created_at: u64, custom: &[String]) -> Result<(Val
             name: f.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned(),
             arguments: f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default().to_owned(),
             custom: false,
+            namespace: None,
         };
-        let custom = custom.contains(&item.name);
-        output.push(CallItem { custom, ..item }.item("completed"));
+        let (custom, namespace) = (tools.is_custom(&item.name), tools.namespace(&item.name));
+        output.push(CallItem { custom, namespace, ..item }.item("completed"));
     }
     let finish = choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop");
     let incomplete = match finish {
@@ -614,6 +662,8 @@ struct CallItem {
     arguments: String,
     /// A call of a custom (freeform) tool: a `custom_tool_call` item with the raw input.
     custom: bool,
+    /// The namespace of a namespaced tool.
+    namespace: Option<String>,
 }
 
 impl CallItem {
@@ -623,8 +673,12 @@ impl CallItem {
             return json!({"type": "custom_tool_call", "id": format!("ctc_{}", self.call_id), "call_id": self.call_id,
                    "name": self.name, "input": input, "status": status});
         }
-        json!({"type": "function_call", "id": format!("fc_{}", self.call_id), "call_id": self.call_id,
-               "name": self.name, "arguments": self.arguments, "status": status})
+        let mut item = json!({"type": "function_call", "id": format!("fc_{}", self.call_id), "call_id": self.call_id,
+               "name": self.name, "arguments": self.arguments, "status": status});
+        if let Some(ns) = &self.namespace {
+            item["namespace"] = json!(ns);
+        }
+        item
     }
 }
 
@@ -654,14 +708,14 @@ pub struct ResponseEvents {
     finish: Option<String>,
     usage: Option<Value>,
     done: bool,
-    /// The request's custom tools ([`custom_tools`]).
-    custom: Vec<String>,
+    /// The request's tools' kinds.
+    tools: ToolKinds,
 }
 
 impl ResponseEvents {
     /// A converter stamping the response with `created_at`, for a request whose custom tools are
     /// `custom`.
-    pub fn new(created_at: u64, custom: Vec<String>) -> Self {
+    pub fn new(created_at: u64, tools: ToolKinds) -> Self {
         Self {
             created_at,
             sequence: 0,
@@ -676,7 +730,7 @@ impl ResponseEvents {
             finish: None,
             usage: None,
             done: false,
-            custom,
+            tools,
         }
     }
 
@@ -795,7 +849,8 @@ impl ResponseEvents {
                 call_id,
                 name: name.to_owned(),
                 arguments: String::new(),
-                custom: self.custom.iter().any(|c| c == name),
+                custom: self.tools.is_custom(name),
+                namespace: self.tools.namespace(name),
             };
             self.next_output += 1;
             step.text.push_str(name);
@@ -977,7 +1032,7 @@ mod tests {
         );
         assert_eq!(
             refused(json!({"input": "hi", "tools": [{"type": "web_search"}, {"type": "namespace"}]})).as_deref(),
-            Some("tools[1]")
+            Some("tools[1].tools")
         );
         assert_eq!(
             refused(json!({"input": [{"type": "item_reference", "id": "x"}]})).as_deref(),
@@ -992,7 +1047,7 @@ mod tests {
             "choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":"Running ls.",
               "tool_calls":[{"id":"call_9","type":"function","function":{"name":"shell","arguments":"{\"command\":[\"ls\"]}"}}]}}],
             "usage":{"prompt_tokens":30,"completion_tokens":8,"total_tokens":38,"prompt_tokens_details":{"cached_tokens":10},"completion_tokens_details":{"reasoning_tokens":3}}}"#;
-        let (r, whole) = from_chat(body, 77, &[]).expect("converted");
+        let (r, whole) = from_chat(body, 77, &ToolKinds::default()).expect("converted");
         assert_eq!(
             r,
             json!({
@@ -1012,10 +1067,10 @@ mod tests {
             Some(Usage { prompt_tokens: 30, completion_tokens: 8, cached_tokens: 10, cache_write_tokens: 0 })
         );
         let cut = br#"{"id":"c","choices":[{"message":{"content":"abc"},"finish_reason":"length"}]}"#;
-        let (r, _) = from_chat(cut, 0, &[]).expect("converted");
+        let (r, _) = from_chat(cut, 0, &ToolKinds::default()).expect("converted");
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["incomplete_details"], json!({"reason": "max_output_tokens"}));
-        assert!(from_chat(b"[]", 0, &[]).is_err());
+        assert!(from_chat(b"[]", 0, &ToolKinds::default()).is_err());
     }
 
     /// What Codex sends a model it does not know (its fallback model family): function tools,
@@ -1033,7 +1088,9 @@ mod tests {
                  "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"], "additionalProperties": false}},
                 {"type": "web_search", "external_web_access": false},
                 {"type": "custom", "name": "apply_patch", "description": "Edit files.",
-                 "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}}
+                 "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}},
+                {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [
+                    {"type": "function", "name": "close_agent", "strict": false, "parameters": {"type": "object"}}]}
             ],
             "input": [
                 {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix it."}]},
@@ -1047,8 +1104,9 @@ mod tests {
         });
         let out = convert(body.clone()).expect("converted");
         let tools = out["tools"].as_array().expect("tools");
-        assert_eq!(tools.len(), 2, "web_search is not offered: {tools:?}");
+        assert_eq!(tools.len(), 3, "web_search is not offered: {tools:?}");
         assert_eq!(tools[1]["function"]["name"], "apply_patch");
+        assert_eq!(tools[2]["function"]["name"], "close_agent", "a namespace's tools are offered flat");
         assert_eq!(tools[1]["function"]["parameters"]["required"], json!(["input"]));
         let about = tools[1]["function"]["parameters"]["properties"]["input"]["description"].as_str().unwrap();
         assert!(about.contains("lark grammar") && about.contains("begin_patch"), "{about}");
@@ -1062,7 +1120,17 @@ mod tests {
         assert_eq!(m[6]["content"][0]["image_url"]["url"], "data:image/png;base64,AA");
         assert_eq!(m.as_array().unwrap().len(), 7);
         let Value::Object(b) = body else { unreachable!() };
-        assert_eq!(custom_tools(&b), vec!["apply_patch".to_owned()]);
+        let kinds = ToolKinds::of(&b);
+        assert_eq!(kinds.custom, vec!["apply_patch".to_owned()]);
+        assert_eq!(kinds.namespaced, vec![("close_agent".to_owned(), "multi_agent_v1".to_owned())]);
+        // A namespaced tool's call names its namespace.
+        let chat = json!({"id": "c8", "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_2", "type": "function", "function": {"name": "close_agent", "arguments": "{}"}}]}}]});
+        let (r, _) = from_chat(chat.to_string().as_bytes(), 1, &kinds).expect("converted");
+        assert_eq!(
+            (r["output"][0]["type"].as_str(), r["output"][0]["namespace"].as_str()),
+            (Some("function_call"), Some("multi_agent_v1"))
+        );
 
         // The answer: a call of the custom tool is a custom_tool_call item with the raw input,
         // whole or streamed (and a function call stays one).
@@ -1070,10 +1138,12 @@ mod tests {
         let chat = json!({"id": "c9", "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "apply_patch", "arguments": args}}]}}]});
         let custom = vec!["apply_patch".to_owned()];
-        let (r, _) = from_chat(chat.to_string().as_bytes(), 1, &custom).expect("converted");
+        let (r, _) =
+            from_chat(chat.to_string().as_bytes(), 1, &ToolKinds { custom: custom.clone(), namespaced: Vec::new() })
+                .expect("converted");
         assert_eq!(r["output"][0]["type"], "custom_tool_call");
         assert_eq!(r["output"][0]["input"], "*** Begin Patch\n*** End Patch");
-        let mut events = ResponseEvents::new(1, custom);
+        let mut events = ResponseEvents::new(1, ToolKinds { custom, namespaced: Vec::new() });
         let first = json!({"id": "c9", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "apply_patch", "arguments": ""}}]}}]});
         let more = json!({"id": "c9", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args}}]}, "finish_reason": "tool_calls"}]});
         let mut frames = Vec::new();
@@ -1109,7 +1179,7 @@ mod tests {
 
     #[test]
     fn chat_chunks_become_responses_events() {
-        let mut r = ResponseEvents::new(5, Vec::new());
+        let mut r = ResponseEvents::new(5, ToolKinds::default());
         let mut events = Vec::new();
         for c in CHUNKS {
             events.extend(r.event(c.as_bytes()).expect("converted").frames.iter().map(named));
@@ -1158,13 +1228,13 @@ mod tests {
 
     #[test]
     fn a_cut_output_is_incomplete_and_cut_bytes_never_panic() {
-        let mut r = ResponseEvents::new(0, Vec::new());
+        let mut r = ResponseEvents::new(0, ToolKinds::default());
         r.event(CHUNKS[1].as_bytes()).expect("converted");
         r.event(br#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#).expect("converted");
         let last = r.end().frames.iter().map(named).last().expect("events");
         assert_eq!(last.0, "response.incomplete");
         assert_eq!(last.1["response"]["incomplete_details"], json!({"reason": "max_output_tokens"}));
-        let mut r = ResponseEvents::new(0, Vec::new());
+        let mut r = ResponseEvents::new(0, ToolKinds::default());
         assert!(r.end().frames.is_empty());
         let names: Vec<String> = r.event(b"[DONE]").expect("converted").frames.iter().map(|f| named(f).0).collect();
         assert_eq!(
@@ -1172,7 +1242,7 @@ mod tests {
             vec!["response.created", "response.in_progress", "response.completed"],
             "opened before it is closed"
         );
-        let mut r = ResponseEvents::new(0, Vec::new());
+        let mut r = ResponseEvents::new(0, ToolKinds::default());
         for c in CHUNKS {
             for cut in 0..c.len() {
                 let _ = r.event(&c.as_bytes()[..cut]);

@@ -255,7 +255,10 @@ mod tests {
         plan.candidates[0].target.clone()
     }
 
-    static NO_ECHO: bridge::Echo = bridge::Echo { custom_tools: Vec::new(), single_call: false };
+    static NO_ECHO: bridge::Echo = bridge::Echo {
+        tools: crate::dialect::responses::ToolKinds { custom: Vec::new(), namespaced: Vec::new() },
+        single_call: false,
+    };
 
     fn one<'a>(t: &'a Target, body: &'static [u8], stream: bool) -> Attempt<'a> {
         Attempt {

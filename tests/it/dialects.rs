@@ -478,7 +478,7 @@ async fn a_cut_stream_ends_in_the_clients_dialect() {
 }
 
 /// Claude Code's traffic shape, to every upstream: `?beta=true`, the `anthropic-beta` header,
-/// system blocks and tools marked for caching, adaptive thinking, metadata, a tool-use turn and
+/// system blocks and tools marked for caching, a system turn between the others, adaptive thinking, metadata, a tool-use turn and
 /// its result in the history, streaming. Passed as it is to Anthropic (the beta header too).
 #[actix_web::test]
 async fn claude_code_shaped_traffic_reaches_every_upstream() {
@@ -498,6 +498,7 @@ async fn claude_code_shaped_traffic_reaches_every_upstream() {
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
                                              {"type": "text", "text": "Weather in Paris?", "cache_control": {"type": "ephemeral"}}]},
+                {"role": "system", "content": [{"type": "text", "text": "# Environment", "cache_control": {"type": "ephemeral"}}]},
                 {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "sig"},
                                                   {"type": "tool_use", "id": "toolu_0", "name": "get_weather", "input": {"city": "Paris"}}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_0", "content": "Sunny."}]}
@@ -554,7 +555,9 @@ async fn codex_shaped_traffic_reaches_every_upstream() {
                  "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}},
                 {"type": "function", "name": "exec_command", "description": "Run.", "strict": false,
                  "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}},
-                {"type": "web_search", "external_web_access": false}
+                {"type": "web_search", "external_web_access": false},
+                {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [
+                    {"type": "function", "name": "close_agent", "strict": false, "parameters": {"type": "object"}}]}
             ],
             "input": [
                 {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "sandbox: workspace-write"}]},
@@ -586,7 +589,7 @@ async fn codex_shaped_traffic_reaches_every_upstream() {
             ProviderKind::Gemini => up.last().body["tools"][0]["functionDeclarations"].clone(),
             _ => up.last().body["tools"].clone(),
         };
-        assert_eq!(tools.as_array().map(Vec::len), Some(2), "{id}: web_search is not offered upstream: {tools}");
+        assert_eq!(tools.as_array().map(Vec::len), Some(3), "{id}: web_search is not offered, close_agent is: {tools}");
     }
     app.stop().await;
 }

@@ -420,10 +420,10 @@ pub fn to_chat_text(body: &Map<String, Value>, model: &str) -> Result<Map<String
     };
     for (i, turn) in turns.iter().enumerate() {
         let role = turn.get("role").and_then(Value::as_str).unwrap_or_default();
-        if role != "user" && role != "assistant" {
+        if !["user", "assistant", "system"].contains(&role) {
             return Err(ApiError::invalid(
                 format!("messages[{i}].role"),
-                format!("Role `{role}` is not a Messages role (user or assistant)."),
+                format!("Role `{role}` is not a Messages role (user, assistant or system)."),
             ));
         }
         let parts: Vec<Value> = match turn.get("content") {
@@ -442,7 +442,7 @@ pub fn to_chat_text(body: &Map<String, Value>, model: &str) -> Result<Map<String
                 ));
             }
         };
-        let content = if role == "assistant" {
+        let content = if role != "user" {
             let text: Vec<&str> = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
             Value::String(text.join("\n"))
         } else {
@@ -521,6 +521,18 @@ fn chat_turn(turn: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiErro
         _ => return Err(ApiError::invalid(format!("{at}.content"), "Content must be a string or an array of blocks.")),
     };
     match role {
+        // Claude Code sends system turns between the others (its environment, reminders): a
+        // chat system message in place.
+        "system" => {
+            let mut text = Vec::new();
+            for (j, b) in blocks.iter().enumerate() {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => text.push(b.get("text").and_then(Value::as_str).unwrap_or_default()),
+                    other => return Err(part_refused(&format!("{at}.content[{j}]"), other)),
+                }
+            }
+            out.push(json!({"role": "system", "content": text.join("\n\n")}));
+        }
         "user" => {
             let mut parts = Vec::new();
             for (j, b) in blocks.iter().enumerate() {
@@ -561,7 +573,7 @@ fn chat_turn(turn: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiErro
         other => {
             return Err(ApiError::invalid(
                 format!("{at}.role"),
-                format!("Role `{other}` is not a Messages role (user or assistant)."),
+                format!("Role `{other}` is not a Messages role (user, assistant or system)."),
             ));
         }
     }
@@ -648,6 +660,28 @@ mod tests {
     fn convert(v: Value) -> Result<Value, ApiError> {
         let Value::Object(body) = v else { panic!("an object") };
         from_chat(&body, "claude-x", 4096).map(Value::Object)
+    }
+
+    /// Claude Code sends system turns between the others: each is a chat system message in
+    /// place; a role Messages does not have is refused by name.
+    #[test]
+    fn system_turns_stay_in_place() {
+        let Value::Object(body) = json!({"model": "m", "max_tokens": 5, "system": "top", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "env", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "more"}]},
+            {"role": "user", "content": "go"}]})
+        else {
+            unreachable!()
+        };
+        let chat = to_chat(&body, "m").expect("mapped");
+        let roles: Vec<&str> = chat["messages"].as_array().unwrap().iter().filter_map(|m| m["role"].as_str()).collect();
+        assert_eq!(roles, ["system", "user", "system", "user"]);
+        assert_eq!(chat["messages"][2]["content"], "env\n\nmore");
+        let Value::Object(bad) = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]})
+        else {
+            unreachable!()
+        };
+        assert_eq!(to_chat(&bad, "m").err().and_then(|e| e.param).as_deref(), Some("messages[0].role"));
     }
 
     #[test]
@@ -873,7 +907,7 @@ mod tests {
                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}])
         );
         assert_eq!(
-            refused(json!({"messages": [{"role": "system", "content": "x"}]})).as_deref(),
+            refused(json!({"messages": [{"role": "developer", "content": "x"}]})).as_deref(),
             Some("messages[0].role")
         );
         assert_eq!(refused(json!({"messages": user, "mcp_servers": []})).as_deref(), Some("mcp_servers"));

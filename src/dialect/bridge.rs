@@ -171,7 +171,12 @@ pub fn upstream_body(sides: Sides, o: &Outbound<'_>) -> Result<Bytes, ApiError> 
         return Err(e.clone());
     }
     let body = match sides.upstream {
-        Dialect::OpenAi => return openai::upstream_body(&[], o.pivot, o.model, o.ask_usage),
+        // The pivot serialised once, `model` (and the usage request) spliced into its bytes: no
+        // copy of the tree per attempt.
+        Dialect::OpenAi => {
+            let raw = serde_json::to_vec(o.pivot).map_err(|_| ApiError::internal())?;
+            return openai::upstream_body(&raw, o.pivot, o.model, o.ask_usage);
+        }
         Dialect::Anthropic => anthropic::request::from_chat(o.pivot, o.model, o.default_max_tokens)?,
         Dialect::Gemini => gemini::request::from_chat(o.pivot)?,
         // Only a Responses client is sent to a Responses upstream (a passthrough, above).

@@ -19,6 +19,7 @@
 //! refused by name). [`ChatTap`] reads a passed-through stream's usage; [`to_chat_text`] is the
 //! counting pivot of a request only a Responses upstream can carry.
 
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError, Whole};
@@ -426,39 +427,39 @@ fn response_format(format: &Value) -> Result<Value, ApiError> {
 /// The response object for a whole chat completion (the first choice), and what it says; calls
 /// of the request's `custom` tools are `custom_tool_call` items.
 pub fn from_chat(body: &[u8], created_at: u64, tools: &ToolKinds) -> Result<(Value, Whole), Malformed> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| Malformed("the chat completion is not JSON"))?;
-    let choice = v.get("choices").and_then(|c| c.get(0)).ok_or(Malformed("the chat completion has no choice"))?;
-    let message = choice.get("message").ok_or(Malformed("the chat completion's choice has no message"))?;
-    let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
+    let v = openai::view::read_completion(body)?;
+    let choice = v.choice().ok_or(Malformed("the chat completion has no choice"))?;
+    let message = choice.message.as_ref().ok_or(Malformed("the chat completion's choice has no message"))?;
+    let id = v.id.as_deref().unwrap_or_default();
     let mut output = Vec::new();
-    if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(text) = message.content.as_deref().filter(|t| !t.is_empty()) {
         output.push(json!({
             "type": "message", "id": format!("msg_{id}"), "status": "completed", "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": []}],
         }));
     }
-    for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-        let f = call.get("function");
+    for call in message.tool_calls.iter().flatten() {
+        let f = call.function.as_ref();
         let item = CallItem {
             chat_index: 0,
             output_index: 0,
-            call_id: call.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            name: f.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned(),
-            arguments: f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+            call_id: call.id.as_deref().unwrap_or_default().to_owned(),
+            name: f.and_then(|f| f.name.as_deref()).unwrap_or_default().to_owned(),
+            arguments: f.and_then(|f| f.arguments.as_deref()).unwrap_or_default().to_owned(),
             custom: false,
             namespace: None,
         };
         let (custom, namespace) = (tools.is_custom(&item.name), tools.namespace(&item.name));
         output.push(CallItem { custom, namespace, ..item }.item("completed"));
     }
-    let finish = choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop");
+    let finish = choice.finish_reason.as_deref().unwrap_or("stop");
     let incomplete = match finish {
         "length" => Some("max_output_tokens"),
         "content_filter" => Some("content_filter"),
         _ => None,
     };
-    let usage = v.get("usage").map(openai::usage::read_usage);
-    let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
+    let usage = v.usage;
+    let model = v.model.as_deref().map(str::to_owned);
     let response = json!({
         "id": format!("resp_{id}"),
         "object": "response",
@@ -469,14 +470,14 @@ pub fn from_chat(body: &[u8], created_at: u64, tools: &ToolKinds) -> Result<(Val
         "model": model,
         "output": output,
         "parallel_tool_calls": true,
-        "usage": usage.map(|u| response_usage(u, v.get("usage"))),
+        "usage": usage.map(|u| usage_object(u.usage, u.reasoning_tokens)),
     });
     let meta = ResponseMeta {
         id: Some(id.to_owned()).filter(|i| !i.is_empty()),
         model,
         finish_reasons: vec![finish.to_owned()],
     };
-    Ok((response, Whole { usage, output_tokens: 0, meta }))
+    Ok((response, Whole { usage: usage.map(|u| u.usage), output_tokens: 0, meta }))
 }
 
 /// What a whole response object from a Responses upstream says (relayed as it is).
@@ -635,6 +636,11 @@ fn response_usage(u: Usage, chat: Option<&Value>) -> Value {
         .and_then(|d| d.get("reasoning_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
+    usage_object(u, reasoning)
+}
+
+/// The Responses `usage` object for `u` and its reasoning part.
+fn usage_object(u: Usage, reasoning: u64) -> Value {
     json!({
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {"cached_tokens": u.cached_tokens},
@@ -742,27 +748,27 @@ impl ResponseEvents {
     /// Converts one event's data (a chat chunk, or `[DONE]`).
     pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
         let mut step = Step::default();
-        let Some(v) = openai::read_chunk(data)? else {
+        let Some(v) = openai::view::read(data)? else {
             self.close(&mut step);
             return Ok(step);
         };
         if !self.started {
-            self.id = format!("resp_{}", v.get("id").and_then(Value::as_str).unwrap_or_default());
-            self.model = v.get("model").cloned().unwrap_or(Value::Null);
+            self.id = format!("resp_{}", v.id.as_deref().unwrap_or_default());
+            self.model = v.model.as_deref().map_or(Value::Null, |m| Value::String(m.to_owned()));
             self.start(&mut step);
         }
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(response_usage(openai::usage::read_usage(u), Some(u)));
+        if let Some(u) = v.usage {
+            self.usage = Some(usage_object(u.usage, u.reasoning_tokens));
         }
-        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else { return Ok(step) };
-        let delta = choice.get("delta");
-        if let Some(text) = delta.and_then(|d| d.get("content")).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        let Some(choice) = v.choice() else { return Ok(step) };
+        let delta = choice.delta.as_ref();
+        if let Some(text) = delta.and_then(|d| d.content.as_deref()).filter(|t| !t.is_empty()) {
             self.text(text, &mut step);
         }
-        for call in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
+        for call in delta.and_then(|d| d.tool_calls.as_ref()).into_iter().flatten() {
             self.call(call, &mut step)?;
         }
-        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(f) = choice.finish_reason.as_deref() {
             self.finish = Some(f.to_owned());
         }
         Ok(step)
@@ -822,27 +828,53 @@ impl ResponseEvents {
         }
         let Some(m) = self.message.as_mut() else { return };
         m.text.push_str(text);
-        let d =
-            json!({"item_id": m.id, "output_index": m.output_index, "content_index": 0, "delta": text, "logprobs": []});
-        self.emit(step, "response.output_text.delta", d);
+        let (id, index) = (m.id.clone(), m.output_index);
+        let frame = self.delta_event("response.output_text.delta", &id, index, true, text);
+        step.frames.push(frame);
     }
 
-    fn call(&mut self, call: &Value, step: &mut Step) -> Result<(), StreamError> {
-        let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let f = call.get("function");
+    /// A text or arguments delta event, written directly (a stream's most frequent event: no
+    /// JSON tree built and walked for it), in `emit`'s field order.
+    fn delta_event(&mut self, name: &str, item_id: &str, output_index: u64, text: bool, delta: &str) -> Bytes {
+        let mut out = Vec::with_capacity(delta.len() + item_id.len() + 160);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\",\"sequence_number\":");
+        out.extend_from_slice(self.sequence.to_string().as_bytes());
+        self.sequence += 1;
+        out.extend_from_slice(b",\"item_id\":");
+        openai::view::push_json_str(&mut out, item_id);
+        out.extend_from_slice(b",\"output_index\":");
+        out.extend_from_slice(output_index.to_string().as_bytes());
+        if text {
+            out.extend_from_slice(b",\"content_index\":0");
+        }
+        out.extend_from_slice(b",\"delta\":");
+        openai::view::push_json_str(&mut out, delta);
+        if text {
+            out.extend_from_slice(b",\"logprobs\":[]");
+        }
+        out.extend_from_slice(b"}\n\n");
+        Bytes::from(out)
+    }
+
+    fn call(&mut self, call: &openai::view::CallDelta<'_>, step: &mut Step) -> Result<(), StreamError> {
+        let n = call.index.unwrap_or(0);
+        let f = call.function.as_ref();
         if !self.calls.iter().any(|c| c.chat_index == n) {
             if self.finished_calls.contains(&n) {
                 return Err(Malformed("interleaved tool call arguments").into());
             }
-            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
+            let name = f.and_then(|f| f.name.as_deref()).unwrap_or_default();
             if name.is_empty() {
                 return Err(Malformed("a tool call's first delta has no name").into());
             }
             // Items follow one another: the text and the calls before this one are complete.
             self.finish_message(step);
             self.finish_calls(step);
-            let call_id =
-                call.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{}_{n}", self.id), str::to_owned);
+            let call_id = call.id.as_deref().map_or_else(|| format!("call_{}_{n}", self.id), str::to_owned);
             let item = CallItem {
                 chat_index: n,
                 output_index: self.next_output,
@@ -858,14 +890,15 @@ impl ResponseEvents {
             self.emit(step, "response.output_item.added", added);
             self.calls.push(item);
         }
-        let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
+        let args = f.and_then(|f| f.arguments.as_deref()).unwrap_or_default();
         if let Some(c) = self.calls.iter_mut().find(|c| c.chat_index == n).filter(|_| !args.is_empty()) {
             c.arguments.push_str(args);
             step.text.push_str(args);
             // A custom call's input is known whole at its end (its arguments are JSON around it).
             if !c.custom {
-                let d = json!({"item_id": format!("fc_{}", c.call_id), "output_index": c.output_index, "delta": args});
-                self.emit(step, "response.function_call_arguments.delta", d);
+                let (item_id, index) = (format!("fc_{}", c.call_id), c.output_index);
+                let frame = self.delta_event("response.function_call_arguments.delta", &item_id, index, false, args);
+                step.frames.push(frame);
             }
         }
         Ok(())
@@ -956,6 +989,34 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+
+    /// The delta events written directly are the events `emit` builds of the same values.
+    #[test]
+    fn written_delta_events_equal_built_ones() {
+        for delta in ["plain", "quote \" and \\ and \n", "\u{1F916}\u{0001}"] {
+            let (mut a, mut b) =
+                (ResponseEvents::new(1, ToolKinds::default()), ResponseEvents::new(1, ToolKinds::default()));
+            a.sequence = 7;
+            b.sequence = 7;
+            let fast = a.delta_event("response.output_text.delta", "msg_\"x", 2, true, delta);
+            let mut step = Step::default();
+            b.emit(
+                &mut step,
+                "response.output_text.delta",
+                json!({"item_id": "msg_\"x", "output_index": 2, "content_index": 0, "delta": delta, "logprobs": []}),
+            );
+            assert_eq!(fast, step.frames[0], "{delta:?}");
+            let fast = a.delta_event("response.function_call_arguments.delta", "fc_1", 0, false, delta);
+            let mut step = Step::default();
+            b.emit(
+                &mut step,
+                "response.function_call_arguments.delta",
+                json!({"item_id": "fc_1", "output_index": 0, "delta": delta}),
+            );
+            assert_eq!(fast, step.frames[0], "{delta:?}");
+            assert_eq!(a.sequence, b.sequence);
+        }
+    }
 
     fn convert(v: Value) -> Result<Value, ApiError> {
         let Value::Object(body) = v else { panic!("an object") };

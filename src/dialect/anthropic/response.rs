@@ -59,29 +59,29 @@ pub fn to_chat(body: &[u8], created: u64) -> Result<(Value, Whole), Malformed> {
 /// text becomes a text block, each tool call a `tool_use` block with its arguments parsed (a
 /// Messages client reads the input as an object: arguments that are not one are malformed).
 pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| Malformed("the chat completion is not JSON"))?;
-    let choice = v.get("choices").and_then(|c| c.get(0)).ok_or(Malformed("the chat completion has no choice"))?;
-    let message = choice.get("message").ok_or(Malformed("the chat completion's choice has no message"))?;
+    let v = openai::view::read_completion(body)?;
+    let choice = v.choice().ok_or(Malformed("the chat completion has no choice"))?;
+    let message = choice.message.as_ref().ok_or(Malformed("the chat completion's choice has no message"))?;
     let mut content = Vec::new();
-    if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(text) = message.content.as_deref().filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": text}));
     }
-    for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-        let f = call.get("function");
-        let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
+    for call in message.tool_calls.iter().flatten() {
+        let f = call.function.as_ref();
+        let args = f.and_then(|f| f.arguments.as_deref()).unwrap_or_default();
         let input = openai::arguments_object(args).ok_or(Malformed("a tool call's arguments are not a JSON object"))?;
         content.push(json!({
             "type": "tool_use",
-            "id": call.get("id").cloned().unwrap_or(Value::Null),
-            "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
+            "id": call.id.as_deref(),
+            "name": f.and_then(|f| f.name.as_deref()),
             "input": input,
         }));
     }
     let called = content.iter().any(|b| b["type"] == "tool_use");
-    let usage = v.get("usage").map(chat_usage);
-    let finish = choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop");
-    let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
-    let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
+    let usage = v.usage.map(|u| messages_usage(u.usage));
+    let finish = choice.finish_reason.as_deref().unwrap_or("stop");
+    let id = v.id.as_deref().map(str::to_owned);
+    let model = v.model.as_deref().map(str::to_owned);
     let u = usage.unwrap_or_default();
     let answer = json!({
         "id": id,
@@ -100,7 +100,11 @@ pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
 
 /// An OpenAI `usage` object in Messages terms (cached input apart from the rest).
 pub fn chat_usage(u: &Value) -> MessagesUsage {
-    let u = openai::usage::read_usage(u);
+    messages_usage(openai::usage::read_usage(u))
+}
+
+/// The gateway's usage figures in Messages terms (cache reads and writes apart from the rest).
+pub fn messages_usage(u: crate::types::Usage) -> MessagesUsage {
     let cached = u.cached_tokens.min(u.prompt_tokens);
     let written = u.cache_write_tokens.min(u.prompt_tokens - cached);
     MessagesUsage {

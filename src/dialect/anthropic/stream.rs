@@ -16,10 +16,32 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::dialect::anthropic::response::chat_usage;
+use crate::dialect::anthropic::response::messages_usage;
 use crate::dialect::anthropic::{MessagesUsage, finish_reason, stop_reason};
 use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError};
 use crate::dialect::{openai, sse};
+
+/// A `content_block_delta` event's fields, borrowed.
+#[derive(serde::Deserialize)]
+struct DeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    delta: Option<BlockDelta<'a>>,
+}
+
+/// A block delta's fields, borrowed.
+#[derive(serde::Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(rename = "type", borrow, default, deserialize_with = "openai::view::text")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "openai::view::text")]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "openai::view::text")]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
+}
 
 /// The converter of one stream.
 #[derive(Debug)]
@@ -68,6 +90,45 @@ impl ChatChunks {
 
     /// Converts one event's data.
     pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
+        // The stream's most frequent event, read into borrowing fields and written directly; any
+        // other (or one whose fields have surprising types) takes the general path below.
+        if let Ok(e) = serde_json::from_slice::<DeltaEvent<'_>>(data)
+            && e.kind == "content_block_delta"
+            && let (Some(index), Some(delta)) = (e.index, &e.delta)
+        {
+            let mut step = Step::default();
+            match delta.kind.as_deref() {
+                Some("text_delta") => {
+                    let text = delta.text.as_deref().unwrap_or_default();
+                    if !text.is_empty() {
+                        step.text.push_str(text);
+                        step.frames.push(self.fast_chunk(|out| {
+                            out.extend_from_slice(b"{\"content\":");
+                            openai::view::push_json_str(out, text);
+                            out.push(b'}');
+                        }));
+                    }
+                }
+                Some("input_json_delta") => {
+                    let part = delta.partial_json.as_deref().unwrap_or_default();
+                    let Some(n) = self.tools.iter().position(|b| *b == index) else {
+                        return Err(Malformed("an input_json_delta outside a tool_use block").into());
+                    };
+                    if !part.is_empty() {
+                        step.text.push_str(part);
+                        step.frames.push(self.fast_chunk(|out| {
+                            out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
+                            out.extend_from_slice(n.to_string().as_bytes());
+                            out.extend_from_slice(b",\"function\":{\"arguments\":");
+                            openai::view::push_json_str(out, part);
+                            out.extend_from_slice(b"}}]}");
+                        }));
+                    }
+                }
+                _ => {}
+            }
+            return Ok(step);
+        }
         let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a Messages stream event is not JSON"))?;
         let mut step = Step::default();
         match v.get("type").and_then(Value::as_str) {
@@ -165,6 +226,39 @@ impl ChatChunks {
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
         sse::json_data(&openai::chunk(&json!(self.id), self.created, &json!(self.model), delta, finish))
     }
+
+    /// What [`Self::chunk`] makes of an unfinished delta, written directly; `delta` writes the
+    /// delta object.
+    fn fast_chunk(&self, delta: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+        let mut out = Vec::with_capacity(self.id.len() + self.model.len() + 192);
+        out.extend_from_slice(b"data: {\"id\":");
+        openai::view::push_json_str(&mut out, &self.id);
+        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        out.extend_from_slice(self.created.to_string().as_bytes());
+        out.extend_from_slice(b",\"model\":");
+        openai::view::push_json_str(&mut out, &self.model);
+        out.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+        delta(&mut out);
+        out.extend_from_slice(b",\"finish_reason\":null,\"logprobs\":null}]}\n\n");
+        Bytes::from(out)
+    }
+}
+
+/// A `content_block_delta` event, written directly (the stream's most frequent event: no JSON
+/// tree built and walked for it): `{"type":"content_block_delta","index":…,"delta":{"type":kind,
+/// field:value}}`.
+fn block_delta(index: u64, kind: &str, field: &str, value: &str) -> Bytes {
+    let mut out = Vec::with_capacity(value.len() + 128);
+    out.extend_from_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":");
+    out.extend_from_slice(index.to_string().as_bytes());
+    out.extend_from_slice(b",\"delta\":{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
+    openai::view::push_json_str(&mut out, value);
+    out.extend_from_slice(b"}}\n\n");
+    Bytes::from(out)
 }
 
 /// The block a Messages stream has open.
@@ -214,31 +308,29 @@ impl MessagesEvents {
     /// Converts one event's data (a chunk, or `[DONE]`).
     pub fn event(&mut self, data: &[u8]) -> Result<Step, StreamError> {
         let mut step = Step::default();
-        let Some(v) = openai::read_chunk(data)? else {
+        let Some(v) = openai::view::read(data)? else {
             self.close(&mut step);
             return Ok(step);
         };
         if !self.started {
-            self.meta.id = v.get("id").and_then(Value::as_str).map(str::to_owned);
-            self.meta.model = v.get("model").and_then(Value::as_str).map(str::to_owned);
+            self.meta.id = v.id.as_deref().map(str::to_owned);
+            self.meta.model = v.model.as_deref().map(str::to_owned);
             self.start(&mut step);
         }
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            self.usage = chat_usage(u);
+        if let Some(u) = v.usage {
+            self.usage = messages_usage(u.usage);
         }
-        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else { return Ok(step) };
-        let delta = choice.get("delta");
-        if let Some(text) = delta.and_then(|d| d.get("content")).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        let Some(choice) = v.choice() else { return Ok(step) };
+        let delta = choice.delta.as_ref();
+        if let Some(text) = delta.and_then(|d| d.content.as_deref()).filter(|t| !t.is_empty()) {
             let index = self.block(Open::Text, &mut step, || json!({"type": "text", "text": ""}));
             step.text.push_str(text);
-            let d =
-                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}});
-            step.frames.push(sse::json_event("content_block_delta", &d));
+            step.frames.push(block_delta(index, "text_delta", "text", text));
         }
-        for call in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
+        for call in delta.and_then(|d| d.tool_calls.as_ref()).into_iter().flatten() {
             self.tool_delta(call, &mut step)?;
         }
-        if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(finish) = choice.finish_reason.as_deref() {
             self.meta.finish_reasons.push(finish.to_owned());
             self.stop = Some(stop_reason(finish));
             self.close_block(&mut step);
@@ -256,12 +348,12 @@ impl MessagesEvents {
         step
     }
 
-    fn tool_delta(&mut self, call: &Value, step: &mut Step) -> Result<(), StreamError> {
-        let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let f = call.get("function");
+    fn tool_delta(&mut self, call: &openai::view::CallDelta<'_>, step: &mut Step) -> Result<(), StreamError> {
+        let n = call.index.unwrap_or(0);
+        let f = call.function.as_ref();
         if !self.tools.contains(&n) {
-            let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
-            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
+            let id = call.id.as_deref().unwrap_or_default();
+            let name = f.and_then(|f| f.name.as_deref()).unwrap_or_default();
             if name.is_empty() {
                 return Err(Malformed("a tool call's first delta has no name").into());
             }
@@ -269,15 +361,14 @@ impl MessagesEvents {
             step.text.push_str(name);
             self.block(Open::Tool(n), step, || json!({"type": "tool_use", "id": id, "name": name, "input": {}}));
         }
-        let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or_default();
+        let args = f.and_then(|f| f.arguments.as_deref()).unwrap_or_default();
         if args.is_empty() {
             return Ok(());
         }
         match self.open {
             Some((Open::Tool(open), index)) if open == n => {
                 step.text.push_str(args);
-                let d = json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}});
-                step.frames.push(sse::json_event("content_block_delta", &d));
+                step.frames.push(block_delta(index, "input_json_delta", "partial_json", args));
                 Ok(())
             }
             // Messages blocks are sequential: a call's arguments after another block opened
@@ -348,6 +439,37 @@ impl MessagesEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The frames written directly are the frames the general path makes of the same values.
+    #[test]
+    fn written_frames_equal_built_ones() {
+        let mut c = ChatChunks::new(9, true);
+        c.id = "msg_\"1".into();
+        c.model = "claude \u{1F600}".into();
+        for text in ["plain", "quote \" and \\ and \n newline", "\u{1F916} \u{0007}", ""] {
+            let fast = c.fast_chunk(|out| {
+                out.extend_from_slice(b"{\"content\":");
+                openai::view::push_json_str(out, text);
+                out.push(b'}');
+            });
+            assert_eq!(fast, c.chunk(json!({"content": text}), None), "{text:?}");
+            for (kind, field) in [("text_delta", "text"), ("input_json_delta", "partial_json")] {
+                let built = sse::json_event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 3, "delta": {"type": kind, field: text}}),
+                );
+                assert_eq!(block_delta(3, kind, field, text), built, "{text:?}");
+            }
+        }
+        let fast = c.fast_chunk(|out| {
+            out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
+            out.extend_from_slice(b"2");
+            out.extend_from_slice(b",\"function\":{\"arguments\":");
+            openai::view::push_json_str(out, "{\"a\":");
+            out.extend_from_slice(b"}}]}");
+        });
+        assert_eq!(fast, c.chunk(json!({"tool_calls": [{"index": 2, "function": {"arguments": "{\"a\":"}}]}), None));
+    }
 
     /// The events of Anthropic's documented streaming example with a tool call.
     const EVENTS: &[&str] = &[

@@ -4,6 +4,7 @@
 pub mod mock;
 pub mod request;
 pub mod usage;
+pub mod view;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};

@@ -9,7 +9,7 @@ use crate::dialect::facts::{ChunkMeta, ResponseMeta};
 use crate::types::Usage;
 
 #[derive(Deserialize)]
-struct WireUsage {
+pub(super) struct WireUsage {
     #[serde(default)]
     prompt_tokens: Option<u64>,
     #[serde(default)]
@@ -39,7 +39,7 @@ struct Details {
 }
 
 impl WireUsage {
-    fn into_usage(self) -> Usage {
+    pub(super) fn into_usage(self) -> Usage {
         let details = self.prompt_tokens_details.or(self.input_tokens_details);
         let detail = |f: fn(&Details) -> Option<u64>| details.as_ref().and_then(f);
         Usage {

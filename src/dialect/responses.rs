@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::dialect::facts::{Malformed, ResponseMeta, Step, StreamError, Whole};
-use crate::dialect::{openai, sse};
+use crate::dialect::openai;
 use crate::error::ApiError;
 use crate::types::Usage;
 
@@ -973,14 +973,27 @@ impl ResponseEvents {
 
     /// One named event: `type` and `sequence_number` first, then `fields`.
     fn emit(&mut self, step: &mut Step, name: &str, fields: Value) {
-        let mut data = Map::new();
-        data.insert("type".into(), json!(name));
-        data.insert("sequence_number".into(), json!(self.sequence));
+        // Written as `{"type":…,"sequence_number":…,` and the fields' own serialisation after its
+        // `{`: no second map built to put the two first.
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":");
+        openai::view::push_json_str(&mut out, name);
+        out.extend_from_slice(b",\"sequence_number\":");
+        out.extend_from_slice(self.sequence.to_string().as_bytes());
         self.sequence += 1;
-        if let Value::Object(f) = fields {
-            data.extend(f);
+        match &fields {
+            Value::Object(f) if !f.is_empty() => {
+                // Serialising a `Value` cannot fail.
+                let inner = serde_json::to_vec(&fields).unwrap_or_default();
+                out.push(b',');
+                out.extend_from_slice(inner.get(1..).unwrap_or_default());
+            }
+            _ => out.push(b'}'),
         }
-        step.frames.push(sse::json_event(name, &Value::Object(data)));
+        out.extend_from_slice(b"\n\n");
+        step.frames.push(Bytes::from(out));
     }
 }
 

@@ -191,6 +191,11 @@ pub fn whole(sides: Sides, op: Operation, body: Bytes, created: u64, echo: &Echo
         let w = openai_whole(op, &body)?;
         return Ok((body, w));
     }
+    // Same dialect: the answer as it is, its facts read without translating it.
+    if sides == (Sides { client: Dialect::Anthropic, upstream: Dialect::Anthropic }) {
+        let w = anthropic::response::whole_facts(&body)?;
+        return Ok((body, w));
+    }
     // The answer in Chat, and its facts as the upstream reported them.
     let (chat, facts) = match sides.upstream {
         Dialect::OpenAi => {

@@ -76,6 +76,33 @@ pub fn address(
     }
 }
 
+/// The rest of a counting pivot (a request only its own dialect's upstreams can carry, rendered
+/// for the phases to count and classify): its output limit (`limit`) as
+/// `max_completion_tokens`, whether it streams, and its named tools as functions (their schema
+/// in `schema`).
+pub(crate) fn counting_pivot_rest(body: &Map<String, Value>, out: &mut Map<String, Value>, limit: &str, schema: &str) {
+    if let Some(max) = body.get(limit).filter(|v| !v.is_null()) {
+        out.insert("max_completion_tokens".into(), max.clone());
+    }
+    if let Some(stream) = body.get("stream").filter(|v| !v.is_null()) {
+        out.insert("stream".into(), stream.clone());
+    }
+    let tools: Vec<Value> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let name = t.get("name").and_then(Value::as_str)?;
+            let parameters = t.get(schema).cloned().unwrap_or_else(|| serde_json::json!({"type": "object"}));
+            Some(serde_json::json!({"type": "function", "function": {"name": name, "parameters": parameters}}))
+        })
+        .collect();
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+    }
+}
+
 /// Where an upstream speaking a dialect takes the provider's key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyPlacement {

@@ -451,26 +451,7 @@ pub fn to_chat_text(body: &Map<String, Value>, model: &str) -> Result<Map<String
         messages.push(json!({"role": role, "content": content}));
     }
     out.insert("messages".into(), Value::Array(messages));
-    if let Some(max) = body.get("max_tokens").filter(|v| !v.is_null()) {
-        out.insert("max_completion_tokens".into(), max.clone());
-    }
-    if let Some(stream) = body.get("stream").filter(|v| !v.is_null()) {
-        out.insert("stream".into(), stream.clone());
-    }
-    let tools: Vec<Value> = body
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|t| {
-            let name = t.get("name").and_then(Value::as_str)?;
-            let schema = t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"}));
-            Some(json!({"type": "function", "function": {"name": name, "parameters": schema}}))
-        })
-        .collect();
-    if !tools.is_empty() {
-        out.insert("tools".into(), Value::Array(tools));
-    }
+    crate::dialect::counting_pivot_rest(body, &mut out, "max_tokens", "input_schema");
     Ok(out)
 }
 

@@ -6,6 +6,41 @@ use crate::dialect::anthropic::{MessagesUsage, finish_reason, stop_reason};
 use crate::dialect::facts::{Malformed, ResponseMeta, Whole};
 use crate::dialect::openai;
 
+/// What a whole Messages answer relayed as it is says (usage, id, model, finish reason), read
+/// without building anything of it: the passthrough's usage tap.
+pub fn whole_facts(body: &[u8]) -> Result<Whole, Malformed> {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(rename = "type", borrow, default, deserialize_with = "openai::view::text")]
+        kind: Option<Cow<'a, str>>,
+        #[serde(borrow, default, deserialize_with = "openai::view::text")]
+        id: Option<Cow<'a, str>>,
+        #[serde(borrow, default, deserialize_with = "openai::view::text")]
+        model: Option<Cow<'a, str>>,
+        #[serde(borrow, default, deserialize_with = "openai::view::text")]
+        stop_reason: Option<Cow<'a, str>>,
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    let a: Answer<'_> = serde_json::from_slice(body).map_err(|_| Malformed("the Messages answer is not JSON"))?;
+    if a.kind.as_deref() != Some("message") {
+        return Err(Malformed("the Messages answer is not a message"));
+    }
+    let usage = a.usage.as_ref().map(|u| {
+        let mut m = MessagesUsage::default();
+        m.absorb(u);
+        m.usage()
+    });
+    let finish = finish_reason(a.stop_reason.as_deref().unwrap_or("end_turn"));
+    let meta = ResponseMeta {
+        id: a.id.map(Cow::into_owned),
+        model: a.model.map(Cow::into_owned),
+        finish_reasons: vec![finish.to_owned()],
+    };
+    Ok(Whole { usage, output_tokens: 0, meta })
+}
+
 /// The chat completion for a whole Messages answer (`created`: the Unix time to stamp it with),
 /// and what the answer says (usage, id, model, finish reason). Text blocks join into the
 /// message's content; `tool_use` blocks become tool calls with their input serialised as the
@@ -128,6 +163,7 @@ mod tests {
             "stop_reason":"tool_use","stop_sequence":null,
             "usage":{"input_tokens":20,"cache_read_input_tokens":100,"cache_creation_input_tokens":0,"output_tokens":9}}"#;
         let (chat, whole) = to_chat(body, 1_700_000_000).expect("converted");
+        assert_eq!(whole_facts(body).expect("facts"), whole, "the passthrough reads the same facts");
         assert_eq!(
             chat,
             json!({

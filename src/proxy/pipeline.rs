@@ -110,6 +110,28 @@ async fn attempts(
     // Cluster mode: the ledger learns of the request before any upstream does.
     guard.started().await;
     let _in_flight = state.retries.request();
+    // A request only its own dialect's upstreams can carry skips the others (a rotation mixing
+    // dialects), before any attempt is counted; when it skipped them all, the client learns why.
+    let mut untranslatable = None;
+    let queue: Vec<_> = match &a.untranslatable {
+        None => queue.into_iter().collect(),
+        Some(e) => queue
+            .into_iter()
+            .filter(|(cand, _)| {
+                let ok = serves_as_is(req.dialect, &cand.target);
+                if !ok {
+                    untranslatable = Some(e.clone());
+                    if let Some(r) = &mut receipt {
+                        r.filtered(&cand.target.route, Filter::Dialect);
+                    }
+                }
+                ok
+            })
+            .collect(),
+    };
+    if let Some(r) = receipt.as_ref().filter(|_| untranslatable.is_some()) {
+        guard.set_routing(r.to_json());
+    }
     let max = queue.len().min(plan.max_attempts);
     let mut last: Option<(String, UpstreamFailure)> = None;
     let mut over_capacity = false;
@@ -220,7 +242,19 @@ async fn attempts(
             }
         }
     }
+    if last.is_none()
+        && !over_capacity
+        && let Some(error) = untranslatable
+    {
+        return Err((guard, Refusal::refused(error)));
+    }
     Err((guard, exhausted(&plan.route, last, over_capacity)))
+}
+
+/// Whether `target` receives a client of `client`'s dialect as it is (a passthrough).
+fn serves_as_is(client: crate::dialect::Dialect, target: &crate::catalog::Target) -> bool {
+    let p = &target.provider;
+    crate::dialect::Dialect::for_attempt(p.kind, p.responses_api, client) == Some(client)
 }
 
 /// The body `target` receives: the client's bytes when it speaks the client's dialect (`model`

@@ -55,6 +55,9 @@ pub enum Filter {
     Privacy,
     /// Today's cloud budget is spent.
     Budget,
+    /// The request holds what only its own dialect's upstreams can carry, and this one speaks
+    /// another.
+    Dialect,
 }
 
 impl Filter {
@@ -66,6 +69,7 @@ impl Filter {
             Self::OverCapacity => "over_capacity",
             Self::Privacy => "privacy",
             Self::Budget => "budget",
+            Self::Dialect => "dialect",
         }
     }
 }

@@ -40,6 +40,15 @@ async fn app(up: &DialectUpstream) -> TestApp {
             p.api_key = Some(Secret::new("$SWITCHYARD_TEST_PROVIDER_KEY"));
             s.providers.push(p);
         }
+        // Rotations mixing dialects: Chat first, then Anthropic; Chat and Gemini only.
+        let entry = |id: &str| switchyard::config::RotationEntryConfig {
+            provider_id: id.into(),
+            model: "m-1".into(),
+            weight: 1.0,
+            error_cooldown: None,
+        };
+        s.rotations.push(crate::support::rotation("mixed", "priority", vec![entry("oa"), entry("an")]));
+        s.rotations.push(crate::support::rotation("no-anthropic", "priority", vec![entry("oa"), entry("ge")]));
         // An OpenAI upstream that serves the Responses API too.
         let mut or = openai_provider("or", &responses_endpoint, &["m-1"]);
         or.responses_api = true;
@@ -355,6 +364,25 @@ async fn messages_to_anthropic_is_a_passthrough() {
         assert_eq!((rec.status, rec.outcome.as_str()), (400, "refused"));
     }
     assert_eq!(up.seen().len(), calls, "nothing reached another upstream");
+    // In a rotation mixing dialects, the targets of another dialect are skipped, not tried: the
+    // request reaches the Anthropic entry; with none, it is refused by name.
+    let mut mixed = only.clone();
+    mixed["model"] = json!("rotation/mixed");
+    let r = send("POST", &app.url("/v1/messages"), &headers, mixed.to_string()).await;
+    assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("an")), "{}", r.text());
+    assert_eq!(up.last().target, "/v1/messages");
+    let rec = app.usage(r.header("x-request-id").unwrap()).await;
+    assert!(rec.routing.as_deref().is_some_and(|x| x.contains(r#""filtered":"dialect""#)), "{:?}", rec.routing);
+    let calls = up.seen().len();
+    mixed["model"] = json!("rotation/no-anthropic");
+    let r = send("POST", &app.url("/v1/messages"), &headers, mixed.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().starts_with("messages[0].content[0]"), "{}", r.text());
+    assert_eq!(up.seen().len(), calls);
+    // A request every dialect carries still goes to the rotation's first entry.
+    let (_, plain) = request(Client::Messages, "rotation/mixed", false, false);
+    let r = send("POST", &app.url("/v1/messages"), &headers, plain.to_string()).await;
+    assert_eq!(r.header("x-switchyard-provider"), Some("oa"));
     app.stop().await;
 }
 

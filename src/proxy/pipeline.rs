@@ -110,25 +110,7 @@ async fn attempts(
     // Cluster mode: the ledger learns of the request before any upstream does.
     guard.started().await;
     let _in_flight = state.retries.request();
-    // A request only its own dialect's upstreams can carry skips the others (a rotation mixing
-    // dialects), before any attempt is counted; when it skipped them all, the client learns why.
-    let mut untranslatable = None;
-    let queue: Vec<_> = match &a.untranslatable {
-        None => queue.into_iter().collect(),
-        Some(e) => queue
-            .into_iter()
-            .filter(|(cand, _)| {
-                let ok = serves_as_is(req.dialect, &cand.target);
-                if !ok {
-                    untranslatable = Some(e.clone());
-                    if let Some(r) = &mut receipt {
-                        r.filtered(&cand.target.route, Filter::Dialect);
-                    }
-                }
-                ok
-            })
-            .collect(),
-    };
+    let (queue, untranslatable) = carriers(req, a, queue, &mut receipt);
     if let Some(r) = receipt.as_ref().filter(|_| untranslatable.is_some()) {
         guard.set_routing(r.to_json());
     }
@@ -249,6 +231,33 @@ async fn attempts(
         return Err((guard, Refusal::refused(error)));
     }
     Err((guard, exhausted(&plan.route, last, over_capacity)))
+}
+
+/// The candidates that can carry the request: all of them, unless it holds what only its own
+/// dialect's upstreams can carry (a rotation mixing dialects) — then those, before any attempt is
+/// counted, with the reason for a client whose candidates were all skipped.
+fn carriers<C>(
+    req: &Request<'_>,
+    a: &Admitted,
+    queue: Vec<(crate::catalog::Candidate, C)>,
+    receipt: &mut Option<crate::proxy::receipt::Receipt>,
+) -> (Vec<(crate::catalog::Candidate, C)>, Option<ApiError>) {
+    let Some(e) = &a.untranslatable else { return (queue, None) };
+    let mut skipped = None;
+    let kept = queue
+        .into_iter()
+        .filter(|(cand, _)| {
+            let ok = serves_as_is(req.dialect, &cand.target);
+            if !ok {
+                skipped = Some(e.clone());
+                if let Some(r) = receipt.as_mut() {
+                    r.filtered(&cand.target.route, Filter::Dialect);
+                }
+            }
+            ok
+        })
+        .collect();
+    (kept, skipped)
 }
 
 /// Whether `target` receives a client of `client`'s dialect as it is (a passthrough).

@@ -36,7 +36,8 @@
 //!   stream events, usage and error messages; SSE framing; the in-process `mock` upstream.
 //!   Translation goes through OpenAI Chat as the pivot: `anthropic`, `gemini` and `responses`
 //!   each map their dialect to and from Chat (requests, whole answers, stream events, pure state
-//!   machines), and `bridge` chains them for one (client, upstream) pair. **Architecture
+//!   machines), `bridge` chains them for one (client, upstream) pair, and `pivot` is what every
+//!   phase reads of a request (Chat, whatever the client spoke). **Architecture
 //!   Invariant:** nothing outside a dialect names its JSON fields; a pair's mapping lives in the
 //!   non-Chat side's module.
 //! - L2 [`upstream`]: transports (HTTP over hyper, in process) that carry bytes and yield a status,

@@ -18,6 +18,7 @@ pub mod facts;
 pub mod gemini;
 pub mod json;
 pub mod openai;
+pub mod pivot;
 #[cfg(test)]
 mod props;
 pub mod responses;
@@ -182,15 +183,6 @@ impl Dialect {
         }
     }
 
-    // The request-side methods below read the pivot: by the time a phase reads a body, a
-    // client's body in any dialect has been mapped to Chat ([`bridge::to_pivot`]).
-
-    /// Validates a (pivot) body for `op`.
-    pub fn check(self, op: Operation, body: &Map<String, Value>) -> Result<Checked, ApiError> {
-        let _ = self;
-        openai::request::check(op, body)
-    }
-
     /// The client's field an error about the prompt's size names (`param`).
     pub fn prompt_param(self, op: Operation) -> &'static str {
         match (self, op) {
@@ -207,37 +199,6 @@ impl Dialect {
             Self::Responses => "max_output_tokens",
             Self::OpenAi | Self::Anthropic | Self::Gemini => "max_tokens",
         }
-    }
-
-    /// The request's input as traces record it with `telemetry.capture_content` (JSON text).
-    pub fn input_messages(self, body: &Map<String, Value>) -> String {
-        let _ = self;
-        ["messages", "prompt", "input"].iter().find_map(|k| body.get(*k)).map(Value::to_string).unwrap_or_default()
-    }
-
-    /// The prompt text classifiers and the tokenizer read.
-    pub fn request_text(self, body: &Map<String, Value>) -> String {
-        let _ = self;
-        openai::request::request_text(body)
-    }
-
-    /// Counts a valid body's prompt tokens (CPU-bound: run it off the worker threads).
-    pub fn count_prompt(self, body: &Map<String, Value>, text: &str, size: PromptSize) -> u64 {
-        let _ = self;
-        openai::request::count_prompt(text, &openai::request::tools_text(body), size)
-    }
-
-    /// The capabilities a request needs.
-    pub fn required_capabilities(self, body: &Map<String, Value>) -> Vec<Capability> {
-        let _ = self;
-        openai::required_capabilities(body)
-    }
-
-    /// Reads the data of one Chat stream event (the pivot's: every upstream stream is read as
-    /// Chat chunks).
-    pub fn decode_event(self, data: &[u8]) -> Result<Event<'_>, Malformed> {
-        let _ = self;
-        openai::decode_event(data)
     }
 
     /// The message of an upstream's error body, unsanitised (`None`: not this dialect's shape).

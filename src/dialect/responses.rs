@@ -610,16 +610,6 @@ pub fn to_chat_text(body: &Map<String, Value>, model: &str) -> Result<Map<String
     Ok(out)
 }
 
-/// The Responses `usage` object (reasoning tokens carried over when the chat usage has them).
-fn response_usage(u: Usage, chat: Option<&Value>) -> Value {
-    let reasoning = chat
-        .and_then(|c| c.get("completion_tokens_details"))
-        .and_then(|d| d.get("reasoning_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    usage_object(u, reasoning)
-}
-
 /// The Responses `usage` object for `u` and its reasoning part.
 fn usage_object(u: Usage, reasoning: u64) -> Value {
     json!({
@@ -938,7 +928,7 @@ impl ResponseEvents {
         // A completed response always carries usage (zeros when the upstream reported none:
         // the gateway's own record counts the tokens).
         if r["usage"].is_null() {
-            r["usage"] = response_usage(Usage::default(), None);
+            r["usage"] = usage_object(Usage::default(), 0);
         }
         let name = if incomplete { "response.incomplete" } else { "response.completed" };
         self.emit(step, name, json!({"response": r}));

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::accounting::{UsageGuard, UsageStart};
 use crate::catalog::{Autoselect, Plan, Snapshot};
-use crate::dialect::{Checked, Dialect};
+use crate::dialect::{Checked, Dialect, pivot};
 use crate::error::ApiError;
 use crate::proxy::permit::Permit;
 use crate::proxy::request::{Request, Scope};
@@ -57,7 +57,7 @@ pub async fn admit(state: &ProxyState, req: &Request<'_>) -> Result<(Admitted, U
     };
     let echo = crate::dialect::bridge::echo(req.dialect, client_body.as_ref().unwrap_or(&body), &body);
     let client_terms = |e| crate::dialect::bridge::in_client_terms(req.dialect, e);
-    let checked = Dialect::OpenAi.check(req.op, &body).map_err(client_terms)?;
+    let checked = pivot::check(req.op, &body).map_err(client_terms)?;
     let snapshot = state.catalog.snapshot();
     let caller = &req.caller.0;
     // A child token is held to its ancestors' scopes (which may have narrowed since it was
@@ -115,7 +115,7 @@ pub async fn count_tokens(state: &ProxyState, req: &Request<'_>) -> Result<u64, 
         parsed.insert("max_tokens".into(), Value::from(1));
     }
     let body = crate::dialect::bridge::to_pivot(req.dialect, &parsed)?.body;
-    let checked = Dialect::OpenAi.check(req.op, &body)?;
+    let checked = pivot::check(req.op, &body)?;
     let snapshot = state.catalog.snapshot();
     let caller = &req.caller.0;
     let ancestors = if caller.parent_id.is_some() { state.catalog.ancestors(caller).await? } else { Vec::new() };
@@ -125,9 +125,9 @@ pub async fn count_tokens(state: &ProxyState, req: &Request<'_>) -> Result<u64, 
         Resolved::Plan(p) => p.route,
     };
     permit.check(&route)?;
-    let text = Dialect::OpenAi.request_text(&body);
+    let text = pivot::request_text(&body);
     let size = checked.prompt;
-    crate::proxy::offload::offload(state, text.len(), move || Dialect::OpenAi.count_prompt(&body, &text, size)).await
+    crate::proxy::offload::offload(state, text.len(), move || pivot::count_prompt(&body, &text, size)).await
 }
 
 /// Resolves `model` in the request's scope.

@@ -97,6 +97,8 @@ pub async fn attempt(
         let api_key = target.provider.api_key.as_ref().map(|k| k.expose());
         let trace_headers = trace::context_headers(&span, a.sampling);
         let sides = Sides { client: a.client, upstream: dialect };
+        // The Unix time a translated answer is stamped with.
+        let created = || u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0);
         let (path, placement) = crate::dialect::address(
             target.provider.kind,
             dialect,
@@ -159,7 +161,7 @@ pub async fn attempt(
                 capture_content: state.tracing.capture_content,
             };
             let translation = (!(sides.passthrough() && dialect == Dialect::OpenAi))
-                .then(|| bridge::Stream::new(sides, u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0), a.echo));
+                .then(|| bridge::Stream::new(sides, created(), a.echo));
             let relay = Relay::new(resp.body, a.client, translation, guard, limits, report, slot);
             return Ok((Body::Stream(Box::new(relay)), None));
         }
@@ -171,7 +173,7 @@ pub async fn attempt(
             }
         };
         guard.mark_first_byte();
-        match bridge::whole(sides, a.op, body, u64::try_from(crate::types::now_ms() / 1000).unwrap_or(0), a.echo) {
+        match bridge::whole(sides, a.op, body, created(), a.echo) {
             Ok((body, w)) => {
                 guard.progress.reported = w.usage;
                 if w.usage.is_none() {

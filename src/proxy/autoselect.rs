@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::catalog::{AutoCandidate, Autoselect, Plan, SelectionMode, Snapshot};
-use crate::dialect::{Capability, Dialect};
+use crate::dialect::Capability;
 use crate::error::{ApiError, Code};
 use crate::privacy::Classifier;
 use crate::proxy::offload::offload;
@@ -166,8 +166,6 @@ pub struct Context<'a, C> {
     /// The routes the caller may reach: candidates, the fallback and the selection routes out
     /// of it are never called.
     pub permit: &'a Permit,
-    /// The request's dialect (for its capabilities) and the selection calls' (OpenAI).
-    pub dialect: Dialect,
 }
 
 /// One eligible candidate and its plan.
@@ -194,7 +192,7 @@ pub async fn select<C: Calls>(
     };
     let text: &str = text;
     let private = verdict.as_ref().is_some_and(|v| v.is_private());
-    let required = cx.dialect.required_capabilities(body);
+    let required = crate::dialect::pivot::required_capabilities(body);
     let mut considered = Vec::with_capacity(a.candidates.len());
     let mut eligible = Vec::with_capacity(a.candidates.len());
     let mut skipped_for_capability = false;

@@ -118,7 +118,7 @@ async fn attempts(
     let mut last: Option<(String, UpstreamFailure)> = None;
     let mut over_capacity = false;
     let mut number = 0;
-    let input = state.tracing.capture_content.then(|| crate::dialect::Dialect::OpenAi.input_messages(&a.body));
+    let input = state.tracing.capture_content.then(|| crate::dialect::pivot::input_messages(&a.body));
     for (cand, first) in queue.into_iter().take(max) {
         // A failover needs the node's retry budget, so an outage cannot multiply the load.
         let _retry = match &last {

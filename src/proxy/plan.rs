@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::accounting::{Outcome, UsageGuard, quota};
 use crate::catalog::{Candidate, Plan, Strategy, Target};
-use crate::dialect::Dialect;
+use crate::dialect::pivot;
 use crate::error::{ApiError, Code};
 use crate::proxy::admit::{Admitted, Resolved};
 use crate::proxy::autoselect::{self, Calls};
@@ -51,11 +51,11 @@ pub async fn plan<C: Calls>(
     // The request's text, for the classifiers and the tokenizer: built at most once, and only
     // when one reads it.
     let mut text: Option<Arc<str>> = None;
-    let mut text_of = || Arc::clone(text.get_or_insert_with(|| Dialect::OpenAi.request_text(&a.body).into()));
+    let mut text_of = || Arc::clone(text.get_or_insert_with(|| pivot::request_text(&a.body).into()));
     let (mut plan, auto_reason, selection) = match &a.resolved {
         Resolved::Plan(p) => (p.clone(), None, None),
         Resolved::Autoselect(auto) => {
-            let cx = autoselect::Context { state, calls, permit: &a.permit, dialect: Dialect::OpenAi };
+            let cx = autoselect::Context { state, calls, permit: &a.permit };
             let sel = autoselect::select(&cx, &a.snapshot, auto, &a.body, &text_of()).await?;
             (sel.plan, Some(Reason::Selection(sel.reason)), Some(sel.detail))
         }
@@ -130,8 +130,8 @@ async fn fit(
         .any(|l| bound > l && checked.prompt.bytes <= l.saturating_mul(MAX_BYTES_PER_TOKEN));
     let counted = if countable {
         let t = text_of();
-        let (dialect, body, size) = (Dialect::OpenAi, a.body.clone(), checked.prompt);
-        Some(offload(state, t.len(), move || dialect.count_prompt(&body, &t, size)).await?)
+        let (body, size) = (a.body.clone(), checked.prompt);
+        Some(offload(state, t.len(), move || pivot::count_prompt(&body, &t, size)).await?)
     } else {
         None
     };

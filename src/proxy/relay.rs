@@ -227,7 +227,7 @@ impl Relay {
     /// read; `forward` goes to a Chat client; a translation makes the client's frames of it.
     /// `true` when the stream ended with it.
     fn on_chat(&mut self, chat: &[u8], forward: Option<Bytes>) -> bool {
-        match self.client.decode_event(chat) {
+        match crate::dialect::pivot::decode_event(chat) {
             Ok(Event::Done) => {
                 if let Some(f) = forward {
                     self.out.push_back(f);

@@ -133,11 +133,6 @@ pub fn from_chat(body: &[u8]) -> Result<(Value, Whole), Malformed> {
     Ok((answer, Whole { usage: usage.map(MessagesUsage::usage), output_tokens: 0, meta }))
 }
 
-/// An OpenAI `usage` object in Messages terms (cached input apart from the rest).
-pub fn chat_usage(u: &Value) -> MessagesUsage {
-    messages_usage(openai::usage::read_usage(u))
-}
-
 /// The gateway's usage figures in Messages terms (cache reads and writes apart from the rest).
 pub fn messages_usage(u: crate::types::Usage) -> MessagesUsage {
     let cached = u.cached_tokens.min(u.prompt_tokens);

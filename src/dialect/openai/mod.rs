@@ -9,7 +9,7 @@ pub mod view;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::dialect::facts::{Capability, Chunk, Event, Malformed, StreamError};
+use crate::dialect::facts::{Capability, Chunk, Event, Malformed};
 use crate::error::ApiError;
 use crate::types::Operation;
 
@@ -139,19 +139,6 @@ pub fn arguments_object(args: &str) -> Option<Value> {
     match serde_json::from_str::<Value>(args) {
         Ok(v @ Value::Object(_)) => Some(v),
         _ => None,
-    }
-}
-
-/// One chat stream event's data, for a converter: `None` for the `[DONE]` marker, the chunk's
-/// JSON otherwise; an error event is the upstream's failure.
-pub fn read_chunk(data: &[u8]) -> Result<Option<Value>, StreamError> {
-    if data.trim_ascii() == b"[DONE]" {
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_slice(data).map_err(|_| Malformed("a chat stream event is not JSON"))?;
-    match stream_error(&v) {
-        Some(message) => Err(StreamError::Upstream(message)),
-        None => Ok(Some(v)),
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::{self, Store, StoreError, UsageFilter, UsageRow};
+use crate::store::{
+    self, BUCKETS, Dimension, LATENCY_BOUNDS_MS, RollupFilter, Span, Store, StoreError, Sums, UsageFilter, UsageRow,
+};
 
 /// The most records one report or export reads; a wider range is refused (narrow the filter).
 pub const MAX_ROWS: u64 = 200_000;
@@ -169,6 +171,163 @@ pub async fn csv(store: &Store, f: &UsageFilter) -> Result<String, ReportError> 
     Ok(out)
 }
 
+/// A time window of the dashboard, in buckets of one rollup span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// The first bucket's start (ms).
+    pub from_ms: i64,
+    /// The end (ms, exclusive): the end of the bucket holding now.
+    pub to_ms: i64,
+    /// The bucket length.
+    pub span: Span,
+}
+
+impl Window {
+    /// The last `hours` hours up to `now_ms`: hourly buckets up to two days, daily beyond.
+    pub fn last_hours(hours: u32, now_ms: i64) -> Self {
+        let span = if hours <= 48 { Span::Hour } else { Span::Day };
+        let to_ms = span.floor(now_ms) + span.millis();
+        let from_ms = span.floor(now_ms - i64::from(hours) * 3_600_000) + span.millis();
+        Self { from_ms, to_ms, span }
+    }
+
+    /// The start of every bucket, oldest first.
+    pub fn buckets(&self) -> Vec<i64> {
+        let step = usize::try_from(self.span.millis()).unwrap_or(usize::MAX);
+        (self.from_ms..self.to_ms).step_by(step).collect()
+    }
+}
+
+/// Totals of a set of records, read from rollups.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Summary {
+    /// Records.
+    pub requests: i64,
+    /// Records with a status of 400 or more.
+    pub errors: i64,
+    /// Input tokens (cache reads and writes included).
+    pub prompt_tokens: i64,
+    /// Output tokens.
+    pub completion_tokens: i64,
+    /// Cache reads.
+    pub cached_tokens: i64,
+    /// Cache writes.
+    pub cache_write_tokens: i64,
+    /// USD.
+    pub cost_usd: f64,
+    /// Median latency (ms), from the rollups' histogram.
+    pub p50_ms: i64,
+    /// 99th percentile latency (ms), from the rollups' histogram.
+    pub p99_ms: i64,
+}
+
+impl From<&Sums> for Summary {
+    fn from(s: &Sums) -> Self {
+        Self {
+            requests: s.requests,
+            errors: s.errors,
+            prompt_tokens: s.prompt_tokens,
+            completion_tokens: s.completion_tokens,
+            cached_tokens: s.cached_tokens,
+            cache_write_tokens: s.cache_write_tokens,
+            cost_usd: s.cost_usd,
+            p50_ms: histogram_percentile(&s.histogram, 50),
+            p99_ms: histogram_percentile(&s.histogram, 99),
+        }
+    }
+}
+
+/// The `q`th percentile of a latency histogram, interpolated linearly inside its bucket (the
+/// last, open bucket answers its lower bound).
+pub fn histogram_percentile(h: &[i64; BUCKETS], q: u8) -> i64 {
+    let n: i64 = h.iter().sum();
+    if n <= 0 {
+        return 0;
+    }
+    // The rank of the percentile, 1-based (nearest rank).
+    let rank = ((n * i64::from(q) + 99) / 100).clamp(1, n);
+    let mut seen = 0;
+    for (i, c) in h.iter().enumerate() {
+        if *c <= 0 {
+            continue;
+        }
+        if seen + c >= rank {
+            let lo = if i == 0 { 0 } else { LATENCY_BOUNDS_MS.get(i - 1).copied().unwrap_or(0) };
+            let Some(hi) = LATENCY_BOUNDS_MS.get(i).copied() else { return lo };
+            return lo + (hi - lo) * (rank - seen) / c;
+        }
+        seen += c;
+    }
+    LATENCY_BOUNDS_MS.last().copied().unwrap_or(0)
+}
+
+/// One group's totals and its points over a window.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct GroupSeries {
+    /// The group's key (route, model or user id).
+    pub key: String,
+    /// Its totals over the window.
+    pub total: Summary,
+    /// Its totals per bucket, aligned with [`Overview::buckets`].
+    pub points: Vec<Summary>,
+}
+
+/// What the overview shows: totals, totals per bucket, and the same per group.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Overview {
+    /// Everything selected.
+    pub total: Summary,
+    /// Bucket starts (ms).
+    pub buckets: Vec<i64>,
+    /// Totals per bucket.
+    pub points: Vec<Summary>,
+    /// Per group, most requests first.
+    pub groups: Vec<GroupSeries>,
+}
+
+/// The overview of `window` for the rollups `f` selects (its time range is the window's),
+/// grouped by `by`: one query over the rollup table of the window's span.
+pub async fn overview(store: &Store, window: Window, f: &RollupFilter, by: Dimension) -> Result<Overview, ReportError> {
+    let f = RollupFilter { from_ms: Some(window.from_ms), to_ms: Some(window.to_ms), ..f.clone() };
+    let rows = store::query_rollups(store.conn(), window.span, &f, true, Some(by)).await?;
+    let buckets = window.buckets();
+    let index = |b: Option<i64>| b.and_then(|b| buckets.binary_search(&b).ok());
+    let mut all = vec![Sums::default(); buckets.len()];
+    let mut groups: BTreeMap<String, Vec<Sums>> = BTreeMap::new();
+    for r in &rows {
+        let Some(i) = index(r.bucket) else { continue };
+        let key = r.key.clone().unwrap_or_default();
+        let g = groups.entry(key).or_insert_with(|| vec![Sums::default(); buckets.len()]);
+        if let (Some(slot), Some(total)) = (g.get_mut(i), all.get_mut(i)) {
+            slot.merge(&r.sums);
+            total.merge(&r.sums);
+        }
+    }
+    let mut total = Sums::default();
+    for s in &all {
+        total.merge(s);
+    }
+    let mut groups: Vec<GroupSeries> = groups
+        .into_iter()
+        .map(|(key, points)| {
+            let mut t = Sums::default();
+            for p in &points {
+                t.merge(p);
+            }
+            GroupSeries { key, total: Summary::from(&t), points: points.iter().map(Summary::from).collect() }
+        })
+        .collect();
+    groups.sort_by(|a, b| b.total.requests.cmp(&a.total.requests).then_with(|| a.key.cmp(&b.key)));
+    Ok(Overview { total: Summary::from(&total), buckets, points: all.iter().map(Summary::from).collect(), groups })
+}
+
+/// Totals of the rollups `f` selects over `window`, without grouping.
+pub async fn summary(store: &Store, window: Window, f: &RollupFilter) -> Result<Summary, ReportError> {
+    let f = RollupFilter { from_ms: Some(window.from_ms), to_ms: Some(window.to_ms), ..f.clone() };
+    let rows = store::query_rollups(store.conn(), window.span, &f, false, None).await?;
+    Ok(rows.first().map(|r| Summary::from(&r.sums)).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +338,25 @@ mod tests {
         assert_eq!(percentiles(vec![7]), Percentiles { p50: 7, p95: 7, p99: 7 });
         let p = percentiles((1..=100).rev().collect());
         assert_eq!((p.p50, p.p95, p.p99), (50, 95, 99));
+    }
+
+    #[test]
+    fn histogram_percentiles_interpolate_inside_a_bucket() {
+        let mut h = [0; BUCKETS];
+        assert_eq!(histogram_percentile(&h, 50), 0);
+        // 100 records between 100 and 150 ms.
+        h[store::latency_bucket(120)] = 100;
+        assert_eq!(histogram_percentile(&h, 50), 125);
+        assert_eq!(histogram_percentile(&h, 99), 149);
+        // One slow outlier past the last bound.
+        h[BUCKETS - 1] = 1;
+        assert_eq!(histogram_percentile(&h, 99), 150);
+        assert_eq!(histogram_percentile(&h, 100), 30_000);
+        let w = Window::last_hours(24, 1_789_999_200_000 + 1234);
+        assert_eq!(w.buckets().len(), 24);
+        assert_eq!(w.span, Span::Hour);
+        let w = Window::last_hours(24 * 30, 1_789_999_200_000);
+        assert_eq!((w.span, w.buckets().len()), (Span::Day, 30));
     }
 
     #[test]

@@ -52,6 +52,12 @@ impl Store {
         Ok(())
     }
 
+    /// Reverts the newest `steps` migrations (tests only use this).
+    pub async fn rollback(&self, steps: u32) -> Result<(), StoreError> {
+        Migrator::down(&self.db, Some(steps)).await?;
+        Ok(())
+    }
+
     /// The connection, for the functions of this module.
     pub fn conn(&self) -> &DatabaseConnection {
         &self.db

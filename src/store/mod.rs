@@ -7,6 +7,7 @@ mod db;
 pub mod entity;
 mod meta;
 mod prices;
+mod rollups;
 mod tiers;
 mod tokens;
 mod usage;
@@ -16,6 +17,9 @@ mod users;
 pub use db::{Backend, Store};
 pub use meta::{bump_catalog_version, catalog_version};
 pub use prices::{PriceRow, delete_price, find_price, list_prices, put_price};
+pub use rollups::{
+    BUCKETS, Dimension, LATENCY_BOUNDS_MS, RollupFilter, RollupGroup, Span, Sums, latency_bucket, query_rollups,
+};
 pub use tiers::{TierRow, delete_tier, find_tier, list_tiers, put_tier};
 pub use tokens::{
     NewToken, TokenRow, TokenScopeChange, create_token, find_token, find_token_by_hash, list_active_tokens,

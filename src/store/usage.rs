@@ -1,8 +1,13 @@
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use std::collections::HashSet;
 
-use crate::store::StoreError;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionSession as _, TransactionTrait,
+};
+
 use crate::store::entity::usage_records;
+use crate::store::{StoreError, rollups};
 
 /// One usage record.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -127,23 +132,54 @@ fn active(r: &UsageRow) -> usage_records::ActiveModel {
 /// node's memory) bounded whatever batch sizes the writer produces.
 const CHUNKS: [usize; 4] = [128, 32, 8, 1];
 
-/// Inserts records; a request id that is already stored is skipped, so replays are harmless.
+/// Inserts records and adds them to the rollups, in one transaction; a request id that is
+/// already stored is skipped (neither inserted nor counted again), so replays are harmless.
 /// Returns how many rows were new.
-pub async fn insert_usage_batch(db: &impl ConnectionTrait, rows: &[UsageRow]) -> Result<u64, StoreError> {
+pub async fn insert_usage_batch(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    rows: &[UsageRow],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let tx = db.begin().await?;
+    // The rollup rows first: a concurrent writer of the same record waits here until this
+    // transaction ends, and then sees the record stored.
+    rollups::lock(&tx, rows).await?;
+    let mut stored: HashSet<String> = HashSet::new();
+    for ids in rows.chunks(128) {
+        let found: Vec<String> = usage_records::Entity::find()
+            .select_only()
+            .column(usage_records::Column::RequestId)
+            .filter(usage_records::Column::RequestId.is_in(ids.iter().map(|r| r.request_id.as_str())))
+            .into_tuple()
+            .all(&tx)
+            .await?;
+        stored.extend(found);
+    }
+    let mut fresh: Vec<&UsageRow> = Vec::with_capacity(rows.len());
+    for r in rows {
+        // A batch may hold one request twice (a replay next to the original).
+        if stored.insert(r.request_id.clone()) {
+            fresh.push(r);
+        }
+    }
     let mut inserted = 0;
-    let mut rest = rows;
+    let mut rest = fresh.as_slice();
     while !rest.is_empty() {
         let size = CHUNKS.iter().copied().find(|c| *c <= rest.len()).unwrap_or(1);
         let (chunk, tail) = rest.split_at(size);
         let conflict = OnConflict::column(usage_records::Column::RequestId)
             .do_nothing_on([usage_records::Column::RequestId])
             .to_owned();
-        inserted += usage_records::Entity::insert_many(chunk.iter().map(active))
+        inserted += usage_records::Entity::insert_many(chunk.iter().map(|r| active(r)))
             .on_conflict(conflict)
-            .exec_without_returning(db)
+            .exec_without_returning(&tx)
             .await?;
         rest = tail;
     }
+    rollups::add(&tx, &fresh).await?;
+    tx.commit().await?;
     Ok(inserted)
 }
 

@@ -8,7 +8,8 @@ use crate::support::{fresh_database, service_url};
 fn usage(id: &str, user: i64) -> UsageRow {
     UsageRow {
         request_id: id.into(),
-        created_at: now_ms(),
+        // One fixed hour, so the rollups of a test have one row.
+        created_at: 1_789_999_200_000 + 1234,
         node: "n1".into(),
         user_id: Some(user),
         token_id: None,
@@ -96,6 +97,43 @@ async fn suite(url: &str) {
     let one = store::find_usage(db, "req-007").await.unwrap().unwrap();
     assert_eq!(one, batch[7]);
     assert_eq!(store::list_usage(db, Some(alice.id), 10).await.unwrap().len(), 10);
+
+    // Rollups count each stored record once, replays and duplicates in a batch included, by
+    // hour and by day alike; the migration that makes them rolls up the records already there.
+    let (alice_id, first) = (alice.id, batch[0].created_at);
+    let check_rollups = |want: i64| async move {
+        for span in [store::Span::Hour, store::Span::Day] {
+            let all = store::query_rollups(db, span, &store::RollupFilter::default(), false, None).await.unwrap();
+            assert_eq!(all.len(), 1);
+            let t = &all[0].sums;
+            assert_eq!((t.requests, t.prompt_tokens, t.completion_tokens), (want, 3 * want, 4 * want), "{span:?}");
+            assert!((t.cost_usd - 0.25 * f64::from(i32::try_from(want).unwrap())).abs() < 1e-9);
+            assert_eq!(t.histogram.iter().sum::<i64>(), want);
+            assert_eq!(t.histogram[store::latency_bucket(12)], want);
+            let mine = store::RollupFilter { user_id: Some(alice_id), ..Default::default() };
+            let by_route = store::query_rollups(db, span, &mine, true, Some(store::Dimension::Route)).await.unwrap();
+            assert_eq!(by_route.len(), 1);
+            assert_eq!(by_route[0].key.as_deref(), Some("provider/a/m"));
+            assert_eq!(by_route[0].bucket, Some(span.floor(first)));
+            let other = store::RollupFilter { user_id: Some(alice_id + 1000), ..Default::default() };
+            let none = store::query_rollups(db, span, &other, false, None).await.unwrap();
+            assert_eq!(none.first().map_or(0, |g| g.sums.requests), 0);
+        }
+    };
+    // Every record in the same hour, so one rollup row each.
+    check_rollups(51).await;
+    let mut twice = vec![usage("req-dup", alice.id), usage("req-dup", alice.id)];
+    twice[1].created_at = twice[0].created_at;
+    store::insert_usage_batch(db, &twice).await.unwrap();
+    check_rollups(52).await;
+    // Two writers of the same records at once (a replayed ledger entry): counted once.
+    let race: Vec<UsageRow> = (0..20).map(|i| usage(&format!("race-{i:02}"), alice.id)).collect();
+    let (a, b) = tokio::join!(store::insert_usage_batch(db, &race), store::insert_usage_batch(db, &race));
+    assert_eq!(a.unwrap() + b.unwrap(), 20);
+    check_rollups(72).await;
+    s.rollback(1).await.unwrap();
+    s.migrate().await.unwrap();
+    check_rollups(72).await;
 
     // Tiers and prices: put replaces, lists are ordered, deletes report absence.
     let gold = store::TierRow {

@@ -69,6 +69,12 @@
 //!   tier; no import cycle between its files.
 //! - L4 [`admin`]: `/admin/api/` (admin tokens) and `/api/me/` (own objects) over `control` and
 //!   accounting reports. **Architecture Invariant:** never imports `proxy`.
+//! - L4 [`dashboard`]: `/dashboard`, askama pages over `control` and accounting reports (usage
+//!   from the rollups, never a scan of the usage table); password and OIDC login; sessions,
+//!   pending OIDC logins and login throttles in the shared state. **Architecture Invariant:**
+//!   one gate puts the session's [`dashboard::Principal`] in the request; every state change
+//!   is a `POST` whose form carries the session's CSRF token from the dashboard's own origin;
+//!   never imports `proxy` or `admin` (routing status comes in through a trait).
 //! - L4 [`ops`]: health, readiness, metrics.
 //! - L5 [`server`], [`cli`]: composition (the HTTP server assembled from actix's parts, each
 //!   connection wrapped so codec-level errors get the error shape) and the command line.
@@ -97,6 +103,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod crypto;
+pub mod dashboard;
 pub mod dialect;
 pub mod error;
 pub mod ops;

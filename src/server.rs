@@ -204,8 +204,20 @@ impl Application {
             drain: drain.clone(),
             heavy: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
         });
+        let tls = Arc::new(crate::upstream::http::tls_config().map_err(StartError::Other)?);
         let admin_state =
             web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone(), Arc::clone(&shared)));
+        let dashboard_state = web::Data::new(
+            crate::dashboard::DashboardState::new(
+                &settings,
+                Arc::clone(&catalog),
+                control.clone(),
+                Arc::clone(&shared),
+                Arc::new(ProxyRouting(proxy_state.clone())),
+                Arc::clone(&tls),
+            )
+            .map_err(StartError::Other)?,
+        );
         let metrics_token = settings
             .metrics
             .token_value()
@@ -214,7 +226,6 @@ impl Application {
         let ops_state =
             web::Data::new(OpsState { store: store.clone(), shared, metrics, drain: drain.clone(), metrics_token });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
-        let tls = Arc::new(crate::upstream::http::tls_config().map_err(StartError::Other)?);
         let pool_idle = Duration::from_millis(settings.upstream.pool_idle_timeout_ms);
         let workers = if settings.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -246,6 +257,7 @@ impl Application {
                 .app_data(proxy_state.clone())
                 .app_data(ops_state.clone())
                 .app_data(admin_state.clone())
+                .app_data(dashboard_state.clone())
                 .app_data(
                     web::PathConfig::default()
                         .error_handler(|_, _| ApiError::new(Code::NotFound, "No such path.").into()),
@@ -326,6 +338,7 @@ impl Application {
                 })
                 .configure(ops::configure)
                 .configure(crate::admin::configure)
+                .configure(crate::dashboard::configure)
                 .configure(proxy::configure)
                 .default_service(web::to(|| async { ApiError::new(Code::NotFound, "No such path.").error_response() }))
         };
@@ -399,6 +412,15 @@ impl Application {
     }
 }
 
+/// The data plane's routing status, for the dashboard's cluster page.
+struct ProxyRouting(web::Data<ProxyState>);
+
+impl crate::dashboard::RoutingStatus for ProxyRouting {
+    fn status(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + '_>> {
+        Box::pin(crate::proxy::routing_status::status(&self.0))
+    }
+}
+
 /// How long a slow start of a request body is forgiven before its minimum rate applies.
 const BODY_GRACE: Duration = Duration::from_secs(5);
 
@@ -456,10 +478,15 @@ fn in_dialect(res: ServiceResponse<BoxBody>, dialect: crate::dialect::Dialect) -
 }
 
 /// The error-shape net: any error response that is not JSON (actix's own 404/405/400 texts,
-/// payload errors) is rewritten into the OpenAI shape with the same status.
+/// payload errors) is rewritten into the OpenAI shape with the same status — except the
+/// dashboard's, which are pages.
 fn json_errors(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
     let status = res.status();
     if status.as_u16() < 400 {
+        return res;
+    }
+    let path = res.request().path();
+    if path == "/dashboard" || path.starts_with("/dashboard/") {
         return res;
     }
     let is_json = res

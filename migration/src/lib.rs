@@ -15,6 +15,7 @@ mod m20261122_000009_create_user_objects;
 mod m20261129_000010_add_usage_parent;
 mod m20261207_000011_add_cache_write;
 mod m20261207_000012_create_usage_rollups;
+mod m20261207_000013_add_user_identity;
 
 /// Applies the migrations of this crate.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000010_add_usage_parent::Migration),
             Box::new(m20261207_000011_add_cache_write::Migration),
             Box::new(m20261207_000012_create_usage_rollups::Migration),
+            Box::new(m20261207_000013_add_user_identity::Migration),
         ]
     }
 }

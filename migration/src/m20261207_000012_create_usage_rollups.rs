@@ -9,10 +9,10 @@ pub struct Migration;
 /// The rollup tables and their bucket length (ms).
 const TABLES: [(&str, i64); 2] = [("usage_hourly", 3_600_000), ("usage_daily", 86_400_000)];
 
-/// Upper bounds (ms, exclusive) of the latency histogram's buckets `l00`…`l18`; `l19` holds the
+/// Upper bounds (ms, exclusive) of the latency histogram's buckets `l00`…`l21`; `l22` holds the
 /// rest. The same bounds are in `src/store/rollups.rs`.
-const BOUNDS: [i64; 19] =
-    [10, 25, 50, 75, 100, 150, 200, 300, 400, 600, 800, 1000, 1500, 2000, 3000, 5000, 8000, 15000, 30000];
+const BOUNDS: [i64; 22] =
+    [1, 2, 5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 8000, 15000, 30000, 60000];
 
 fn bucket_columns() -> Vec<String> {
     (0..=BOUNDS.len()).map(|i| format!("l{i:02}")).collect()

@@ -133,42 +133,75 @@ fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
-/// The records `f` selects as CSV (header first).
-pub async fn csv(store: &Store, f: &UsageFilter) -> Result<String, ReportError> {
-    let rows = rows(store, f).await?;
-    let mut out = String::from(
-        "request_id,time,user_id,token_id,route,provider,model,status,outcome,stream,prompt_tokens,\
-         completion_tokens,cached_tokens,cache_write_tokens,usage_source,partial,cost_usd,latency_ms,ttft_ms,node\n",
-    );
-    for r in rows {
-        let time = chrono::DateTime::from_timestamp_millis(r.created_at).map_or_else(String::new, |d| d.to_rfc3339());
-        let fields = [
-            r.request_id,
-            time,
-            r.user_id.map(|v| v.to_string()).unwrap_or_default(),
-            r.token_id.map(|v| v.to_string()).unwrap_or_default(),
-            r.route,
-            r.provider.unwrap_or_default(),
-            r.model.unwrap_or_default(),
-            r.status.to_string(),
-            r.outcome,
-            r.stream.to_string(),
-            r.prompt_tokens.to_string(),
-            r.completion_tokens.to_string(),
-            r.cached_tokens.to_string(),
-            r.cache_write_tokens.to_string(),
-            r.usage_source,
-            r.partial.to_string(),
-            format!("{:.6}", r.cost_usd),
-            r.latency_ms.to_string(),
-            r.ttft_ms.map(|v| v.to_string()).unwrap_or_default(),
-            r.node,
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+const CSV_HEADER: &str = "request_id,time,user_id,token_id,route,provider,model,status,outcome,stream,prompt_tokens,\
+     completion_tokens,cached_tokens,cache_write_tokens,usage_source,partial,cost_usd,latency_ms,ttft_ms,node\n";
+
+fn csv_line(out: &mut String, r: UsageRow) {
+    let time = chrono::DateTime::from_timestamp_millis(r.created_at).map_or_else(String::new, |d| d.to_rfc3339());
+    let fields = [
+        r.request_id,
+        time,
+        r.user_id.map(|v| v.to_string()).unwrap_or_default(),
+        r.token_id.map(|v| v.to_string()).unwrap_or_default(),
+        r.route,
+        r.provider.unwrap_or_default(),
+        r.model.unwrap_or_default(),
+        r.status.to_string(),
+        r.outcome,
+        r.stream.to_string(),
+        r.prompt_tokens.to_string(),
+        r.completion_tokens.to_string(),
+        r.cached_tokens.to_string(),
+        r.cache_write_tokens.to_string(),
+        r.usage_source,
+        r.partial.to_string(),
+        format!("{:.6}", r.cost_usd),
+        r.latency_ms.to_string(),
+        r.ttft_ms.map(|v| v.to_string()).unwrap_or_default(),
+        r.node,
+    ];
+    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    out.push_str(&line.join(","));
+    out.push('\n');
+}
+
+/// Records a page of the CSV export reads at once.
+const CSV_PAGE: u64 = 2_000;
+
+/// The records `f` selects as CSV (header first), oldest first, streamed page by page: the
+/// first bytes leave at once and memory stays bounded, however many records match.
+pub fn csv_stream(
+    store: Store,
+    f: UsageFilter,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, ReportError>> + 'static {
+    enum At {
+        Header,
+        After(Option<(i64, String)>),
+        Done,
     }
-    Ok(out)
+    futures_util::stream::unfold(At::Header, move |at| {
+        let store = store.clone();
+        let f = f.clone();
+        async move {
+            match at {
+                At::Header => Some((Ok(bytes::Bytes::from_static(CSV_HEADER.as_bytes())), At::After(None))),
+                At::Done => None,
+                At::After(cursor) => match store::page_usage(store.conn(), &f, cursor, false, CSV_PAGE).await {
+                    Err(e) => Some((Err(ReportError::Store(e)), At::Done)),
+                    Ok(rows) if rows.is_empty() => None,
+                    Ok(rows) => {
+                        let full = u64::try_from(rows.len()).unwrap_or(0) == CSV_PAGE;
+                        let next = rows.last().map(|r| (r.created_at, r.request_id.clone()));
+                        let mut out = String::with_capacity(rows.len() * 200);
+                        for r in rows {
+                            csv_line(&mut out, r);
+                        }
+                        Some((Ok(bytes::Bytes::from(out)), if full { At::After(next) } else { At::Done }))
+                    }
+                },
+            }
+        }
+    })
 }
 
 /// A time window of the dashboard, in buckets of one rollup span.
@@ -351,7 +384,7 @@ mod tests {
         // One slow outlier past the last bound.
         h[BUCKETS - 1] = 1;
         assert_eq!(histogram_percentile(&h, 99), 150);
-        assert_eq!(histogram_percentile(&h, 100), 30_000);
+        assert_eq!(histogram_percentile(&h, 100), 60_000);
         let w = Window::last_hours(24, 1_789_999_200_000 + 1234);
         assert_eq!(w.buckets().len(), 24);
         assert_eq!(w.span, Span::Hour);

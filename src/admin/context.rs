@@ -84,6 +84,7 @@ pub fn control_error(e: ControlError) -> ApiError {
         ControlError::NotFound(m) => ApiError::new(Code::NotFound, m),
         ControlError::Conflict(m) => ApiError::new(Code::Conflict, m),
         ControlError::Forbidden(m) => ApiError::new(Code::PermissionDenied, m),
+        ControlError::Throttled(m, secs) => ApiError::new(Code::RateLimitExceeded, m).with_retry_after(secs),
         ControlError::Store(e) => {
             tracing::error!(error = %e, "Store failure in the admin API.");
             ApiError::unavailable()

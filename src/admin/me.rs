@@ -57,24 +57,9 @@ async fn list_tokens(s: web::Data<AdminState>, caller: Me) -> Reply {
     Ok(HttpResponse::Ok().json(json!({"tokens": tokens})))
 }
 
-/// Counts one write of the caller's user against `tenant_limits.writes_per_minute` (cluster-wide
-/// through the shared state; an unreachable store does not block writes, which need the
-/// database anyway).
+/// Counts one write of the caller's user against `tenant_limits.writes_per_minute`.
 async fn write_allowed(s: &AdminState, caller: &Me) -> Result<(), ApiError> {
-    let limit = u64::from(s.control.tenant_limits().writes_per_minute);
-    let key = format!("mewrites:{}", caller.0.user_id);
-    match s.shared.window_add(&key, 60_000, 1, Some(limit)).await {
-        Ok(o) if !o.allowed => Err(ApiError::new(
-            Code::RateLimitExceeded,
-            format!("At most {limit} changes a minute through /api/me (tenant_limits.writes_per_minute)."),
-        )
-        .with_retry_after(o.reset_ms.div_ceil(1_000).max(1))),
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::debug!(error = %e, "Shared store unreachable; /api/me writes are not counted.");
-            Ok(())
-        }
-    }
+    s.control.tenant_write(caller.0.user_id).await.map_err(control_error)
 }
 
 async fn create_token(s: web::Data<AdminState>, caller: Me, body: web::Json<TokenBody>) -> Reply {

@@ -332,6 +332,7 @@ impl UsageQuery {
             model: self.model.clone(),
             route: self.route.clone(),
             token_ids: None,
+            errors_only: false,
         })
     }
 }
@@ -361,11 +362,16 @@ async fn usage(s: web::Data<AdminState>, _: Admin, q: web::Query<UsageQuery>) ->
 
 async fn usage_csv(s: web::Data<AdminState>, _: Admin, q: web::Query<UsageQuery>) -> Reply {
     let f = q.filter(user_id(&s, &q).await?)?;
-    let body = report::csv(s.control.store(), &f).await.map_err(report_error)?;
+    let body = futures_util::StreamExt::map(report::csv_stream(s.control.store().clone(), f), |r| {
+        r.map_err(|e| {
+            tracing::error!(error = %e, "Usage export cut short.");
+            actix_web::error::ErrorServiceUnavailable("usage export failed")
+        })
+    });
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("content-disposition", "attachment; filename=\"usage.csv\""))
-        .body(body))
+        .streaming(body))
 }
 
 pub(crate) fn kind(s: &str) -> Result<ObjectKind, ApiError> {
@@ -414,17 +420,6 @@ async fn delete_object(s: web::Data<AdminState>, _: Admin, path: web::Path<(Stri
 
 /// `GET /admin/api/cluster`: the live nodes (those heartbeating), with what each announces.
 async fn cluster(s: web::Data<AdminState>, _: Admin) -> Reply {
-    let ids = s.shared.slot_holders(crate::shared::NODES_KEY).await.map_err(|e| {
-        tracing::warn!(error = %e, "Node registry unreachable.");
-        ApiError::unavailable()
-    })?;
-    let mut nodes = Vec::with_capacity(ids.len());
-    for id in ids {
-        let info = s.shared.kv_get(&crate::shared::node_info_key(&id)).await.ok().flatten();
-        let info: serde_json::Value =
-            info.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(|| json!({"id": id}));
-        nodes.push(info);
-    }
-    nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let nodes = s.control.cluster_nodes().await.map_err(|_| ApiError::unavailable())?;
     Ok(HttpResponse::Ok().json(json!({"nodes": nodes, "shared_state": s.shared.kind()})))
 }

@@ -337,6 +337,11 @@ impl Snapshot {
         &self.rotations
     }
 
+    /// Every global autoselect, in configuration order.
+    pub fn autoselects(&self) -> &[Arc<crate::catalog::Autoselect>] {
+        &self.autoselects
+    }
+
     /// Whether a provider id exists.
     pub fn has_provider(&self, id: &str) -> bool {
         self.providers.contains_key(id)

@@ -288,11 +288,19 @@ async fn serve(cli: &Cli) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(cli, &e.to_string()),
     };
+    let base = settings
+        .server
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{}:{}", settings.server.host, app.port()));
+    let dashboard = format!("{base}/dashboard");
     if let Some(b) = &app.bootstrap {
         if cli.json {
-            println!("{}", json!({"bootstrap": b, "port": app.port()}));
+            println!("{}", json!({"bootstrap": b, "port": app.port(), "dashboard": dashboard}));
         } else {
             println!("First start: created admin user `{}`.", b.username);
+            println!("  dashboard:         {dashboard}");
             println!("  one-time password: {}", b.password);
             match &b.token {
                 Some(t) => println!("  admin token:       {t}"),
@@ -304,6 +312,7 @@ async fn serve(cli: &Cli) -> ExitCode {
         }
     }
     println!("Switchyard listening on http://{}:{}", settings.server.host, app.port());
+    println!("Dashboard: {dashboard}");
     let result = app.run_until_stopped().await;
     // Spans of the last requests go out before the process does.
     telemetry.shutdown().await;

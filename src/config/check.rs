@@ -65,6 +65,45 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     if s.telemetry.max_queue == 0 {
         p("telemetry.max_queue".into(), "must be greater than 0".into());
     }
+    if let Some(u) = &s.server.public_url
+        && (!(u.starts_with("http://") || u.starts_with("https://")) || check_url(u).is_err())
+    {
+        p("server.public_url".into(), "must be an http:// or https:// URL".into());
+    }
+    if s.dashboard.session_ttl_secs == 0 {
+        p("dashboard.session_ttl_secs".into(), "must be greater than 0".into());
+    }
+    if s.dashboard.login_window_secs == 0 {
+        p("dashboard.login_window_secs".into(), "must be greater than 0".into());
+    }
+    if let Some(o) = &s.oidc {
+        if !(o.issuer.starts_with("http://") || o.issuer.starts_with("https://")) || check_url(&o.issuer).is_err() {
+            p("oidc.issuer".into(), "must be an http:// or https:// URL".into());
+        }
+        if o.client_id.is_empty() {
+            p("oidc.client_id".into(), "must not be empty".into());
+        }
+        if let Err(e) = o.client_secret_value() {
+            p("oidc.client_secret".into(), e);
+        }
+        match (&o.redirect_url, &s.server.public_url) {
+            (Some(r), _) => {
+                if check_url(r).is_err() || !r.ends_with("/dashboard/oidc/callback") {
+                    p("oidc.redirect_url".into(), "must be an absolute URL ending in /dashboard/oidc/callback".into());
+                }
+            }
+            (None, None) => {
+                p("oidc.redirect_url".into(), "set it, or server.public_url to derive it from".into());
+            }
+            (None, Some(_)) => {}
+        }
+        if !o.scopes.iter().any(|sc| sc == "openid") {
+            p("oidc.scopes".into(), "must include `openid`".into());
+        }
+        if o.admin_claim.is_some() && o.admin_values.is_empty() {
+            p("oidc.admin_values".into(), "must list the values of `admin_claim` that make an admin".into());
+        }
+    }
     if let Some(url) = &s.redis.url
         && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
     {

@@ -46,6 +46,10 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// How much one tenant may store and change (`/api/me/…`).
     pub tenant_limits: TenantLimits,
+    /// The dashboard's sessions and login throttling.
+    pub dashboard: DashboardSettings,
+    /// Single sign-on to the dashboard; absent: local passwords only.
+    pub oidc: Option<OidcSettings>,
     /// Global providers.
     pub providers: Vec<ProviderConfig>,
     /// Global rotations.
@@ -86,6 +90,10 @@ pub struct ServerSettings {
     /// the client address is the last `X-Forwarded-For` hop (or `X-Real-IP`). Others' headers
     /// are ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The URL users reach the gateway at (`https://gw.example.com`), behind any proxy: the
+    /// dashboard's printed address, its cookies' `Secure` flag (https), the origin its forms
+    /// must come from, and the default OIDC redirect URL. Absent: the request's own host.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -105,7 +113,89 @@ impl Default for ServerSettings {
                 std::net::IpAddr::from([127, 0, 0, 1]),
                 std::net::IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
             ],
+            public_url: None,
         }
+    }
+}
+
+/// `[dashboard]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSettings {
+    /// Seconds a dashboard session lives after login (logout and disabling the user end it
+    /// sooner, on every node).
+    pub session_ttl_secs: u64,
+    /// Failed logins for one username within `login_window_secs` (cluster-wide), after which
+    /// logins as that name get 429 until the window ends — whether or not the user exists.
+    pub login_failures_per_user: u32,
+    /// Failed logins from one client address within `login_window_secs`, cluster-wide.
+    pub login_failures_per_address: u32,
+    /// The window failed logins are counted in, in seconds.
+    pub login_window_secs: u64,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 12 * 3600,
+            login_failures_per_user: 5,
+            login_failures_per_address: 20,
+            login_window_secs: 900,
+        }
+    }
+}
+
+/// `[oidc]`: OpenID Connect login to the dashboard (SPEC §5).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The issuer URL; discovery reads `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// This gateway's client id at the provider.
+    pub client_id: String,
+    /// The client secret: a `$ENV_VAR` reference (or the value).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Where the provider sends the browser back: `{public_url}/dashboard/oidc/callback` by
+    /// default; it must end in `/dashboard/oidc/callback`.
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+    /// Scopes asked for.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// E-mail domains whose identities may sign in (empty: any verified e-mail).
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// A claim of the ID token or userinfo (`groups`, `roles`) that can make an admin.
+    #[serde(default)]
+    pub admin_claim: Option<String>,
+    /// Values of `admin_claim` (a string or an array of strings) that make an admin.
+    #[serde(default)]
+    pub admin_values: Vec<String>,
+    /// Link a first login to the existing user who has the verified e-mail on record (and no
+    /// other identity yet), instead of creating a user.
+    #[serde(default)]
+    pub link_by_email: bool,
+    /// The tier of users the first login creates.
+    #[serde(default)]
+    pub default_tier: Option<String>,
+    /// The login page's button text.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(str::to_owned).to_vec()
+}
+
+fn default_oidc_label() -> String {
+    "Sign in with SSO".to_owned()
+}
+
+impl OidcSettings {
+    /// The client secret's value (a `$ENV_VAR` reference resolved).
+    pub fn client_secret_value(&self) -> Result<Option<String>, String> {
+        secret_value(self.client_secret.as_ref())
     }
 }
 

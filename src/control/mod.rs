@@ -3,6 +3,7 @@
 //!
 //! Architecture Invariant: used by the CLI, the admin API and the dashboard; never by the proxy.
 
+mod login;
 mod prices;
 mod tiers;
 mod tokens;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use crate::shared::SharedState;
 use crate::store::{self, Store, StoreError};
 
+pub use login::{BAD_LOGIN, OidcIdentity, password_matches};
 pub use prices::validate_price;
 pub use tiers::validate_tier;
 pub use tokens::{NewTokenRequest, child_within, mint_token, subtree_of};
@@ -35,6 +37,9 @@ pub enum ControlError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many changes or attempts; retry after so many seconds.
+    #[error("{0}")]
+    Throttled(String, u64),
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -96,6 +101,47 @@ impl Control {
 
     /// Bumps and announces the catalog version. An announcement that fails is only logged:
     /// every node also polls the stored version.
+    /// The live nodes of the cluster (those heartbeating), each with what it announces, by id.
+    pub async fn cluster_nodes(&self) -> Result<Vec<serde_json::Value>, ControlError> {
+        let ids = self.shared.slot_holders(crate::shared::NODES_KEY).await.map_err(|e| {
+            tracing::warn!(error = %e, "Node registry unreachable.");
+            ControlError::Store(StoreError::Unavailable)
+        })?;
+        let mut nodes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let info = self.shared.kv_get(&crate::shared::node_info_key(&id)).await.ok().flatten();
+            let info: serde_json::Value =
+                info.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(|| serde_json::json!({"id": id}));
+            nodes.push(info);
+        }
+        nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        Ok(nodes)
+    }
+
+    /// Which shared state the cluster uses (`memory` or `redis`).
+    pub fn shared_kind(&self) -> &'static str {
+        self.shared.kind()
+    }
+
+    /// Counts one write of `user_id`'s own catalog or tokens against
+    /// `tenant_limits.writes_per_minute` (cluster-wide through the shared state; an unreachable
+    /// shared state does not block writes, which need the database anyway).
+    pub async fn tenant_write(&self, user_id: i64) -> Result<(), ControlError> {
+        let limit = u64::from(self.limits.writes_per_minute);
+        let key = format!("mewrites:{user_id}");
+        match self.shared.window_add(&key, 60_000, 1, Some(limit)).await {
+            Ok(o) if !o.allowed => Err(ControlError::Throttled(
+                format!("At most {limit} changes a minute (tenant_limits.writes_per_minute)."),
+                o.reset_ms.div_ceil(1_000).max(1),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "Shared store unreachable; tenant writes are not counted.");
+                Ok(())
+            }
+        }
+    }
+
     async fn changed(&self) -> Result<(), ControlError> {
         let v = store::bump_catalog_version(self.store.conn()).await?;
         if let Err(e) = self.shared.publish_catalog_version(v).await {

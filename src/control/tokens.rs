@@ -24,6 +24,9 @@ pub struct NewTokenRequest {
     pub raw: Option<String>,
     /// The minting token, for a child token (see [`child_within`]).
     pub parent_id: Option<i64>,
+    /// Made by its user (self-service: a child token or the dashboard), so bounded by
+    /// `tenant_limits.max_tokens`.
+    pub self_service: bool,
 }
 
 impl NewTokenRequest {
@@ -39,6 +42,7 @@ impl NewTokenRequest {
             tpm: None,
             raw: None,
             parent_id: None,
+            self_service: false,
         }
     }
 }
@@ -98,7 +102,7 @@ impl Control {
         // Tokens minted by tokens (self-service) are bounded per user, counted and stored one at a
         // time on this node.
         let mut _one_at_a_time = None;
-        if req.parent_id.is_some() {
+        if req.parent_id.is_some() || req.self_service {
             _one_at_a_time = Some(self.bounded_writes.lock().await);
             let live = store::list_tokens(db, owner.id).await?.iter().filter(|t| !t.revoked).count();
             let cap = self.limits.max_tokens;

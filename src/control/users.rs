@@ -48,12 +48,15 @@ impl Control {
             self.get_tier(t).await?;
         }
         let password_hash = password.map(hash_password).transpose()?;
-        let row = store::create_user(self.store.conn(), NewUser { username, role, tier, password_hash })
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict => ControlError::Conflict(format!("user `{username}` exists already")),
-                other => ControlError::Store(other),
-            })?;
+        let row = store::create_user(
+            self.store.conn(),
+            NewUser { username, role, tier, password_hash, email: None, identity: None },
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ControlError::Conflict(format!("user `{username}` exists already")),
+            other => ControlError::Store(other),
+        })?;
         self.changed().await?;
         Ok(row)
     }
@@ -68,6 +71,13 @@ impl Control {
         store::find_user(self.store.conn(), username)
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("no user `{username}`")))
+    }
+
+    /// One user, by id.
+    pub async fn get_user_by_id(&self, id: i64) -> Result<UserRow, ControlError> {
+        store::find_user_by_id(self.store.conn(), id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound("no such user".into()))
     }
 
     /// Re-enables a disabled user.

@@ -62,7 +62,14 @@ impl Fixture {
         let shared: Arc<dyn SharedState> = Arc::new(MemoryShared::new());
         let user = crate::store::create_user(
             store.conn(),
-            NewUser { username: "alice", role: crate::types::Role::User, tier: None, password_hash: None },
+            NewUser {
+                username: "alice",
+                role: crate::types::Role::User,
+                tier: None,
+                password_hash: None,
+                email: None,
+                identity: None,
+            },
         )
         .await
         .expect("user");

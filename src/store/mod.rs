@@ -26,14 +26,15 @@ pub use tokens::{
     list_tokens, revoke_token, touch_tokens, update_token_scope,
 };
 pub use usage::{
-    UsageFilter, UsageRow, count_usage, find_usage, insert_usage_batch, list_usage, query_usage, sum_cost,
+    UsageFilter, UsageRow, child_usage, count_usage, find_usage, insert_usage_batch, list_usage, page_usage,
+    query_usage, sum_cost,
 };
 pub use user_objects::{
     UserObjectRow, count_sealed_keys, delete_user_object, find_user_object, list_user_objects, put_user_object,
 };
 pub use users::{
-    NewUser, UserRow, count_users, count_users_on_tier, create_user, find_user, find_user_by_id, list_users,
-    set_user_status, set_user_tier,
+    NewUser, UserChange, UserRow, count_users, count_users_on_tier, create_user, find_user, find_user_by_id,
+    find_user_by_identity, find_users_by_email, list_users, set_user_status, set_user_tier, update_user,
 };
 
 pub use sea_orm::ConnectionTrait as Conn;
@@ -47,6 +48,9 @@ pub enum StoreError {
     /// No such row.
     #[error("not found")]
     NotFound,
+    /// A dependency of the store's callers (the shared state) is unreachable.
+    #[error("unavailable")]
+    Unavailable,
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),

@@ -15,8 +15,8 @@ use crate::store::{StoreError, UsageRow};
 
 /// Upper bounds (ms, exclusive) of the latency histogram's buckets; the last bucket holds the
 /// rest. The migration that made the tables has the same bounds.
-pub const LATENCY_BOUNDS_MS: [i64; 19] =
-    [10, 25, 50, 75, 100, 150, 200, 300, 400, 600, 800, 1000, 1500, 2000, 3000, 5000, 8000, 15000, 30000];
+pub const LATENCY_BOUNDS_MS: [i64; 22] =
+    [1, 2, 5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 8000, 15000, 30000, 60000];
 
 /// Buckets of the latency histogram.
 pub const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
@@ -181,7 +181,7 @@ async fn upsert(
         .chain(histogram_columns())
         .collect();
     let added: Vec<String> = SUM_COLUMNS.iter().map(|c| (*c).to_owned()).chain(histogram_columns()).collect();
-    // At most 16 rows a statement: 4 + 8 + 20 values each stays far below every driver's limit.
+    // At most 16 rows a statement: 4 + 8 + 23 values each stays far below every driver's limit.
     let entries: Vec<(&Key, &Sums)> = sums.iter().collect();
     for chunk in entries.chunks(16) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * columns.len());

@@ -243,10 +243,11 @@ pub struct UsageFilter {
     pub route: Option<String>,
     /// Only of these tokens (a child token sees its own subtree's usage).
     pub token_ids: Option<Vec<i64>>,
+    /// Only failures (status 400 or more).
+    pub errors_only: bool,
 }
 
-/// The records a filter selects, oldest first, at most `limit`.
-pub async fn query_usage(db: &impl ConnectionTrait, f: &UsageFilter, limit: u64) -> Result<Vec<UsageRow>, StoreError> {
+fn filtered(f: &UsageFilter) -> sea_orm::Select<usage_records::Entity> {
     let mut q = usage_records::Entity::find();
     if let Some(v) = f.from_ms {
         q = q.filter(usage_records::Column::CreatedAt.gte(v));
@@ -266,10 +267,56 @@ pub async fn query_usage(db: &impl ConnectionTrait, f: &UsageFilter, limit: u64)
     if let Some(ids) = &f.token_ids {
         q = q.filter(usage_records::Column::TokenId.is_in(ids.iter().copied()));
     }
-    let rows = q
+    if f.errors_only {
+        q = q.filter(usage_records::Column::Status.gte(400));
+    }
+    q
+}
+
+/// The records a filter selects, oldest first, at most `limit`.
+pub async fn query_usage(db: &impl ConnectionTrait, f: &UsageFilter, limit: u64) -> Result<Vec<UsageRow>, StoreError> {
+    page_usage(db, f, None, false, limit).await
+}
+
+/// One page of the records a filter selects, by (time, request id): after `cursor` oldest
+/// first, or before it newest first (`newest_first`). Each page is one index range scan, however
+/// many records there are.
+pub async fn page_usage(
+    db: &impl ConnectionTrait,
+    f: &UsageFilter,
+    cursor: Option<(i64, String)>,
+    newest_first: bool,
+    limit: u64,
+) -> Result<Vec<UsageRow>, StoreError> {
+    use sea_orm::Condition;
+    let mut q = filtered(f);
+    if let Some((t, id)) = cursor {
+        let (time_past, id_past) = if newest_first {
+            (usage_records::Column::CreatedAt.lt(t), usage_records::Column::RequestId.lt(id))
+        } else {
+            (usage_records::Column::CreatedAt.gt(t), usage_records::Column::RequestId.gt(id))
+        };
+        q = q.filter(
+            Condition::any()
+                .add(time_past)
+                .add(Condition::all().add(usage_records::Column::CreatedAt.eq(t)).add(id_past)),
+        );
+    }
+    let q = if newest_first {
+        q.order_by_desc(usage_records::Column::CreatedAt).order_by_desc(usage_records::Column::RequestId)
+    } else {
+        q.order_by_asc(usage_records::Column::CreatedAt).order_by_asc(usage_records::Column::RequestId)
+    };
+    let rows = q.limit(limit).all(db).await?;
+    Ok(rows.into_iter().map(UsageRow::from).collect())
+}
+
+/// The records made for `request_id` (an autoselect's selection call).
+pub async fn child_usage(db: &impl ConnectionTrait, request_id: &str) -> Result<Vec<UsageRow>, StoreError> {
+    let rows = usage_records::Entity::find()
+        .filter(usage_records::Column::ParentRequestId.eq(request_id))
         .order_by_asc(usage_records::Column::CreatedAt)
-        .order_by_asc(usage_records::Column::RequestId)
-        .limit(limit)
+        .limit(20)
         .all(db)
         .await?;
     Ok(rows.into_iter().map(UsageRow::from).collect())

@@ -73,6 +73,68 @@ impl Clients {
     }
 }
 
+/// Why a [`FetchClient`] call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Not sent, or no answer in time.
+    #[error("{0}")]
+    Transport(String),
+    /// The answer's body is larger than allowed.
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// A client for the gateway's own calls to services its operator configured (an OIDC
+/// provider's discovery, keys, token and userinfo endpoints): any method, the answer read whole
+/// up to a size, within a time limit. Not for upstream traffic.
+#[derive(Clone)]
+pub struct FetchClient {
+    inner: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl FetchClient {
+    /// A client with TLS settings `tls`, answering within `timeout` with at most `max_body` bytes.
+    pub fn new(tls: &rustls::ClientConfig, timeout: Duration, max_body: usize) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let inner = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        Self { inner, timeout, max_body }
+    }
+
+    /// Sends `req` and reads the whole answer.
+    pub async fn fetch(&self, req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, FetchError> {
+        use http_body_util::BodyExt as _;
+        let (parts, body) = req.into_parts();
+        let req = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let max = self.max_body;
+        let call = async {
+            let res = self.inner.request(req).await.map_err(|e| FetchError::Transport(e.to_string()))?;
+            let (parts, body) = res.into_parts();
+            let body = http_body_util::Limited::new(body, max)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        FetchError::TooLarge(max)
+                    } else {
+                        FetchError::Transport(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(http::Response::from_parts(parts, body.to_vec()))
+        };
+        tokio::time::timeout(self.timeout, call).await.map_err(|_| FetchError::Transport("no answer in time".into()))?
+    }
+}
+
 /// One HTTP/1.1 connection: the handle requests go through, and the connection itself, which
 /// whoever waits on it drives.
 struct Conn {

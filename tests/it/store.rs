@@ -46,15 +46,48 @@ async fn suite(url: &str) {
 
     let alice = store::create_user(
         db,
-        NewUser { username: "alice", role: Role::Admin, tier: Some("gold"), password_hash: None },
+        NewUser {
+            username: "alice",
+            role: Role::Admin,
+            tier: Some("gold"),
+            password_hash: None,
+            email: Some("alice@example.com".into()),
+            identity: Some(("https://idp".into(), "sub-1".into())),
+        },
     )
     .await
     .unwrap();
     assert!(matches!(
-        store::create_user(db, NewUser { username: "alice", role: Role::User, tier: None, password_hash: None }).await,
+        store::create_user(
+            db,
+            NewUser {
+                username: "alice",
+                role: Role::User,
+                tier: None,
+                password_hash: None,
+                email: None,
+                identity: None
+            }
+        )
+        .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(store::find_user(db, "alice").await.unwrap().unwrap().role, Role::Admin);
+    // Identities and e-mails: one identity is one user's.
+    let found = store::find_user_by_identity(db, "https://idp", "sub-1").await.unwrap().unwrap();
+    assert_eq!((found.id, found.email.as_deref()), (alice.id, Some("alice@example.com")));
+    assert!(store::find_user_by_identity(db, "https://idp", "sub-2").await.unwrap().is_none());
+    assert_eq!(store::find_users_by_email(db, "alice@example.com").await.unwrap().len(), 1);
+    let bob = store::create_user(
+        db,
+        NewUser { username: "bob", role: Role::User, tier: None, password_hash: None, email: None, identity: None },
+    )
+    .await
+    .unwrap();
+    let steal = store::UserChange { identity: Some(("https://idp".into(), "sub-1".into())), ..Default::default() };
+    assert!(matches!(store::update_user(db, bob.id, steal).await, Err(StoreError::Conflict)));
+    let hash = store::UserChange { password_hash: Some("$argon2id$x".into()), ..Default::default() };
+    assert_eq!(store::update_user(db, bob.id, hash).await.unwrap().password_hash.as_deref(), Some("$argon2id$x"));
     assert!(store::find_user(db, "' OR '1'='1").await.unwrap().is_none());
     let disabled = store::set_user_status(db, "alice", "disabled").await.unwrap();
     assert!(!disabled.is_active());

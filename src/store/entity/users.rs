@@ -11,6 +11,9 @@ pub struct Model {
     pub tier: Option<String>,
     pub status: String,
     pub password_hash: Option<String>,
+    pub email: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_subject: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }

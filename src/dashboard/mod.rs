@@ -38,6 +38,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/dashboard")
             .wrap(actix_web::middleware::from_fn(gate))
             .app_data(web::PathConfig::default().error_handler(|_, _| DashError::NotFound.into()))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(64 * 1024)
+                    .error_handler(|_, _| DashError::Invalid("The form could not be read.".into()).into()),
+            )
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 let m: String = e.to_string().chars().take(200).collect();
                 DashError::Invalid(format!("Invalid query: {m}")).into()

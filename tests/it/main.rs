@@ -17,6 +17,7 @@ mod chat;
 mod cli;
 mod cluster;
 mod config;
+mod dashboard;
 mod dialects;
 mod errors;
 mod faults;

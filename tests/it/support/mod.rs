@@ -1,5 +1,6 @@
 //! The harness: apps on random loopback ports, the services `tests/run.sh` started, HTTP helpers.
 
+pub mod browser;
 pub mod dialect_upstream;
 pub mod framed_upstream;
 pub mod mock_upstream;

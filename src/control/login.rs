@@ -162,12 +162,15 @@ impl Control {
                     return refuse("Your e-mail domain may not sign in here.");
                 }
                 let linked = if cfg.link_by_email {
-                    let mut found = store::find_users_by_email(db, email).await?;
-                    found.retain(|u| u.oidc_subject.is_none());
-                    if found.len() > 1 {
+                    let found = store::find_users_by_email(db, email).await?;
+                    let mut free: Vec<UserRow> = found.iter().filter(|u| u.oidc_subject.is_none()).cloned().collect();
+                    if free.is_empty() && !found.is_empty() {
+                        return refuse("This e-mail address belongs to a user linked to another identity.");
+                    }
+                    if free.len() > 1 {
                         return refuse("Several users have this e-mail address; ask an administrator.");
                     }
-                    found.pop()
+                    free.pop()
                 } else {
                     None
                 };

@@ -142,13 +142,15 @@ pub async fn load(s: &DashboardState, req: &HttpRequest) -> Result<Option<Princi
         DashError::Unavailable
     })?;
     let Some(stored) = value.and_then(|v| serde_json::from_slice::<Stored>(&v).ok()) else { return Ok(None) };
-    let user = match s.catalog.snapshot().user_by_id(stored.user_id) {
-        Some(u) => Some((u.username.clone(), u.role, u.active)),
-        // A user provisioned a moment ago on another node may not be in this node's catalog yet.
-        None => s.control.get_user_by_id(stored.user_id).await.ok().map(|u| {
+    // The user as stored now, not as a catalog snapshot had them: a role change or a disable
+    // applies to the very next page, on every node.
+    let user = match s.control.get_user_by_id(stored.user_id).await {
+        Ok(u) => {
             let active = u.is_active();
-            (u.username, u.role, active)
-        }),
+            Some((u.username, u.role, active))
+        }
+        Err(crate::control::ControlError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
     };
     match user {
         Some((username, role, true)) => {

@@ -27,6 +27,7 @@ mod layering;
 mod ledger;
 mod limits;
 mod nginx;
+mod oidc;
 mod prices;
 mod quotas;
 mod rotations;

@@ -3,6 +3,7 @@
 pub mod browser;
 pub mod dialect_upstream;
 pub mod framed_upstream;
+pub mod idp;
 pub mod mock_upstream;
 pub mod node;
 pub mod services;

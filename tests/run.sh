@@ -40,6 +40,11 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The dashboard's browser test: headless Chromium over WebDriver, and Node.js for the OIDC provider.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
   as_root apt-get update -qq
@@ -95,6 +100,19 @@ log "otlp receiver on 127.0.0.1:$OTLP_GRPC (grpc), 127.0.0.1:$OTLP_HTTP (spans)"
 export SWITCHYARD_TEST_OTLP_GRPC="http://127.0.0.1:$OTLP_GRPC"
 export SWITCHYARD_TEST_OTLP_SPANS="http://127.0.0.1:$OTLP_HTTP"
 
+# 6. A certified OpenID provider (panva's oidc-provider, PKCE required) for the browser test,
+# which starts it per test with its own redirect URI; Chromium and ChromeDriver from Debian.
+mkdir -p "$WORK/oidc"
+cp tests/fixtures/oidc/provider.mjs "$WORK/oidc/"
+(cd "$WORK/oidc" && npm install --no-audit --no-fund --loglevel=error oidc-provider@9.13.3 >"$WORK/npm.log" 2>&1) \
+  || { cat "$WORK/npm.log" >&2; exit 1; }
+export SWITCHYARD_TEST_OIDC_PROVIDER_DIR="$WORK/oidc"
+export SWITCHYARD_TEST_CHROMIUM="$(command -v chromium)"
+export SWITCHYARD_TEST_CHROMEDRIVER="$(command -v chromedriver)"
+# Every dashboard page, as the browser test saw it (1280×800), kept in the checkout.
+export SWITCHYARD_TEST_SCREENSHOTS="$PWD/tests/screenshots"
+log "oidc-provider $(cd "$WORK/oidc" && node -p 'require("./node_modules/oidc-provider/package.json").version'), $("$SWITCHYARD_TEST_CHROMIUM" --version 2>/dev/null)"
+
 export SWITCHYARD_TEST_PG_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 export SWITCHYARD_TEST_MYSQL_URL="mysql://sy:sy@127.0.0.1:$MYPORT/sy"
 export SWITCHYARD_TEST_REDIS_URL="redis://127.0.0.1:$RPORT/0"
@@ -102,7 +120,7 @@ export SWITCHYARD_TEST_PROVIDER_KEY="sk-test-$(python3 -c 'import secrets; print
 export RUST_BACKTRACE=1
 export CARGO_TERM_COLOR=never
 
-# 6. Checks and tests.
+# 7. Checks and tests.
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

@@ -9,7 +9,7 @@ const COLORS: [&str; 8] = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed"
 const WIDTH: f64 = 560.0;
 const HEIGHT: f64 = 200.0;
 const LEFT: f64 = 56.0;
-const RIGHT: f64 = 8.0;
+const RIGHT: f64 = 22.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 24.0;
 

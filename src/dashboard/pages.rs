@@ -627,12 +627,14 @@ fn table(items: &[serde_json::Value]) -> Table {
             }
         }
     }
-    let cell = |v: Option<&serde_json::Value>| match v {
+    let cell = |column: &str, v: Option<&serde_json::Value>| match v {
         None | Some(serde_json::Value::Null) => "—".to_owned(),
         Some(serde_json::Value::String(s)) => s.clone(),
+        // Instants (ms since the epoch) read as times.
+        Some(serde_json::Value::Number(n)) if column.ends_with("_at") => n.as_i64().map_or_else(|| n.to_string(), time),
         Some(other) => other.to_string(),
     };
-    let rows = items.iter().map(|i| columns.iter().map(|c| cell(i.get(c))).collect()).collect();
+    let rows = items.iter().map(|i| columns.iter().map(|c| cell(c, i.get(c))).collect()).collect();
     Table { columns, rows }
 }
 

@@ -13,6 +13,7 @@
 mod admin;
 mod auth;
 mod autoselect;
+mod browser;
 mod chat;
 mod cli;
 mod cluster;

@@ -13,6 +13,7 @@ pub mod load;
 mod accuracy;
 mod faults;
 mod propagation;
+mod sso;
 mod throughput;
 
 use std::fs::File;
@@ -141,11 +142,13 @@ pub struct Options {
     pub nodes: usize,
     /// Environment for every node (`SWITCHYARD__…` overrides).
     pub env: Vec<(String, String)>,
+    /// nginx's port, when the nodes' settings must name it (`server.public_url`).
+    pub nginx_port: Option<u16>,
 }
 
 impl Options {
     pub fn new(db_url: String, extra: String) -> Self {
-        Self { db_url, extra, shutdown_timeout_secs: 30, nodes: 3, env: Vec::new() }
+        Self { db_url, extra, shutdown_timeout_secs: 30, nodes: 3, env: Vec::new(), nginx_port: None }
     }
 }
 
@@ -205,7 +208,11 @@ impl Cluster {
         for n in nodes.iter_mut().skip(1) {
             n.start().await;
         }
-        let nginx = Nginx::start(&nodes.iter().map(|n| n.port).collect::<Vec<_>>());
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        let nginx = match opts.nginx_port {
+            Some(p) => Nginx::start_on(p, &ports),
+            None => Nginx::start(&ports),
+        };
         let cluster = Self { nodes, nginx, redis, db_url: opts.db_url, admin, _dir: dir };
         cluster.wait_registered(opts.nodes, Duration::from_secs(10)).await;
         cluster

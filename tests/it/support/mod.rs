@@ -7,6 +7,7 @@ pub mod idp;
 pub mod mock_upstream;
 pub mod node;
 pub mod services;
+pub mod webdriver;
 
 use std::time::Duration;
 

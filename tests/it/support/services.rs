@@ -313,8 +313,13 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(nodes: &[u16]) -> Self {
+        Self::start_on(free_port(), nodes)
+    }
+
+    /// Starts listening on `port` (picked before the nodes, whose settings name it).
+    pub fn start_on(port: u16, nodes: &[u16]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (port, tls_port) = (free_port(), free_port());
+        let tls_port = free_port();
         configure(dir.path(), port, tls_port, nodes);
         let out = nginx(dir.path(), &["-t"]).output().unwrap();
         assert!(out.status.success(), "nginx -t: {}", String::from_utf8_lossy(&out.stderr));

@@ -47,6 +47,8 @@ struct NewUser {
     tier: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
 }
 
 fn role(s: Option<&str>) -> Result<Role, ApiError> {
@@ -69,6 +71,10 @@ async fn create_user(s: web::Data<AdminState>, _: Admin, body: web::Json<NewUser
         .create_user(&b.username, role, b.tier.as_deref(), b.password.as_deref())
         .await
         .map_err(control_error)?;
+    let u = match b.email.as_deref() {
+        Some(e) => s.control.set_email(&u.username, Some(e)).await.map_err(control_error)?,
+        None => u,
+    };
     Ok(HttpResponse::Created().json(json!({"user": u})))
 }
 
@@ -86,6 +92,9 @@ struct UserPatch {
     tier: Option<Option<String>>,
     #[serde(default)]
     status: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<String>>,
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -104,6 +113,9 @@ async fn update_user(s: web::Data<AdminState>, _: Admin, name: web::Path<String>
     }
     if let Some(tier) = b.tier {
         user = s.control.set_user_tier(&name, tier.as_deref()).await.map_err(control_error)?;
+    }
+    if let Some(email) = b.email {
+        user = s.control.set_email(&name, email.as_deref()).await.map_err(control_error)?;
     }
     Ok(HttpResponse::Ok().json(json!({"user": user})))
 }

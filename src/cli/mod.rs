@@ -311,8 +311,9 @@ async fn serve(cli: &Cli) -> ExitCode {
             println!("These are shown once. Store them now.");
         }
     }
-    println!("Switchyard listening on http://{}:{}", settings.server.host, app.port());
+    // The listening line comes last: a supervisor may stop reading once it has seen it.
     println!("Dashboard: {dashboard}");
+    println!("Switchyard listening on http://{}:{}", settings.server.host, app.port());
     let result = app.run_until_stopped().await;
     // Spans of the last requests go out before the process does.
     telemetry.shutdown().await;

@@ -19,6 +19,8 @@ use crate::types::{Role, now_ms};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/tokens", web::get().to(tokens))
         .route("/tokens", web::post().to(create_token))
+        .route("/tokens/{id}", web::get().to(token))
+        .route("/tokens/{id}", web::post().to(rescope_token))
         .route("/tokens/{id}/revoke", web::post().to(revoke_token))
         .route("/routes", web::get().to(routes))
         .route("/routes", web::post().to(put_route))
@@ -89,7 +91,9 @@ fn token_view(t: &TokenRow) -> TokenView {
     TokenView {
         id: t.id,
         name: t.name.clone(),
-        prefix: format!("{}…", t.display_prefix),
+        // Seven characters (`sy-` and four): enough to tell tokens apart, never an 8-character
+        // piece of a secret on a page (TESTPLAN S8).
+        prefix: format!("{}…", t.display_prefix.chars().take(7).collect::<String>()),
         routes: t.routes.as_ref().map_or_else(|| "all".into(), |r| r.join(", ")),
         limits: if limits.is_empty() { "—".into() } else { limits.join(", ") },
         expires: t.expires_at.map_or_else(|| "never".into(), time),
@@ -218,6 +222,76 @@ async fn revoke_token(
         s.control.get_user_by_id(token.user_id).await?.username
     };
     Ok(see_other(&format!("/dashboard/tokens{}", for_user(&p, &owner))))
+}
+
+#[derive(Template)]
+#[template(path = "token.html")]
+struct TokenPage {
+    f: Frame,
+    t: TokenView,
+    owner: String,
+    routes: String,
+    rpm: String,
+    tpm: String,
+    quota: String,
+    expires: String,
+}
+
+/// A token's page: who owns it, its scope; an admin changes the scope here.
+async fn token(s: web::Data<DashboardState>, p: Principal, id: web::Path<i64>) -> Result<HttpResponse, DashError> {
+    let t = s.control.get_token(*id).await.map_err(|_| DashError::NotFound)?;
+    if !p.is_admin() && t.user_id != p.user_id {
+        return Err(DashError::NotFound);
+    }
+    let owner = s.control.get_user_by_id(t.user_id).await?.username;
+    let text = |v: Option<String>| v.unwrap_or_default();
+    page(&TokenPage {
+        f: Frame::new(&p, "/dashboard/tokens", format!("Token {} ({})", t.id, t.name)),
+        owner,
+        routes: text(t.routes.as_ref().map(|r| r.join(", "))),
+        rpm: text(t.rpm.map(|v| v.to_string())),
+        tpm: text(t.tpm.map(|v| v.to_string())),
+        quota: text(t.quota_usd.map(|v| v.to_string())),
+        expires: text(t.expires_at.and_then(chrono::DateTime::from_timestamp_millis).map(|d| d.to_rfc3339())),
+        t: token_view(&t),
+    })
+}
+
+#[derive(Deserialize)]
+struct ScopeForm {
+    #[serde(default)]
+    routes: String,
+    #[serde(default)]
+    rpm: String,
+    #[serde(default)]
+    tpm: String,
+    #[serde(default)]
+    quota_usd: String,
+    #[serde(default)]
+    expires: String,
+}
+
+/// `POST /dashboard/tokens/{id}` (admins, as `PATCH /admin/api/tokens/{id}`): the whole scope
+/// as typed; an empty field clears its limit.
+async fn rescope_token(
+    s: web::Data<DashboardState>,
+    p: Principal,
+    id: web::Path<i64>,
+    form: Form<ScopeForm>,
+) -> Result<HttpResponse, DashError> {
+    p.admin()?;
+    let t = s.control.get_token(*id).await.map_err(|_| DashError::NotFound)?;
+    let f = form.0;
+    let routes = list(&f.routes);
+    let change = crate::store::TokenScopeChange {
+        routes: Some((!routes.is_empty()).then_some(routes)),
+        rpm: Some(opt("rpm", &f.rpm)?),
+        tpm: Some(opt("tpm", &f.tpm)?),
+        quota_usd: Some(opt("quota_usd", &f.quota_usd)?),
+        expires_at: Some(expiry(&f.expires)?),
+    };
+    s.control.update_token(t.id, &change).await?;
+    Ok(see_other(&format!("/dashboard/tokens/{}", t.id)))
 }
 
 /// A user's object as listed.

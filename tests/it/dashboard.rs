@@ -199,6 +199,7 @@ fn forms(alice_token_id: i64) -> Vec<(String, Vec<(&'static str, String)>)> {
         (s("/dashboard/logout"), vec![]),
         (s("/dashboard/tokens"), vec![("name", s("ci"))]),
         (format!("/dashboard/tokens/{alice_token_id}/revoke"), vec![]),
+        (format!("/dashboard/tokens/{alice_token_id}"), vec![("rpm", s("7"))]),
         (
             s("/dashboard/routes"),
             vec![
@@ -225,7 +226,8 @@ fn forms(alice_token_id: i64) -> Vec<(String, Vec<(&'static str, String)>)> {
 async fn state_of(c: &Control) -> serde_json::Value {
     let mut users = Vec::new();
     for u in c.list_users().await.unwrap() {
-        let tokens: Vec<_> = c.list_tokens(&u.username).await.unwrap().iter().map(|t| (t.id, t.revoked)).collect();
+        let tokens: Vec<_> =
+            c.list_tokens(&u.username).await.unwrap().iter().map(|t| (t.id, t.revoked, t.rpm)).collect();
         let objects = c.list_user_objects(&u.username).await.unwrap();
         users.push(json!([u.username, u.status, u.tier, u.password_hash, tokens, objects]));
     }
@@ -253,6 +255,7 @@ async fn s4_s5_admin_pages_refuse_users_and_every_form_needs_its_token_and_origi
         assert_eq!(alice.get(&app.url(p)).await.status, if p.contains("group=user") { 400 } else { 403 }, "{p}");
     }
     let before = state_of(&c).await;
+    let own_token = format!("/dashboard/tokens/{alice_token}");
     for path in [
         "/dashboard/users",
         "/dashboard/users/bob",
@@ -260,6 +263,7 @@ async fn s4_s5_admin_pages_refuse_users_and_every_form_needs_its_token_and_origi
         "/dashboard/tiers/delete",
         "/dashboard/prices",
         "/dashboard/prices/delete",
+        own_token.as_str(),
     ] {
         let form = forms(alice_token).into_iter().find(|(p, _)| p == path).unwrap().1;
         let mut fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -325,6 +329,11 @@ async fn s4_s5_admin_pages_refuse_users_and_every_form_needs_its_token_and_origi
     assert_eq!(admin.get(&app.url("/dashboard")).await.status, 200);
 
     // Positive control: the same forms with the token do change things.
+    let r = admin.post(&app.url(&own_token), &[("rpm", "7"), ("routes", "provider/*"), ("csrf", &admin_csrf)]).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let t = c.get_token(alice_token).await.unwrap();
+    assert_eq!((t.rpm, t.routes.clone()), (Some(7), Some(vec!["provider/*".to_owned()])));
+    assert_eq!(alice.get(&app.url(&own_token)).await.status, 200, "her own token's page");
     let r = admin.post(&app.url("/dashboard/tiers"), &[("name", "gold"), ("rpm", "5"), ("csrf", &admin_csrf)]).await;
     assert_eq!((r.status, r.header("location")), (303, Some("/dashboard/tiers")));
     assert_eq!(c.get_tier("gold").await.unwrap().rpm, Some(5));
@@ -396,7 +405,13 @@ async fn s1_a_user_sees_and_changes_only_their_own() {
     );
 
     // Tokens and routes of another user: not found, and untouched.
-    for p in ["/dashboard/tokens?user=bob", "/dashboard/routes?user=bob", "/dashboard/tokens?user=nobody"] {
+    let bobs_page = format!("/dashboard/tokens/{bob_token_id}");
+    for p in [
+        "/dashboard/tokens?user=bob",
+        "/dashboard/routes?user=bob",
+        "/dashboard/tokens?user=nobody",
+        bobs_page.as_str(),
+    ] {
         assert_eq!(alice.get(&app.url(p)).await.status, 404, "{p}");
     }
     let r = alice.post(&app.url(&format!("/dashboard/tokens/{bob_token_id}/revoke")), &[("csrf", &csrf)]).await;

@@ -42,6 +42,7 @@ struct Grant {
 #[derive(Default)]
 struct State {
     issuer: String,
+    secret: String,
     grants: HashMap<String, Grant>,
     userinfo: HashMap<String, Value>,
     token_calls: usize,
@@ -61,9 +62,15 @@ fn b64(b: &[u8]) -> String {
 
 impl MockIdp {
     pub fn start() -> Self {
+        Self::start_with(CLIENT_SECRET)
+    }
+
+    /// A provider that takes `secret` as the client's secret.
+    pub fn start_with(secret: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind idp");
         let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let state = Arc::new(Mutex::new(State { issuer: issuer.clone(), ..State::default() }));
+        let state =
+            Arc::new(Mutex::new(State { issuer: issuer.clone(), secret: secret.to_owned(), ..State::default() }));
         let key = CoreRsaPrivateSigningKey::from_pem(rsa_pem(), Some(JsonWebKeyId::new("k1".into()))).unwrap();
         let jwks = json!({"keys": [serde_json::to_value(key.as_verification_key()).unwrap()]});
         let data = web::Data::from(Arc::clone(&state));
@@ -168,7 +175,7 @@ async fn token(s: web::Data<Mutex<State>>, req: HttpRequest, form: web::Form<Has
     let mut st = s.lock().unwrap();
     st.token_calls += 1;
     let basic =
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{}", st.secret)));
     if req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
         return HttpResponse::Unauthorized().json(json!({"error": "invalid_client"}));
     }

@@ -181,9 +181,9 @@ async fn upsert(
         .chain(histogram_columns())
         .collect();
     let added: Vec<String> = SUM_COLUMNS.iter().map(|c| (*c).to_owned()).chain(histogram_columns()).collect();
-    // At most 16 rows a statement: 4 + 8 + 23 values each stays far below every driver's limit.
+    // At most 64 rows a statement: 64 × 35 values stays far below every driver's limit.
     let entries: Vec<(&Key, &Sums)> = sums.iter().collect();
-    for chunk in entries.chunks(16) {
+    for chunk in entries.chunks(64) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * columns.len());
         let mut tuples = Vec::with_capacity(chunk.len());
         for (k, s) in chunk {

@@ -12,12 +12,9 @@ use switchyard::config::{OidcSettings, Secret};
 use switchyard::control::NewTokenRequest;
 use switchyard::types::Role;
 
+use crate::support::services::free_port;
 use crate::support::webdriver::Chrome;
 use crate::support::{TestApp, chat, post_json, service_url};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// panva's provider, from the directory tests/run.sh installed it in.
 struct Provider(std::process::Child);

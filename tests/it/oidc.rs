@@ -11,10 +11,7 @@ use switchyard::config::{OidcSettings, Secret};
 use crate::support::TestApp;
 use crate::support::browser::Browser;
 use crate::support::idp::{CLIENT_ID, CLIENT_SECRET, MockIdp};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::support::services::free_port;
 
 async fn app_with(idp: &MockIdp, edit: impl FnOnce(&mut OidcSettings)) -> TestApp {
     let port = free_port();

@@ -47,7 +47,7 @@ async fn seed(store: &Store, n: u64, now: i64) {
          i % 3 = 0, 100 + (i % 2000), 20 + (i % 700), (i % 4) * 50, 0, false, (i % 1000) * 0.000013, \
          40 + ((i * 7919) % 2500), 15 + (i % 90), false, \
          '{{\"route\":\"rotation/r' || (i % 20) || '\",\"reason\":\"weighted\"}}', 'reported', false, NULL \
-         FROM generate_series(1, {n}) AS i",
+         FROM generate_series(1::bigint, {n}::bigint) AS i",
         span = 30 * DAY_MS,
     );
     store.conn().execute_unprepared(&sql).await.unwrap();

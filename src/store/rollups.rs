@@ -56,6 +56,35 @@ impl Span {
     }
 }
 
+/// A rollup table: per user, or over every user (for the views that filter on no user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Table {
+    /// `usage_hourly` or `usage_daily`: bucket × user × route × model.
+    ByUser(Span),
+    /// `usage_hourly_all`: bucket × route × model.
+    All,
+}
+
+impl Table {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::ByUser(s) => s.table(),
+            Self::All => "usage_hourly_all",
+        }
+    }
+
+    const fn span(self) -> Span {
+        match self {
+            Self::ByUser(s) => s,
+            Self::All => Span::Hour,
+        }
+    }
+
+    const fn per_user(self) -> bool {
+        matches!(self, Self::ByUser(_))
+    }
+}
+
 /// The histogram bucket of a latency.
 pub fn latency_bucket(ms: i64) -> usize {
     LATENCY_BOUNDS_MS.iter().position(|b| ms < *b).unwrap_or(LATENCY_BOUNDS_MS.len())
@@ -124,19 +153,19 @@ struct Key {
     model: String,
 }
 
-fn key(span: Span, r: &UsageRow) -> Key {
+fn key(table: Table, r: &UsageRow) -> Key {
     Key {
-        bucket: span.floor(r.created_at),
-        user_id: r.user_id.unwrap_or(0),
+        bucket: table.span().floor(r.created_at),
+        user_id: if table.per_user() { r.user_id.unwrap_or(0) } else { 0 },
         route: r.route.chars().take(ROUTE_CHARS).collect(),
         model: r.model.as_deref().map(|m| m.chars().take(MODEL_CHARS).collect()).unwrap_or_default(),
     }
 }
 
-fn rollup<'a>(span: Span, rows: impl Iterator<Item = &'a UsageRow>) -> BTreeMap<Key, Sums> {
+fn rollup<'a>(table: Table, rows: impl Iterator<Item = &'a UsageRow>) -> BTreeMap<Key, Sums> {
     let mut out: BTreeMap<Key, Sums> = BTreeMap::new();
     for r in rows {
-        out.entry(key(span, r)).or_default().add_row(r);
+        out.entry(key(table, r)).or_default().add_row(r);
     }
     out
 }
@@ -168,18 +197,16 @@ fn ph(backend: DbBackend, n: usize) -> String {
 /// lock rows in one order. With `lock_only`, adds nothing: takes the rows' locks.
 async fn upsert(
     db: &impl ConnectionTrait,
-    span: Span,
+    which: Table,
     sums: &BTreeMap<Key, Sums>,
     lock_only: bool,
 ) -> Result<(), StoreError> {
     let backend = db.get_database_backend();
-    let table = span.table();
-    let columns: Vec<String> = ["bucket", "user_id", "route", "model"]
-        .into_iter()
-        .chain(SUM_COLUMNS)
-        .map(str::to_owned)
-        .chain(histogram_columns())
-        .collect();
+    let table = which.name();
+    let keys: &[&str] =
+        if which.per_user() { &["bucket", "user_id", "route", "model"] } else { &["bucket", "route", "model"] };
+    let columns: Vec<String> =
+        keys.iter().copied().chain(SUM_COLUMNS).map(str::to_owned).chain(histogram_columns()).collect();
     let added: Vec<String> = SUM_COLUMNS.iter().map(|c| (*c).to_owned()).chain(histogram_columns()).collect();
     // At most 64 rows a statement: 64 × 35 values stays far below every driver's limit.
     let entries: Vec<(&Key, &Sums)> = sums.iter().collect();
@@ -191,7 +218,9 @@ async fn upsert(
             let s = if lock_only { &zero } else { *s };
             let start = values.len();
             values.push(k.bucket.into());
-            values.push(k.user_id.into());
+            if which.per_user() {
+                values.push(k.user_id.into());
+            }
             values.push(k.route.clone().into());
             values.push(k.model.clone().into());
             for v in [s.requests, s.errors, s.prompt_tokens, s.completion_tokens, s.cached_tokens, s.cache_write_tokens]
@@ -215,7 +244,7 @@ async fn upsert(
             .collect();
         let conflict = match backend {
             DbBackend::MySql => format!("ON DUPLICATE KEY UPDATE {}", update.join(", ")),
-            _ => format!("ON CONFLICT (bucket, user_id, route, model) DO UPDATE SET {}", update.join(", ")),
+            _ => format!("ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), update.join(", ")),
         };
         let sql = format!("INSERT INTO {table} ({}) VALUES {} {conflict}", columns.join(", "), tuples.join(", "));
         db.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
@@ -223,18 +252,19 @@ async fn upsert(
     Ok(())
 }
 
-/// Locks the rollup rows `rows` will add to (both spans).
+/// Locks the per-user rollup rows `rows` will add to (both spans): two writers of one record
+/// share them, so the second waits for the first.
 pub(crate) async fn lock(db: &impl ConnectionTrait, rows: &[UsageRow]) -> Result<(), StoreError> {
-    for span in [Span::Hour, Span::Day] {
-        upsert(db, span, &rollup(span, rows.iter()), true).await?;
+    for table in [Table::ByUser(Span::Hour), Table::ByUser(Span::Day)] {
+        upsert(db, table, &rollup(table, rows.iter()), true).await?;
     }
     Ok(())
 }
 
-/// Adds `rows` (records just inserted) to the rollups.
+/// Adds `rows` (records just inserted) to every rollup.
 pub(crate) async fn add(db: &impl ConnectionTrait, rows: &[&UsageRow]) -> Result<(), StoreError> {
-    for span in [Span::Hour, Span::Day] {
-        upsert(db, span, &rollup(span, rows.iter().copied()), false).await?;
+    for table in [Table::ByUser(Span::Hour), Table::ByUser(Span::Day), Table::All] {
+        upsert(db, table, &rollup(table, rows.iter().copied()), false).await?;
     }
     Ok(())
 }
@@ -336,7 +366,13 @@ pub async fn query_rollups(
     for c in histogram_columns() {
         select.push(format!("{} AS {c}", sum_int(backend, &c)));
     }
-    let mut sql = format!("SELECT {} FROM {}", select.join(", "), span.table());
+    // Views over every user read the table without the user dimension: a fraction of the rows.
+    let table = if span == Span::Hour && f.user_id.is_none() && by != Some(Dimension::User) {
+        Table::All
+    } else {
+        Table::ByUser(span)
+    };
+    let mut sql = format!("SELECT {} FROM {}", select.join(", "), table.name());
     if !conds.is_empty() {
         sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
     }

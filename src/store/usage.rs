@@ -291,6 +291,12 @@ pub async fn page_usage(
     use sea_orm::Condition;
     let mut q = filtered(f);
     if let Some((t, id)) = cursor {
+        // The bound alone is an index range; the tie-break on the request id filters within it.
+        q = q.filter(if newest_first {
+            usage_records::Column::CreatedAt.lte(t)
+        } else {
+            usage_records::Column::CreatedAt.gte(t)
+        });
         let (time_past, id_past) = if newest_first {
             (usage_records::Column::CreatedAt.lt(t), usage_records::Column::RequestId.lt(id))
         } else {

@@ -26,6 +26,8 @@ use crate::dashboard::state::DashboardState;
 const BINDING_COOKIE: &str = "sy_oidc";
 /// How long a started login may take.
 const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Logins one client address may start a minute (each holds a pending entry until it ends).
+const STARTS_PER_MINUTE: u64 = 30;
 
 /// What a started login leaves in the shared state.
 #[derive(Serialize, Deserialize)]
@@ -37,8 +39,24 @@ struct Pending {
 }
 
 /// `GET /dashboard/oidc/login`: to the provider, with PKCE S256, `state` and `nonce`.
-pub async fn start(s: web::Data<DashboardState>) -> Result<HttpResponse, DashError> {
+pub async fn start(s: web::Data<DashboardState>, req: HttpRequest) -> Result<HttpResponse, DashError> {
     let Some(o) = s.oidc.as_ref() else { return Err(DashError::NotFound) };
+    // Each start stores a pending login for ten minutes: so many a minute per client address.
+    let addr = actix_web::HttpMessage::extensions(&req).get::<crate::types::ClientAddr>().map(|a| a.0);
+    if let Some(addr) = addr {
+        let key = format!("dashoidc:addr:{addr}");
+        let w = s.shared.window_add(&key, 60_000, 1, Some(STARTS_PER_MINUTE)).await.map_err(|e| {
+            tracing::warn!(error = %e, "OIDC start throttle unreachable.");
+            DashError::Unavailable
+        })?;
+        if !w.allowed {
+            let secs = w.reset_ms.div_ceil(1000).max(1);
+            return Err(DashError::Throttled(
+                "Too many sign-ins started from this address; wait a minute.".into(),
+                secs,
+            ));
+        }
+    }
     let m = o.metadata(false).await?;
     let client = o.client(&m);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();

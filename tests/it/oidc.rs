@@ -127,6 +127,7 @@ async fn s6_crafted_oidc_flows_never_open_a_session() {
     let mut s = start(&app).await;
     let c = code();
     idp.grant(&c, s.challenge(), answer(&idp.id_token("sub-alice", s.nonce(), good("alice@example.com")), "at-1"));
+    // (The flows below start about 22 logins from this address: under the 30 a minute.)
     let r = s.finish(&app, &c).await;
     assert_eq!((r.status, r.header("location")), (303, Some("/dashboard")), "{}", r.text());
     assert!(s.browser.cookies.contains_key("sy_session"));
@@ -360,6 +361,22 @@ async fn s6_crafted_oidc_flows_never_open_a_session() {
     idp.grant(&c, s.challenge(), answer(&idp.id_token("sub-alice", s.nonce(), good("alice@example.com")), "at"));
     let r = s.finish(&app, &c).await;
     refused(&app, &s, &r, "disabled user", before).await;
+
+    // Starting logins is throttled per client address (each holds a pending entry for ten
+    // minutes): 40 more at once cross 30 within one minute's window whatever its boundary.
+    let mut b = Browser::new(&app.url(""));
+    let mut refused_starts = 0;
+    for _ in 0..40 {
+        let r = b.get(&app.url("/dashboard/oidc/login")).await;
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some());
+            assert!(r.header("content-type").unwrap().starts_with("text/html"));
+            refused_starts += 1;
+        } else {
+            assert_eq!(r.status, 303);
+        }
+    }
+    assert!(refused_starts > 0, "40 starts in a moment were all let through");
 
     app.stop().await;
     idp.stop().await;

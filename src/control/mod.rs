@@ -102,10 +102,9 @@ impl Control {
     /// Bumps and announces the catalog version. An announcement that fails is only logged:
     /// every node also polls the stored version.
     /// The live nodes of the cluster (those heartbeating), each with what it announces, by id.
-    pub async fn cluster_nodes(&self) -> Result<Vec<serde_json::Value>, ControlError> {
-        let ids = self.shared.slot_holders(crate::shared::NODES_KEY).await.map_err(|e| {
+    pub async fn cluster_nodes(&self) -> Result<Vec<serde_json::Value>, crate::shared::SharedError> {
+        let ids = self.shared.slot_holders(crate::shared::NODES_KEY).await.inspect_err(|e| {
             tracing::warn!(error = %e, "Node registry unreachable.");
-            ControlError::Store(StoreError::Unavailable)
         })?;
         let mut nodes = Vec::with_capacity(ids.len());
         for id in ids {

@@ -6,12 +6,13 @@ use std::fmt::Write as _;
 /// Series colours, in order.
 const COLORS: [&str; 8] = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
 
-const WIDTH: f64 = 560.0;
-const HEIGHT: f64 = 200.0;
-const LEFT: f64 = 56.0;
-const RIGHT: f64 = 22.0;
-const TOP: f64 = 10.0;
-const BOTTOM: f64 = 24.0;
+/// The SVG's size and the plot area's margins (px).
+const WIDTH: u32 = 560;
+const HEIGHT: u32 = 200;
+const LEFT: u32 = 56;
+const RIGHT: u32 = 22;
+const TOP: u32 = 10;
+const BOTTOM: u32 = 24;
 
 /// One line.
 pub struct Line {
@@ -106,11 +107,11 @@ pub fn line_chart(title: &str, unit: &str, buckets: &[i64], hourly: bool, series
     let max = series.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0_f64, f64::max);
     let top_value = nice_max(max);
     let n = buckets.len().max(1);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
+    let plot_w = f64::from(WIDTH - LEFT - RIGHT);
+    let plot_h = f64::from(HEIGHT - TOP - BOTTOM);
     let step = if n > 1 { plot_w / f64::from(u32::try_from(n - 1).unwrap_or(u32::MAX)) } else { 0.0 };
-    let x = |i: usize| LEFT + step * f64::from(u32::try_from(i).unwrap_or(u32::MAX));
-    let y = |v: f64| TOP + plot_h - (v / top_value).clamp(0.0, 1.0) * plot_h;
+    let x = |i: usize| f64::from(LEFT) + step * f64::from(u32::try_from(i).unwrap_or(u32::MAX));
+    let y = |v: f64| f64::from(TOP) + plot_h - (v / top_value).clamp(0.0, 1.0) * plot_h;
     let lines = series
         .into_iter()
         .enumerate()
@@ -140,14 +141,13 @@ pub fn line_chart(title: &str, unit: &str, buckets: &[i64], hourly: bool, series
             Tick { at: px(x(i)), label }
         })
         .collect();
-    let as_u32 = |v: f64| format!("{v:.0}").parse().unwrap_or(0);
     Chart {
         title: title.to_owned(),
-        width: as_u32(WIDTH),
-        height: as_u32(HEIGHT),
-        left: as_u32(LEFT),
-        right: as_u32(WIDTH - RIGHT),
-        bottom: as_u32(HEIGHT - BOTTOM),
+        width: WIDTH,
+        height: HEIGHT,
+        left: LEFT,
+        right: WIDTH - RIGHT,
+        bottom: HEIGHT - BOTTOM,
         lines,
         y_ticks,
         x_ticks,

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::dashboard::errors::DashError;
 use crate::dashboard::session::Principal;
+use crate::dashboard::state::origin_of;
 
 /// Whether two secrets are equal, in constant time.
 pub fn same_secret(a: &str, b: &str) -> bool {
@@ -29,19 +30,13 @@ fn expected_origin(req: &HttpRequest, public: Option<&str>) -> String {
     }
 }
 
-/// `scheme://authority` of a header value holding a URL.
-fn origin_of_header(v: &str) -> Option<String> {
-    let uri: http::Uri = v.parse().ok()?;
-    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str()).to_ascii_lowercase())
-}
-
 /// Whether a state-changing request comes from the dashboard's origin: its `Origin` (else its
 /// `Referer`) must name it; a request with neither is judged by its CSRF token alone.
 pub fn same_origin(req: &HttpRequest, public: Option<&str>) -> bool {
     let h = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let claimed = match (h(header::ORIGIN), h(header::REFERER)) {
-        (Some(o), _) => Some(origin_of_header(o)),
-        (None, Some(r)) => Some(origin_of_header(r)),
+        (Some(o), _) => Some(origin_of(o)),
+        (None, Some(r)) => Some(origin_of(r)),
         (None, None) => None,
     };
     match claimed {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use openidconnect::core::{CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
+use openidconnect::core::{CoreClient, CoreClientAuthMethod, CoreJwsSigningAlgorithm, CoreProviderMetadata};
 use openidconnect::{AuthType, ClientId, ClientSecret, IssuerUrl, RedirectUrl};
 
 use crate::config::OidcSettings;
@@ -116,11 +116,8 @@ impl Oidc {
         // client_secret_basic unless the provider only takes client_secret_post.
         let methods = m.token_endpoint_auth_methods_supported();
         let post_only = methods.is_some_and(|ms| {
-            let has = |x: &str| {
-                ms.iter()
-                    .any(|a| serde_json::to_value(a).ok().and_then(|v| v.as_str().map(|s| s == x)).unwrap_or(false))
-            };
-            has("client_secret_post") && !has("client_secret_basic")
+            ms.contains(&CoreClientAuthMethod::ClientSecretPost)
+                && !ms.contains(&CoreClientAuthMethod::ClientSecretBasic)
         });
         if post_only { client.set_auth_type(AuthType::RequestBody) } else { client }
     }

@@ -41,24 +41,18 @@ fn choices(all: &[(&'static str, &'static str)], current: &str) -> Vec<Choice> {
     all.iter().map(|(value, label)| Choice { value, label, selected: *value == current }).collect()
 }
 
-const PERIODS: [(&str, &str); 5] = [
-    ("24h", "Last 24 hours"),
-    ("48h", "Last 48 hours"),
-    ("7d", "Last 7 days"),
-    ("30d", "Last 30 days"),
-    ("90d", "Last 90 days"),
-];
-
-fn period_hours(p: &str) -> Option<u32> {
-    Some(match p {
-        "24h" => 24,
-        "48h" => 48,
-        "7d" => 24 * 7,
-        "30d" => 24 * 30,
-        "90d" => 24 * 90,
-        _ => return None,
-    })
+fn period_choices(current: &str) -> Vec<Choice> {
+    PERIODS.iter().map(|(value, label, _)| Choice { value, label, selected: *value == current }).collect()
 }
+
+/// The periods the pages offer: value, label, hours.
+const PERIODS: [(&str, &str, u32); 5] = [
+    ("24h", "Last 24 hours", 24),
+    ("48h", "Last 48 hours", 48),
+    ("7d", "Last 7 days", 24 * 7),
+    ("30d", "Last 30 days", 24 * 30),
+    ("90d", "Last 90 days", 24 * 90),
+];
 
 /// The filters of the overview and usage pages.
 #[derive(Deserialize, Default, Clone)]
@@ -93,13 +87,13 @@ struct Resolved {
 impl Filters {
     fn resolve(&self, s: &DashboardState, p: &Principal) -> Result<Resolved, DashError> {
         let period = self.period.as_deref().unwrap_or("24h");
-        let Some((period, _)) = PERIODS.iter().find(|(v, _)| *v == period) else {
+        let Some((period, _, hours)) = PERIODS.iter().find(|(v, _, _)| *v == period) else {
             return Err(DashError::Invalid(format!(
                 "Unknown period `{}`.",
                 period.chars().take(20).collect::<String>()
             )));
         };
-        let window = Window::last_hours(period_hours(period).unwrap_or(24), now_ms());
+        let window = Window::last_hours(*hours, now_ms());
         // A user sees their own records only, whatever the query says.
         let (user_id, user) = if p.is_admin() {
             match self.user.as_deref().and_then(opt_text) {
@@ -226,9 +220,9 @@ fn group_row(key: String, t: &Summary) -> GroupRow {
     }
 }
 
+/// A count on a chart (saturating, as the rest of the code converts counts).
 fn as_f64(v: i64) -> f64 {
-    // Counts on a chart: exact to 2^53, far beyond any figure shown.
-    v.to_string().parse().unwrap_or(0.0)
+    f64::from(u32::try_from(v).unwrap_or(if v < 0 { 0 } else { u32::MAX }))
 }
 
 #[derive(Template)]
@@ -314,7 +308,7 @@ async fn overview(
     let rows = o.groups.iter().map(|g| group_row(name(&g.key), &g.total)).collect();
     page(&OverviewPage {
         f: Frame::new(&p, "/dashboard", "Overview"),
-        periods: choices(&PERIODS, r.period),
+        periods: period_choices(r.period),
         groups: choices(&group_choices, group),
         user: r.user.clone(),
         route: r.route.clone().unwrap_or_default(),
@@ -403,7 +397,7 @@ async fn usage(s: web::Data<DashboardState>, p: Principal, q: web::Query<Filters
         .flatten();
     page(&UsagePage {
         f: Frame::new(&p, "/dashboard/usage", "Usage"),
-        periods: choices(&PERIODS, r.period),
+        periods: period_choices(r.period),
         user: r.user.clone(),
         route: r.route.clone().unwrap_or_default(),
         model: r.model.clone().unwrap_or_default(),

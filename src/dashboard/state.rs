@@ -77,8 +77,8 @@ impl DashboardState {
     }
 }
 
-/// `scheme://authority` of a URL.
-fn origin_of(url: &str) -> Option<String> {
+/// `scheme://authority` of a URL, lowercase: what browsers send as `Origin`.
+pub(crate) fn origin_of(url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
-    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str().to_ascii_lowercase()))
+    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str()).to_ascii_lowercase())
 }

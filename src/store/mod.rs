@@ -48,9 +48,6 @@ pub enum StoreError {
     /// No such row.
     #[error("not found")]
     NotFound,
-    /// A dependency of the store's callers (the shared state) is unreachable.
-    #[error("unavailable")]
-    Unavailable,
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),

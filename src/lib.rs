@@ -53,6 +53,10 @@
 //!   lookups at a time per node, none for a locked-out address).
 //! - L3 [`accounting`] (◄ catalog): usage guards and the batching writer.
 //!   **Architecture Invariant:** a guard that is dropped unfinished still writes its record.
+//! - L3 [`cache`]: the response cache — keys over the canonical body, the stored form of
+//!   answers (streams event by event), single flight, `Cache-Control`; its store is a
+//!   `shared` trait (in process, or Redis). **Architecture Invariant:** knows nothing of HTTP or
+//!   the proxy's phases.
 //! - L3 [`control`] (◄ catalog): write-side rules for users and tokens, bootstrap; every change
 //!   bumps and announces the catalog version.
 //! - L4 [`proxy`]: the data plane in named phases over one request: `admit` (cheap checks, rate
@@ -98,6 +102,7 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -2,7 +2,7 @@
 //! text format). `/health` (liveness, plus routing detail for admin tokens) is served by `proxy`,
 //! which owns the routing state it shows.
 //!
-//! Architecture Invariant: reads infrastructure only (store, shared, telemetry).
+//! Architecture Invariant: reads infrastructure only (store, shared, telemetry, the cache's figures).
 
 use std::sync::Arc;
 
@@ -26,6 +26,8 @@ pub struct OpsState {
     pub drain: crate::types::Drain,
     /// SHA-256 of the bearer token `/metrics` requires, when one is configured.
     pub metrics_token: Option<[u8; 32]>,
+    /// The response cache, whose in-process figures are read at each scrape.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 /// Registers the ops routes.
@@ -69,6 +71,9 @@ async fn metrics(state: web::Data<OpsState>, req: actix_web::HttpRequest) -> Htt
             )
             .error_response();
         }
+    }
+    if let Some(c) = &state.cache {
+        c.export();
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -77,13 +77,21 @@ impl Application {
             .await
             .map_err(|e| StartError::Other(format!("cannot open the database: {e}")))?;
         store.migrate().await.map_err(|e| StartError::Other(format!("cannot migrate the database: {e}")))?;
-        let shared = shared::connect(
+        let (shared, cache_store) = shared::connect_with_cache(
             settings.redis.url.as_ref().map(|u| u.expose()),
             &settings.redis.key_prefix,
             settings.redis.pool_size,
+            settings.cache.max_bytes,
         )
         .await
         .map_err(|e| StartError::Other(format!("cannot reach redis: {e}")))?;
+        // A follower of a cache flight waits at most as long as its leader may take.
+        let cache = crate::cache::ResponseCache::new(
+            &settings.cache,
+            cache_store,
+            Duration::from_millis(settings.upstream.total_timeout_ms),
+            Arc::clone(&metrics),
+        );
         let control = Control::new(store.clone(), Arc::clone(&shared))
             .with_security(&settings.security)
             .map_err(|e| StartError::Other(format!("security.master_key: {e}")))?
@@ -203,10 +211,13 @@ impl Application {
             endpoint_allowlist: Arc::clone(&allowlist),
             drain: drain.clone(),
             heavy: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
+            cache: cache.clone(),
         });
         let tls = Arc::new(crate::upstream::http::tls_config().map_err(StartError::Other)?);
-        let admin_state =
-            web::Data::new(crate::admin::AdminState::new(Arc::clone(&catalog), control.clone(), Arc::clone(&shared)));
+        let admin_state = web::Data::new(
+            crate::admin::AdminState::new(Arc::clone(&catalog), control.clone(), Arc::clone(&shared))
+                .with_cache(cache.clone()),
+        );
         let dashboard_state = web::Data::new(
             crate::dashboard::DashboardState::new(
                 &settings,
@@ -223,8 +234,14 @@ impl Application {
             .token_value()
             .map_err(|e| StartError::Other(format!("metrics.token: {e}")))?
             .map(|t| <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes())));
-        let ops_state =
-            web::Data::new(OpsState { store: store.clone(), shared, metrics, drain: drain.clone(), metrics_token });
+        let ops_state = web::Data::new(OpsState {
+            store: store.clone(),
+            shared,
+            metrics,
+            drain: drain.clone(),
+            metrics_token,
+            cache: cache.clone(),
+        });
         let connect_timeout = Duration::from_millis(settings.upstream.connect_timeout_ms);
         let pool_idle = Duration::from_millis(settings.upstream.pool_idle_timeout_ms);
         let workers = if settings.server.workers == 0 {

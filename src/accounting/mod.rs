@@ -84,6 +84,7 @@ impl Accounting {
             cost: None,
             spend: None,
             settle: Vec::new(),
+            cached: None,
             progress: Progress::default(),
         }
     }
@@ -208,6 +209,10 @@ pub struct Finished {
     pub latency_ms: i64,
     /// Cost in USD.
     pub cost_usd: f64,
+    /// The tokens billed.
+    pub usage: Usage,
+    /// They were estimated or counted by the gateway, not reported by the upstream.
+    pub estimated: bool,
 }
 
 /// Token counts seen so far on a request, for the record written if it ends early.
@@ -330,6 +335,8 @@ pub struct UsageGuard {
     cost: Option<CostConfig>,
     spend: Option<(std::sync::Arc<dyn crate::shared::SharedState>, String, u64)>,
     settle: Vec<Settle>,
+    /// Served from the response cache (whether the original's usage was estimated).
+    cached: Option<bool>,
     /// Token counts seen so far.
     pub progress: Progress,
 }
@@ -408,6 +415,23 @@ impl UsageGuard {
         self.write(i32::from(status), outcome)
     }
 
+    /// Writes the record of an answer served from the response cache: the original answer's
+    /// target and tokens, provenance `cache`, no cost (nothing was bought; quotas spend nothing).
+    pub fn finish_cached(mut self, provider: &str, model: &str, usage: Usage, estimated: bool) -> Option<Finished> {
+        if let Some(r) = &mut self.row {
+            r.provider = Some(provider.to_owned());
+            r.model = Some(model.to_owned());
+            r.cache_hit = true;
+        }
+        self.cost = None;
+        self.spend = None;
+        self.progress.caps = None;
+        self.progress.reported = Some(usage);
+        self.cached = Some(estimated);
+        self.mark_first_byte();
+        self.write(200, Outcome::Ok)
+    }
+
     /// The usage billed so far (reported, counted or estimated; capped), for traces.
     pub fn usage(&self) -> Usage {
         self.progress.usage().0
@@ -425,6 +449,10 @@ impl UsageGuard {
         row.cache_write_tokens = crate::store::to_i64(usage.cache_write_tokens);
         row.estimated = !matches!(source, "reported" | "capped");
         row.usage_source = source.to_owned();
+        if let Some(estimated) = self.cached {
+            row.estimated = estimated;
+            row.usage_source = "cache".to_owned();
+        }
         row.partial = self.progress.partial;
         row.cost_usd = self.cost.as_ref().map_or(0.0, |c| cost_of(c, usage));
         if let Some((shared, key, window_ms)) = self.spend.take() {
@@ -442,8 +470,13 @@ impl UsageGuard {
         for f in self.settle.drain(..) {
             f(&row);
         }
-        let finished =
-            Finished { request_id: row.request_id.clone(), latency_ms: row.latency_ms, cost_usd: row.cost_usd };
+        let finished = Finished {
+            request_id: row.request_id.clone(),
+            latency_ms: row.latency_ms,
+            cost_usd: row.cost_usd,
+            usage,
+            estimated: row.estimated,
+        };
         self.accounting.submit(*row, &self.canonical_route);
         Some(finished)
     }

@@ -21,12 +21,21 @@ pub struct AdminState {
     pub control: Control,
     /// The node registry.
     pub shared: Arc<dyn crate::shared::SharedState>,
+    /// The response cache, when enabled.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl AdminState {
     /// The admin plane over `catalog`, `control` and the shared state's node registry.
     pub fn new(catalog: Arc<Catalog>, control: Control, shared: Arc<dyn crate::shared::SharedState>) -> Self {
-        Self { catalog, control, shared }
+        Self { catalog, control, shared, cache: None }
+    }
+
+    /// With the node's response cache (its figures, and purges that free its room at once).
+    #[must_use]
+    pub fn with_cache(mut self, cache: Option<Arc<crate::cache::ResponseCache>>) -> Self {
+        self.cache = cache;
+        self
     }
 }
 

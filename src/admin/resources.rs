@@ -33,6 +33,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/prices/{model}", web::get().to(get_price))
         .route("/prices/{model}", web::delete().to(delete_price))
         .route("/cluster", web::get().to(cluster))
+        .route("/cache", web::get().to(cache_status))
+        .route("/cache/purge", web::post().to(cache_purge))
         .route("/usage", web::get().to(usage))
         .route("/usage.csv", web::get().to(usage_csv));
 }
@@ -429,4 +431,48 @@ async fn delete_object(s: web::Data<AdminState>, _: Admin, path: web::Path<(Stri
 async fn cluster(s: web::Data<AdminState>, _: Admin) -> Reply {
     let nodes = s.control.cluster_nodes().await.map_err(|_| ApiError::unavailable())?;
     Ok(HttpResponse::Ok().json(json!({"nodes": nodes, "shared_state": s.shared.kind()})))
+}
+
+/// `GET /admin/api/cache`: whether the response cache is on, where it is kept, and (in process)
+/// its entries, bytes and evictions.
+async fn cache_status(s: web::Data<AdminState>, _: Admin) -> Reply {
+    let Some(c) = &s.cache else { return Ok(HttpResponse::Ok().json(json!({"enabled": false}))) };
+    let mut v = json!({"enabled": true, "store": c.kind(), "flights": c.flights()});
+    if let Some(u) = c.usage() {
+        v["entries"] = json!(u.entries);
+        v["bytes"] = json!(u.bytes);
+        v["evictions"] = json!(u.evictions);
+    }
+    Ok(HttpResponse::Ok().json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    route: Option<String>,
+}
+
+/// `POST /admin/api/cache/purge` `{"user"?, "route"?}`: every node stops serving the cached
+/// answers of that tenant and/or route (the route as the tenant would name it: `coding` is
+/// `rotation/coding`); neither: every entry. The entries are removed from the store too.
+async fn cache_purge(s: web::Data<AdminState>, _: Admin, body: web::Json<PurgeBody>) -> Reply {
+    let PurgeBody { user, route } = body.into_inner();
+    let snapshot = s.catalog.snapshot();
+    let owner = user.as_deref().and_then(|u| snapshot.user(u)).map(|u| u.id);
+    let route = route.map(|r| snapshot.canonical_route(owner, &r));
+    let scope = s.control.purge_cache(user.as_deref(), route.as_deref()).await.map_err(control_error)?;
+    let removed = match &s.cache {
+        Some(c) => match c.purge(scope).await {
+            Ok(n) => json!(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not remove purged entries from the cache store; they are not served.");
+                serde_json::Value::Null
+            }
+        },
+        None => json!(0),
+    };
+    Ok(HttpResponse::Ok().json(json!({"purged": {"user": user, "route": route}, "removed": removed})))
 }

@@ -8,6 +8,7 @@
 //!
 //! Architecture Invariant: reads the store and shared state; never writes either.
 
+pub mod purges;
 mod resolve;
 mod throttle;
 mod tokens;
@@ -23,7 +24,7 @@ use crate::shared::SharedState;
 use crate::store::{self, PriceRow, Store, StoreError, TierRow};
 use crate::types::{Locality, ProviderKind, Role};
 
-pub use resolve::{BurstMode, BurstSpec, Candidate, Health, Plan, Strategy, Target};
+pub use resolve::{BurstMode, BurstSpec, CachePolicy, Candidate, Health, Plan, Strategy, Target};
 pub use tokens::{AuthError, TokenEntry, credential, hex, missing_credentials, token_hash};
 
 /// One provider, ready to be called.
@@ -71,6 +72,7 @@ impl Provider {
                 max_request_tokens: m.max_request_tokens,
                 cost: p.cost.get(&m.name).cloned(),
                 capabilities: m.capabilities.clone(),
+                cache: CachePolicy::from_config(m.cache_ttl_secs, m.cache_scope, owner.is_some()),
             })
             .collect();
         let (id, route_prefix) = match owner {
@@ -118,6 +120,8 @@ pub struct ModelInfo {
     pub cost: Option<CostConfig>,
     /// Capability tags (`tools`, `vision`, `json`, …).
     pub capabilities: Vec<String>,
+    /// How its answers are cached (`provider/<id>/<model>`).
+    pub cache: CachePolicy,
 }
 
 /// A user as the catalog knows it.
@@ -151,6 +155,8 @@ pub struct Snapshot {
     tiers: HashMap<String, Arc<TierRow>>,
     prices: Arc<Vec<PriceRow>>,
     user_catalogs: HashMap<i64, Arc<UserCatalog>>,
+    /// Response-cache purge marks in force.
+    pub cache_purges: Arc<purges::CachePurges>,
     /// Autoselect candidate vectors (`embedding` selection) by (embeddings route, text): derived
     /// state of this version, so a changed route or description is embedded anew.
     pub embeddings: EmbeddingCache,
@@ -253,7 +259,7 @@ impl Catalog {
             order.push(p.id.clone());
             providers.insert(p.id.clone(), Arc::new(provider));
         }
-        let rotations = settings.rotations.iter().map(|r| Rotation::build(r, &providers)).collect();
+        let rotations = settings.rotations.iter().map(|r| Rotation::build(r, &providers, false)).collect();
         let base = Snapshot {
             providers: Arc::new(providers),
             provider_order: Arc::new(order),
@@ -309,6 +315,7 @@ impl Catalog {
         let tiers = store::list_tiers(db).await?;
         let prices = store::list_prices(db).await?;
         let objects = store::list_user_objects(db, None).await?;
+        let marks = store::meta_with_prefix(db, purges::PREFIX).await?;
         let old = self.snapshot();
         let mut by_id = HashMap::with_capacity(users.len());
         let mut by_name = HashMap::with_capacity(users.len());
@@ -346,6 +353,7 @@ impl Catalog {
             tiers: tiers.into_iter().map(|t| (t.name.clone(), Arc::new(t))).collect(),
             prices: Arc::new(prices),
             user_catalogs,
+            cache_purges: Arc::new(purges::CachePurges::from_marks(marks)),
             embeddings: EmbeddingCache::default(),
         };
         match self.snapshot.write() {
@@ -398,7 +406,7 @@ impl Catalog {
                 continue;
             };
             let cat = out.entry(o.user_id).or_default();
-            let r = Rotation::build(&cfg, &cat.providers);
+            let r = Rotation::build(&cfg, &cat.providers, true);
             cat.rotations.push(r);
         }
         for o in objects.iter().filter(|o| o.kind == "autoselect") {
@@ -512,6 +520,8 @@ pub struct Autoselect {
     pub classifier: Option<Arc<crate::privacy::Classifier>>,
     /// Candidates in configuration order.
     pub candidates: Vec<AutoCandidate>,
+    /// How its answers are cached.
+    pub cache: CachePolicy,
 }
 
 impl Autoselect {
@@ -535,6 +545,7 @@ impl Autoselect {
             privacy_keywords: a.privacy_keywords.clone(),
             privacy_patterns: a.privacy_patterns.clone(),
             classifier: compile_classifier(&a.privacy_keywords, &a.privacy_patterns, &a.name),
+            cache: CachePolicy::from_config(a.cache_ttl_secs, a.cache_scope, owner.is_some()),
             candidates: a
                 .available_models
                 .iter()
@@ -601,10 +612,12 @@ pub struct Rotation {
     pub burst: Option<Arc<BurstSpec>>,
     /// Ejection settings.
     pub health: Health,
+    /// How its answers are cached.
+    pub cache: CachePolicy,
 }
 
 impl Rotation {
-    fn build(r: &crate::config::RotationConfig, providers: &HashMap<String, Arc<Provider>>) -> Self {
+    fn build(r: &crate::config::RotationConfig, providers: &HashMap<String, Arc<Provider>>, owned: bool) -> Self {
         let strategy = match r.strategy.as_str() {
             "weighted" => Some(Strategy::Weighted),
             "priority" => Some(Strategy::Priority),
@@ -647,6 +660,7 @@ impl Rotation {
             eject_after: r.eject_after.unwrap_or(1).max(1),
             max_ejection_percent: r.max_ejection_percent.unwrap_or(100).clamp(1, 100),
         };
-        Self { name: r.name.clone(), strategy, candidates, max_attempts: max_attempts.max(1), burst, health }
+        let cache = CachePolicy::from_config(r.cache_ttl_secs, r.cache_scope, owned);
+        Self { name: r.name.clone(), strategy, candidates, max_attempts: max_attempts.max(1), burst, health, cache }
     }
 }

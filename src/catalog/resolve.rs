@@ -71,6 +71,25 @@ pub struct Plan {
     pub burst: Option<Arc<BurstSpec>>,
     /// When failures eject a candidate.
     pub health: Health,
+    /// How the route's answers are cached.
+    pub cache: CachePolicy,
+}
+
+/// A route's cache settings as configured; the node's `[cache]` decides whether caching is on
+/// and the TTL of routes that set none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Seconds an answer stays cached (`Some(0)`: never cached); `None`: the node's default.
+    pub ttl_secs: Option<u64>,
+    /// Every tenant shares the route's entries (global routes only: a user's route never).
+    pub global: bool,
+}
+
+impl CachePolicy {
+    /// The policy of a configured route; `owned`: a user's route (never shared).
+    pub fn from_config(ttl_secs: Option<u64>, scope: crate::config::CacheScope, owned: bool) -> Self {
+        Self { ttl_secs, global: scope == crate::config::CacheScope::Global && !owned }
+    }
 }
 
 /// When failures take a rotation's entries out of service.
@@ -140,6 +159,7 @@ pub struct BurstSpec {
 impl Plan {
     fn direct(target: Target) -> Self {
         Self {
+            cache: target.model.cache,
             route: target.route.clone(),
             strategy: Strategy::Direct,
             candidates: vec![Candidate { cooldown_secs: target.provider.default_error_cooldown, target, weight: 1.0 }],
@@ -197,6 +217,7 @@ impl Snapshot {
                         max_attempts: r.max_attempts,
                         burst: None,
                         health: r.health,
+                        cache: r.cache,
                     }),
                     _ => Err(not_served(requested, "this rotation strategy")),
                 }
@@ -223,6 +244,20 @@ impl Snapshot {
             Some(u) => self.resolve_in(u, requested),
             None => self.resolve(requested),
         }
+    }
+
+    /// The canonical name of a route as a request in `owner`'s namespace (or among global
+    /// routes) would resolve it (`coding` → `rotation/coding`); a name that does not resolve
+    /// stays as it is.
+    pub fn canonical_route(&self, owner: Option<i64>, requested: &str) -> String {
+        let auto = match owner {
+            Some(u) => self.autoselect_in(u, requested),
+            None => self.autoselect_for(requested),
+        };
+        if let Some(a) = auto {
+            return a.route();
+        }
+        self.resolve_as(owner, requested).map_or_else(|_| requested.to_owned(), |p| p.route)
     }
 
     /// The `user-provider/…` and `user-rotation/…` routes of a user.
@@ -252,6 +287,7 @@ impl Snapshot {
                 max_attempts: r.max_attempts,
                 burst: r.burst.clone(),
                 health: r.health,
+                cache: r.cache,
             }),
         })
     }

@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `config check`, `user …`, `tier …`, `token …`,
-//! `price …`, each with text or `--json` output.
+//! `price …`, `cache purge`, each with text or `--json` output.
 //!
 //! Architecture Invariant: the only module (with `main`) that prints.
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's output is its interface")]
@@ -54,6 +54,24 @@ enum Command {
     /// Manage the price table.
     #[command(subcommand)]
     Price(PriceCommand),
+    /// The response cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCommand {
+    /// Stop serving cached answers of a user and/or a route (neither: all of them), on every
+    /// node; with Redis configured, also remove them from it now.
+    Purge {
+        /// Only this user's entries (not those of `global` routes, which no user owns).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this route's entries, as resolved: `rotation/coding`, `provider/x/m`,
+        /// `autoselect/a`, `user-rotation/r`.
+        #[arg(long)]
+        route: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -343,16 +361,22 @@ async fn admin(cli: &Cli) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let shared = match &settings.redis.url {
-        // Announce changes to running nodes when they share a Redis; otherwise they poll.
-        Some(url) => match shared::connect(Some(url.expose()), &settings.redis.key_prefix, 1).await {
-            Ok(s) => s,
+    // Announce changes to running nodes when they share a Redis; otherwise they poll.
+    let (shared, cache_store) = match &settings.redis.url {
+        Some(url) => match shared::connect_with_cache(Some(url.expose()), &settings.redis.key_prefix, 1, 0).await {
+            Ok((s, c)) => (s, Some(c)),
             Err(e) => return fail(cli, &format!("cannot reach redis: {e}")),
         },
-        None => Arc::new(shared::MemoryShared::new()),
+        None => {
+            let local: Arc<dyn shared::SharedState> = Arc::new(shared::MemoryShared::new());
+            (local, None)
+        }
     };
     let control = Control::new(store, shared);
     let out = match &cli.command {
+        Command::Cache(CacheCommand::Purge { user, route }) => {
+            cache_purge(cli, &control, cache_store, user.as_deref(), route.as_deref()).await
+        }
         Command::User(c) => user(cli, &control, c).await,
         Command::Token(c) => token(cli, &control, c).await,
         Command::Tier(c) => tier(cli, &control, c).await,
@@ -580,4 +604,35 @@ async fn price(cli: &Cli, control: &Control, c: &PriceCommand) -> Result<String,
             })
         }
     }
+}
+
+async fn cache_purge(
+    cli: &Cli,
+    control: &Control,
+    store: Option<Arc<dyn shared::cache::CacheStore>>,
+    user: Option<&str>,
+    route: Option<&str>,
+) -> Result<String, ControlError> {
+    let scope = control.purge_cache(user, route).await?;
+    // Embedded nodes keep their cache in process: the mark reaches them with the catalog.
+    let removed = match store {
+        Some(s) => Some(s.cache_purge(scope).await.map_err(|e| ControlError::Invalid(e.to_string()))?),
+        None => None,
+    };
+    let what = match (user, route) {
+        (None, None) => "every cached answer".to_owned(),
+        (Some(u), None) => format!("the cached answers of `{u}`"),
+        (None, Some(r)) => format!("the cached answers of `{r}`"),
+        (Some(u), Some(r)) => format!("the cached answers of `{u}` on `{r}`"),
+    };
+    Ok(if cli.json {
+        json!({"purged": {"user": user, "route": route}, "removed": removed}).to_string()
+    } else {
+        match removed {
+            Some(n) => format!("Purged {what}: {n} removed from Redis; no node serves them any more."),
+            None => format!(
+                "Purged {what}: nodes stop serving them at their next catalog reload (catalog.poll_interval_ms)."
+            ),
+        }
+    })
 }

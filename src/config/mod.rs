@@ -48,6 +48,8 @@ pub struct Settings {
     pub tenant_limits: TenantLimits,
     /// The dashboard's sessions and login throttling.
     pub dashboard: DashboardSettings,
+    /// The response cache (off unless enabled).
+    pub cache: CacheSettings,
     /// Single sign-on to the dashboard; absent: local passwords only.
     pub oidc: Option<OidcSettings>,
     /// Global providers.
@@ -358,6 +360,39 @@ impl Default for UpstreamSettings {
     }
 }
 
+/// `[cache]`: the response cache (SPEC §10). In a cluster it lives in Redis, shared by every
+/// node; embedded, in process, bounded by `max_bytes`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Answers are cached (every route, unless a route sets `cache_ttl_secs = 0`).
+    pub enabled: bool,
+    /// Seconds an entry lives, unless its route sets `cache_ttl_secs`.
+    pub ttl_secs: u64,
+    /// The largest answer stored (a whole body, or every event of a stream), in bytes.
+    pub max_entry_bytes: usize,
+    /// The in-process cache's bound, in bytes (entries as stored, compressed or not); the least
+    /// useful entries are evicted beyond it. A Redis cache is bounded by Redis's `maxmemory`.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { enabled: false, ttl_secs: 300, max_entry_bytes: 1024 * 1024, max_bytes: 128 * 1024 * 1024 }
+    }
+}
+
+/// Who shares a route's cache entries (`cache_scope`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// Each tenant (the user whose namespace the request runs in) has its own entries.
+    #[default]
+    Tenant,
+    /// Every tenant shares the route's entries (global routes only).
+    Global,
+}
+
 /// `[usage]`: the asynchronous usage writer.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -550,6 +585,13 @@ pub struct ModelConfig {
     /// Free-form capability tags (`vision`, `tools`, …).
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Seconds its answers stay cached (`provider/<id>/<model>`); 0: never cached; absent:
+    /// `cache.ttl_secs`.
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+    /// `tenant` (default) or `global`: whether tenants share its cached answers.
+    #[serde(default)]
+    pub cache_scope: CacheScope,
 }
 
 /// USD per 1M tokens.
@@ -624,6 +666,12 @@ pub struct RotationConfig {
     /// Burst: secondary entries.
     #[serde(default)]
     pub secondary: Vec<RotationEntryConfig>,
+    /// Seconds its answers stay cached; 0: never cached; absent: `cache.ttl_secs`.
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+    /// `tenant` (default) or `global`: whether tenants share its cached answers.
+    #[serde(default)]
+    pub cache_scope: CacheScope,
 }
 
 /// One candidate of a rotation.
@@ -693,6 +741,13 @@ pub struct AutoselectConfig {
     /// Candidates.
     #[serde(default)]
     pub available_models: Vec<AutoselectCandidateConfig>,
+    /// Seconds its answers stay cached (a hit skips the selection too); 0: never cached;
+    /// absent: `cache.ttl_secs`.
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+    /// `tenant` (default) or `global`: whether tenants share its cached answers.
+    #[serde(default)]
+    pub cache_scope: CacheScope,
 }
 
 fn default_selection() -> String {

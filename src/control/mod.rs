@@ -3,6 +3,7 @@
 //!
 //! Architecture Invariant: used by the CLI, the admin API and the dashboard; never by the proxy.
 
+mod cache;
 mod login;
 mod prices;
 mod tiers;

@@ -96,6 +96,14 @@ impl Control {
             Some(Value::String(n)) if n == name => {}
             Some(_) => return Err(invalid(format!("`{key_field}` must be `{name}`, as in the path"))),
         }
+        // A user's routes are theirs alone: their cached answers are never shared.
+        if body.get("cache_scope").and_then(Value::as_str) == Some("global")
+            || body.get("models").and_then(Value::as_array).is_some_and(|models| {
+                models.iter().any(|m| m.get("cache_scope").and_then(Value::as_str) == Some("global"))
+            })
+        {
+            return Err(invalid("`cache_scope = \"global\"` is for global routes; a user's routes cache per tenant"));
+        }
         let _one_at_a_time = self.bounded_writes.lock().await;
         let existing = store::find_user_object(self.store.conn(), user_id, kind.as_str(), name).await?;
         if existing.is_none() {

@@ -250,6 +250,7 @@ mod tests {
             max_request_tokens: None,
             cost: None,
             capabilities: vec![],
+            cache: crate::catalog::CachePolicy::default(),
         };
         Candidate {
             target: Target { route: format!("provider/p{id}/m"), provider, model },

@@ -47,6 +47,9 @@ async fn run(
         parent: None,
         sampling: req.extensions().get::<Sampling>().cloned().unwrap_or_default(),
         forwarded,
+        cache_control: crate::cache::Directives::parse(
+            req.headers().get(actix_web::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()),
+        ),
     };
     // Boxed: the pipeline's future is large; actix boxes the handler's, which stays small.
     let reply = Box::pin(pipeline::run(&state, &clients, request)).await?;
@@ -186,6 +189,7 @@ async fn count(
         parent: None,
         sampling: Sampling::Off,
         forwarded: Vec::new(),
+        cache_control: crate::cache::Directives::default(),
     };
     let tokens = crate::proxy::admit::count_tokens(&state, &request).await?;
     Ok(HttpResponse::Ok().json(json!({ "input_tokens": tokens })))

@@ -155,11 +155,17 @@ async fn refund(backend: &Arc<dyn SharedState>, checks: &[WindowCheck]) {
     }
 }
 
-/// After the request: TPM charged on the estimate is corrected to the actual tokens, and the
-/// concurrency slot is released.
+/// After the request: TPM charged on the estimate is corrected to the actual tokens (none for a
+/// cache hit), and the concurrency slot is released.
 fn settle(held: Held) -> Settle {
     Box::new(move |row| {
-        let actual = u64::try_from(row.prompt_tokens.saturating_add(row.completion_tokens)).unwrap_or(0);
+        // An answer from the response cache counts as a request, not as tokens: no upstream
+        // generated them.
+        let actual = if row.cache_hit {
+            0
+        } else {
+            u64::try_from(row.prompt_tokens.saturating_add(row.completion_tokens)).unwrap_or(0)
+        };
         let delta = i64::try_from(actual).unwrap_or(i64::MAX) - i64::try_from(held.charged).unwrap_or(i64::MAX);
         if (delta == 0 || held.tpm_keys.is_empty()) && held.slot.is_none() {
             return;

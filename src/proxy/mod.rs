@@ -21,6 +21,7 @@ pub mod attempt;
 pub mod autoselect;
 pub mod body;
 pub mod burst;
+pub mod cached;
 pub mod caller;
 pub mod gate;
 pub mod handlers;

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use tracing::Instrument as _;
 
 use crate::accounting::{Outcome, UsageGuard};
+use crate::cache::Lookup;
 use crate::catalog::Strategy;
 use crate::error::{ApiError, Code};
 use crate::proxy::admit::{Admitted, admit};
 use crate::proxy::attempt::{Attempt, Failed, attempt};
 use crate::proxy::autoselect::{CallReply, Calls, SelectionOutcome};
+use crate::proxy::cached;
 use crate::proxy::plan::{Planned, output_cap, plan};
 use crate::proxy::reason::{Filter, Reason};
-use crate::proxy::reply::{Body, Reply, Routing};
+use crate::proxy::reply::{Body, CacheNote, Reply, Routing};
 use crate::proxy::request::{Refusal, Request, Scope};
 use crate::proxy::slot::Slot;
 use crate::proxy::state::ProxyState;
@@ -29,9 +31,22 @@ use crate::upstream::{Disposition, FailureKind, UpstreamFailure};
 /// the record is finished with the error.
 pub async fn run(state: &ProxyState, clients: &Clients, req: Request<'_>) -> Result<Reply, ApiError> {
     let (admitted, guard) = admit(state, &req).await?;
+    // The response cache comes after admission: a request that would be refused is refused.
+    let lookup = cached::lookup(state, &req, &admitted).await;
+    let status = lookup.status();
+    let fill = match lookup {
+        Lookup::Hit(hit) => return cached::serve(state, &req, &admitted, guard, hit).await.map_err(|(g, r)| end(g, r)),
+        Lookup::Miss(fill) => Some(fill),
+        Lookup::Off | Lookup::Bypass => None,
+    };
     // The routing span: the plan and every attempt (the attempts' spans are its children).
     let span = trace::routing_span(&admitted.checked.model, req.is_selection(), req.sampling.sampled());
-    route(state, clients, &req, &admitted, guard, &span).instrument(span.clone()).await
+    let mut reply = route(state, clients, &req, &admitted, guard, &span).instrument(span.clone()).await?;
+    reply.cache = status.map(|status| CacheNote { status, age_secs: None });
+    if let Some(fill) = fill {
+        cached::keep(&mut reply, fill);
+    }
+    Ok(reply)
 }
 
 /// `plan`, then the attempts; the record of an ending without an answer is finished here.
@@ -197,7 +212,7 @@ async fn attempts(
                     locality: target.provider.locality,
                     burst: decision.as_ref().map(|d| (d.mode, d.sensitive)),
                 };
-                return Ok(Reply { body, routing, served });
+                return Ok(Reply { body, routing, served, cache: None });
             }
             Err(Failed { failure, guard: g }) => {
                 guard = *g;
@@ -349,6 +364,7 @@ impl Calls for SelectionCalls<'_> {
             parent: Some(self.parent),
             sampling: self.sampling.clone(),
             forwarded: Vec::new(),
+            cache_control: crate::cache::Directives::default(),
         };
         match Box::pin(run(self.state, self.clients, req)).await {
             Ok(Reply { body: Body::Whole(body), served, .. }) => Ok(CallReply { body, served }),

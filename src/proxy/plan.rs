@@ -166,6 +166,20 @@ async fn reserve(
     fitting: &[Candidate],
     guard: &mut UsageGuard,
 ) -> Result<(), Refusal> {
+    let cost = worst_cost(&a.snapshot, fitting, guard.progress.estimated_prompt, &a.checked);
+    reserve_quota(state, req, a, cost, guard).await
+}
+
+/// Reserves `cost` micro-USD against the quotas of the token, its ancestors and the tier (all or
+/// none); the record settles it to the actual cost. A `cost` of 0 (a cache hit) reserves nothing
+/// and is refused only when a quota is spent.
+pub async fn reserve_quota(
+    state: &ProxyState,
+    req: &Request<'_>,
+    a: &Admitted,
+    cost: u64,
+    guard: &mut UsageGuard,
+) -> Result<(), Refusal> {
     let caller = &req.caller.0;
     let mut quotas = Vec::new();
     for t in std::iter::once(caller).chain(a.permit.ancestors.iter()) {
@@ -179,7 +193,6 @@ async fn reserve(
     if quotas.is_empty() {
         return Ok(());
     }
-    let cost = worst_cost(&a.snapshot, fitting, guard.progress.estimated_prompt, &a.checked);
     match state.quotas.reserve(&quotas, cost, state.membership.live_nodes()).await {
         Ok(settle) => {
             if let Some(s) = settle {

@@ -20,6 +20,8 @@ pub enum Reason {
     Selection(SelectionReason),
     /// A burst rotation's decision.
     Burst(BurstReason),
+    /// The response cache held the answer (no target took the request).
+    Cache,
 }
 
 impl Reason {
@@ -32,6 +34,7 @@ impl Reason {
             Self::EjectionCap => "ejection_cap",
             Self::Selection(r) => r.as_str(),
             Self::Burst(r) => r.as_str(),
+            Self::Cache => "cache_hit",
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct Relay {
     meta: ResponseMeta,
     /// The node's shutdown cut, registered once (not re-armed on every event).
     cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// The response cache's copy of the client's events, stored if the stream completes.
+    capture: Option<crate::cache::Capture>,
     _slot: Option<Slot>,
 }
 
@@ -108,8 +110,23 @@ impl Relay {
             report,
             meta: ResponseMeta::default(),
             cut,
+            capture: None,
             _slot: slot,
         }
+    }
+
+    /// Keeps a copy of every event the client receives (keepalives aside) for the response
+    /// cache; it is stored when the stream completes, and dropped otherwise.
+    pub fn capture(&mut self, capture: crate::cache::Capture) {
+        self.capture = Some(capture);
+    }
+
+    /// Queues an event for the client (and the cache's copy).
+    fn emit(&mut self, b: Bytes) {
+        if let Some(c) = &mut self.capture {
+            c.frame(&b, false);
+        }
+        self.out.push_back(b);
     }
 
     /// The body stream for the client. The attempt's span is not entered at every event (that
@@ -186,7 +203,7 @@ impl Relay {
         for ev in events {
             let Some(data) = ev.data else {
                 // Comments pass in every dialect.
-                self.out.push_back(ev.raw);
+                self.emit(ev.raw);
                 continue;
             };
             if self.on_event(ev.raw, data) {
@@ -218,7 +235,7 @@ impl Relay {
             }
         }
         if same {
-            self.out.push_back(raw);
+            self.emit(raw);
         }
         ended
     }
@@ -230,7 +247,7 @@ impl Relay {
         match crate::dialect::pivot::decode_event(chat) {
             Ok(Event::Done) => {
                 if let Some(f) = forward {
-                    self.out.push_back(f);
+                    self.emit(f);
                 }
                 if !self.client_frames(chat) {
                     return true;
@@ -263,8 +280,15 @@ impl Relay {
                 }
                 let strip = self.limits.strip_usage_only_chunk && c.usage_only;
                 self.meta.absorb(c.meta);
-                if let Some(f) = forward.filter(|_| !strip) {
-                    self.out.push_back(f);
+                if let Some(f) = forward {
+                    // The cache keeps the usage-only chunk, marked: a replay sends it to a client
+                    // that asks for usage, whether or not this one did.
+                    if let Some(cap) = &mut self.capture {
+                        cap.frame(&f, c.usage_only);
+                    }
+                    if !strip {
+                        self.out.push_back(f);
+                    }
                 }
                 !self.client_frames(chat)
             }
@@ -277,7 +301,9 @@ impl Relay {
         let Some(tr) = self.translation.as_mut() else { return true };
         match tr.client_event(chat) {
             Ok(frames) => {
-                self.out.extend(frames);
+                for f in frames {
+                    self.emit(f);
+                }
                 true
             }
             Err(e) => {
@@ -302,7 +328,9 @@ impl Relay {
             if let Some(tr) = self.translation.as_mut() {
                 let closing = tr.client_end();
                 if !closing.is_empty() {
-                    self.out.extend(closing);
+                    for f in closing {
+                        self.emit(f);
+                    }
                     self.finish(Outcome::Ok);
                     return;
                 }
@@ -369,7 +397,13 @@ impl Relay {
         self.done = true;
         // The record is finished inside the span (its log lines carry the request).
         let _in_span = self.report.span.enter();
+        // Only a complete stream is cached: an error, a refusal or a cut one never.
+        let capture = self.capture.take().filter(|_| outcome == Outcome::Ok);
         if let Some(g) = self.guard.take() {
+            if let Some(c) = capture {
+                let (usage, source) = g.progress.usage();
+                c.complete(usage, !matches!(source, "reported" | "capped"));
+            }
             self.report
                 .metrics
                 .upstream_latency

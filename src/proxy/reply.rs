@@ -18,6 +18,8 @@ pub enum Body {
     Whole(Bytes),
     /// An event stream being relayed; its record is written when it ends.
     Stream(Box<Relay>),
+    /// A stored stream's events, replayed from the response cache; its record is written.
+    Replay(Vec<Bytes>),
 }
 
 /// Where a request went and why (the routing headers).
@@ -45,19 +47,26 @@ pub struct Reply {
     pub routing: Routing,
     /// The record of a whole reply (request id, latency, cost).
     pub served: Option<Finished>,
+    /// What the response cache said (`X-Switchyard-Cache`, and `Age` on a hit), when it applies.
+    pub cache: Option<CacheNote>,
+}
+
+/// The response cache's part of a reply's headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheNote {
+    /// Hit, miss or bypass.
+    pub status: crate::cache::Status,
+    /// A hit's age in seconds.
+    pub age_secs: Option<u64>,
 }
 
 /// Makes the HTTP response of a reply.
 pub fn respond(reply: Reply) -> HttpResponse {
     let mut res = match reply.body {
         Body::Whole(b) => HttpResponse::Ok().content_type("application/json").body(b),
-        Body::Stream(relay) => {
-            let mut b = HttpResponse::Ok();
-            b.insert_header((CONTENT_TYPE, "text/event-stream"))
-                .insert_header((CACHE_CONTROL, "no-cache"))
-                .insert_header(("x-accel-buffering", "no"));
-            b.streaming((*relay).into_stream())
-        }
+        Body::Stream(relay) => event_stream().streaming((*relay).into_stream()),
+        Body::Replay(events) => event_stream()
+            .streaming(futures_util::stream::iter(events.into_iter().map(Ok::<Bytes, std::convert::Infallible>))),
     };
     let r = &reply.routing;
     let h = res.headers_mut();
@@ -70,6 +79,12 @@ pub fn respond(reply: Reply) -> HttpResponse {
     put("x-switchyard-provider", &r.provider);
     put("x-switchyard-model", &r.model);
     put("x-switchyard-reason", r.reason.as_str());
+    if let Some(c) = reply.cache {
+        put("x-switchyard-cache", c.status.as_str());
+        if let Some(age) = c.age_secs {
+            put("age", &age.to_string());
+        }
+    }
     if let Some((mode, sensitive)) = r.burst {
         put("x-burst-backend", if r.locality == Locality::Local { "local" } else { "cloud" });
         put("x-burst-mode", mode.as_str());
@@ -77,4 +92,12 @@ pub fn respond(reply: Reply) -> HttpResponse {
         put("x-burst-sensitivity", if sensitive { "sensitive" } else { "public" });
     }
     res
+}
+
+fn event_stream() -> actix_web::HttpResponseBuilder {
+    let mut b = HttpResponse::Ok();
+    b.insert_header((CONTENT_TYPE, "text/event-stream"))
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+    b
 }

@@ -55,6 +55,8 @@ pub struct Request<'a> {
     /// The client's headers of its own dialect, passed to an upstream of the same dialect
     /// (`anthropic-beta`).
     pub forwarded: Vec<(&'static str, String)>,
+    /// The request's `Cache-Control` (the response cache's directives).
+    pub cache_control: crate::cache::Directives,
 }
 
 impl Request<'_> {

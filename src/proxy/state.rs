@@ -43,6 +43,8 @@ pub struct ProxyState {
     pub drain: crate::types::Drain,
     /// Permits for CPU-bound work over large prompts (classification, token counts): one per core.
     pub heavy: Arc<tokio::sync::Semaphore>,
+    /// The response cache, when `[cache] enabled`.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 /// The retry budget of one node (Envoy's): failover attempts in flight may be at most

@@ -44,6 +44,7 @@ impl Fixture {
             parent: None,
             sampling: crate::telemetry::Sampling::Off,
             forwarded: Vec::new(),
+            cache_control: crate::cache::Directives::default(),
         }
     }
 
@@ -94,7 +95,14 @@ impl Fixture {
         let (accounting, queue) = Accounting::new(100, "test", Arc::clone(&metrics));
         let membership =
             Arc::new(Membership::new(Arc::clone(&shared), "test".into(), Duration::from_secs(5), catalog.live_nodes()));
+        let cache = crate::cache::ResponseCache::new(
+            &settings.cache,
+            Arc::new(crate::shared::cache::MemoryCache::new(settings.cache.max_bytes)),
+            Duration::from_secs(10),
+            Arc::clone(&metrics),
+        );
         let state = ProxyState {
+            cache,
             catalog,
             accounting,
             upstream: Arc::new(settings.upstream.clone()),

@@ -53,6 +53,37 @@ impl Keys {
         format!("{}kv:{key}", self.prefix)
     }
 
+    /// A cached answer: `rc:<owner>:<route tag>:<digest>`, owner `u<id>` or `g` (a global
+    /// route's), so a purge finds a tenant's or a route's entries by pattern.
+    pub fn cache(&self, key: &crate::shared::cache::CacheKey) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(self.prefix.len() + 112);
+        let _ = write!(s, "{}rc:", self.prefix);
+        match key.owner {
+            Some(u) => {
+                let _ = write!(s, "u{u}");
+            }
+            None => s.push('g'),
+        }
+        let _ = write!(s, ":{:016x}:", key.route);
+        for b in key.digest {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+
+    /// The `SCAN MATCH` pattern of the cached answers a purge covers.
+    pub fn cache_pattern(&self, scope: crate::shared::cache::PurgeScope) -> String {
+        use crate::shared::cache::PurgeScope;
+        let prefix = glob_escape(&self.prefix);
+        match scope {
+            PurgeScope::All => format!("{prefix}rc:*"),
+            PurgeScope::User(u) => format!("{prefix}rc:u{u}:*"),
+            PurgeScope::Route(r) => format!("{prefix}rc:*:{r:016x}:*"),
+            PurgeScope::UserRoute(u, r) => format!("{prefix}rc:u{u}:{r:016x}:*"),
+        }
+    }
+
     /// The last announced catalog version.
     pub fn catalog_version(&self) -> String {
         format!("{}catalog:version", self.prefix)
@@ -62,4 +93,16 @@ impl Keys {
     pub fn catalog_channel(&self) -> String {
         format!("{}catalog:changed", self.prefix)
     }
+}
+
+/// `s` with Redis glob characters escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

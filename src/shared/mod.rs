@@ -9,6 +9,7 @@
 //! Architecture Invariant: the only module that names `redis`. All key names are built in
 //! `keys.rs`; every multi-step update is one Lua script.
 
+pub mod cache;
 mod keys;
 pub mod membership;
 mod memory;
@@ -185,6 +186,24 @@ pub(crate) fn raise_version(tx: &watch::Sender<i64>, version: i64) {
         }
         newer
     });
+}
+
+/// Builds the shared state the settings ask for and the response cache's store beside it: in
+/// process (bounded by `cache_bytes`), or the same Redis.
+pub async fn connect_with_cache(
+    url: Option<&str>,
+    key_prefix: &str,
+    pool_size: usize,
+    cache_bytes: u64,
+) -> Result<(Arc<dyn SharedState>, Arc<dyn cache::CacheStore>), SharedError> {
+    match url {
+        None => Ok((Arc::new(MemoryShared::new()), Arc::new(cache::MemoryCache::new(cache_bytes)))),
+        Some(url) => {
+            let redis = Arc::new(RedisShared::connect(url, key_prefix, pool_size).await?);
+            let state: Arc<dyn SharedState> = redis.clone();
+            Ok((state, redis))
+        }
+    }
 }
 
 /// Builds the shared state the settings ask for.

@@ -210,6 +210,64 @@ fn stream_entries(v: &redis::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+#[async_trait]
+impl crate::shared::cache::CacheStore for RedisShared {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn cache_get(&self, key: &crate::shared::cache::CacheKey) -> Result<Option<bytes::Bytes>, SharedError> {
+        let mut conn = self.conn().await?;
+        let v: Option<Vec<u8>> = self.timed(conn.get(self.keys.cache(key))).await?;
+        Ok(v.map(bytes::Bytes::from))
+    }
+
+    async fn cache_put(
+        &self,
+        key: &crate::shared::cache::CacheKey,
+        value: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<(), SharedError> {
+        let mut conn = self.conn().await?;
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let _: () = self.timed(conn.pset_ex(self.keys.cache(key), value.as_ref(), ms)).await?;
+        Ok(())
+    }
+
+    async fn cache_purge(&self, scope: crate::shared::cache::PurgeScope) -> Result<u64, SharedError> {
+        // SCAN, not KEYS: Redis keeps serving while the keyspace is walked.
+        let pattern = self.keys.cache_pattern(scope);
+        let mut conn = self.conn().await?;
+        let mut cursor: u64 = 0;
+        let mut removed = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .timed(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = self.timed(redis::cmd("UNLINK").arg(&keys).query_async(&mut conn)).await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    fn cache_usage(&self) -> Option<crate::shared::cache::CacheUsage> {
+        None
+    }
+}
+
 fn limit_arg(limit: Option<u64>) -> i64 {
     limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX))
 }

@@ -21,3 +21,21 @@ pub async fn bump_catalog_version(db: &impl ConnectionTrait) -> Result<i64, Stor
         .await?;
     catalog_version(db).await
 }
+
+/// The rows whose name starts with `prefix` (name, value).
+pub async fn meta_with_prefix(db: &impl ConnectionTrait, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = meta::Entity::find().filter(meta::Column::Name.starts_with(prefix)).all(db).await?;
+    Ok(rows.into_iter().map(|r| (r.name, r.value)).collect())
+}
+
+/// Sets a row (names are at most 64 characters), inserting it when absent.
+pub async fn set_meta(db: &impl ConnectionTrait, name: &str, value: i64) -> Result<(), StoreError> {
+    use sea_orm::sea_query::OnConflict;
+    use sea_orm::{ActiveValue::Set, EntityTrait as _};
+    let row = meta::ActiveModel { name: Set(name.to_owned()), value: Set(value) };
+    meta::Entity::insert(row)
+        .on_conflict(OnConflict::column(meta::Column::Name).update_column(meta::Column::Value).to_owned())
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}

@@ -15,7 +15,7 @@ mod user_objects;
 mod users;
 
 pub use db::{Backend, Store};
-pub use meta::{bump_catalog_version, catalog_version};
+pub use meta::{bump_catalog_version, catalog_version, meta_with_prefix, set_meta};
 pub use prices::{PriceRow, delete_price, find_price, list_prices, put_price};
 pub use rollups::{
     BUCKETS, Dimension, LATENCY_BOUNDS_MS, RollupFilter, RollupGroup, Span, Sums, latency_bucket, query_rollups,

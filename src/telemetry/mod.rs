@@ -171,6 +171,16 @@ pub struct Metrics {
     pub usage_records: IntCounterVec,
     /// Spans exported, and spans dropped (export queue full, collector unreachable).
     pub spans: IntCounterVec,
+    /// Response-cache lookups by result (`hit`, `miss`, `bypass`).
+    pub cache_requests: IntCounterVec,
+    /// Bytes of answers stored in the response cache (as stored, compressed or not).
+    pub cache_stored_bytes: IntCounter,
+    /// Entries in the in-process response cache.
+    pub cache_entries: IntGauge,
+    /// Bytes held by the in-process response cache.
+    pub cache_bytes: IntGauge,
+    /// Entries the in-process response cache evicted for room.
+    pub cache_evictions: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -221,6 +231,23 @@ impl Metrics {
             &["fate"],
         )?;
         registry.register(Box::new(spans.clone()))?;
+        let cache_requests = IntCounterVec::new(
+            Opts::new("switchyard_cache_requests_total", "Response-cache lookups by result (hit, miss, bypass)."),
+            &["result"],
+        )?;
+        let cache_stored_bytes =
+            IntCounter::new("switchyard_cache_stored_bytes_total", "Bytes of answers stored in the response cache.")?;
+        let cache_entries = IntGauge::new("switchyard_cache_entries", "Entries in the in-process response cache.")?;
+        let cache_bytes = IntGauge::new("switchyard_cache_bytes", "Bytes held by the in-process response cache.")?;
+        let cache_evictions = IntCounter::new(
+            "switchyard_cache_evictions_total",
+            "Entries the in-process response cache evicted for room.",
+        )?;
+        registry.register(Box::new(cache_requests.clone()))?;
+        registry.register(Box::new(cache_stored_bytes.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(cache_evictions.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -232,6 +259,11 @@ impl Metrics {
             usage_queue,
             usage_records,
             spans,
+            cache_requests,
+            cache_stored_bytes,
+            cache_entries,
+            cache_bytes,
+            cache_evictions,
         })
     }
 

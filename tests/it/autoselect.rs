@@ -33,6 +33,8 @@ pub(crate) fn autoselect(
         privacy_keywords: vec!["salary".into()],
         privacy_patterns: vec![],
         available_models: candidates,
+        cache_ttl_secs: None,
+        cache_scope: Default::default(),
     }
 }
 

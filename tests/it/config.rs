@@ -93,6 +93,8 @@ fn selection_settings_are_checked() {
         privacy_keywords: vec![],
         privacy_patterns: vec![],
         available_models: vec![cand("provider/local/m")],
+        cache_ttl_secs: None,
+        cache_scope: Default::default(),
     };
     let mut llm = base.clone();
     llm.name = "b".into();

@@ -18,7 +18,7 @@ fn layer_of(module: &str) -> Option<u8> {
         "types" | "error" | "tokens" | "crypto" | "privacy" => 0,
         "config" => 1,
         "store" | "shared" | "upstream" | "dialect" | "telemetry" => 2,
-        "catalog" | "accounting" | "broker" | "control" => 3,
+        "catalog" | "accounting" | "broker" | "control" | "cache" => 3,
         "proxy" | "admin" | "dashboard" | "ops" => 4,
         "server" | "cli" => 5,
         _ => return None,

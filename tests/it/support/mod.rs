@@ -64,6 +64,8 @@ pub fn openai_provider(id: &str, base: &str, models: &[&str]) -> ProviderConfig 
                 context_size: None,
                 max_request_tokens: None,
                 capabilities: vec![],
+                cache_ttl_secs: None,
+                cache_scope: Default::default(),
             })
             .collect(),
     }
@@ -93,6 +95,8 @@ pub fn rotation(
         sensitive_patterns: vec![],
         primary: vec![],
         secondary: vec![],
+        cache_ttl_secs: None,
+        cache_scope: Default::default(),
     }
 }
 

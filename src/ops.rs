@@ -73,7 +73,7 @@ async fn metrics(state: web::Data<OpsState>, req: actix_web::HttpRequest) -> Htt
         }
     }
     if let Some(c) = &state.cache {
-        c.export();
+        c.export().await;
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

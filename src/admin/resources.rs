@@ -438,7 +438,7 @@ async fn cluster(s: web::Data<AdminState>, _: Admin) -> Reply {
 async fn cache_status(s: web::Data<AdminState>, _: Admin) -> Reply {
     let Some(c) = &s.cache else { return Ok(HttpResponse::Ok().json(json!({"enabled": false}))) };
     let mut v = json!({"enabled": true, "store": c.kind(), "flights": c.flights()});
-    if let Some(u) = c.usage() {
+    if let Some(u) = c.usage().await {
         v["entries"] = json!(u.entries);
         v["bytes"] = json!(u.bytes);
         v["evictions"] = json!(u.evictions);

@@ -213,7 +213,15 @@ impl ResponseCache {
         };
         let (ttl, max_age) = match how {
             Use::Off | Use::Bypass => return Lookup::Off,
-            Use::Refresh { ttl } => return self.count(Lookup::Miss(self.fill(key, ttl, None))),
+            Use::Refresh { ttl } => {
+                // It leads a flight when none is in progress, so identical requests arriving
+                // while its answer is stored wait for it.
+                let leader = match self.flights.join(key) {
+                    Joined::Leader(l) => Some(l),
+                    Joined::Follower(_) => None,
+                };
+                return self.count(Lookup::Miss(self.fill(key, ttl, leader)));
+            }
             Use::Read { ttl, max_age } => (ttl, max_age),
         };
         // Twice at most: once before joining a flight, once after it landed.
@@ -257,14 +265,14 @@ impl ResponseCache {
     /// every node; this frees the room now). Returns how many there were.
     pub async fn purge(&self, scope: PurgeScope) -> Result<u64, SharedError> {
         let n = self.store.cache_purge(scope).await?;
-        self.export();
+        self.export().await;
         Ok(n)
     }
 
     /// Copies the store's entries, bytes and evictions to the metrics (in process; a Redis
     /// cache's are Redis's own: `INFO`).
-    pub fn export(&self) {
-        if let Some(u) = self.store.cache_usage() {
+    pub async fn export(&self) {
+        if let Some(u) = self.store.cache_usage().await {
             let m = &self.metrics;
             m.cache_entries.set(i64::try_from(u.entries).unwrap_or(i64::MAX));
             m.cache_bytes.set(i64::try_from(u.bytes).unwrap_or(i64::MAX));
@@ -273,8 +281,8 @@ impl ResponseCache {
     }
 
     /// Entries, bytes and evictions of an in-process store (`None` for Redis).
-    pub fn usage(&self) -> Option<crate::shared::cache::CacheUsage> {
-        self.store.cache_usage()
+    pub async fn usage(&self) -> Option<crate::shared::cache::CacheUsage> {
+        self.store.cache_usage().await
     }
 
     /// Identical misses in flight on this node now.
@@ -318,7 +326,6 @@ impl Fill {
             match cache.store.cache_put(&key, bytes, ttl).await {
                 Ok(()) => {
                     cache.metrics.cache_stored_bytes.inc_by(len);
-                    cache.export();
                 }
                 Err(e) => tracing::debug!(error = %e, "Could not store an answer in the response cache."),
             }

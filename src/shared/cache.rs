@@ -84,7 +84,7 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn cache_purge(&self, scope: PurgeScope) -> Result<u64, SharedError>;
 
     /// Entries, bytes and evictions, for an in-process store (Redis reports its own).
-    fn cache_usage(&self) -> Option<CacheUsage>;
+    async fn cache_usage(&self) -> Option<CacheUsage>;
 }
 
 /// Bytes a key weighs besides its value (the map's entry, the key, the value's header).
@@ -169,7 +169,9 @@ impl CacheStore for MemoryCache {
         Ok(n)
     }
 
-    fn cache_usage(&self) -> Option<CacheUsage> {
+    async fn cache_usage(&self) -> Option<CacheUsage> {
+        // Counts are kept by moka's upkeep: run what is pending first.
+        self.cache.run_pending_tasks().await;
         Some(CacheUsage {
             entries: self.cache.entry_count(),
             bytes: self.cache.weighted_size(),
@@ -208,7 +210,7 @@ mod tests {
             c.cache_put(&key(Some(3), 12, n), big.clone(), Duration::from_secs(60)).await.unwrap();
         }
         c.settle().await;
-        let usage = c.cache_usage().unwrap();
+        let usage = c.cache_usage().await.unwrap();
         assert!(usage.bytes <= 64 * 1024, "{usage:?}");
         assert!(usage.evictions > 0, "{usage:?}");
     }

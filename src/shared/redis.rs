@@ -263,7 +263,7 @@ impl crate::shared::cache::CacheStore for RedisShared {
         }
     }
 
-    fn cache_usage(&self) -> Option<crate::shared::cache::CacheUsage> {
+    async fn cache_usage(&self) -> Option<crate::shared::cache::CacheUsage> {
         None
     }
 }

@@ -14,6 +14,7 @@ mod admin;
 mod auth;
 mod autoselect;
 mod browser;
+mod cache;
 mod chat;
 mod cli;
 mod cluster;

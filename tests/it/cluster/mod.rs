@@ -11,6 +11,7 @@
 pub mod load;
 
 mod accuracy;
+mod cache;
 mod faults;
 mod propagation;
 mod sso;

@@ -6,7 +6,8 @@
 
 //!
 //! A request goes through named phases over one context (pingora's shape): [`admit`] (parse,
-//! validate, resolve, permission, rate limits; the usage record opens here) → [`plan`] (autoselect,
+//! validate, resolve, permission, rate limits; the usage record opens here) → [`cached`] (the
+//! response cache: a hit is answered and recorded here; a miss carries its fill) → [`plan`] (autoselect,
 //! context windows, quota, burst, order, cooldowns) → [`attempt`] per candidate, each giving a
 //! [`reply::Reply`] or a failure → the [`pipeline`] decides retries in one place and finishes the
 //! record of every ending that is not an answer; [`reply::respond`] alone makes HTTP of a reply.

@@ -461,8 +461,20 @@ struct PurgeBody {
 async fn cache_purge(s: web::Data<AdminState>, _: Admin, body: web::Json<PurgeBody>) -> Reply {
     let PurgeBody { user, route } = body.into_inner();
     let snapshot = s.catalog.snapshot();
-    let owner = user.as_deref().and_then(|u| snapshot.user(u)).map(|u| u.id);
-    let route = route.map(|r| snapshot.canonical_route(owner, &r));
+    // The store knows a user the catalog has not loaded yet.
+    let owner = match user.as_deref() {
+        Some(u) => match snapshot.user(u) {
+            Some(e) => Some(e.id),
+            None => Some(s.control.get_user(u).await.map_err(control_error)?.id),
+        },
+        None => None,
+    };
+    let route = match route {
+        Some(r) => Some(snapshot.canonical_route(owner, &r).ok_or_else(|| {
+            ApiError::new(Code::NotFound, "No such route (a user's own route is named with `user` too).")
+        })?),
+        None => None,
+    };
     let scope = s.control.purge_cache(user.as_deref(), route.as_deref()).await.map_err(control_error)?;
     let removed = match &s.cache {
         Some(c) => match c.purge(scope).await {

@@ -11,8 +11,6 @@ use crate::types::Usage;
 const MAGIC: &[u8; 4] = b"SYC1";
 /// Bodies smaller than this are stored as they are.
 const COMPRESS_FROM: usize = 512;
-/// The largest body a stored entry may claim to decompress to.
-const MAX_DECODED: usize = 256 * 1024 * 1024;
 
 /// One event of a stored stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,15 +106,16 @@ impl Entry {
         out.freeze()
     }
 
-    /// Reads a stored form; `None` for bytes that are not one (another version, or damaged).
-    pub fn decode(stored: &[u8]) -> Option<Self> {
+    /// Reads a stored form of at most `limit` bytes decoded; `None` for bytes that are not one
+    /// (another version, damaged, or claiming more).
+    pub fn decode(stored: &[u8], limit: usize) -> Option<Self> {
         let rest = stored.strip_prefix(MAGIC)?;
         let (&flag, rest) = rest.split_first()?;
         let plain: std::borrow::Cow<'_, [u8]> = match flag {
             0 => rest.into(),
             1 => {
                 let claimed = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
-                if usize::try_from(claimed).ok()? > MAX_DECODED {
+                if usize::try_from(claimed).ok()? > limit {
                     return None;
                 }
                 lz4_flex::block::decompress_size_prepended(rest).ok()?.into()
@@ -188,7 +187,7 @@ mod tests {
         let small = entry(Stored::Whole(Bytes::from_static(br#"{"id":"x"}"#)));
         let enc = small.encode();
         assert_eq!(enc[4], 0, "too small to compress");
-        assert_eq!(Entry::decode(&enc), Some(small));
+        assert_eq!(Entry::decode(&enc, 1 << 20), Some(small));
         let text = "data: {\"choices\":[{\"delta\":{\"content\":\"word \"}}]}\n\n";
         let mut frames: Vec<Frame> =
             (0..200).map(|_| Frame { bytes: Bytes::from(text.to_owned()), usage_only: false }).collect();
@@ -197,13 +196,13 @@ mod tests {
         let enc = big.encode();
         assert_eq!(enc[4], 1, "repetitive events compress");
         assert!(enc.len() < big.body_bytes() / 4, "{} of {}", enc.len(), big.body_bytes());
-        assert_eq!(Entry::decode(&enc), Some(big));
+        assert_eq!(Entry::decode(&enc, 1 << 20), Some(big));
         // Anything else is not an entry.
         for bad in [&b""[..], b"SYC1", b"SYC1\x02", b"SYC2\x00", &enc[..enc.len() - 1]] {
-            assert_eq!(Entry::decode(bad), None);
+            assert_eq!(Entry::decode(bad, 1 << 20), None);
         }
         let mut bomb = b"SYC1\x01".to_vec();
         bomb.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(Entry::decode(&bomb), None);
+        assert_eq!(Entry::decode(&bomb, 1 << 20), None);
     }
 }

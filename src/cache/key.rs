@@ -10,7 +10,7 @@ use sha2::Digest as _;
 use crate::shared::cache::{CacheKey, route_tag};
 
 /// Top-level fields that do not count.
-const IGNORED: [&str; 5] = ["user", "metadata", "stream_options", "model", "stream"];
+const IGNORED: [&str; 5] = crate::dialect::ANSWER_NEUTRAL_FIELDS;
 
 /// The facts a key is made of.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +25,9 @@ pub struct Ask<'a> {
     pub op: &'a str,
     /// The client asked for a stream.
     pub stream: bool,
+    /// The client's headers an upstream of its dialect receives (`anthropic-beta`): they may
+    /// change the answer.
+    pub headers: &'a [(&'static str, String)],
     /// The client's body as parsed.
     pub body: &'a Map<String, Value>,
 }
@@ -42,6 +45,15 @@ pub fn derive(ask: &Ask<'_>) -> CacheKey {
         h.0.update(part.as_bytes());
     }
     h.0.update([0, u8::from(ask.stream), 0]);
+    let mut headers: Vec<&(&str, String)> = ask.headers.iter().collect();
+    headers.sort();
+    for (name, value) in headers {
+        h.0.update(name.as_bytes());
+        h.0.update(b":");
+        h.0.update(value.as_bytes());
+        h.0.update([0]);
+    }
+    h.0.update([0]);
     let mut fields: Vec<(&String, &Value)> = ask.body.iter().filter(|(k, _)| !IGNORED.contains(&k.as_str())).collect();
     fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
     object(&mut h, fields);
@@ -116,7 +128,7 @@ mod tests {
     }
 
     fn key(owner: Option<i64>, route: &str, b: &Map<String, Value>) -> CacheKey {
-        derive(&Ask { owner, route, dialect: "openai", op: "chat", stream: false, body: b })
+        derive(&Ask { owner, route, dialect: "openai", op: "chat", stream: false, headers: &[], body: b })
     }
 
     #[test]
@@ -133,14 +145,26 @@ mod tests {
         let d = body(r#"{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}"#);
         let e = body(r#"{"messages":[{"role":"user","content":"b"},{"role":"user","content":"a"}]}"#);
         assert_ne!(key(Some(1), "r", &d), key(Some(1), "r", &e));
-        let one =
-            |dialect, op, stream| derive(&Ask { owner: Some(1), route: "r", dialect, op, stream, body: &a }).digest;
+        let one = |dialect, op, stream| {
+            derive(&Ask { owner: Some(1), route: "r", dialect, op, stream, headers: &[], body: &a }).digest
+        };
         let all = [
             one("openai", "chat", false),
             one("openai", "chat", true),
             one("anthropic", "chat", false),
             one("openai", "completions", false),
         ];
+        let beta = [("anthropic-beta", "tools-2024".to_owned())];
+        let with_beta = derive(&Ask {
+            owner: Some(1),
+            route: "r",
+            dialect: "openai",
+            op: "chat",
+            stream: false,
+            headers: &beta,
+            body: &a,
+        });
+        assert_ne!(with_beta.digest, one("openai", "chat", false), "a forwarded header counts");
         for (i, x) in all.iter().enumerate() {
             for y in &all[i + 1..] {
                 assert_ne!(x, y, "dialect, operation and stream each count");

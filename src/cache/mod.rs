@@ -163,6 +163,7 @@ pub struct ResponseCache {
     wait: Duration,
     flights: Flights,
     metrics: Arc<Metrics>,
+    exporting: std::sync::Mutex<()>,
 }
 
 impl ResponseCache {
@@ -181,6 +182,7 @@ impl ResponseCache {
                 wait,
                 flights: Flights::default(),
                 metrics,
+                exporting: std::sync::Mutex::new(()),
             })
         })
     }
@@ -224,34 +226,40 @@ impl ResponseCache {
             }
             Use::Read { ttl, max_age } => (ttl, max_age),
         };
-        // Twice at most: once before joining a flight, once after it landed.
-        for _ in 0..2 {
+        let limit = self.max_entry_bytes.saturating_add(64 * 1024);
+        // Read; on a miss lead the flight, or follow it and read once more when it lands. A
+        // follower whose leader stored nothing (it failed) goes upstream itself.
+        let mut followed = false;
+        loop {
             match self.store.cache_get(&key).await {
                 Err(e) => {
                     tracing::debug!(error = %e, "Response cache unreachable; bypassing it.");
                     return self.count(Lookup::Bypass);
                 }
                 Ok(Some(bytes)) => {
-                    if let Some(hit) = usable(&bytes, max_age, purged_at, stream) {
+                    if let Some(hit) = usable(&bytes, limit, max_age, purged_at, stream) {
                         return self.count(Lookup::Hit(hit));
                     }
                 }
                 Ok(None) => {}
             }
+            if followed {
+                return self.count(Lookup::Miss(self.fill(key, ttl, None)));
+            }
             match self.flights.join(key) {
                 Joined::Leader(leader) => return self.count(Lookup::Miss(self.fill(key, ttl, Some(leader)))),
                 Joined::Follower(rx) => {
+                    followed = true;
                     if tokio::time::timeout(self.wait, flight::landed(rx)).await.is_err() {
-                        break;
+                        return self.count(Lookup::Miss(self.fill(key, ttl, None)));
                     }
                 }
             }
         }
-        self.count(Lookup::Miss(self.fill(key, ttl, None)))
     }
 
     fn fill(self: &Arc<Self>, key: CacheKey, ttl: Duration, leader: Option<flight::Leader>) -> Fill {
-        Fill { cache: Arc::clone(self), key, ttl, leader }
+        Fill { cache: Arc::clone(self), key, ttl, leader, asked_ms: now_ms() }
     }
 
     fn count(&self, l: Lookup) -> Lookup {
@@ -276,6 +284,8 @@ impl ResponseCache {
             let m = &self.metrics;
             m.cache_entries.set(i64::try_from(u.entries).unwrap_or(i64::MAX));
             m.cache_bytes.set(i64::try_from(u.bytes).unwrap_or(i64::MAX));
+            // Read and raised under one lock: concurrent scrapes add each eviction once.
+            let _one = self.exporting.lock();
             m.cache_evictions.inc_by(u.evictions.saturating_sub(m.cache_evictions.get()));
         }
     }
@@ -291,17 +301,18 @@ impl ResponseCache {
     }
 }
 
-/// The hit an entry gives a request, if it may serve it.
-fn usable(bytes: &[u8], max_age: Option<u64>, purged_at: i64, stream: bool) -> Option<Hit> {
-    let entry = Entry::decode(bytes)?;
+/// The hit an entry (of at most `limit` bytes decoded) gives a request, if it may serve it:
+/// of the request's kind, made after the latest purge covering it, and younger than `max_age`.
+fn usable(bytes: &[u8], limit: usize, max_age: Option<u64>, purged_at: i64, stream: bool) -> Option<Hit> {
+    let entry = Entry::decode(bytes, limit)?;
     if entry.created_ms <= purged_at || matches!(entry.body, Stored::Stream(_)) != stream {
         return None;
     }
-    let age_secs = u64::try_from(now_ms().saturating_sub(entry.created_ms) / 1000).unwrap_or(0);
-    if max_age.is_some_and(|m| age_secs > m) {
+    let age_ms = u64::try_from(now_ms().saturating_sub(entry.created_ms)).unwrap_or(0);
+    if max_age.is_some_and(|m| age_ms >= m.saturating_mul(1000)) {
         return None;
     }
-    Some(Hit { entry, age_secs })
+    Some(Hit { entry, age_secs: age_ms / 1000 })
 }
 
 /// How a miss's answer is stored. Dropped unused (an error, a refusal, a cut stream, an answer
@@ -311,16 +322,26 @@ pub struct Fill {
     key: CacheKey,
     ttl: Duration,
     leader: Option<flight::Leader>,
+    /// When the request looked the cache up: the entry's time (a purge after it covers it;
+    /// `Age` counts from it).
+    asked_ms: i64,
 }
 
+/// How long an answer waits for its entry to be stored before it is sent on (the store goes on
+/// in the background beyond it): long enough for Redis, so the next request on any node reads
+/// it; short enough that a slow Redis does not hold answers.
+const STORE_WAIT: Duration = Duration::from_millis(250);
+
 impl Fill {
-    /// Stores a complete answer (in the background; the flight lands when it is stored).
-    pub fn store(self, entry: Entry) {
+    /// Stores a complete answer; returns when it is stored, or after [`STORE_WAIT`] (the flight
+    /// lands when it is stored).
+    pub async fn store(self, mut entry: Entry) {
         if entry.body_bytes() > self.cache.max_entry_bytes {
             return;
         }
-        let Self { cache, key, ttl, leader } = self;
-        drop(tokio::spawn(async move {
+        let Self { cache, key, ttl, leader, asked_ms } = self;
+        entry.created_ms = asked_ms;
+        let put = tokio::spawn(async move {
             let bytes = entry.encode();
             let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
             match cache.store.cache_put(&key, bytes, ttl).await {
@@ -330,11 +351,12 @@ impl Fill {
                 Err(e) => tracing::debug!(error = %e, "Could not store an answer in the response cache."),
             }
             drop(leader);
-        }));
+        });
+        let _ = tokio::time::timeout(STORE_WAIT, put).await;
     }
 
     /// A whole answer's entry, stored.
-    pub fn store_whole(self, body: Bytes, provider: &str, model: &str, usage: Usage, estimated: bool) {
+    pub async fn store_whole(self, body: Bytes, provider: &str, model: &str, usage: Usage, estimated: bool) {
         self.store(Entry {
             created_ms: now_ms(),
             provider: provider.to_owned(),
@@ -342,7 +364,8 @@ impl Fill {
             usage,
             estimated,
             body: Stored::Whole(body),
-        });
+        })
+        .await;
     }
 
     /// Starts capturing a stream's events for the entry.
@@ -382,19 +405,21 @@ impl Capture {
         }
     }
 
-    /// The stream completed with `usage`: its entry is stored.
-    pub fn complete(self, usage: Usage, estimated: bool) {
+    /// The stream completed with `usage`: its entry is stored (see [`Fill::store`]).
+    pub async fn complete(self, usage: Usage, estimated: bool) {
         if self.bytes > self.limit {
             return;
         }
-        self.fill.store(Entry {
-            created_ms: now_ms(),
-            provider: self.provider,
-            model: self.model,
-            usage,
-            estimated,
-            body: Stored::Stream(self.frames),
-        });
+        self.fill
+            .store(Entry {
+                created_ms: now_ms(),
+                provider: self.provider,
+                model: self.model,
+                usage,
+                estimated,
+                body: Stored::Stream(self.frames),
+            })
+            .await;
     }
 }
 
@@ -434,16 +459,19 @@ mod tests {
             .encode()
         };
         let now = now_ms();
+        let l = 1 << 20;
         let whole = e(now - 10_000, Stored::Whole(Bytes::from_static(b"{}")));
-        assert_eq!(usable(&whole, None, 0, false).map(|h| h.age_secs), Some(10));
-        assert!(usable(&whole, None, 0, true).is_none(), "a stream never gets a whole answer");
-        assert!(usable(&whole, Some(5), 0, false).is_none(), "older than max-age");
-        assert!(usable(&whole, Some(10), 0, false).is_some());
-        assert!(usable(&whole, None, now - 10_000, false).is_none(), "purged");
-        assert!(usable(&whole, None, now - 20_000, false).is_some(), "stored after the purge");
+        assert_eq!(usable(&whole, l, None, 0, false).map(|h| h.age_secs), Some(10));
+        assert!(usable(&whole, l, None, 0, true).is_none(), "a stream never gets a whole answer");
+        assert!(usable(&whole, l, Some(5), 0, false).is_none(), "older than max-age");
+        assert!(usable(&whole, l, Some(10), 0, false).is_none(), "max-age takes only younger entries");
+        assert!(usable(&whole, l, Some(11), 0, false).is_some());
+        assert!(usable(&whole, l, None, now - 10_000, false).is_none(), "purged");
+        assert!(usable(&whole, l, None, now - 20_000, false).is_some(), "stored after the purge");
         let stream = e(now, Stored::Stream(vec![]));
-        assert!(usable(&stream, None, 0, false).is_none(), "a whole request never gets a stream");
-        assert!(usable(&stream, None, 0, true).is_some());
-        assert!(usable(b"garbage", None, 0, false).is_none());
+        assert!(usable(&stream, l, None, 0, false).is_none(), "a whole request never gets a stream");
+        assert!(usable(&stream, l, None, 0, true).is_some());
+        assert!(usable(&stream, l, Some(0), 0, true).is_none(), "max-age=0 takes nothing");
+        assert!(usable(b"garbage", l, None, 0, false).is_none());
     }
 }

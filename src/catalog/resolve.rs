@@ -247,17 +247,16 @@ impl Snapshot {
     }
 
     /// The canonical name of a route as a request in `owner`'s namespace (or among global
-    /// routes) would resolve it (`coding` → `rotation/coding`); a name that does not resolve
-    /// stays as it is.
-    pub fn canonical_route(&self, owner: Option<i64>, requested: &str) -> String {
+    /// routes) would resolve it (`coding` → `rotation/coding`); `None` when it does not resolve.
+    pub fn canonical_route(&self, owner: Option<i64>, requested: &str) -> Option<String> {
         let auto = match owner {
             Some(u) => self.autoselect_in(u, requested),
             None => self.autoselect_for(requested),
         };
         if let Some(a) = auto {
-            return a.route();
+            return Some(a.route());
         }
-        self.resolve_as(owner, requested).map_or_else(|_| requested.to_owned(), |p| p.route)
+        self.resolve_as(owner, requested).ok().map(|p| p.route)
     }
 
     /// The `user-provider/…` and `user-rotation/…` routes of a user.

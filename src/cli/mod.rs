@@ -67,8 +67,8 @@ enum CacheCommand {
         /// Only this user's entries (not those of `global` routes, which no user owns).
         #[arg(long)]
         user: Option<String>,
-        /// Only this route's entries, as resolved: `rotation/coding`, `provider/x/m`,
-        /// `autoselect/a`, `user-rotation/r`.
+        /// Only this route's entries, named as a request names it (`coding` is
+        /// `rotation/coding`; a user's own route with `--user`).
         #[arg(long)]
         route: Option<String>,
     },
@@ -372,9 +372,25 @@ async fn admin(cli: &Cli) -> ExitCode {
             (local, None)
         }
     };
-    let control = Control::new(store, shared);
+    let control = Control::new(store.clone(), Arc::clone(&shared));
     let out = match &cli.command {
         Command::Cache(CacheCommand::Purge { user, route }) => {
+            // Route names resolve as a request in the user's namespace (or among global routes)
+            // would: `coding` is `rotation/coding`.
+            let route = match route {
+                Some(r) => match crate::catalog::Catalog::load(&settings, store, shared).await {
+                    Ok(catalog) => {
+                        let snapshot = catalog.snapshot();
+                        let owner = user.as_deref().and_then(|u| snapshot.user(u)).map(|u| u.id);
+                        match snapshot.canonical_route(owner, r) {
+                            Some(canonical) => Some(canonical),
+                            None => return fail(cli, &format!("no route `{r}` (a user's own route needs --user)")),
+                        }
+                    }
+                    Err(e) => return fail(cli, &format!("cannot load the catalog: {e}")),
+                },
+                None => None,
+            };
             cache_purge(cli, &control, cache_store, user.as_deref(), route.as_deref()).await
         }
         Command::User(c) => user(cli, &control, c).await,

@@ -30,6 +30,12 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::types::{Operation, ProviderKind};
 
+/// Top-level request fields that do not change what an upstream answers, in any client dialect:
+/// who asks (`user`, `metadata`), how usage is reported (`stream_options`), and the name the
+/// route was called by and the stream flag (`model`, `stream`: a response-cache key counts the
+/// resolved route and the stream flag itself).
+pub const ANSWER_NEUTRAL_FIELDS: [&str; 5] = ["user", "metadata", "stream_options", "model", "stream"];
+
 pub use facts::{Capability, Chunk, Event, Malformed, ResponseMeta, Step, StreamError, Whole};
 pub use openai::request::{Checked, PromptSize};
 

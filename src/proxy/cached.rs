@@ -30,6 +30,7 @@ pub async fn lookup(state: &ProxyState, req: &Request<'_>, a: &Admitted) -> Look
         dialect: req.dialect.name(),
         op: req.op.path(),
         stream: a.checked.stream,
+        headers: &req.forwarded,
         body: a.client_body.as_ref().unwrap_or(&a.body),
     };
     cache.lookup(|| key::derive(&ask), how, purged_at, a.checked.stream).await
@@ -80,12 +81,12 @@ pub async fn serve(
 }
 
 /// Stores a miss's answer through `fill`: a whole body now, a stream when it completes.
-pub fn keep(reply: &mut Reply, fill: cache::Fill) {
+pub async fn keep(reply: &mut Reply, fill: cache::Fill) {
     let r = &reply.routing;
     match &mut reply.body {
         Body::Whole(b) => {
             if let Some(f) = &reply.served {
-                fill.store_whole(b.clone(), &r.provider, &r.model, f.usage, f.estimated);
+                fill.store_whole(b.clone(), &r.provider, &r.model, f.usage, f.estimated).await;
             }
         }
         Body::Stream(relay) => relay.capture(fill.capture(&r.provider, &r.model)),

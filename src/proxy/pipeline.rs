@@ -31,20 +31,36 @@ use crate::upstream::{Disposition, FailureKind, UpstreamFailure};
 /// the record is finished with the error.
 pub async fn run(state: &ProxyState, clients: &Clients, req: Request<'_>) -> Result<Reply, ApiError> {
     let (admitted, guard) = admit(state, &req).await?;
+    // The routing span: the cache, the plan and every attempt (the attempts' spans are its
+    // children).
+    let span = trace::routing_span(&admitted.checked.model, req.is_selection(), req.sampling.sampled());
     // The response cache comes after admission: a request that would be refused is refused.
-    let lookup = cached::lookup(state, &req, &admitted).await;
+    let lookup = cached::lookup(state, &req, &admitted).instrument(span.clone()).await;
     let status = lookup.status();
+    if let Some(s) = status {
+        trace::record_cache(&span, s.as_str());
+    }
     let fill = match lookup {
-        Lookup::Hit(hit) => return cached::serve(state, &req, &admitted, guard, hit).await.map_err(|(g, r)| end(g, r)),
+        Lookup::Hit(hit) => {
+            return match cached::serve(state, &req, &admitted, guard, hit).instrument(span.clone()).await {
+                Ok(reply) => {
+                    let r = &reply.routing;
+                    trace::record_hit(&span, &r.route, &format!("provider/{}/{}", r.provider, r.model));
+                    Ok(reply)
+                }
+                Err((g, r)) => {
+                    trace::record_unanswered(&span, r.outcome.as_str());
+                    Err(end(g, r))
+                }
+            };
+        }
         Lookup::Miss(fill) => Some(fill),
         Lookup::Off | Lookup::Bypass => None,
     };
-    // The routing span: the plan and every attempt (the attempts' spans are its children).
-    let span = trace::routing_span(&admitted.checked.model, req.is_selection(), req.sampling.sampled());
     let mut reply = route(state, clients, &req, &admitted, guard, &span).instrument(span.clone()).await?;
     reply.cache = status.map(|status| CacheNote { status, age_secs: None });
     if let Some(fill) = fill {
-        cached::keep(&mut reply, fill);
+        cached::keep(&mut reply, fill).await;
     }
     Ok(reply)
 }

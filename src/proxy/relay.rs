@@ -78,6 +78,9 @@ pub struct Relay {
     cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     /// The response cache's copy of the client's events, stored if the stream completes.
     capture: Option<crate::cache::Capture>,
+    /// The stream completed with this usage: the copy is stored once the step that completed
+    /// it has queued its last event.
+    sealed: Option<(crate::types::Usage, bool)>,
     _slot: Option<Slot>,
 }
 
@@ -111,6 +114,7 @@ impl Relay {
             meta: ResponseMeta::default(),
             cut,
             capture: None,
+            sealed: None,
             _slot: slot,
         }
     }
@@ -156,10 +160,22 @@ impl Relay {
         }
         let idle_at = idle_at.min(self.limits.deadline);
         let keepalive_at = self.last_sent + self.limits.keepalive;
-        let Some(upstream) = self.upstream.as_mut() else {
+        if self.upstream.is_none() {
             self.done = true;
             return;
-        };
+        }
+        self.select(idle_at, keepalive_at).await;
+        // A completed stream's copy is stored before its last events go out (at most a short
+        // wait), so the client's next request finds it on any node.
+        if self.done
+            && let (Some(c), Some((usage, estimated))) = (self.capture.take(), self.sealed.take())
+        {
+            c.complete(usage, estimated).await;
+        }
+    }
+
+    async fn select(&mut self, idle_at: tokio::time::Instant, keepalive_at: tokio::time::Instant) {
+        let Some(upstream) = self.upstream.as_mut() else { return };
         tokio::select! {
             biased;
             item = upstream.next() => match item {
@@ -398,11 +414,13 @@ impl Relay {
         // The record is finished inside the span (its log lines carry the request).
         let _in_span = self.report.span.enter();
         // Only a complete stream is cached: an error, a refusal or a cut one never.
-        let capture = self.capture.take().filter(|_| outcome == Outcome::Ok);
+        if outcome != Outcome::Ok {
+            self.capture = None;
+        }
         if let Some(g) = self.guard.take() {
-            if let Some(c) = capture {
+            if self.capture.is_some() {
                 let (usage, source) = g.progress.usage();
-                c.complete(usage, !matches!(source, "reported" | "capped"));
+                self.sealed = Some((usage, !matches!(source, "reported" | "capped")));
             }
             self.report
                 .metrics

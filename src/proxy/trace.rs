@@ -47,6 +47,7 @@ macro_rules! routing_span {
             "switchyard.reason" = Empty,
             "switchyard.target" = Empty,
             "switchyard.outcome" = Empty,
+            "switchyard.cache" = Empty,
         )
     };
 }
@@ -84,6 +85,22 @@ pub fn record_answered(span: &tracing::Span, target: &str, reason: &str) {
     span.record("switchyard.target", target);
     span.record("switchyard.reason", reason);
     span.record("switchyard.outcome", "ok");
+}
+
+/// Records an answer from the response cache: the route, the target that made the original.
+pub fn record_hit(span: &tracing::Span, route: &str, target: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("switchyard.route", route);
+    record_answered(span, target, "cache_hit");
+}
+
+/// Records what the response cache said of the request (`hit`, `miss`, `bypass`).
+pub fn record_cache(span: &tracing::Span, status: &'static str) {
+    if !span.is_disabled() {
+        span.record("switchyard.cache", status);
+    }
 }
 
 /// Records how a request without an answer ended.

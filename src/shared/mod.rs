@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use self::cache::{CacheStore, MemoryCache};
 pub use self::memory::MemoryShared;
 pub use self::redis::RedisShared;
 
@@ -195,9 +196,9 @@ pub async fn connect_with_cache(
     key_prefix: &str,
     pool_size: usize,
     cache_bytes: u64,
-) -> Result<(Arc<dyn SharedState>, Arc<dyn cache::CacheStore>), SharedError> {
+) -> Result<(Arc<dyn SharedState>, Arc<dyn CacheStore>), SharedError> {
     match url {
-        None => Ok((Arc::new(MemoryShared::new()), Arc::new(cache::MemoryCache::new(cache_bytes)))),
+        None => Ok((Arc::new(MemoryShared::new()), Arc::new(MemoryCache::new(cache_bytes)))),
         Some(url) => {
             let redis = Arc::new(RedisShared::connect(url, key_prefix, pool_size).await?);
             let state: Arc<dyn SharedState> = redis.clone();

@@ -27,6 +27,11 @@ fn configure(s: &mut Settings, mock: &MockUpstream) {
         },
     );
     s.providers.push(p);
+    // The mock speaks Anthropic Messages too: Messages clients pass through to it.
+    let mut anth = openai_provider("anth", &mock.base(), &["claude"]);
+    anth.kind = switchyard::types::ProviderKind::Anthropic;
+    s.providers.push(anth);
+    s.security.endpoint_allowlist = vec![format!("127.0.0.1:{}", mock.port)];
     let entry = || switchyard::config::RotationEntryConfig {
         provider_id: "p".into(),
         model: "m".into(),
@@ -207,6 +212,20 @@ async fn streams_replay_byte_for_byte_in_every_dialect() {
     assert_eq!(b.text(), a.text());
     assert!(b.text().contains("event: message_stop"));
     assert_eq!(mock.calls(), 3, "a Messages client has its own entries");
+    // Messages to an Anthropic upstream (a passthrough): the stored stream ends with the
+    // upstream's own last event.
+    let msg = json!({"model": "provider/anth/claude", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "stream me"}]});
+    let a = send("POST", &url, &h, msg.to_string()).await;
+    assert_eq!((a.status, cache_header(&a)), (200, Some("miss")), "{}", a.text());
+    assert!(a.text().ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), "{}", a.text());
+    let b = send("POST", &url, &h, msg.to_string()).await;
+    assert_eq!(cache_header(&b), Some("hit"));
+    assert_eq!(b.text(), a.text(), "the passthrough stream, whole");
+    // A beta header the upstream receives makes another answer: another entry.
+    let beta = [h[0], h[1], ("anthropic-beta", "tools-2024-04-04")];
+    assert_eq!(cache_header(&send("POST", &url, &beta, msg.to_string()).await), Some("miss"));
+    assert_eq!(mock.calls(), 5);
     app.stop().await;
 }
 
@@ -327,6 +346,11 @@ async fn hits_count_toward_rate_limits_and_are_refused_on_a_spent_quota() {
     let app = app(&mock).await;
     let c = app.control().await;
     c.create_user("alice", switchyard::types::Role::User, None, None).await.unwrap();
+    // Four requests in one fixed minute window.
+    let into_minute = switchyard::types::now_ms() % 60_000;
+    if into_minute > 50_000 {
+        tokio::time::sleep(Duration::from_millis(u64::try_from(60_500 - into_minute).unwrap())).await;
+    }
     let mut req = switchyard::control::NewTokenRequest::for_user("alice");
     req.rpm = Some(3);
     let (limited, _) = c.create_token(req).await.unwrap();
@@ -384,6 +408,7 @@ async fn purges_by_user_and_route_from_the_api_and_the_cli() {
     assert_eq!(r.json()["removed"], 2);
     assert_eq!(cache_header(&ask(&app, &ben, &body, None).await), Some("miss"));
     admin("/admin/api/cache/purge", json!({"user": "nobody"})).await.assert_error(404, "not_found");
+    admin("/admin/api/cache/purge", json!({"route": "rotation/none"})).await.assert_error(404, "not_found");
     admin("/admin/api/cache/purge", json!({"users": "ann"})).await.assert_error(400, "invalid_request");
     let r =
         send("POST", &app.url("/admin/api/cache/purge"), &[("authorization", &format!("Bearer {ann}"))], "{}").await;
@@ -477,5 +502,69 @@ async fn redis_cache_and_redis_killed_under_load() {
         }
     }
     assert!(back, "caching resumed once Redis returned");
+    app.stop().await;
+}
+
+/// OpenAI Responses clients: a whole answer and a stream, each stored in the Responses dialect
+/// and replayed byte for byte; a Chat request of the same text has its own entry.
+#[actix_web::test]
+async fn responses_clients_hit_their_own_entries() {
+    let mock = MockUpstream::start(1);
+    let app = app(&mock).await;
+    let token = app.user_with_token("alice").await;
+    let auth = format!("Bearer {token}");
+    let h = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let url = app.url("/v1/responses");
+    for stream in [false, true] {
+        let body = json!({"model": "rotation/r", "input": "responses please", "stream": stream});
+        let a = send("POST", &url, &h, body.to_string()).await;
+        assert_eq!((a.status, cache_header(&a)), (200, Some("miss")), "{}", a.text());
+        let b = send("POST", &url, &h, body.to_string()).await;
+        assert_eq!(cache_header(&b), Some("hit"));
+        assert_eq!(b.text(), a.text());
+    }
+    assert_eq!(cache_header(&ask(&app, &token, &chat("rotation/r", "responses please"), None).await), Some("miss"));
+    assert_eq!(mock.calls(), 3);
+    app.stop().await;
+}
+
+/// Namespaces: an admin acting in a user's namespace (`/api/u/{user}/…`) is that tenant and
+/// shares its entries; two users' own routes of the same name never share one.
+#[actix_web::test]
+async fn namespaces_and_same_named_user_routes_stay_apart() {
+    let mock = MockUpstream::start(1);
+    let app = app(&mock).await;
+    let (ann, ben) = (app.user_with_token("ann").await, app.user_with_token("ben").await);
+    let auth = format!("Bearer {}", app.admin_token);
+    let h = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    for user in ["ann", "ben"] {
+        let spec = json!({"type": "openai", "endpoint": mock.base(), "models": [{"name": "m"}]});
+        let r = send("PUT", &app.url(&format!("/admin/api/users/{user}/providers/mine")), &h, spec.to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // The node's catalog reloads on the announcement: wait until both see their route.
+    for token in [&ann, &ben] {
+        let mut listed = false;
+        for _ in 0..50 {
+            if get(&app.url("/v1/models"), token).await.text().contains("user-provider/mine/m") {
+                listed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(listed, "the route never appeared");
+    }
+    let body = chat("user-provider/mine/m", "my own");
+    assert_eq!(cache_header(&ask(&app, &ann, &body, None).await), Some("miss"));
+    let r = ask(&app, &ben, &body, None).await;
+    assert_eq!((r.status, cache_header(&r)), (200, Some("miss")), "ben's route of the same name: {}", r.text());
+    assert_eq!(cache_header(&ask(&app, &ann, &body, None).await), Some("hit"));
+    let as_ann = send("POST", &app.url("/api/u/ann/chat/completions"), &h, body.to_string()).await;
+    assert_eq!((as_ann.status, cache_header(&as_ann)), (200, Some("hit")), "{}", as_ann.text());
+    // The admin in its own namespace has no such route; on a global route it is its own tenant.
+    let global = chat("rotation/r", "admin's own");
+    assert_eq!(cache_header(&ask(&app, &ann, &global, None).await), Some("miss"));
+    assert_eq!(cache_header(&ask(&app, &app.admin_token, &global, None).await), Some("miss"));
+    assert_eq!(mock.calls(), 4);
     app.stop().await;
 }

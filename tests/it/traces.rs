@@ -304,3 +304,34 @@ async fn spans_are_exported_while_the_node_runs() {
     assert!(metrics.contains("switchyard_trace_spans_total{fate=\"exported\"} 3"), "{metrics}");
     node.stop();
 }
+
+/// The response cache in the trace: the routing span says `switchyard.cache` (`miss`, then
+/// `hit`); a hit's routing span names the original target with reason `cache_hit` and has no
+/// attempt under it.
+#[actix_web::test]
+async fn a_cache_hit_is_a_routing_span_without_attempts() {
+    let up = MockUpstream::start(1);
+    let svc = service();
+    let cfg = config(&svc, &service_url("SWITCHYARD_TEST_OTLP_GRPC"), &[("up", &up)], "[cache]\nenabled = true\n");
+    let node = Node::spawn(&cfg, &[]);
+    let body = json!({"model": "provider/up/m", "messages": [{"role": "user", "content": "cached"}]});
+    for want in ["miss", "hit"] {
+        let r = chat(&node, body.clone(), None).await;
+        assert_eq!((r.status, r.header("x-switchyard-cache")), (200, Some(want)), "{}", r.text());
+    }
+    node.stop();
+    let all = spans(&svc).await;
+    let routing = find(&all, |s| s["name"] == "route");
+    assert_eq!(routing.len(), 2, "{all:#?}");
+    let (miss, hit) = match routing.iter().find(|s| attr(s, "switchyard.cache") == &json!("hit")) {
+        Some(hit) => (routing.iter().find(|s| attr(s, "switchyard.cache") == &json!("miss")).unwrap(), *hit),
+        None => panic!("no hit span: {routing:#?}"),
+    };
+    assert_eq!(attr(hit, "switchyard.reason"), &json!("cache_hit"));
+    assert_eq!(attr(hit, "switchyard.route"), &json!("provider/up/m"));
+    assert_eq!(attr(hit, "switchyard.target"), &json!("provider/up/m"));
+    let attempts = find(&all, |s| s["kind"] == CLIENT);
+    assert_eq!(attempts.len(), 1, "only the miss reached the upstream: {all:#?}");
+    assert_eq!(attempts[0]["parent_span_id"], miss["span_id"]);
+    assert_eq!(up.calls(), 1);
+}

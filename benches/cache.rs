@@ -28,24 +28,15 @@
 mod load;
 #[path = "../tests/it/support/mock_upstream.rs"]
 mod mock_upstream;
+#[path = "support/node.rs"]
+mod node;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use load::{Target, fixed_rate, max_rate, median, paired_blocks, pct, read_response};
+use node::cli;
 use tokio::io::AsyncWriteExt as _;
-
-fn cli(bin: &str, dir: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin)
-        .current_dir(dir.path())
-        .args(["--config", "bench.toml", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("null").as_bytes()).unwrap()
-}
 
 /// Starts a node with the cache on (`extra`: more settings); returns it, its port and an admin
 /// token.
@@ -65,42 +56,17 @@ fn start_node(bin: &str, mock_base: &str, dir: &tempfile::TempDir, extra: &str) 
     .unwrap();
     cli(bin, dir, &["user", "create", "admin", "--role", "admin"]);
     let token = cli(bin, dir, &["token", "create", "--user", "admin"])["token"].as_str().unwrap().to_owned();
-    let mut child = Command::new(bin)
-        .current_dir(dir.path())
-        .args(["--config", "bench.toml", "serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start switchyard");
-    let stdout = child.stdout.take().unwrap();
-    let mut port = 0;
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(p) = line.strip_prefix("Switchyard listening on http://127.0.0.1:") {
-            port = p.trim().parse().unwrap();
-            break;
-        }
-    }
-    assert!(port != 0, "the gateway did not start");
+    let (child, port) = node::serve(bin, dir);
     (child, port, token)
 }
 
 /// A private `redis-server` on a free port, if one is installed.
 fn start_redis(dir: &tempfile::TempDir) -> Option<(Child, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..50 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((child, port));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    let args =
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    node::spawn_listening("redis-server", &args, dir.path(), port).map(|c| (c, port))
 }
 
 /// The load client's requests carry one header line after the token: `Cache-Control` for misses.
@@ -227,38 +193,32 @@ fn main() {
     let secs: u64 = if full { std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5) } else { 1 };
     let blocks = if full { 30 } else { 2 };
     let bound_mib: u64 = std::env::var("BENCH_CACHE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let mock = mock_upstream::MockUpstream::start(1);
-            mock.stop_recording();
-            tx.send((mock.port, mock.base())).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    let (mock_port, mock_base) = rx.recv().unwrap();
+    let (mock_port, mock_base) = mock_upstream::MockUpstream::start_detached();
     let bin = env!("CARGO_BIN_EXE_switchyard");
     let direct =
         Target { name: "direct", port: mock_port, path: "/v1/chat/completions".into(), auth: None, model: "qwen" };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let local = tokio::task::LocalSet::new();
 
+    let bench = Bench { bin, mock_base: &mock_base, rt: &rt, local: &local, full };
     if std::env::var("BENCH_CACHE_BOUND_ONLY").as_deref() != Ok("1") {
-        latency(bin, &mock_base, &direct, &rt, &local, secs, blocks);
+        latency(&bench, &direct, secs, blocks);
     }
-    bound_memory(bin, &mock_base, &rt, &local, full, bound_mib);
+    bound_memory(&bench, bound_mib);
+}
+
+/// What every part of the run shares: the binary, the mock, the load client's runtime.
+struct Bench<'a> {
+    bin: &'a str,
+    mock_base: &'a str,
+    rt: &'a tokio::runtime::Runtime,
+    local: &'a tokio::task::LocalSet,
+    full: bool,
 }
 
 /// Latency and throughput of hits, misses and uncached requests on both caches.
-fn latency(
-    bin: &str,
-    mock_base: &str,
-    direct: &Target,
-    rt: &tokio::runtime::Runtime,
-    local: &tokio::task::LocalSet,
-    secs: u64,
-    blocks: usize,
-) {
+fn latency(b: &Bench<'_>, direct: &Target, secs: u64, blocks: usize) {
+    let Bench { bin, mock_base, rt, local, .. } = *b;
     let mem_dir = tempfile::tempdir().unwrap();
     let (mut mem, mem_port, mem_token) = start_node(bin, mock_base, &mem_dir, "");
     let redis_dir = tempfile::tempdir().unwrap();
@@ -284,14 +244,8 @@ fn latency(
 }
 
 /// The in-process cache filled far past its bound: its figures and the node's memory.
-fn bound_memory(
-    bin: &str,
-    mock_base: &str,
-    rt: &tokio::runtime::Runtime,
-    local: &tokio::task::LocalSet,
-    full: bool,
-    bound_mib: u64,
-) {
+fn bound_memory(b: &Bench<'_>, bound_mib: u64) {
+    let Bench { bin, mock_base, rt, local, full } = *b;
     // Memory at the bound: about four times as many distinct entries (~500 bytes each, as
     // weighed) as fit.
     let bound_dir = tempfile::tempdir().unwrap();

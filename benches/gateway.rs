@@ -38,26 +38,16 @@
 mod load;
 #[path = "../tests/it/support/mock_upstream.rs"]
 mod mock_upstream;
+#[path = "support/node.rs"]
+mod node;
 #[path = "support/otlp_sink.rs"]
 mod otlp_sink;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Instant;
 
 use load::{CONNECTIONS, RATE, Target, fixed_rate, max_rate, median, paired_blocks, pct, peak_rss_kib};
-
-/// Runs a CLI command against the benchmark's database and returns its JSON answer.
-fn cli(bin: &str, dir: &tempfile::TempDir, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin)
-        .current_dir(dir.path())
-        .args(["--config", "bench.toml", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("null").as_bytes()).unwrap()
-}
+use node::cli;
 
 /// Starts the node; returns it, its port, an admin token and the token of a user whose tier and
 /// token have rate limits, concurrency and quotas (set far above the load, so every check runs
@@ -118,22 +108,7 @@ fn start_gateway(bin: &str, mock_base: &str, dir: &tempfile::TempDir, extra: &st
         .as_str()
         .unwrap()
         .to_owned();
-    let mut child = Command::new(bin)
-        .current_dir(dir.path())
-        .args(["--config", "bench.toml", "serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start switchyard (build it with cargo bench, which builds the binary)");
-    let stdout = child.stdout.take().unwrap();
-    let mut port = 0;
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(p) = line.strip_prefix("Switchyard listening on http://127.0.0.1:") {
-            port = p.trim().parse().unwrap();
-            break;
-        }
-    }
-    assert!(port != 0, "the gateway did not start");
+    let (child, port) = node::serve(bin, dir);
     (child, port, token, limited)
 }
 
@@ -210,19 +185,8 @@ fn start_nginx(mock_port: u16, dir: &tempfile::TempDir) -> Option<(u16, Child)> 
         ),
     )
     .ok()?;
-    let child = Command::new(nginx)
-        .args(["-p", &format!("{}/", root.display()), "-c", "nginx.conf"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..50 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((port, child));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    let prefix = format!("{}/", root.display());
+    node::spawn_listening(nginx, &["-p", &prefix, "-c", "nginx.conf"], dir.path(), port).map(|c| (port, c))
 }
 
 /// Time per classification of a realistic prompt by the privacy classifier.
@@ -283,16 +247,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     // The mock runs on its own actix system thread with one worker.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let mock = mock_upstream::MockUpstream::start(1);
-            mock.stop_recording();
-            tx.send((mock.port, mock.base())).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    let (mock_port, mock_base) = rx.recv().unwrap();
+    let (mock_port, mock_base) = mock_upstream::MockUpstream::start_detached();
     let bin = env!("CARGO_BIN_EXE_switchyard");
     let (mut child, gw_port, token, limited) = start_gateway(bin, &mock_base, &dir, "");
     let baseline_dir = tempfile::tempdir().unwrap();

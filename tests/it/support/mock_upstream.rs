@@ -140,6 +140,21 @@ impl MockUpstream {
         Self { port, state, handle }
     }
 
+    /// Starts one (one worker, not recording) on an actix system of its own thread, for the
+    /// benchmarks; returns its port and base URL.
+    pub fn start_detached() -> (u16, String) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let mock = Self::start(1);
+                mock.stop_recording();
+                tx.send((mock.port, mock.base())).expect("report the mock's port");
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("the mock started")
+    }
+
     /// The base URL a provider `endpoint` should use.
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)

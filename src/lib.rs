@@ -53,6 +53,10 @@
 //!   lookups at a time per node, none for a locked-out address).
 //! - L3 [`accounting`] (◄ catalog): usage guards and the batching writer.
 //!   **Architecture Invariant:** a guard that is dropped unfinished still writes its record.
+//! - L3 [`broker`]: the broker workers' protocol — frames over the worker's websocket (one
+//!   binary message each, multiplexed by stream id, credit-based flow control, cancellation) and
+//!   the relay across nodes through shared-state streams; see its module docs. **Architecture
+//!   Invariant:** a malformed frame ends its connection, never the node.
 //! - L3 [`cache`]: the response cache — keys over the canonical body, the stored form of
 //!   answers (streams event by event), single flight, `Cache-Control`; its store is a
 //!   `shared` trait (in process, or Redis). **Architecture Invariant:** knows nothing of HTTP or
@@ -102,6 +106,7 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod broker;
 pub mod cache;
 pub mod catalog;
 pub mod cli;

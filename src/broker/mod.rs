@@ -1,6 +1,7 @@
 //! Broker workers (SPEC §7): GPU boxes behind NAT dial in over a websocket, and any node serves
-//! them. This module holds the protocol; the websocket endpoint, the registry and the relay
-//! across nodes build on it (issue 15, in progress: `type = "broker"` providers are still
+//! them. This module holds the protocol ([`frame`]) and the node's side of a worker connection
+//! apart from any socket ([`session`]: streams, credit windows, cancellation, a lost worker); the
+//! websocket endpoint, the registry and the relay across nodes build on them (issue 15, in progress: `type = "broker"` providers are still
 //! refused by the configuration check).
 //!
 //! ## The protocol
@@ -41,3 +42,4 @@
 //! Architecture Invariant: knows nothing of HTTP clients, tenants or the proxy's phases.
 
 pub mod frame;
+pub mod session;

@@ -95,7 +95,8 @@ impl Application {
         let control = Control::new(store.clone(), Arc::clone(&shared))
             .with_security(&settings.security)
             .map_err(|e| StartError::Other(format!("security.master_key: {e}")))?
-            .with_tenant_limits(&settings.tenant_limits);
+            .with_tenant_limits(&settings.tenant_limits)
+            .with_providers(&settings.providers);
         let bootstrap =
             control.bootstrap(&settings).await.map_err(|e| StartError::Other(format!("bootstrap failed: {e}")))?;
         control.seed_prices(&settings).await.map_err(|e| StartError::Other(format!("cannot seed [[prices]]: {e}")))?;

@@ -74,9 +74,10 @@ impl ProviderKind {
         }
     }
 
-    /// Whether this build can send requests to providers of this kind.
-    pub fn is_served(self) -> bool {
-        !matches!(self, Self::Broker)
+    /// Whether requests reach providers of this kind at an `endpoint` (a broker provider's
+    /// workers dial in; the mock answers in process).
+    pub fn has_endpoint(self) -> bool {
+        !matches!(self, Self::Broker | Self::Mock)
     }
 }
 

@@ -16,6 +16,7 @@ mod m20261129_000010_add_usage_parent;
 mod m20261207_000011_add_cache_write;
 mod m20261207_000012_create_usage_rollups;
 mod m20261207_000013_add_user_identity;
+mod m20261208_000014_add_token_worker;
 
 /// Applies the migrations of this crate.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000011_add_cache_write::Migration),
             Box::new(m20261207_000012_create_usage_rollups::Migration),
             Box::new(m20261207_000013_add_user_identity::Migration),
+            Box::new(m20261208_000014_add_token_worker::Migration),
         ]
     }
 }

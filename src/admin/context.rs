@@ -50,7 +50,9 @@ fn authenticate(req: &HttpRequest) -> Pin<Box<dyn Future<Output = Result<Arc<Tok
     Box::pin(async move {
         let state = state.ok_or_else(ApiError::internal)?;
         let raw = raw.ok_or_else(crate::catalog::missing_credentials)?;
-        Ok(state.catalog.authenticate_from(&raw, client).await?)
+        let token = state.catalog.authenticate_from(&raw, client).await?;
+        token.refuse_worker()?;
+        Ok(token)
     })
 }
 

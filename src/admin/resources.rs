@@ -190,6 +190,9 @@ pub(crate) struct TokenBody {
     pub(crate) rpm: Option<i64>,
     #[serde(default)]
     pub(crate) tpm: Option<i64>,
+    /// A worker token for this broker provider.
+    #[serde(default)]
+    pub(crate) worker: Option<String>,
 }
 
 impl TokenBody {
@@ -211,6 +214,7 @@ impl TokenBody {
             quota_usd: self.quota_usd,
             rpm: self.rpm,
             tpm: self.tpm,
+            worker: self.worker,
             ..NewTokenRequest::for_user(username)
         })
     }

@@ -45,6 +45,8 @@ pub struct TokenEntry {
     pub quota_usd: Option<f64>,
     /// The token that minted this one.
     pub parent_id: Option<i64>,
+    /// A worker token's broker provider (SPEC §7): such a token only connects workers.
+    pub worker_provider: Option<String>,
 }
 
 impl TokenEntry {
@@ -65,12 +67,24 @@ impl TokenEntry {
             tpm: t.tpm,
             quota_usd: t.quota_usd,
             parent_id: t.parent_id,
+            worker_provider: t.worker_provider.clone(),
         })
     }
 
     /// Whether this token may use `route` (a canonical route name).
     pub fn may_use(&self, route: &str) -> bool {
         self.routes.as_ref().is_none_or(|globs| globs.iter().any(|g| crate::types::glob_match(g, route)))
+    }
+
+    /// A worker token's refusal everywhere but the workers' websocket.
+    pub fn refuse_worker(&self) -> Result<(), crate::error::ApiError> {
+        match &self.worker_provider {
+            None => Ok(()),
+            Some(_) => Err(crate::error::ApiError::new(
+                crate::error::Code::PermissionDenied,
+                "A worker token only connects broker workers (GET /broker/ws).",
+            )),
+        }
     }
 
     /// Whether this token may act in `username`'s namespace.

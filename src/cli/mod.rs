@@ -242,6 +242,10 @@ struct TokenCreate {
     /// Tokens per minute.
     #[arg(long)]
     tpm: Option<i64>,
+    /// A worker token for this broker provider (the user's own, or for an admin a configured
+    /// one): it only connects workers (`switchyard worker`).
+    #[arg(long, value_name = "PROVIDER_ID")]
+    worker: Option<String>,
 }
 
 /// Parses arguments and runs the command.
@@ -372,7 +376,7 @@ async fn admin(cli: &Cli) -> ExitCode {
             (local, None)
         }
     };
-    let control = Control::new(store.clone(), Arc::clone(&shared));
+    let control = Control::new(store.clone(), Arc::clone(&shared)).with_providers(&settings.providers);
     let out = match &cli.command {
         Command::Cache(CacheCommand::Purge { user, route }) => {
             // Route names resolve as a request in the user's namespace (or among global routes)
@@ -490,6 +494,7 @@ async fn token(cli: &Cli, control: &Control, c: &TokenCommand) -> Result<String,
                 quota_usd: t.quota_usd,
                 rpm: t.rpm,
                 tpm: t.tpm,
+                worker: t.worker.clone(),
                 ..NewTokenRequest::for_user(&t.user)
             };
             let (raw, row) = control.create_token(req).await?;

@@ -149,11 +149,11 @@ pub fn check(s: &Settings) -> Vec<Problem> {
         if models.contains_key(pr.id.as_str()) {
             p(format!("{at}.id"), format!("duplicate provider id `{}`", pr.id));
         }
-        if !pr.kind.is_served() {
-            p(format!("{at}.type"), format!("provider type `{}` is not supported by this version", pr.kind.as_str()));
-        }
         match (&pr.endpoint, pr.kind) {
-            (None, ProviderKind::Mock) => {}
+            (None, ProviderKind::Mock | ProviderKind::Broker) => {}
+            (Some(_), ProviderKind::Broker) => {
+                p(format!("{at}.endpoint"), "a broker provider has none: its workers dial in".into());
+            }
             (None, _) => p(format!("{at}.endpoint"), "is required".into()),
             (Some(e), _) => {
                 if let Err(m) = check_url(e) {

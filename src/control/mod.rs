@@ -54,6 +54,8 @@ pub struct Control {
     master: Option<crate::crypto::MasterKey>,
     allowlist: Arc<Vec<String>>,
     limits: crate::config::TenantLimits,
+    /// The configured (global) broker providers' ids.
+    brokers: Arc<Vec<String>>,
     /// Creations bounded by `limits` are counted and stored one at a time on this node, so
     /// concurrent writes cannot pass a cap together (across nodes, by at most one per node).
     pub(crate) bounded_writes: Arc<tokio::sync::Mutex<()>>,
@@ -68,6 +70,7 @@ impl Control {
             master: None,
             allowlist: Arc::new(Vec::new()),
             limits: crate::config::TenantLimits::default(),
+            brokers: Arc::default(),
             bounded_writes: Arc::default(),
         }
     }
@@ -87,6 +90,15 @@ impl Control {
     #[must_use]
     pub fn with_tenant_limits(mut self, limits: &crate::config::TenantLimits) -> Self {
         self.limits = limits.clone();
+        self
+    }
+
+    /// With the configured providers: worker tokens are checked against its broker providers.
+    #[must_use]
+    pub fn with_providers(mut self, providers: &[crate::config::ProviderConfig]) -> Self {
+        self.brokers = Arc::new(
+            providers.iter().filter(|p| p.kind == crate::types::ProviderKind::Broker).map(|p| p.id.clone()).collect(),
+        );
         self
     }
 

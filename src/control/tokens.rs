@@ -27,6 +27,9 @@ pub struct NewTokenRequest {
     /// Made by its user (self-service: a child token or the dashboard), so bounded by
     /// `tenant_limits.max_tokens`.
     pub self_service: bool,
+    /// A worker token for this broker provider (SPEC §7): the user's own, or for an admin a
+    /// configured one. It may only connect workers.
+    pub worker: Option<String>,
 }
 
 impl NewTokenRequest {
@@ -43,6 +46,7 @@ impl NewTokenRequest {
             raw: None,
             parent_id: None,
             self_service: false,
+            worker: None,
         }
     }
 }
@@ -89,6 +93,48 @@ pub fn mint_token() -> Result<String, ControlError> {
 }
 
 impl Control {
+    /// Whether `owner` may hold a worker token for `provider`: their own broker provider, or
+    /// (an admin) a configured one; a worker token carries no routes, limits or quota and is
+    /// minted by no other token.
+    async fn check_worker(
+        &self,
+        owner: &store::UserRow,
+        provider: &str,
+        req: &NewTokenRequest,
+    ) -> Result<(), ControlError> {
+        if req.routes.is_some()
+            || req.rpm.is_some()
+            || req.tpm.is_some()
+            || req.quota_usd.is_some()
+            || req.parent_id.is_some()
+            || req.self_service
+        {
+            return Err(ControlError::Invalid(
+                "a worker token has no routes, limits or quota, and is made by an admin for a user".into(),
+            ));
+        }
+        if let Some(o) = store::find_user_object(self.store.conn(), owner.id, "provider", provider).await? {
+            let kind = serde_json::from_str::<crate::config::ProviderConfig>(&o.spec).map(|c| c.kind);
+            return match kind {
+                Ok(crate::types::ProviderKind::Broker) => Ok(()),
+                _ => Err(ControlError::Invalid(format!("`{provider}` is not a broker provider"))),
+            };
+        }
+        if self.brokers.iter().any(|b| b == provider) {
+            return if owner.role == crate::types::Role::Admin {
+                Ok(())
+            } else {
+                Err(ControlError::Forbidden(
+                    "workers of a configured broker provider take an admin's token; a user attaches workers to their own broker providers".into(),
+                ))
+            };
+        }
+        Err(ControlError::NotFound(format!(
+            "no broker provider `{provider}` of `{}` (their own, or for an admin a configured one)",
+            owner.username
+        )))
+    }
+
     /// Creates a token and returns it once, with its row. Only its SHA-256 is stored.
     pub async fn create_token(&self, req: NewTokenRequest) -> Result<(String, TokenRow), ControlError> {
         let db = self.store.conn();
@@ -99,6 +145,9 @@ impl Control {
             return Err(ControlError::Invalid("token names need 1–128 printable characters".into()));
         }
         validate_scope(req.quota_usd, req.rpm, req.tpm, req.routes.as_deref())?;
+        if let Some(provider) = &req.worker {
+            self.check_worker(&owner, provider, &req).await?;
+        }
         // Tokens minted by tokens (self-service) are bounded per user, counted and stored one at a
         // time on this node.
         let mut _one_at_a_time = None;
@@ -133,6 +182,7 @@ impl Control {
                 expires_at: req.expires_at,
                 created_at: now_ms(),
                 parent_id: req.parent_id,
+                worker_provider: req.worker,
             },
         )
         .await

@@ -152,17 +152,23 @@ impl Control {
                 "a provider may list at most {max_models} models (tenant_limits.max_models_per_provider)"
             )));
         }
-        if cfg.kind != ProviderKind::Openai {
-            return Err(invalid("user providers must be of type `openai` (any OpenAI-compatible server)"));
+        if !matches!(cfg.kind, ProviderKind::Openai | ProviderKind::Broker) {
+            return Err(invalid(
+                "user providers are of type `openai` (any OpenAI-compatible server) or `broker` (your own workers)",
+            ));
         }
         if !cfg.cost.is_empty() {
             return Err(invalid("user providers are priced by the price table; remove `cost`"));
         }
         problems(&Settings { providers: vec![cfg.clone()], ..Settings::default() })?;
-        let endpoint = cfg.endpoint.as_deref().ok_or_else(|| invalid("`endpoint` is required"))?;
-        crate::upstream::ssrf::check_endpoint(endpoint, &self.allowlist)
-            .await
-            .map_err(|e| invalid(format!("endpoint: {e}")))?;
+        if cfg.kind.has_endpoint() {
+            let endpoint = cfg.endpoint.as_deref().ok_or_else(|| invalid("`endpoint` is required"))?;
+            crate::upstream::ssrf::check_endpoint(endpoint, &self.allowlist)
+                .await
+                .map_err(|e| invalid(format!("endpoint: {e}")))?;
+        } else if key.is_some() {
+            return Err(invalid("a broker provider has no `api_key`: its workers hold their own"));
+        }
         let sealed_key = match key {
             Some(k) => {
                 let master = self.master.as_ref().ok_or_else(|| {

@@ -156,10 +156,12 @@ impl Dialect {
     /// The dialect a provider type speaks, if this version speaks it.
     pub fn of_provider(kind: ProviderKind) -> Option<Self> {
         match kind {
-            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Mock => Some(Self::OpenAi),
+            // A broker worker relays to a local OpenAI-compatible server.
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Mock | ProviderKind::Broker => {
+                Some(Self::OpenAi)
+            }
             ProviderKind::Anthropic => Some(Self::Anthropic),
             ProviderKind::Gemini => Some(Self::Gemini),
-            ProviderKind::Broker => None,
         }
     }
 

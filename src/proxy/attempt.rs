@@ -75,6 +75,11 @@ pub async fn attempt(
     };
     let transport = match (target.provider.kind, target.provider.endpoint.as_ref()) {
         (ProviderKind::Mock, _) => Transport::InProcess(mock_upstream),
+        // Workers cannot connect yet (issue 15): a broker provider has none, like one whose
+        // workers are all gone, and its requests fail over.
+        (ProviderKind::Broker, _) => {
+            return fail(guard, FailureKind::Connect, "no worker of this broker provider is connected");
+        }
         (_, None) => return fail(guard, FailureKind::Connect, "the provider has no endpoint"),
         (_, Some(endpoint)) => {
             let client = if target.provider.guarded { &clients.guarded } else { &clients.open };

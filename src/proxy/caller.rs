@@ -35,6 +35,7 @@ impl FromRequest for Caller {
                 return Err(crate::catalog::missing_credentials());
             };
             let token = state.catalog.authenticate_from(&raw, client).await?;
+            token.refuse_worker()?;
             // The request's server span names who is calling.
             tracing::Span::current().record("switchyard.user_id", token.user_id);
             Ok(Self(token))

@@ -209,6 +209,16 @@ pub async fn health(s: web::Data<ProxyState>, caller: Option<Caller>) -> HttpRes
     }
 }
 
+/// `GET /broker/ws`: where broker workers will connect (SPEC §7). This version has broker
+/// providers and worker tokens but not the workers' websocket yet: a clear refusal, not a 404
+/// that looks like a wrong URL.
+pub async fn broker_ws() -> Reply {
+    Err(ApiError::new(
+        Code::NotFound,
+        "Broker workers cannot connect to this version of Switchyard yet: its broker providers have no workers.",
+    ))
+}
+
 /// `GET /health/routing` (admin tokens): the routing detail alone.
 pub async fn routing_health(s: web::Data<ProxyState>, caller: Caller) -> Reply {
     if caller.0.role != crate::types::Role::Admin {

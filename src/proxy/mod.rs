@@ -83,6 +83,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/api/rotations/chat/completions", web::post().to(owner::<CHAT, ROTATIONS>)))
         .service(post("/api/autoselect/chat/completions", web::post().to(owner::<CHAT, AUTOSELECTS>)))
         .service(get("/health", web::get().to(handlers::health)))
+        .service(get("/broker/ws", web::get().to(handlers::broker_ws)))
         .service(get("/health/routing", web::get().to(handlers::routing_health)))
         .service(post("/api/{provider_id}/chat/completions", web::post().to(handlers::provider_chat)));
 }

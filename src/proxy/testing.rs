@@ -87,6 +87,7 @@ impl Fixture {
             expires_at: None,
             created_at: crate::types::now_ms(),
             parent_id: None,
+            worker_provider: None,
         };
         crate::store::create_token(store.conn(), token).await.expect("token");
         let catalog = Arc::new(Catalog::load(&settings, store.clone(), Arc::clone(&shared)).await.expect("catalog"));

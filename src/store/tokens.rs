@@ -37,6 +37,9 @@ pub struct TokenRow {
     /// The token that minted this one (a child never exceeds its parent's scope, and is charged
     /// against its parent's limits and quota too).
     pub parent_id: Option<i64>,
+    /// A worker token's broker provider: it may only register workers for it (SPEC §7), and
+    /// call nothing else.
+    pub worker_provider: Option<String>,
 }
 
 impl From<tokens::Model> for TokenRow {
@@ -56,6 +59,7 @@ impl From<tokens::Model> for TokenRow {
             last_used_at: m.last_used_at,
             created_at: m.created_at,
             parent_id: m.parent_id,
+            worker_provider: m.worker_provider,
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct NewToken {
     pub created_at: i64,
     /// The minting token, for child tokens.
     pub parent_id: Option<i64>,
+    /// A worker token's broker provider.
+    pub worker_provider: Option<String>,
 }
 
 /// Inserts a token.
@@ -107,6 +113,7 @@ pub async fn create_token(db: &impl ConnectionTrait, t: NewToken) -> Result<Toke
         last_used_at: Set(None),
         created_at: Set(t.created_at),
         parent_id: Set(t.parent_id),
+        worker_provider: Set(t.worker_provider),
         ..Default::default()
     };
     model.insert(db).await.map(TokenRow::from).map_err(StoreError::from_db)

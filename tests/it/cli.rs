@@ -247,3 +247,23 @@ fn tiers_and_prices_round_trip() {
     let (ok, _, out) = run(&dir, &["price", "get", "gpt-4", "--provider", "azure"]);
     assert!(!ok && out.contains("no price"), "{out}");
 }
+
+/// `token create --worker`: for an admin and a configured broker provider only.
+#[test]
+fn worker_tokens_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sy.toml"),
+        "[database]\nurl = \"sqlite://sy.db?mode=rwc\"\n[log]\nlevel = \"warn\"\n[[providers]]\nid = \"gpu\"\ntype = \"broker\"\nmodels = [{ name = \"m\" }]\n",
+    )
+    .unwrap();
+    assert!(run(&dir, &["user", "create", "root", "--role", "admin"]).0);
+    assert!(run(&dir, &["user", "create", "ann"]).0);
+    let (ok, v, out) = run(&dir, &["token", "create", "--user", "root", "--worker", "gpu"]);
+    assert!(ok, "{out}");
+    assert!(v["token"].as_str().is_some_and(|t| t.starts_with("sy-")), "{v}");
+    let (ok, v, _) = run(&dir, &["token", "create", "--user", "ann", "--worker", "gpu"]);
+    assert!(!ok && v["error"].as_str().is_some_and(|e| e.contains("own broker providers")), "{v}");
+    let (ok, _, _) = run(&dir, &["token", "create", "--user", "root", "--worker", "gpu", "--rpm", "5"]);
+    assert!(!ok, "a worker token has no limits");
+}

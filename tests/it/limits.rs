@@ -314,6 +314,7 @@ mod p6 {
             tpm: None,
             quota_usd: None,
             parent_id: None,
+            worker_provider: None,
         }
     }
 

@@ -13,6 +13,7 @@
 mod admin;
 mod auth;
 mod autoselect;
+mod broker;
 mod browser;
 mod cache;
 mod chat;

@@ -107,6 +107,7 @@ async fn suite(url: &str) {
             expires_at: Some(now_ms() + 1000),
             created_at: now_ms(),
             parent_id: None,
+            worker_provider: None,
         },
     )
     .await

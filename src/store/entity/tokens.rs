@@ -19,6 +19,7 @@ pub struct Model {
     pub last_used_at: Option<i64>,
     pub created_at: i64,
     pub parent_id: Option<i64>,
+    pub worker_provider: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,7 +1,9 @@
 //! Broker workers (SPEC §7): GPU boxes behind NAT dial in over a websocket, and any node serves
 //! them. This module holds the protocol ([`frame`]) and the node's side of a worker connection
 //! apart from any socket ([`session`]: streams, credit windows, cancellation, a lost worker), and
-//! the node's workers ([`registry`]: who serves what, the choice of a worker, expiry). The
+//! the node's workers ([`registry`]: who serves what, the choice of a worker, expiry), and a
+//! worker's connection as an upstream transport ([`carrier`]: the data plane's failover, relay
+//! and usage apply unchanged). The
 //! websocket endpoint, the shared registration and the relay across nodes build on them (issue
 //! 15, in progress: until they exist a broker provider has no workers, and its requests fail
 //! like an unreachable upstream's).
@@ -43,6 +45,7 @@
 //!
 //! Architecture Invariant: knows nothing of HTTP clients, tenants or the proxy's phases.
 
+pub mod carrier;
 pub mod frame;
 pub mod registry;
 pub mod session;

@@ -17,4 +17,4 @@ pub mod transport;
 pub use endpoint::Endpoint;
 pub use exchange::{Auth, BodyError, BodyStream, Outgoing, Response, read_body};
 pub use failure::{Disposition, FailureKind, UpstreamFailure, sanitize};
-pub use transport::{InProcess, Transport};
+pub use transport::{Carrier, InProcess, Transport};

@@ -13,6 +13,14 @@ use crate::upstream::http::HttpClient;
 /// An upstream answered in process: the request's bytes in, the answer out.
 pub type InProcess = fn(&Outgoing<'_>) -> Response;
 
+/// A transport that lives elsewhere (a broker worker's connection): it carries one request and
+/// returns its answer's head and body, or the failure an HTTP transport would.
+#[async_trait::async_trait]
+pub trait Carrier: Send + Sync {
+    /// Sends `out` and waits at most `first_byte` for the answer's head.
+    async fn carry(&self, out: Outgoing<'_>, first_byte: Duration) -> Result<Response, UpstreamFailure>;
+}
+
 /// How one attempt reaches its upstream.
 pub enum Transport<'a> {
     /// HTTP to `endpoint` (a user endpoint through the SSRF-guarded client).
@@ -24,6 +32,8 @@ pub enum Transport<'a> {
     },
     /// An upstream in this process.
     InProcess(InProcess),
+    /// A carrier of its own (a broker worker's connection).
+    Carrier(&'a dyn Carrier),
 }
 
 impl Transport<'_> {
@@ -32,6 +42,7 @@ impl Transport<'_> {
         match self {
             Self::Http { client, endpoint } => client.send(endpoint, out, first_byte).await,
             Self::InProcess(answer) => Ok(answer(&out)),
+            Self::Carrier(c) => c.carry(out, first_byte).await,
         }
     }
 
@@ -40,6 +51,7 @@ impl Transport<'_> {
         match self {
             Self::Http { .. } => "http",
             Self::InProcess(_) => "in_process",
+            Self::Carrier(_) => "carrier",
         }
     }
 }

@@ -153,10 +153,17 @@ impl Registry {
 
     /// The workers whose last sign of life is older than `before_ms`: removed, and returned.
     pub fn expire(&self, before_ms: i64) -> Vec<Arc<Connected>> {
-        let stale: Vec<Arc<Connected>> =
-            self.lock().values().flatten().filter(|w| w.last_seen() < before_ms).cloned().collect();
+        let mut stale = Vec::new();
+        let mut workers = self.lock();
+        for list in workers.values_mut() {
+            let (gone, live): (Vec<_>, Vec<_>) = list.drain(..).partition(|w| w.last_seen() < before_ms);
+            *list = live;
+            stale.extend(gone);
+        }
+        workers.retain(|_, list| !list.is_empty());
+        drop(workers);
         for w in &stale {
-            self.remove(&w.id);
+            w.session.close();
         }
         stale
     }

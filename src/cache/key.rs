@@ -35,9 +35,12 @@ pub struct Ask<'a> {
 /// The key of a request.
 pub fn derive(ask: &Ask<'_>) -> CacheKey {
     let mut h = Hashing(sha2::Sha256::new());
-    h.0.update(b"switchyard-cache-1\0");
+    h.0.update(b"switchyard-cache-2\0");
     match ask.owner {
-        Some(u) => h.0.update(format!("u{u}").as_bytes()),
+        Some(u) => {
+            h.0.update(b"u");
+            h.0.update(u.to_be_bytes());
+        }
         None => h.0.update(b"g"),
     }
     for part in [ask.route, ask.dialect, ask.op] {

@@ -198,14 +198,15 @@ impl ResponseCache {
         (!ttl.is_zero()).then_some(ttl)
     }
 
-    /// Looks the request up as `how` says (its key is derived only when the cache is used). `purged_at`: the latest purge covering the key's tenant or
-    /// route (ms since the epoch; an entry no newer is not served); `stream`: the request streams
-    /// (an entry of the other kind is never served, whatever its key).
+    /// Looks the request up as `how` says; its key, and `purged_at` of it (the latest purge
+    /// covering its tenant or route, ms since the epoch: an entry no newer is not served), are
+    /// derived only when the cache is used. `stream`: the request streams (an entry of the other
+    /// kind is never served, whatever its key).
     pub async fn lookup(
         self: &Arc<Self>,
         key: impl FnOnce() -> CacheKey,
+        purged_at: impl FnOnce(&CacheKey) -> i64,
         how: Use,
-        purged_at: i64,
         stream: bool,
     ) -> Lookup {
         let key = match how {
@@ -213,6 +214,7 @@ impl ResponseCache {
             Use::Bypass => return self.count(Lookup::Bypass),
             Use::Refresh { .. } | Use::Read { .. } => key(),
         };
+        let purged_at = purged_at(&key);
         let (ttl, max_age) = match how {
             Use::Off | Use::Bypass => return Lookup::Off,
             Use::Refresh { ttl } => {

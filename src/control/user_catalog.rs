@@ -53,6 +53,14 @@ fn problems(settings: &Settings) -> Result<(), ControlError> {
     Err(invalid(lines.join("; ")))
 }
 
+/// A user's routes are theirs alone: their cached answers are never shared.
+fn tenant_scoped(scopes: impl IntoIterator<Item = crate::config::CacheScope>) -> Result<(), ControlError> {
+    if scopes.into_iter().any(|s| s == crate::config::CacheScope::Global) {
+        return Err(invalid("`cache_scope = \"global\"` is for global routes; a user's routes cache per tenant"));
+    }
+    Ok(())
+}
+
 /// The provider specs among a user's objects.
 fn provider_specs(objects: &[UserObjectRow]) -> Vec<ProviderConfig> {
     objects.iter().filter(|o| o.kind == "provider").filter_map(|o| serde_json::from_str(&o.spec).ok()).collect()
@@ -96,14 +104,6 @@ impl Control {
             Some(Value::String(n)) if n == name => {}
             Some(_) => return Err(invalid(format!("`{key_field}` must be `{name}`, as in the path"))),
         }
-        // A user's routes are theirs alone: their cached answers are never shared.
-        if body.get("cache_scope").and_then(Value::as_str) == Some("global")
-            || body.get("models").and_then(Value::as_array).is_some_and(|models| {
-                models.iter().any(|m| m.get("cache_scope").and_then(Value::as_str) == Some("global"))
-            })
-        {
-            return Err(invalid("`cache_scope = \"global\"` is for global routes; a user's routes cache per tenant"));
-        }
         let _one_at_a_time = self.bounded_writes.lock().await;
         let existing = store::find_user_object(self.store.conn(), user_id, kind.as_str(), name).await?;
         if existing.is_none() {
@@ -146,6 +146,7 @@ impl Control {
         let spec = Value::Object(body);
         let cfg: ProviderConfig =
             serde_json::from_value(spec.clone()).map_err(|e| invalid(format!("invalid provider: {e}")))?;
+        tenant_scoped(cfg.models.iter().map(|m| m.cache_scope))?;
         let max_models = self.limits.max_models_per_provider;
         if cfg.models.len() > usize::try_from(max_models).unwrap_or(usize::MAX) {
             return Err(invalid(format!(
@@ -200,6 +201,7 @@ impl Control {
         let spec = Value::Object(body);
         let cfg: RotationConfig =
             serde_json::from_value(spec.clone()).map_err(|e| invalid(format!("invalid rotation: {e}")))?;
+        tenant_scoped([cfg.cache_scope])?;
         if !matches!(cfg.strategy.as_str(), "weighted" | "priority" | "least_busy") {
             return Err(invalid("user rotations use `weighted`, `priority` or `least_busy`"));
         }
@@ -225,6 +227,7 @@ impl Control {
         let spec = Value::Object(body);
         let cfg: AutoselectConfig =
             serde_json::from_value(spec.clone()).map_err(|e| invalid(format!("invalid autoselect: {e}")))?;
+        tenant_scoped([cfg.cache_scope])?;
         // The routes it names: the user's own must exist; global ones are checked when used (an
         // unavailable candidate is skipped); no autoselect may name another.
         let objects = store::list_user_objects(self.store.conn(), Some(user_id)).await?;

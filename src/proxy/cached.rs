@@ -23,7 +23,6 @@ pub async fn lookup(state: &ProxyState, req: &Request<'_>, a: &Admitted) -> Look
         Scope::User(u) => u,
         _ => req.caller.0.user_id,
     });
-    let purged_at = a.snapshot.cache_purges.purged_at(owner, crate::shared::cache::route_tag(&route));
     let ask = key::Ask {
         owner,
         route: &route,
@@ -33,14 +32,16 @@ pub async fn lookup(state: &ProxyState, req: &Request<'_>, a: &Admitted) -> Look
         headers: &req.forwarded,
         body: a.client_body.as_ref().unwrap_or(&a.body),
     };
-    cache.lookup(|| key::derive(&ask), how, purged_at, a.checked.stream).await
+    // The key, and the purges covering it, only when the request uses the cache.
+    let purged_at = |k: &crate::shared::cache::CacheKey| a.snapshot.cache_purges.purged_at(k.owner, k.route);
+    cache.lookup(|| key::derive(&ask), purged_at, how, a.checked.stream).await
 }
 
-/// The route the request resolved to, and its cache policy.
-fn route_of(a: &Admitted) -> (String, crate::catalog::CachePolicy) {
+/// The route the request resolved to (borrowed from its plan), and its cache policy.
+fn route_of(a: &Admitted) -> (std::borrow::Cow<'_, str>, crate::catalog::CachePolicy) {
     match &a.resolved {
-        Resolved::Plan(p) => (p.route.clone(), p.cache),
-        Resolved::Autoselect(auto) => (auto.route(), auto.cache),
+        Resolved::Plan(p) => (p.route.as_str().into(), p.cache),
+        Resolved::Autoselect(auto) => (auto.route().into(), auto.cache),
     }
 }
 
@@ -69,7 +70,7 @@ pub async fn serve(
         }
     };
     let routing = Routing {
-        route: route_of(a).0,
+        route: route_of(a).0.into_owned(),
         provider: entry.provider,
         model: entry.model,
         reason: Reason::Cache,

@@ -45,7 +45,7 @@ pub async fn run(state: &ProxyState, clients: &Clients, req: Request<'_>) -> Res
             return match cached::serve(state, &req, &admitted, guard, hit).instrument(span.clone()).await {
                 Ok(reply) => {
                     let r = &reply.routing;
-                    trace::record_hit(&span, &r.route, &format!("provider/{}/{}", r.provider, r.model));
+                    trace::record_hit(&span, &r.route, &r.provider, &r.model);
                     Ok(reply)
                 }
                 Err((g, r)) => {

@@ -88,12 +88,12 @@ pub fn record_answered(span: &tracing::Span, target: &str, reason: &str) {
 }
 
 /// Records an answer from the response cache: the route, the target that made the original.
-pub fn record_hit(span: &tracing::Span, route: &str, target: &str) {
+pub fn record_hit(span: &tracing::Span, route: &str, provider: &str, model: &str) {
     if span.is_disabled() {
         return;
     }
     span.record("switchyard.route", route);
-    record_answered(span, target, "cache_hit");
+    record_answered(span, &format!("provider/{provider}/{model}"), "cache_hit");
 }
 
 /// Records what the response cache said of the request (`hit`, `miss`, `bypass`).

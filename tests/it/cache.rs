@@ -424,7 +424,9 @@ async fn purges_by_user_and_route_from_the_api_and_the_cli() {
         .args(["--config", "sy.toml", "--json", "cache", "purge"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // With --json the CLI says what failed on stdout.
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
     let v: Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
     assert_eq!(v["removed"], Value::Null, "an embedded node's cache is in its process");
     let mut purged = false;
